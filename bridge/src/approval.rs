@@ -1,0 +1,375 @@
+//! Domain types of one approval's life: what was asked (`Approval`), what may be
+//! answered (`Decision`), who answered (`Responder`) and how it ended (`Outcome`).
+//! Parsing from the gateway's JSON lives here so every port shares one reading.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The three approval families the gateway runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `exec.approval.*`: a shell command.
+    Exec,
+    /// `plugin.approval.*`: a plugin-defined action; ids are prefixed `plugin:`.
+    Plugin,
+    /// `openclaw.approval.*`: a system-agent action.
+    System,
+}
+
+impl Kind {
+    /// The `kind` value of the kind-agnostic `approval.resolve`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Plugin => "plugin",
+            Kind::System => "system-agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "exec" => Some(Kind::Exec),
+            "plugin" => Some(Kind::Plugin),
+            "system-agent" | "system" | "openclaw" => Some(Kind::System),
+            _ => None,
+        }
+    }
+}
+
+/// An answer the gateway accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    AllowOnce,
+    AllowAlways,
+    Deny,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 3] = [Decision::AllowOnce, Decision::AllowAlways, Decision::Deny];
+
+    /// The wire form: `allow-once`, `allow-always`, `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::AllowOnce => "allow-once",
+            Decision::AllowAlways => "allow-always",
+            Decision::Deny => "deny",
+        }
+    }
+
+    /// Parses the wire form, accepting OpenClaw's `always` alias for `allow-always`.
+    pub fn parse(s: &str) -> Option<Decision> {
+        match s {
+            "allow-once" => Some(Decision::AllowOnce),
+            "allow-always" | "always" => Some(Decision::AllowAlways),
+            "deny" => Some(Decision::Deny),
+            _ => None,
+        }
+    }
+
+    /// Button label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Decision::AllowOnce => "Allow once",
+            Decision::AllowAlways => "Allow always",
+            Decision::Deny => "Deny",
+        }
+    }
+
+    /// Past tense, for outcome lines ("Allowed once by ...").
+    pub fn past(self) -> &'static str {
+        match self {
+            Decision::AllowOnce => "Allowed once",
+            Decision::AllowAlways => "Allowed always",
+            Decision::Deny => "Denied",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The gateway's id of an approval, verbatim (a UUID, or `plugin:<uuid>` for plugins).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(pub String);
+
+impl ApprovalId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ApprovalId {
+    fn from(s: &str) -> Self {
+        ApprovalId(s.to_owned())
+    }
+}
+
+/// A pending approval as the gateway described it. Every text field is untrusted:
+/// channels escape it for their markup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub kind: Kind,
+    /// Exec: the full command. Plugin/system: the title.
+    pub command: String,
+    pub cwd: Option<String>,
+    pub host: Option<String>,
+    pub node_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub session_key: Option<String>,
+    /// Plugin/system: the longer description.
+    pub description: Option<String>,
+    /// Plugin: `info`, `warning`, `critical`, ...
+    pub severity: Option<String>,
+    /// The gateway's warning text and analysis lines, in order, deduplicated.
+    pub warnings: Vec<String>,
+    /// `commandAnalysis.riskKinds`.
+    pub risk_kinds: Vec<String>,
+    /// Set when a cron (automation) run raised the approval.
+    pub cron: bool,
+    pub allowed_decisions: Vec<Decision>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Why a gateway payload could not be read as an approval.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("approval payload has no `{0}`")]
+    Missing(&'static str),
+}
+
+impl Approval {
+    /// Reads an `*.approval.requested` payload (or one entry of `*.approval.list`).
+    /// `kind` is the family the event came from; the payload's own `approvalKind` and an
+    /// id prefix refine it.
+    pub fn from_gateway(kind: Kind, payload: &Value) -> Result<Approval, ParseError> {
+        let id = str_at(payload, &["id"]).ok_or(ParseError::Missing("id"))?;
+        let kind = match str_at(payload, &["approvalKind"]).and_then(Kind::parse) {
+            Some(k) => k,
+            None if id.starts_with("plugin:") => Kind::Plugin,
+            None => kind,
+        };
+        let req = payload.get("request").unwrap_or(payload);
+        let text = |path: &[&str]| str_at(req, path).map(str::to_owned);
+        let command = match kind {
+            Kind::Exec => text(&["command"])
+                .or_else(|| text(&["commandPreview"]))
+                .ok_or(ParseError::Missing("request.command"))?,
+            Kind::Plugin | Kind::System => text(&["title"])
+                .or_else(|| text(&["command"]))
+                .or_else(|| text(&["toolName"]))
+                .unwrap_or_else(|| "(untitled approval)".to_owned()),
+        };
+        let mut warnings: Vec<String> = Vec::new();
+        let mut push = |w: &str| {
+            let w = w.trim();
+            if !w.is_empty() && !warnings.iter().any(|x| x == w) {
+                warnings.push(w.to_owned());
+            }
+        };
+        if let Some(w) = str_at(req, &["warningText"]) {
+            w.lines().for_each(&mut push);
+        }
+        for w in strings_at(req, &["commandAnalysis", "warningLines"]) {
+            push(&w);
+        }
+        let allowed: Vec<Decision> = strings_at(req, &["allowedDecisions"])
+            .iter()
+            .filter_map(|d| Decision::parse(d))
+            .collect();
+        let allowed_decisions = if allowed.is_empty() {
+            // Absent list: the gateway's defaults. Plugin and exec both accept all three.
+            Decision::ALL.to_vec()
+        } else {
+            allowed
+        };
+        Ok(Approval {
+            id: ApprovalId(id.to_owned()),
+            kind,
+            command,
+            cwd: text(&["cwd"]),
+            host: text(&["host"]),
+            node_id: text(&["nodeId"]),
+            agent_id: text(&["agentId"]),
+            session_key: text(&["sessionKey"]),
+            description: text(&["description"]),
+            severity: text(&["severity"]),
+            warnings,
+            risk_kinds: strings_at(req, &["commandAnalysis", "riskKinds"]),
+            cron: req.get("cronExecutionSource").is_some_and(|v| !v.is_null()),
+            allowed_decisions,
+            created_at_ms: payload.get("createdAtMs").and_then(Value::as_i64).unwrap_or(0),
+            expires_at_ms: payload.get("expiresAtMs").and_then(Value::as_i64),
+        })
+    }
+
+    pub fn offers(&self, d: Decision) -> bool {
+        self.allowed_decisions.contains(&d)
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k)?;
+    }
+    cur.as_str().filter(|s| !s.is_empty())
+}
+
+fn strings_at(v: &Value, path: &[&str]) -> Vec<String> {
+    let mut cur = v;
+    for k in path {
+        match cur.get(k) {
+            Some(n) => cur = n,
+            None => return Vec::new(),
+        }
+    }
+    cur.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// A person who answered, identified by the channel's stable id only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Responder {
+    /// Channel name, e.g. `telegram`.
+    pub channel: String,
+    /// The channel's stable user id (Telegram numeric id, `@user:server`, ...).
+    pub user_id: String,
+    /// A display name for humans reading the outcome; never used for authorization.
+    pub display: Option<String>,
+}
+
+impl fmt::Display for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.display {
+            Some(d) => write!(f, "{d} ({})", self.user_id),
+            None => f.write_str(&self.user_id),
+        }
+    }
+}
+
+/// Who made a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Decider {
+    /// Someone answering one of this bridge's prompts.
+    Responder(Responder),
+    /// Another gateway client; the gateway's `resolvedBy` text when it gave one.
+    Elsewhere { resolved_by: Option<String> },
+}
+
+/// How an approval ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Outcome {
+    Decided { decision: Decision, by: Decider, at_ms: i64 },
+    /// The gateway let it time out.
+    Expired { at_ms: i64 },
+    /// The gateway no longer knows it (restarted, or ended while we were away).
+    Gone { at_ms: i64 },
+}
+
+impl Outcome {
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            Outcome::Decided { at_ms, .. } | Outcome::Expired { at_ms } | Outcome::Gone { at_ms } => {
+                *at_ms
+            }
+        }
+    }
+
+    /// One plain-text line for humans: "Allowed once by Ann (42) via telegram".
+    /// Channels escape it for their markup and add the time in their own format.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Decided { decision, by: Decider::Responder(r), .. } => {
+                format!("{} by {} via {}", decision.past(), r, r.channel)
+            }
+            Outcome::Decided { decision, by: Decider::Elsewhere { resolved_by }, .. } => {
+                match resolved_by {
+                    Some(who) => format!("{} elsewhere by {}", decision.past(), who),
+                    None => format!("{} elsewhere", decision.past()),
+                }
+            }
+            Outcome::Expired { .. } => "Expired without a decision".to_owned(),
+            Outcome::Gone { .. } => "No longer pending at the gateway".to_owned(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the gateway's clock unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_exec_requested_payload() {
+        let p = json!({
+            "id": "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11",
+            "approvalKind": "exec",
+            "request": {
+                "command": "rm -rf /tmp/x", "cwd": "/srv", "host": "gateway", "agentId": "main",
+                "warningText": "deletes files", "commandAnalysis": {"riskKinds": ["destructive"],
+                "warningLines": ["deletes files", "recursive"]},
+                "allowedDecisions": ["allow-once", "deny"]
+            },
+            "createdAtMs": 1000, "expiresAtMs": 2000
+        });
+        let a = Approval::from_gateway(Kind::Exec, &p).unwrap();
+        assert_eq!(a.kind, Kind::Exec);
+        assert_eq!(a.command, "rm -rf /tmp/x");
+        assert_eq!(a.warnings, vec!["deletes files", "recursive"]);
+        assert_eq!(a.risk_kinds, vec!["destructive"]);
+        assert_eq!(a.allowed_decisions, vec![Decision::AllowOnce, Decision::Deny]);
+        assert!(!a.offers(Decision::AllowAlways));
+        assert_eq!(a.expires_at_ms, Some(2000));
+    }
+
+    #[test]
+    fn plugin_prefix_sets_kind_and_title_is_the_headline() {
+        let p = json!({"id": "plugin:abc", "request": {"title": "Send email", "description": "to x", "severity": "warning"}});
+        let a = Approval::from_gateway(Kind::Exec, &p).unwrap();
+        assert_eq!(a.kind, Kind::Plugin);
+        assert_eq!(a.command, "Send email");
+        assert_eq!(a.severity.as_deref(), Some("warning"));
+        assert_eq!(a.allowed_decisions, Decision::ALL.to_vec());
+    }
+
+    #[test]
+    fn exec_without_command_is_an_error() {
+        let p = json!({"id": "x", "request": {}});
+        assert_eq!(Approval::from_gateway(Kind::Exec, &p), Err(ParseError::Missing("request.command")));
+        assert_eq!(Approval::from_gateway(Kind::Exec, &json!({})), Err(ParseError::Missing("id")));
+    }
+
+    #[test]
+    fn decision_accepts_always_alias_only() {
+        assert_eq!(Decision::parse("always"), Some(Decision::AllowAlways));
+        assert_eq!(Decision::parse("Allow-Once"), None);
+        assert_eq!(Decision::parse(""), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! The Channel port: what the engine needs from a chat service (deliver a prompt, finish
+//! it with an outcome, tell a responder something) and what a channel hands back (an
+//! `Answer`). Adapters translate; only the engine decides.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::approval::{Approval, ApprovalId, Decision, Outcome, Responder};
+
+/// Where a channel sends prompts: one chat (DM) of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Target {
+    pub channel: String,
+    /// The channel's chat id (Telegram chat id, Matrix user id, ...).
+    pub chat: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.channel, self.chat)
+    }
+}
+
+/// A prompt this bridge sent: enough for the channel to edit it later, also after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub target: Target,
+    /// The channel's message id, as text.
+    pub message: String,
+}
+
+/// What a responder asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Decide an approval.
+    Decide { id: ApprovalId, decision: Decision },
+    /// List pending approvals (`/pending`).
+    ListPending,
+    /// Something that looked like an answer but could not be read (forged or garbled
+    /// callback data, `/approve` with a bad decision). `raw` is kept for the audit log.
+    Malformed { raw: String, why: String },
+}
+
+/// How the answer reached us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A button/reaction on a prompt message; the ref names that message.
+    Prompt(MessageRef),
+    /// A text command typed in a chat with the bot.
+    Command { chat: String },
+}
+
+/// An answer as a channel decoded it. `reply` is the channel's handle for telling the
+/// responder something (Telegram: the callback query id or the chat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub responder: Responder,
+    pub request: Request,
+    pub via: Via,
+    /// True only when the chat is a one-to-one chat with the bot.
+    pub in_dm: bool,
+    pub reply: ReplyTo,
+}
+
+/// Opaque to the engine: the channel's way back to the responder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplyTo {
+    pub channel: String,
+    /// e.g. `cb:<callback query id>` or `chat:<chat id>`; the channel defines the format.
+    pub handle: String,
+}
+
+/// Why an answer did not count. Shown to the responder and written to the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    NotAllowed,
+    NotDirectMessage,
+    UnknownApproval,
+    NotOurPrompt,
+    DecisionNotOffered,
+    Malformed,
+    /// The gateway could not be reached; the approval stays pending.
+    GatewayUnavailable,
+}
+
+impl Refusal {
+    /// Stable key for logs, metrics and the audit log.
+    pub fn key(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not_allowed",
+            Refusal::NotDirectMessage => "not_dm",
+            Refusal::UnknownApproval => "unknown_approval",
+            Refusal::NotOurPrompt => "not_our_prompt",
+            Refusal::DecisionNotOffered => "decision_not_offered",
+            Refusal::Malformed => "malformed",
+            Refusal::GatewayUnavailable => "gateway_unavailable",
+        }
+    }
+
+    /// What the responder reads.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "You are not allowed to decide approvals here.",
+            Refusal::NotDirectMessage => "Approvals are decided only in a direct chat with the bot.",
+            Refusal::UnknownApproval => "No pending approval with that id.",
+            Refusal::NotOurPrompt => "That message is not an approval prompt of this bridge.",
+            Refusal::DecisionNotOffered => "That decision is not offered for this approval.",
+            Refusal::Malformed => "Could not read that answer. Use the buttons or /approve <id> allow-once|allow-always|deny.",
+            Refusal::GatewayUnavailable => "The gateway could not be reached; nothing was decided. Try again shortly.",
+        }
+    }
+}
+
+/// What the engine tells a responder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// The decision was accepted by the gateway.
+    Accepted { id: ApprovalId, decision: Decision },
+    Refused(Refusal),
+    /// The approval had already ended; this is how.
+    AlreadyFinished { id: ApprovalId, outcome: Outcome },
+    /// Answer to `/pending`.
+    Pending(Vec<Approval>),
+}
+
+impl Notice {
+    /// Plain text for the responder; channels escape it for their markup.
+    pub fn text(&self) -> String {
+        match self {
+            Notice::Accepted { decision, .. } => format!("{}.", decision.past()),
+            Notice::Refused(r) => r.message().to_owned(),
+            Notice::AlreadyFinished { outcome, .. } => format!("Already finished: {}.", outcome.summary()),
+            Notice::Pending(list) if list.is_empty() => "No pending approvals.".to_owned(),
+            Notice::Pending(list) => {
+                let mut s = format!("{} pending:", list.len());
+                for a in list {
+                    s.push_str(&format!("\n{} {}", a.id, a.command.chars().take(80).collect::<String>()));
+                }
+                s
+            }
+        }
+    }
+}
+
+/// A channel error, classified by whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Rate limited or a server/network fault: try again after the hint.
+    #[error("transient: {message}")]
+    Transient { message: String, retry_after: Option<std::time::Duration> },
+    /// The message no longer exists or can no longer be edited: do not retry.
+    #[error("message gone: {0}")]
+    MessageGone(String),
+    /// Anything else that retrying will not fix (bad token, chat not found, ...).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ChannelError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChannelError::Transient { .. })
+    }
+}
+
+/// One chat service. Implementations own their wire formats, escaping and rate limits.
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// Short stable name (`telegram`), also the `Target::channel` of its targets.
+    fn name(&self) -> &str;
+
+    /// Chats that receive every prompt.
+    fn targets(&self) -> Vec<Target>;
+
+    /// Whether this stable user id may decide (the channel's `allowFrom`).
+    fn allows(&self, user_id: &str) -> bool;
+
+    /// Start-up check of credentials and reachability (Telegram `getMe`); returns a
+    /// human description such as `@my_bot (id 42)`.
+    async fn health(&self) -> Result<String, ChannelError>;
+
+    /// Sends the prompt for `approval` to `target`. Retries its own transient faults
+    /// (rate limits); an error here is final for this attempt.
+    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError>;
+
+    /// Rewrites a prompt to show the outcome and removes its buttons.
+    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError>;
+
+    /// Tells one responder something (answers a callback query, or a message in the chat).
+    async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError>;
+
+    /// Receives answers until `shutdown` fires, reconnecting by itself.
+    async fn run(&self, answers: mpsc::Sender<Answer>, shutdown: broadcast::Receiver<()>);
+}

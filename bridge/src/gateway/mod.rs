@@ -1,0 +1,51 @@
+//! The OpenClaw gateway link: protocol-4 frames, the device identity that signs the
+//! handshake, and a client that keeps one authenticated connection alive, replays pending
+//! approvals after every (re)connect and turns gateway events into `GatewayEvent`s.
+
+use async_trait::async_trait;
+
+use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome};
+
+/// Scopes the bridge asks for; without `operator.admin` it is blind to agent approvals.
+pub const NEEDED_SCOPES: [&str; 3] = ["operator.read", "operator.approvals", "operator.admin"];
+/// Capabilities declared in `connect`; without them no approval event arrives.
+pub const CAPS: [&str; 3] = ["exec-approvals", "plugin-approvals", "approvals"];
+
+/// What the gateway link reports to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayEvent {
+    /// Authenticated. `missing` lists needed scopes the gateway did not grant: non-empty
+    /// means the bridge is (partly) blind.
+    Connected { scopes: Vec<String>, missing: Vec<String> },
+    /// Every approval pending right after a (re)connect, all kinds. Anything the engine
+    /// holds as pending that is absent here ended while we were away.
+    Snapshot(Vec<Approval>),
+    /// A new approval.
+    Requested(Approval),
+    /// An approval ended at the gateway (decided by anyone, or expired).
+    Ended { id: ApprovalId, outcome: Outcome },
+    /// The link dropped; the client reconnects by itself.
+    Disconnected { reason: String },
+    /// The device must be approved by the owner before the gateway lets us in.
+    PairingRequired { request_id: Option<String> },
+}
+
+/// A gateway error, classified by what the caller should do.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum GatewayError {
+    /// The approval is no longer pending there (APPROVAL_NOT_FOUND): terminal, never retry.
+    #[error("approval not found at the gateway")]
+    NotFound,
+    /// Not connected, timed out, or UNAVAILABLE: nothing was decided; may retry later.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the call for another reason.
+    #[error("gateway refused: {code}: {message}")]
+    Rejected { code: String, message: String },
+}
+
+/// The one call the engine makes on the gateway.
+#[async_trait]
+pub trait Resolver: Send + Sync + 'static {
+    async fn resolve(&self, id: &ApprovalId, kind: Kind, decision: Decision) -> Result<(), GatewayError>;
+}

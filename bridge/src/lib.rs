@@ -1,0 +1,11 @@
+//! approval-bridge core: the approval domain, the engine that decides, and the ports it
+//! talks through (gateway, channels, store). No chat SDK is imported here; adapters live
+//! in the `channels` crate and are wired by the binary.
+
+pub mod approval;
+pub mod channel;
+pub mod config;
+pub mod engine;
+pub mod gateway;
+pub mod policy;
+pub mod store;
