@@ -9,3 +9,4 @@ pub mod engine;
 pub mod gateway;
 pub mod policy;
 pub mod store;
+pub mod telemetry;
