@@ -4,6 +4,15 @@
 
 use async_trait::async_trait;
 
+pub mod client;
+pub mod connection;
+pub mod frames;
+pub mod identity;
+
+pub use client::{Client, GatewayOptions, ProbeReport, probe};
+pub use connection::{ConnectError, ConnectOptions, Connection, Hello};
+pub use identity::DeviceIdentity;
+
 use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome};
 
 /// Scopes the bridge asks for; without `operator.admin` it is blind to agent approvals.

@@ -1,0 +1,577 @@
+//! The long-lived gateway link: reconnects forever with capped exponential backoff and
+//! jitter, reports `Connected`, replays every pending approval as one `Snapshot` after
+//! each (re)connect, then forwards approval events until the socket drops
+//! (`Disconnected`). It also implements `Resolver`, and offers a one-shot `probe` for the
+//! binary's `check` command.
+//!
+//! Invariant: nothing here decides an approval. `resolve` is called only by the engine,
+//! and every failure is reported, never retried into a decision.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, instrument, warn};
+
+use super::connection::{ConnectError, ConnectOptions, Connection, Hello};
+use super::frames::{ErrorShape, EventFrame};
+use super::identity::{DeviceIdentity, StoredDeviceToken};
+use super::{GatewayError, GatewayEvent, NEEDED_SCOPES, Resolver};
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, now_ms};
+
+/// How to reach and authenticate to one gateway. `Debug` redacts the token.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// `ws://host:port` or `wss://host:port`.
+    pub url: String,
+    /// The gateway's shared token; never logged.
+    pub token: Option<String>,
+    /// Where the device key and device token live (created 0600).
+    pub state_dir: PathBuf,
+    /// SHA-256 of the gateway's TLS certificate (DER), for `wss://` with a self-signed cert.
+    pub tls_pin: Option<[u8; 32]>,
+    /// Client id from the gateway's registry; default `gateway-client`.
+    pub client_id: String,
+    /// Client mode from the gateway's registry; default `backend`.
+    pub client_mode: String,
+    /// Shown by the gateway as `resolvedBy`; default `approval-bridge`.
+    pub display_name: Option<String>,
+    /// Scopes to ask for; default `NEEDED_SCOPES`.
+    pub scopes: Vec<String>,
+    /// Limit for one call (list, resolve); default 30 s.
+    pub request_timeout: Duration,
+    /// Longest pause between reconnect attempts; default 30 s.
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("state_dir", &self.state_dir)
+            .field("tls_pin", &self.tls_pin.map(hex::encode))
+            .field("client_id", &self.client_id)
+            .field("client_mode", &self.client_mode)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl GatewayOptions {
+    pub fn new(url: impl Into<String>, token: Option<String>, state_dir: impl Into<PathBuf>) -> Self {
+        GatewayOptions {
+            url: url.into(),
+            token,
+            state_dir: state_dir.into(),
+            tls_pin: None,
+            client_id: "gateway-client".into(),
+            client_mode: "backend".into(),
+            display_name: Some("approval-bridge".into()),
+            scopes: NEEDED_SCOPES.iter().map(|s| s.to_string()).collect(),
+            request_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    fn connect_options(&self, identity: &DeviceIdentity) -> ConnectOptions {
+        let mut o = ConnectOptions::operator(self.url.clone(), self.token.clone(), identity.clone());
+        o.client_id = self.client_id.clone();
+        o.client_mode = self.client_mode.clone();
+        o.display_name = self.display_name.clone();
+        o.scopes = self.scopes.clone();
+        o.tls_pin = self.tls_pin;
+        o.request_timeout = self.request_timeout;
+        o.device_token = StoredDeviceToken::load(&self.state_dir, &identity.device_id())
+            .filter(|t| t.role == o.role)
+            .map(|t| t.token);
+        o
+    }
+}
+
+/// The gateway link. Create with [`Client::spawn`]; share the `Arc` with the engine.
+pub struct Client {
+    opts: GatewayOptions,
+    identity: DeviceIdentity,
+    conn: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Client {
+    /// Loads (or creates) the device identity in `opts.state_dir` and starts the link task.
+    /// Events go to `events`; the task ends on `shutdown` or when `events` is closed.
+    pub fn spawn(
+        opts: GatewayOptions,
+        events: mpsc::Sender<GatewayEvent>,
+        shutdown: broadcast::Receiver<()>,
+    ) -> std::io::Result<(Arc<Client>, JoinHandle<()>)> {
+        let identity = DeviceIdentity::load_or_create(&opts.state_dir)?;
+        let client = Arc::new(Client { opts, identity, conn: Mutex::new(None) });
+        let task = tokio::spawn(client.clone().run(events, shutdown));
+        Ok((client, task))
+    }
+
+    /// This bridge's device id (hex SHA-256 of its public key).
+    pub fn device_id(&self) -> String {
+        self.identity.device_id()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some_and(|c| !c.is_closed())
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_current(&self, c: Option<Arc<Connection>>) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Any gateway method on the live connection; `Unavailable` when there is none.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, GatewayError> {
+        match self.current() {
+            Some(c) => c.call(method, params).await,
+            None => Err(GatewayError::Unavailable("not connected".into())),
+        }
+    }
+
+    #[instrument(name = "gateway", skip_all, fields(url = %self.opts.url, device = %&self.identity.device_id()[..12]))]
+    async fn run(self: Arc<Self>, events: mpsc::Sender<GatewayEvent>, mut shutdown: broadcast::Receiver<()>) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.opts.max_backoff);
+        loop {
+            let end = tokio::select! {
+                end = self.session(&events) => end,
+                _ = shutdown.recv() => SessionEnd::Stop,
+            };
+            if let Some(c) = self.current() {
+                c.close();
+            }
+            self.set_current(None);
+            let delay = match end {
+                SessionEnd::Stop => {
+                    debug!("gateway link stopped");
+                    return;
+                }
+                SessionEnd::RetryAfter(d) => d,
+                SessionEnd::Retry { was_up } => {
+                    if was_up {
+                        backoff.reset();
+                    }
+                    backoff.next()
+                }
+            };
+            debug!(?delay, "reconnecting after pause");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+    }
+
+    /// One connection from handshake to drop.
+    async fn session(&self, events: &mpsc::Sender<GatewayEvent>) -> SessionEnd {
+        let opts = self.opts.connect_options(&self.identity);
+        let (conn, hello, mut rx) = match Connection::open(&opts).await {
+            Ok(ok) => ok,
+            Err(e) => return self.connect_failed(e, opts.device_token.is_some(), events).await,
+        };
+        let conn = Arc::new(conn);
+        self.remember_device_token(&hello);
+        let missing = hello.missing(&self.opts.scopes);
+        if missing.is_empty() {
+            info!(scopes = ?hello.scopes, server = ?hello.server_version, "connected to gateway");
+        } else {
+            warn!(
+                granted = ?hello.scopes, ?missing,
+                "connected to gateway WITHOUT needed scopes: the bridge is blind to approvals it cannot see, \
+                 and agents' commands may be denied for lack of an approval route"
+            );
+        }
+        self.set_current(Some(conn.clone()));
+        if send(events, GatewayEvent::Connected { scopes: hello.scopes.clone(), missing }).await.is_err() {
+            return SessionEnd::Stop;
+        }
+
+        // Events that arrive while we list stay queued in `rx` and follow the snapshot.
+        let snapshot = match replay(&conn).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "replaying pending approvals failed; reconnecting");
+                conn.close();
+                let _ = send(events, GatewayEvent::Disconnected { reason: format!("replay failed: {e}") }).await;
+                return SessionEnd::Retry { was_up: false };
+            }
+        };
+        let seen: HashSet<ApprovalId> = snapshot.iter().map(|a| a.id.clone()).collect();
+        info!(pending = snapshot.len(), "gateway ready: pending approvals replayed");
+        if send(events, GatewayEvent::Snapshot(snapshot)).await.is_err() {
+            return SessionEnd::Stop;
+        }
+
+        while let Some(frame) = rx.recv().await {
+            let Some(ev) = translate(&frame) else { continue };
+            if let GatewayEvent::Requested(a) = &ev
+                && seen.contains(&a.id)
+            {
+                continue;
+            }
+            if send(events, ev).await.is_err() {
+                return SessionEnd::Stop;
+            }
+        }
+        let reason = conn.closed().await;
+        warn!(%reason, "gateway connection lost");
+        if send(events, GatewayEvent::Disconnected { reason }).await.is_err() {
+            return SessionEnd::Stop;
+        }
+        SessionEnd::Retry { was_up: true }
+    }
+
+    async fn connect_failed(&self, e: ConnectError, sent_device_token: bool, events: &mpsc::Sender<GatewayEvent>) -> SessionEnd {
+        let ConnectError::Refused(shape) = e else {
+            warn!(error = %e, "gateway connect failed");
+            return SessionEnd::Retry { was_up: false };
+        };
+        if shape.is_retryable_unavailable() {
+            let after = shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000);
+            debug!(message = %shape.message, after_ms = after, "gateway still starting; retrying");
+            return SessionEnd::RetryAfter(Duration::from_millis(after));
+        }
+        if shape.is_pairing_required() {
+            let request_id = shape.pairing_request_id();
+            match &request_id {
+                Some(id) => warn!(
+                    request_id = %id, device = %self.identity.device_id(),
+                    "gateway requires pairing this device; the owner approves it with: openclaw devices approve {id}"
+                ),
+                None => warn!(
+                    device = %self.identity.device_id(),
+                    "gateway requires pairing this device; list requests with: openclaw devices list"
+                ),
+            }
+            if send(events, GatewayEvent::PairingRequired { request_id }).await.is_err() {
+                return SessionEnd::Stop;
+            }
+            // recommendedNextStep is `wait_then_retry`: the backoff paces it.
+            return SessionEnd::Retry { was_up: false };
+        }
+        if sent_device_token && is_device_token_problem(&shape) {
+            warn!(code = %shape.code, detail = ?shape.detail_code(), "stored device token refused; forgetting it");
+            if let Err(err) = StoredDeviceToken::remove(&self.opts.state_dir) {
+                error!(error = %err, "cannot remove the stored device token");
+            }
+            return SessionEnd::Retry { was_up: false };
+        }
+        error!(code = %shape.code, detail = ?shape.detail_code(), message = %shape.message,
+            next = ?shape.recommended_next_step(), "gateway refused the connection");
+        SessionEnd::Retry { was_up: false }
+    }
+
+    fn remember_device_token(&self, hello: &Hello) {
+        remember_device_token(&self.opts, &self.identity, hello);
+    }
+}
+
+fn remember_device_token(opts: &GatewayOptions, identity: &DeviceIdentity, hello: &Hello) {
+    let Some(token) = &hello.device_token else { return };
+    let device_id = identity.device_id();
+    let role = hello.role.clone().unwrap_or_else(|| "operator".into());
+    if StoredDeviceToken::load(&opts.state_dir, &device_id).is_some_and(|t| &t.token == token && t.role == role) {
+        return;
+    }
+    let stored = StoredDeviceToken { device_id, role, token: token.clone(), scopes: hello.scopes.clone() };
+    match stored.save(&opts.state_dir) {
+        Ok(()) => info!("stored the device token issued by the gateway"),
+        Err(e) => error!(error = %e, "cannot store the device token"),
+    }
+}
+
+fn is_device_token_problem(shape: &ErrorShape) -> bool {
+    matches!(shape.detail_code(), Some("AUTH_DEVICE_TOKEN_MISMATCH" | "AUTH_SCOPE_MISMATCH"))
+}
+
+async fn send(events: &mpsc::Sender<GatewayEvent>, ev: GatewayEvent) -> Result<(), ()> {
+    events.send(ev).await.map_err(|_| ())
+}
+
+enum SessionEnd {
+    /// Shut down, or nobody listens any more.
+    Stop,
+    /// Reconnect after the backoff; `was_up` resets it first.
+    Retry { was_up: bool },
+    /// Reconnect after exactly this pause (the gateway said when).
+    RetryAfter(Duration),
+}
+
+/// The list methods replayed after each connect, with the kind their entries have.
+const LIST_METHODS: [(&str, Kind); 3] = [
+    ("exec.approval.list", Kind::Exec),
+    ("plugin.approval.list", Kind::Plugin),
+    ("openclaw.approval.list", Kind::System),
+];
+
+/// Every pending approval of every kind, in list order.
+async fn replay(conn: &Connection) -> Result<Vec<Approval>, GatewayError> {
+    let mut all = Vec::new();
+    for (method, kind) in LIST_METHODS {
+        let v = match conn.call(method, json!({})).await {
+            Ok(v) => v,
+            // A gateway without this family (older, or the system agent disabled).
+            Err(GatewayError::Rejected { code, message }) if code == "INVALID_REQUEST" && message.contains("unknown method") => {
+                debug!(method, "list method not offered by this gateway");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let entries = v
+            .as_array()
+            .or_else(|| v.get("approvals").and_then(Value::as_array))
+            .or_else(|| v.get("items").and_then(Value::as_array))
+            .cloned()
+            .unwrap_or_default();
+        for entry in entries {
+            match Approval::from_gateway(kind, &entry) {
+                Ok(a) => all.push(a),
+                Err(e) => warn!(method, error = %e, "unreadable pending approval skipped"),
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Maps one gateway event to what the engine needs; `None` for events it does not.
+pub fn translate(ev: &EventFrame) -> Option<GatewayEvent> {
+    let (family, what) = ev.event.rsplit_once(".approval.")?;
+    let kind = match family {
+        "exec" => Kind::Exec,
+        "plugin" => Kind::Plugin,
+        "openclaw" => Kind::System,
+        _ => return None,
+    };
+    match what {
+        "requested" => match Approval::from_gateway(kind, &ev.payload) {
+            Ok(a) => Some(GatewayEvent::Requested(a)),
+            Err(e) => {
+                warn!(event = %ev.event, error = %e, "unreadable approval request skipped");
+                None
+            }
+        },
+        "resolved" => {
+            let Some(id) = ev.payload.get("id").and_then(Value::as_str) else {
+                warn!(event = %ev.event, "resolved event without id skipped");
+                return None;
+            };
+            Some(GatewayEvent::Ended { id: ApprovalId(id.to_owned()), outcome: resolved_outcome(&ev.payload) })
+        }
+        _ => None,
+    }
+}
+
+/// `*.approval.resolved` payload → outcome. A decision means someone decided; no decision
+/// (null or absent) means the gateway let it expire.
+pub fn resolved_outcome(p: &Value) -> Outcome {
+    let at_ms = p.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
+    match p.get("decision").and_then(Value::as_str).and_then(Decision::parse) {
+        Some(decision) => Outcome::Decided {
+            decision,
+            by: Decider::Elsewhere {
+                resolved_by: p.get("resolvedBy").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+            },
+            at_ms,
+        },
+        None => Outcome::Expired { at_ms },
+    }
+}
+
+#[async_trait]
+impl Resolver for Client {
+    /// Exec and plugin use their own resolve methods; system-agent approvals only have the
+    /// kind-agnostic `approval.resolve`. `reviewer` is never sent.
+    async fn resolve(&self, id: &ApprovalId, kind: Kind, decision: Decision) -> Result<(), GatewayError> {
+        let (method, params) = resolve_request(id, kind, decision);
+        let result = self.call(method, params).await;
+        match &result {
+            Ok(_) => info!(%id, kind = kind.as_str(), %decision, "approval resolved at the gateway"),
+            Err(e) => warn!(%id, kind = kind.as_str(), %decision, error = %e, "resolve failed"),
+        }
+        result.map(|_| ())
+    }
+}
+
+/// The method and params that resolve one approval.
+pub fn resolve_request(id: &ApprovalId, kind: Kind, decision: Decision) -> (&'static str, Value) {
+    match kind {
+        Kind::Exec => ("exec.approval.resolve", json!({"id": id.as_str(), "decision": decision.as_str()})),
+        Kind::Plugin => ("plugin.approval.resolve", json!({"id": id.as_str(), "decision": decision.as_str()})),
+        Kind::System => (
+            "approval.resolve",
+            json!({"id": id.as_str(), "kind": kind.as_str(), "decision": decision.as_str()}),
+        ),
+    }
+}
+
+/// Capped exponential backoff with jitter (each pause is 50–100 % of the nominal one).
+struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(base: Duration, cap: Duration) -> Self {
+        Backoff { base, cap, attempt: 0 }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        let nominal = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        nominal.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
+/// What `probe` found out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbeReport {
+    pub url: String,
+    pub device_id: String,
+    /// The handshake succeeded.
+    pub auth_ok: bool,
+    pub protocol: Option<u64>,
+    pub server_version: Option<String>,
+    /// Scopes the gateway granted this socket.
+    pub granted: Vec<String>,
+    /// Needed scopes it did not grant (non-empty: the bridge would be blind).
+    pub missing: Vec<String>,
+    pub pairing_required: bool,
+    pub pairing_request_id: Option<String>,
+    /// Pending approvals visible right now (exec, plugin, system), when connected.
+    pub pending: Option<usize>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Connects once (retrying the gateway's start-up UNAVAILABLE for up to `wait`), reports
+/// what the gateway granted, and disconnects. Only an unusable state dir is an `Err`.
+pub async fn probe(opts: &GatewayOptions, wait: Duration) -> std::io::Result<ProbeReport> {
+    let identity = DeviceIdentity::load_or_create(&opts.state_dir)?;
+    let mut report = ProbeReport { url: opts.url.clone(), device_id: identity.device_id(), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let copts = opts.connect_options(&identity);
+        match Connection::open(&copts).await {
+            Ok((conn, hello, _rx)) => {
+                remember_device_token(opts, &identity, &hello);
+                report.auth_ok = true;
+                report.protocol = Some(hello.protocol);
+                report.server_version = hello.server_version.clone();
+                report.missing = hello.missing(&opts.scopes);
+                report.granted = hello.scopes;
+                report.pending = replay(&conn).await.ok().map(|v| v.len());
+                conn.close();
+                return Ok(report);
+            }
+            Err(ConnectError::Refused(shape)) if shape.is_retryable_unavailable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000))).await;
+            }
+            Err(ConnectError::Transport(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(ConnectError::Refused(shape)) => {
+                report.pairing_required = shape.is_pairing_required();
+                report.pairing_request_id = shape.pairing_request_id();
+                report.error = Some(format!("{}: {}", shape.code, shape.message));
+                return Ok(report);
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return Ok(report);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, payload: Value) -> EventFrame {
+        EventFrame { event: name.into(), payload, seq: None }
+    }
+
+    #[test]
+    fn requested_events_become_approvals_of_their_family() {
+        let e = translate(&ev(
+            "exec.approval.requested",
+            json!({"id": "a-1", "request": {"command": "ls", "allowedDecisions": ["allow-once", "deny"]}, "createdAtMs": 1}),
+        ));
+        let Some(GatewayEvent::Requested(a)) = e else { panic!("{e:?}") };
+        assert_eq!((a.kind, a.command.as_str()), (Kind::Exec, "ls"));
+        let e = translate(&ev("plugin.approval.requested", json!({"id": "plugin:x", "request": {"title": "Mail"}})));
+        assert!(matches!(e, Some(GatewayEvent::Requested(Approval { kind: Kind::Plugin, .. }))));
+        let e = translate(&ev("openclaw.approval.requested", json!({"id": "s-1", "request": {"title": "Change"}})));
+        assert!(matches!(e, Some(GatewayEvent::Requested(Approval { kind: Kind::System, .. }))));
+        assert_eq!(translate(&ev("tick", json!({}))), None);
+        assert_eq!(translate(&ev("exec.approval.requested", json!({"request": {}}))), None);
+    }
+
+    #[test]
+    fn resolved_with_a_decision_is_decided_elsewhere_and_without_one_expired() {
+        let e = translate(&ev(
+            "exec.approval.resolved",
+            json!({"id": "a-1", "decision": "allow-once", "resolvedBy": "cli", "ts": 7}),
+        ));
+        assert_eq!(
+            e,
+            Some(GatewayEvent::Ended {
+                id: "a-1".into(),
+                outcome: Outcome::Decided {
+                    decision: Decision::AllowOnce,
+                    by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+                    at_ms: 7
+                }
+            })
+        );
+        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-2", "decision": null, "ts": 9})));
+        assert_eq!(e, Some(GatewayEvent::Ended { id: "a-2".into(), outcome: Outcome::Expired { at_ms: 9 } }));
+    }
+
+    #[test]
+    fn resolve_uses_the_kind_specific_method_and_never_a_reviewer() {
+        let id = ApprovalId::from("plugin:abc");
+        let (m, p) = resolve_request(&id, Kind::Plugin, Decision::Deny);
+        assert_eq!((m, p), ("plugin.approval.resolve", json!({"id": "plugin:abc", "decision": "deny"})));
+        let (m, p) = resolve_request(&"x".into(), Kind::Exec, Decision::AllowOnce);
+        assert_eq!((m, p), ("exec.approval.resolve", json!({"id": "x", "decision": "allow-once"})));
+        let (m, p) = resolve_request(&"s".into(), Kind::System, Decision::AllowAlways);
+        assert_eq!((m, p), ("approval.resolve", json!({"id": "s", "kind": "system-agent", "decision": "allow-always"})));
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let first = b.next();
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_secs(30));
+        }
+        assert!(b.next() >= Duration::from_secs(15));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn options_debug_redacts_the_token() {
+        let o = GatewayOptions::new("ws://x", Some("hunter2".into()), "/tmp/x");
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+}
