@@ -1,1 +1,6 @@
+//! approval-bridge chat adapters, one module per chat service, each implementing the
+//! `bridge::channel::Channel` port. Adapters translate between the service's wire format
+//! and the engine's types; they never decide anything.
 
+#[cfg(feature = "telegram")]
+pub mod telegram;

@@ -1,0 +1,182 @@
+//! Callback data codec: which approval and which decision a button stands for.
+//!
+//! Telegram carries at most 64 bytes of callback data per button. The forms, one per
+//! approval kind, all `<tag>:<id>:<decision>`:
+//!
+//! | kind   | approval id      | callback data                          | max bytes (uuid ids) |
+//! |--------|------------------|----------------------------------------|----------------------|
+//! | exec   | `<uuid>`         | `exec_approve:<uuid>:<decision>`       | 62                   |
+//! | plugin | `plugin:<uuid>`  | `plugin_approve:<uuid>:<decision>`     | 64                   |
+//! | system | `<id>`           | `system_approve:<id>:<decision>`       | 64                   |
+//!
+//! `<decision>` is the gateway's wire form (`allow-once`, `allow-always`, `deny`); the
+//! decoder also accepts OpenClaw's `always` alias. Encoding refuses (never truncates) data
+//! over 64 bytes; decoding returns a typed error for anything it cannot read, and the
+//! adapter turns that into a `Request::Malformed` so the engine audits and refuses it.
+
+use bridge::approval::{ApprovalId, Decision, Kind};
+
+/// Telegram's limit on `callback_data`, in bytes.
+pub const MAX_CALLBACK_BYTES: usize = 64;
+
+/// Longest approval id the decoder accepts (a UUID is 36); anything longer cannot fit.
+const MAX_ID_BYTES: usize = 48;
+
+const EXEC_TAG: &str = "exec_approve";
+const PLUGIN_TAG: &str = "plugin_approve";
+const SYSTEM_TAG: &str = "system_approve";
+const PLUGIN_ID_PREFIX: &str = "plugin:";
+
+/// A button's meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub kind: Kind,
+    pub id: ApprovalId,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("callback data is {0} bytes, over Telegram's 64-byte limit")]
+    TooLong(usize),
+    #[error("approval id {0:?} cannot be carried in callback data")]
+    BadId(String),
+    #[error("unknown callback data form")]
+    UnknownForm,
+    #[error("unknown decision {0:?}")]
+    UnknownDecision(String),
+}
+
+/// Encodes the button for `decision` on approval `id` of `kind`.
+pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
+    let (tag, wire_id) = match kind {
+        Kind::Exec => (EXEC_TAG, id.as_str()),
+        Kind::Plugin => (
+            PLUGIN_TAG,
+            id.as_str()
+                .strip_prefix(PLUGIN_ID_PREFIX)
+                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
+        ),
+        Kind::System => (SYSTEM_TAG, id.as_str()),
+    };
+    if !valid_id(wire_id) {
+        return Err(CodecError::BadId(id.to_string()));
+    }
+    let data = format!("{tag}:{wire_id}:{}", decision.as_str());
+    if data.len() > MAX_CALLBACK_BYTES {
+        return Err(CodecError::TooLong(data.len()));
+    }
+    Ok(data)
+}
+
+/// Decodes callback data; never trusts it beyond its shape (the engine checks the rest).
+pub fn decode(data: &str) -> Result<Callback, CodecError> {
+    if data.len() > MAX_CALLBACK_BYTES {
+        return Err(CodecError::TooLong(data.len()));
+    }
+    let (tag, rest) = data.split_once(':').ok_or(CodecError::UnknownForm)?;
+    let (wire_id, decision) = rest.rsplit_once(':').ok_or(CodecError::UnknownForm)?;
+    let kind = match tag {
+        EXEC_TAG => Kind::Exec,
+        PLUGIN_TAG => Kind::Plugin,
+        SYSTEM_TAG => Kind::System,
+        _ => return Err(CodecError::UnknownForm),
+    };
+    // Exec and plugin ids never contain `:` once the tag is off; system ids might.
+    if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
+        return Err(CodecError::BadId(wire_id.to_owned()));
+    }
+    let decision = Decision::parse(decision).ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
+    let id = match kind {
+        Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
+        Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
+    };
+    Ok(Callback { kind, id, decision })
+}
+
+/// Ids travel verbatim, so only a conservative alphabet is allowed.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+
+    #[test]
+    fn exec_form_is_exactly_openclaws() {
+        let id = ApprovalId::from(UUID);
+        assert_eq!(
+            encode(Kind::Exec, &id, Decision::AllowOnce).unwrap(),
+            format!("exec_approve:{UUID}:allow-once")
+        );
+        let longest = encode(Kind::Exec, &id, Decision::AllowAlways).unwrap();
+        assert_eq!(longest.len(), 62);
+    }
+
+    #[test]
+    fn every_kind_and_decision_round_trips_within_64_bytes() {
+        let ids = [
+            (Kind::Exec, ApprovalId::from(UUID)),
+            (Kind::Plugin, ApprovalId(format!("plugin:{UUID}"))),
+            (Kind::System, ApprovalId::from(UUID)),
+        ];
+        for (kind, id) in ids {
+            for d in Decision::ALL {
+                let data = encode(kind, &id, d).unwrap();
+                assert!(data.len() <= MAX_CALLBACK_BYTES, "{data} is {} bytes", data.len());
+                assert_eq!(decode(&data).unwrap(), Callback { kind, id: id.clone(), decision: d });
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_form_drops_the_prefix_and_decode_restores_it() {
+        let id = ApprovalId(format!("plugin:{UUID}"));
+        let data = encode(Kind::Plugin, &id, Decision::AllowAlways).unwrap();
+        assert_eq!(data, format!("plugin_approve:{UUID}:allow-always"));
+        assert_eq!(data.len(), 64);
+        assert_eq!(decode(&data).unwrap().id, id);
+    }
+
+    #[test]
+    fn encoding_refuses_rather_than_truncates() {
+        let long = ApprovalId("a".repeat(45));
+        assert_eq!(encode(Kind::Exec, &long, Decision::AllowAlways), Err(CodecError::TooLong(71)));
+        let bad = ApprovalId("x y".into());
+        assert_eq!(encode(Kind::Exec, &bad, Decision::Deny), Err(CodecError::BadId("x y".into())));
+        let unprefixed = ApprovalId::from(UUID);
+        assert!(matches!(encode(Kind::Plugin, &unprefixed, Decision::Deny), Err(CodecError::BadId(_))));
+    }
+
+    #[test]
+    fn always_alias_decodes_to_allow_always() {
+        assert_eq!(decode(&format!("exec_approve:{UUID}:always")).unwrap().decision, Decision::AllowAlways);
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        let cases: &[(&str, CodecError)] = &[
+            ("", CodecError::UnknownForm),
+            ("hello", CodecError::UnknownForm),
+            ("exec_approve", CodecError::UnknownForm),
+            ("exec_approve:abc", CodecError::UnknownForm),
+            ("evil_approve:abc:deny", CodecError::UnknownForm),
+            ("exec_approve::deny", CodecError::BadId(String::new())),
+            ("exec_approve:a:b:deny", CodecError::BadId("a:b".into())),
+            ("exec_approve:<b>x</b>:deny", CodecError::BadId("<b>x</b>".into())),
+            ("exec_approve:abc:allow", CodecError::UnknownDecision("allow".into())),
+            ("exec_approve:abc:Allow-Once", CodecError::UnknownDecision("Allow-Once".into())),
+            ("exec_approve:abc:", CodecError::UnknownDecision(String::new())),
+        ];
+        for (data, want) in cases {
+            assert_eq!(decode(data).as_ref(), Err(want), "{data:?}");
+        }
+        let over = format!("exec_approve:{UUID}:allow-once{}", "x".repeat(10));
+        assert_eq!(decode(&over), Err(CodecError::TooLong(over.len())));
+    }
+}

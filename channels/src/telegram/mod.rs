@@ -1,0 +1,327 @@
+//! Telegram adapter (teloxide): prompts with inline buttons in the owner's DM, answers
+//! by button press or `/approve` text, long polling for updates.
+//!
+//! - [`codec`]: callback data, one form per approval kind, ≤ 64 bytes.
+//! - [`render`]: HTML prompts, escaped and cut within Telegram's limits.
+//! - [`send`]: throttle (governor), retry-after, backoff, error classes.
+//! - [`receive`]: updates → `Answer`s.
+
+pub mod codec;
+pub mod config;
+pub mod receive;
+pub mod render;
+pub mod send;
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge::approval::{Approval, Decision, Outcome};
+use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
+use teloxide::requests::{Request as _, Requester};
+use teloxide::types::{
+    AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
+    LinkPreviewOptions, MessageId, ParseMode, ReplyParameters, UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio::sync::{broadcast, mpsc};
+
+pub use config::{ConfigError, TelegramConfig};
+pub use send::RetryPolicy;
+
+/// The channel's name, also `Target::channel` and `Responder::channel`.
+pub const NAME: &str = "telegram";
+
+/// Telegram's limit on a callback answer's text.
+const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
+
+/// Tunables with production defaults; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `getUpdates` long-poll timeout (the HTTP client's own timeout is 17 s).
+    pub poll_timeout: Duration,
+    /// Longest pause between failed polls.
+    pub max_poll_backoff: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { poll_timeout: Duration::from_secs(10), max_poll_backoff: Duration::from_secs(30), retry: RetryPolicy::default() }
+    }
+}
+
+/// The Telegram channel.
+pub struct Telegram {
+    bot: Bot,
+    allow_from: HashSet<u64>,
+    targets: Vec<Target>,
+    throttle: Arc<send::Throttle>,
+    options: Options,
+    /// The bot's username (for `/approve@<bot>`), learned from `getMe`.
+    username: OnceLock<String>,
+}
+
+impl Telegram {
+    /// Builds the adapter from its config and the resolved bot token (the config holds
+    /// only the secret's reference). No I/O: call `health` to check the token.
+    pub fn new(config: &TelegramConfig, bot_token: &str) -> Result<Telegram, ConfigError> {
+        Self::with_options(config, bot_token, Options::default())
+    }
+
+    pub fn with_options(config: &TelegramConfig, bot_token: &str, options: Options) -> Result<Telegram, ConfigError> {
+        config.validate()?;
+        let mut api_url = config::parse_api_url(&config.api_url)?;
+        // teloxide joins `bot<token>/<method>` onto the URL: keep a trailing slash.
+        if !api_url.path().ends_with('/') {
+            let path = format!("{}/", api_url.path());
+            api_url.set_path(&path);
+        }
+        let bot = Bot::new(bot_token).set_api_url(api_url);
+        Ok(Telegram {
+            bot,
+            allow_from: config.allow_from.iter().map(|u| u.0).collect(),
+            targets: config
+                .effective_targets()
+                .iter()
+                .map(|c| Target { channel: NAME.to_owned(), chat: c.0.to_string() })
+                .collect(),
+            throttle: Arc::new(send::Throttle::new(bot_token, options.retry.clone())),
+            options,
+            username: OnceLock::new(),
+        })
+    }
+
+    /// The inline keyboard: one button per offered decision, in a fixed order.
+    pub fn keyboard(approval: &Approval) -> Result<InlineKeyboardMarkup, codec::CodecError> {
+        let row = Decision::ALL
+            .iter()
+            .filter(|d| approval.offers(**d))
+            .map(|d| Ok(InlineKeyboardButton::callback(d.label(), codec::encode(approval.kind, &approval.id, *d)?)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InlineKeyboardMarkup::new([row]))
+    }
+
+    fn chat_id(target_chat: &str) -> Result<i64, ChannelError> {
+        target_chat
+            .parse::<i64>()
+            .map_err(|_| ChannelError::Permanent(format!("{target_chat:?} is not a Telegram chat id")))
+    }
+
+    fn message_id(prompt: &MessageRef) -> Result<(i64, MessageId), ChannelError> {
+        let chat = Self::chat_id(&prompt.target.chat)?;
+        let id = prompt
+            .message
+            .parse::<i32>()
+            .map_err(|_| ChannelError::MessageGone(format!("{:?} is not a Telegram message id", prompt.message)))?;
+        Ok((chat, MessageId(id)))
+    }
+
+    async fn get_me(&self) -> Result<teloxide::types::Me, ChannelError> {
+        let me = self
+            .throttle
+            .call(None, "getMe", || self.bot.get_me().send())
+            .await
+            .map_err(|e| match e {
+                RequestError::Api(ApiError::InvalidToken) => ChannelError::Permanent(
+                    "Telegram rejected the bot token (getMe: Unauthorized); check telegram.bot_token".into(),
+                ),
+                e => self.throttle.classify(e),
+            })?;
+        if let Some(u) = &me.user.username {
+            let _ = self.username.set(u.clone());
+        }
+        Ok(me)
+    }
+
+    fn link_preview_off() -> LinkPreviewOptions {
+        LinkPreviewOptions { is_disabled: true, url: None, prefer_small_media: false, prefer_large_media: false, show_above_text: false }
+    }
+}
+
+/// Background send of the full command as `command.txt`, replying to the prompt.
+async fn send_full_command(bot: Bot, throttle: Arc<send::Throttle>, chat: i64, prompt: MessageId, approval: Approval) {
+    let caption = format!("Full command of approval {}", approval.id);
+    let res = throttle
+        .call(Some(chat), "sendDocument", || {
+            bot.send_document(ChatId(chat), InputFile::memory(approval.command.clone().into_bytes()).file_name("command.txt"))
+                .caption(caption.clone())
+                .reply_parameters(ReplyParameters::new(prompt).allow_sending_without_reply())
+                .send()
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(chat, approval = %approval.id, error = %throttle.redact(&e), "could not send the full command as a file");
+    }
+}
+
+#[async_trait]
+impl Channel for Telegram {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.targets.clone()
+    }
+
+    fn allows(&self, user_id: &str) -> bool {
+        // Only the canonical decimal form counts: "042" or "+42" is not user 42.
+        user_id.parse::<u64>().is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+    }
+
+    async fn health(&self) -> Result<String, ChannelError> {
+        let me = self.get_me().await?;
+        Ok(format!("@{} (id {})", me.user.username.as_deref().unwrap_or("?"), me.user.id.0))
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target, approval = %approval.id))]
+    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
+        let chat = Self::chat_id(&target.chat)?;
+        let keyboard = Self::keyboard(approval).map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
+        let rendered = render::render(approval, render::Footer::Pending);
+        let msg = self
+            .throttle
+            .call(Some(chat), "sendMessage", || {
+                self.bot
+                    .send_message(ChatId(chat), rendered.html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off())
+                    .reply_markup(keyboard.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| self.throttle.classify(e))?;
+        if rendered.cut {
+            // After the prompt, without holding up `deliver` for the chat's next slot.
+            tokio::spawn(send_full_command(self.bot.clone(), self.throttle.clone(), chat, msg.id, approval.clone()));
+        }
+        Ok(MessageRef { target: target.clone(), message: msg.id.0.to_string() })
+    }
+
+    #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
+    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(prompt)?;
+        let rendered = render::render(approval, render::Footer::Finished(outcome));
+        // No reply_markup: Telegram drops the inline keyboard with the edit.
+        let res = self
+            .throttle
+            .call(Some(chat), "editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat), message, rendered.html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off())
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+
+    async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
+        let text = notice.text();
+        if let Some(query) = to.handle.strip_prefix(receive::CB_PREFIX) {
+            let alert = matches!(notice, Notice::Refused(_) | Notice::AlreadyFinished { .. });
+            let short: String = if text.chars().count() > MAX_CALLBACK_ANSWER_CHARS {
+                text.chars().take(MAX_CALLBACK_ANSWER_CHARS - 1).chain(['…']).collect()
+            } else {
+                text
+            };
+            let query = CallbackQueryId(query.to_owned());
+            return self
+                .throttle
+                .call(None, "answerCallbackQuery", || {
+                    self.bot.answer_callback_query(query.clone()).text(short.clone()).show_alert(alert).send()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| self.throttle.classify(e));
+        }
+        if let Some(rest) = to.handle.strip_prefix(receive::CHAT_PREFIX) {
+            let (chat, reply_to) = match rest.split_once(':') {
+                Some((c, m)) => (c, m.parse::<i32>().ok().map(MessageId)),
+                None => (rest, None),
+            };
+            let chat = Self::chat_id(chat)?;
+            // Plain text (no parse mode): nothing in it can be read as markup.
+            return self
+                .throttle
+                .call(Some(chat), "sendMessage", || {
+                    let mut req = self.bot.send_message(ChatId(chat), text.clone()).link_preview_options(Self::link_preview_off());
+                    if let Some(m) = reply_to {
+                        req = req.reply_parameters(ReplyParameters::new(m).allow_sending_without_reply());
+                    }
+                    req.send()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| self.throttle.classify(e));
+        }
+        Err(ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle)))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = NAME))]
+    async fn run(&self, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+        if self.username.get().is_none() {
+            if let Err(e) = self.get_me().await {
+                tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
+            }
+        }
+        let mut offset: i32 = 0;
+        let mut backoff = Duration::from_millis(500);
+        let timeout = self.options.poll_timeout.as_secs() as u32;
+        loop {
+            let poll = self
+                .bot
+                .get_updates()
+                .offset(offset)
+                .timeout(timeout)
+                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+                .send();
+            let res = tokio::select! {
+                _ = shutdown.recv() => return,
+                r = poll => r,
+            };
+            let pause = match res {
+                Ok(updates) => {
+                    backoff = Duration::from_millis(500);
+                    for u in updates {
+                        offset = offset.max(u.id.as_offset() + 1);
+                        let answer = match &u.kind {
+                            UpdateKind::CallbackQuery(q) => Some(receive::callback(q)),
+                            UpdateKind::Message(m) => receive::message(m, self.username.get().map(String::as_str)),
+                            _ => None,
+                        };
+                        if let Some(a) = answer {
+                            if answers.send(a).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(RequestError::RetryAfter(s)) => s.duration(),
+                Err(e) => {
+                    if matches!(e, RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) {
+                        tracing::error!("another process polls this bot's updates; give the bridge its own bot token");
+                    } else {
+                        tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off");
+                    }
+                    let p = backoff;
+                    backoff = (backoff * 2).min(self.options.max_poll_backoff);
+                    p
+                }
+            };
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The inbound path: Bot API updates decoded into the engine's `Answer`s. Pure functions
+//! over teloxide's types; the polling loop lives in `mod.rs`.
+//!
+//! Every callback query becomes an `Answer` (garbage included, as `Request::Malformed`),
+//! so the engine audits it and answers the query exactly once through `notify`.
+
+use bridge::approval::{ApprovalId, Decision, Responder};
+use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via};
+use teloxide::types::{CallbackQuery, Chat, Message, User};
+
+use super::{NAME, codec};
+
+/// `notify` handle of a callback query.
+pub const CB_PREFIX: &str = "cb:";
+/// `notify` handle of a chat (optionally `chat:<chat>:<message to reply to>`).
+pub const CHAT_PREFIX: &str = "chat:";
+
+pub fn responder(u: &User) -> Responder {
+    let display = match &u.username {
+        Some(name) => format!("@{name}"),
+        None => u.full_name(),
+    };
+    Responder { channel: NAME.to_owned(), user_id: u.id.0.to_string(), display: Some(display) }
+}
+
+fn in_dm(chat: &Chat, user: &User) -> bool {
+    chat.is_private() && u64::try_from(chat.id.0).ok() == Some(user.id.0)
+}
+
+/// A button press.
+pub fn callback(q: &CallbackQuery) -> Answer {
+    let (via, in_dm) = match &q.message {
+        Some(m) => (
+            Via::Prompt(MessageRef {
+                target: Target { channel: NAME.to_owned(), chat: m.chat().id.0.to_string() },
+                message: m.id().0.to_string(),
+            }),
+            in_dm(m.chat(), &q.from),
+        ),
+        // A button on an inline-mode message: never one of our prompts.
+        None => (
+            Via::Prompt(MessageRef {
+                target: Target { channel: NAME.to_owned(), chat: String::new() },
+                message: q.inline_message_id.clone().unwrap_or_default(),
+            }),
+            false,
+        ),
+    };
+    let request = match (&q.data, &q.message) {
+        (None, _) => Request::Malformed { raw: String::new(), why: "callback query without data".into() },
+        (Some(raw), None) => Request::Malformed { raw: raw.clone(), why: "press on an inline message".into() },
+        (Some(raw), Some(_)) => match codec::decode(raw) {
+            Ok(cb) => Request::Decide { id: cb.id, decision: cb.decision },
+            Err(e) => Request::Malformed { raw: raw.clone(), why: e.to_string() },
+        },
+    };
+    Answer {
+        responder: responder(&q.from),
+        request,
+        via,
+        in_dm,
+        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CB_PREFIX}{}", q.id.0) },
+    }
+}
+
+/// A text message: `/approve <id> <decision>` or `/pending` (optionally `@<bot>`), else `None`.
+/// `bot_username` (without `@`), when known, filters commands addressed to other bots.
+pub fn message(m: &Message, bot_username: Option<&str>) -> Option<Answer> {
+    let from = m.from.as_ref().filter(|u| !u.is_bot)?;
+    let request = command(m.text()?, bot_username)?;
+    let chat = m.chat.id.0.to_string();
+    Some(Answer {
+        responder: responder(from),
+        request,
+        via: Via::Command { chat: chat.clone() },
+        in_dm: in_dm(&m.chat, from),
+        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CHAT_PREFIX}{chat}:{}", m.id.0) },
+    })
+}
+
+/// Parses a command text. `None`: not a command of ours.
+pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
+    let text = text.trim();
+    let mut words = text.split_whitespace();
+    let head = words.next()?;
+    let (cmd, addressee) = match head.split_once('@') {
+        Some((c, a)) => (c, Some(a)),
+        None => (head, None),
+    };
+    if let (Some(a), Some(me)) = (addressee, bot_username) {
+        if !a.eq_ignore_ascii_case(me) {
+            return None;
+        }
+    }
+    let args: Vec<&str> = words.collect();
+    match cmd.to_ascii_lowercase().as_str() {
+        "/pending" => Some(Request::ListPending),
+        "/approve" => Some(match args.as_slice() {
+            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
+                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                None => Request::Malformed {
+                    raw: text.to_owned(),
+                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                },
+            },
+            _ => Request::Malformed {
+                raw: text.to_owned(),
+                why: "expected /approve <id> allow-once|allow-always|deny".into(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approve_commands_decode() {
+        let id = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+        for (text, d) in [
+            (format!("/approve {id} allow-once"), Decision::AllowOnce),
+            (format!("  /approve@approval_bot {id} always "), Decision::AllowAlways),
+            (format!("/APPROVE@Approval_Bot {id} Deny"), Decision::Deny),
+        ] {
+            assert_eq!(
+                command(&text, Some("approval_bot")),
+                Some(Request::Decide { id: ApprovalId(id.into()), decision: d }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_approve_shapes_are_malformed_and_other_text_is_ignored() {
+        for text in ["/approve", "/approve abc", "/approve abc allow", "/approve a b c"] {
+            assert!(matches!(command(text, None), Some(Request::Malformed { .. })), "{text}");
+        }
+        assert_eq!(command("/pending", None), Some(Request::ListPending));
+        assert_eq!(command("/pending@approval_bot", Some("approval_bot")), Some(Request::ListPending));
+        assert_eq!(command("/approve@other_bot x deny", Some("approval_bot")), None);
+        assert_eq!(command("hello /approve x deny", None), None);
+        assert_eq!(command("/approved x deny", None), None);
+        assert_eq!(command("", None), None);
+    }
+}
