@@ -2,6 +2,8 @@
 //! it with an outcome, tell a responder something) and what a channel hands back (an
 //! `Answer`). Adapters translate; only the engine decides.
 
+pub mod memory;
+
 use std::fmt;
 
 use async_trait::async_trait;

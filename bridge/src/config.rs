@@ -1,1 +1,213 @@
-//! (in progress)
+//! Configuration pieces every part of the bridge shares: secrets that come only from the
+//! environment or a file, and the `[gateway]`, `[state]`, `[http]` and `[log]` sections.
+//! Channel sections live with their adapters; the binary assembles the whole file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+/// A configuration error that names the field and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `gateway.token`.
+    pub field: String,
+    /// What is wrong and what to write instead.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError { field: field.into(), problem: problem.into() }
+    }
+}
+
+/// Where a secret comes from: `env:NAME` or `file:/path`. A literal secret in the config
+/// text is refused, so config files can be shared and committed without leaking tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    pub fn parse(s: &str) -> Result<Secret, String> {
+        if let Some(name) = s.strip_prefix("env:") {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`env:{name}` is not a valid environment variable name"));
+            }
+            Ok(Secret::Env(name.to_owned()))
+        } else if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("`file:` needs a path, e.g. `file:/etc/approval-bridge/token`".into());
+            }
+            Ok(Secret::File(PathBuf::from(path)))
+        } else {
+            Err("secrets are not written in the config: use `env:NAME` (read from the environment) \
+                 or `file:/path` (read from a file)"
+                .into())
+        }
+    }
+
+    /// Reads the secret. `field` names the config key in the error.
+    pub fn resolve(&self, field: &str) -> Result<String, ConfigError> {
+        let value = match self {
+            Secret::Env(name) => std::env::var(name)
+                .map_err(|_| ConfigError::new(field, format!("environment variable {name} is not set")))?,
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", path.display())))?,
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(ConfigError::new(field, format!("{self:?} is empty")));
+        }
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Env(n) => write!(f, "env:{n}"),
+            Secret::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        let s = String::deserialize(d)?;
+        Secret::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[gateway]`: the OpenClaw gateway this bridge serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// WebSocket URL, `ws://` or `wss://`.
+    pub url: String,
+    /// The gateway's shared token (`gateway.auth.token` there), as `env:NAME` or `file:/path`.
+    pub token: Secret,
+    /// Optional SHA-256 fingerprint of the gateway's TLS certificate (hex, colons allowed);
+    /// when set, only that certificate is accepted on `wss://`.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err(ConfigError::new(
+                "gateway.url",
+                format!("`{}` must start with ws:// or wss://, e.g. ws://127.0.0.1:18789", self.url),
+            ));
+        }
+        if let Some(fp) = &self.tls_fingerprint {
+            parse_fingerprint(fp)?;
+            if !self.url.starts_with("wss://") {
+                return Err(ConfigError::new("gateway.tls_fingerprint", "pinning needs a wss:// gateway.url"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pinned certificate fingerprint as bytes, if configured.
+    pub fn fingerprint(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        self.tls_fingerprint.as_deref().map(parse_fingerprint).transpose()
+    }
+}
+
+fn parse_fingerprint(s: &str) -> Result<[u8; 32], ConfigError> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&hex).map_err(|_| {
+        ConfigError::new("gateway.tls_fingerprint", "must be hex (64 digits, colons allowed), e.g. from `openssl x509 -fingerprint -sha256`")
+    })?;
+    bytes
+        .try_into()
+        .map_err(|_| ConfigError::new("gateway.tls_fingerprint", "must be a SHA-256 fingerprint: 32 bytes, 64 hex digits"))
+}
+
+/// `[state]`: where the device key, device token and database live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory, created 0700 if missing.
+    pub dir: PathBuf,
+}
+
+/// `[http]`: the optional health and metrics listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback unless you put a proxy with auth in front.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,bridge=debug`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_secret_is_refused_with_the_fix() {
+        let e = Secret::parse("123:abc").unwrap_err();
+        assert!(e.contains("env:NAME") && e.contains("file:/path"), "{e}");
+        assert_eq!(Secret::parse("env:TOK").unwrap(), Secret::Env("TOK".into()));
+        assert!(Secret::parse("env:").is_err());
+        assert!(Secret::parse("env:A-B").is_err());
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed_and_missing_env_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        assert_eq!(Secret::File(p).resolve("gateway.token").unwrap(), "s3cret");
+        let e = Secret::Env("APPROVAL_BRIDGE_TEST_SURELY_UNSET".into()).resolve("telegram.bot_token").unwrap_err();
+        assert_eq!(e.field, "telegram.bot_token");
+        assert!(e.problem.contains("APPROVAL_BRIDGE_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn debug_never_shows_secret_values() {
+        assert_eq!(format!("{:?}", Secret::Env("X".into())), "env:X");
+    }
+
+    #[test]
+    fn gateway_url_and_fingerprint_are_checked() {
+        let g = |url: &str, fp: Option<&str>| GatewayConfig {
+            url: url.into(),
+            token: Secret::Env("T".into()),
+            tls_fingerprint: fp.map(Into::into),
+        };
+        assert_eq!(g("http://x", None).validate().unwrap_err().field, "gateway.url");
+        assert!(g("ws://127.0.0.1:1", None).validate().is_ok());
+        let fp = "AB:".repeat(31) + "AB";
+        assert!(g("wss://h", Some(&fp)).validate().is_ok());
+        assert_eq!(g("wss://h", Some(&fp)).fingerprint().unwrap(), Some([0xAB; 32]));
+        assert_eq!(g("wss://h", Some("abcd")).validate().unwrap_err().field, "gateway.tls_fingerprint");
+        assert!(g("ws://h", Some(&fp)).validate().is_err());
+    }
+}

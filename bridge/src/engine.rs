@@ -1,1 +1,627 @@
-//! (in progress)
+//! The approval lifecycle, and the only place that decides. One loop consumes `Input`s
+//! (gateway events, answers, completions of its own I/O tasks) and keeps, per approval,
+//! the prompts sent and the outcome; slow I/O runs on spawned tasks that report back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
+use crate::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target};
+use crate::gateway::{GatewayError, GatewayEvent, Resolver};
+use crate::policy::{self, Facts};
+use crate::store::{Store, StoreError};
+use crate::telemetry::{Event, Metrics};
+
+/// Everything that can move the engine. Completions (`Delivered`, `Finished`,
+/// `ResolveDone`, `Retry`) come from tasks the engine itself spawned.
+#[derive(Debug)]
+pub enum Input {
+    Gateway(GatewayEvent),
+    Answer(Answer),
+    Delivered { id: ApprovalId, target: Target, result: Result<MessageRef, ChannelError>, took: Duration },
+    Finished { id: ApprovalId, prompt: MessageRef, result: Result<(), ChannelError> },
+    ResolveDone { answer: Answer, id: ApprovalId, decision: Decision, result: Result<(), GatewayError>, took: Duration },
+    Retry(Retry),
+    Shutdown,
+}
+
+/// Work to try again after a transient fault.
+#[derive(Debug)]
+pub enum Retry {
+    Deliver { id: ApprovalId, target: Target },
+    Finish { id: ApprovalId, prompt: MessageRef },
+}
+
+/// The gateway link as the engine last heard of it; `/healthz` and `check` read it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkStatus {
+    pub connected: bool,
+    /// Needed scopes the gateway did not grant (non-empty: blind).
+    pub missing_scopes: Vec<String>,
+    /// Pending approvals replayed since the last connect.
+    pub replayed: bool,
+    /// Set while the device waits for the owner's pairing approval.
+    pub pairing_request: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+enum PromptState {
+    Delivering { attempt: u32 },
+    Sent(MessageRef),
+    Finishing { prompt: MessageRef, attempt: u32 },
+    Finished(MessageRef),
+    /// Delivery failed permanently (bad chat id, bot blocked); logged and audited.
+    Failed,
+}
+
+impl PromptState {
+    fn message(&self) -> Option<&MessageRef> {
+        match self {
+            PromptState::Sent(m) | PromptState::Finishing { prompt: m, .. } | PromptState::Finished(m) => Some(m),
+            PromptState::Delivering { .. } | PromptState::Failed => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    approval: Approval,
+    outcome: Option<Outcome>,
+    /// Decisions sent to the gateway and not yet answered, first first.
+    resolving: Vec<(Responder, Decision)>,
+    prompts: BTreeMap<Target, PromptState>,
+    seen: Instant,
+}
+
+impl Entry {
+    fn our_prompts(&self) -> Vec<MessageRef> {
+        self.prompts.values().filter_map(PromptState::message).cloned().collect()
+    }
+
+    fn done(&self) -> bool {
+        self.outcome.is_some()
+            && self.resolving.is_empty()
+            && self.prompts.values().all(|p| matches!(p, PromptState::Finished(_) | PromptState::Failed))
+    }
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_FINISH_ATTEMPTS: u32 = 12;
+/// How long a shutdown waits for in-flight deliveries and edits to report back.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The engine; build with `Engine::new`, drive with `run`.
+pub struct Engine {
+    channels: HashMap<String, Arc<dyn Channel>>,
+    resolver: Arc<dyn Resolver>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    entries: HashMap<ApprovalId, Entry>,
+    tx: mpsc::Sender<Input>,
+    link: watch::Sender<LinkStatus>,
+    inflight: usize,
+    ready_logged: bool,
+}
+
+impl Engine {
+    /// Loads unfinished work from the store. Returns the engine, the sender every input
+    /// goes through, and a watch of the gateway link.
+    pub fn new(
+        channels: Vec<Arc<dyn Channel>>,
+        resolver: Arc<dyn Resolver>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Engine, mpsc::Sender<Input>, mpsc::Receiver<Input>, watch::Receiver<LinkStatus>), StoreError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let (link, link_rx) = watch::channel(LinkStatus::default());
+        let mut entries = HashMap::new();
+        for open in store.open_approvals()? {
+            let prompts = open
+                .prompts
+                .into_iter()
+                .map(|(m, finished)| {
+                    let state = if finished { PromptState::Finished(m.clone()) } else { PromptState::Sent(m.clone()) };
+                    (m.target, state)
+                })
+                .collect();
+            let id = open.approval.id.clone();
+            entries.insert(
+                id,
+                Entry { approval: open.approval, outcome: open.outcome, resolving: Vec::new(), prompts, seen: Instant::now() },
+            );
+        }
+        let channels = channels.into_iter().map(|c| (c.name().to_owned(), c)).collect();
+        let engine =
+            Engine { channels, resolver, store, metrics, entries, tx: tx.clone(), link, inflight: 0, ready_logged: false };
+        engine.metrics.pending.set(engine.pending_count() as i64);
+        Ok((engine, tx, rx, link_rx))
+    }
+
+    /// Runs until `Input::Shutdown` (or every sender is gone), then waits briefly for
+    /// in-flight deliveries and edits so their message ids are stored.
+    #[tracing::instrument(name = "engine", skip_all)]
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        // Prompts that ended while we were down still show buttons: finish them now.
+        let ended: Vec<ApprovalId> =
+            self.entries.iter().filter(|(_, e)| e.outcome.is_some()).map(|(id, _)| id.clone()).collect();
+        for id in ended {
+            self.finish_all(&id);
+        }
+        while let Some(input) = rx.recv().await {
+            if matches!(input, Input::Shutdown) {
+                break;
+            }
+            self.handle(input);
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while self.inflight > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(input @ (Input::Delivered { .. } | Input::Finished { .. } | Input::ResolveDone { .. }))) => {
+                    self.handle(input)
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tracing::info!(inflight = self.inflight, "engine stopped");
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Gateway(ev) => self.on_gateway(ev),
+            Input::Answer(a) => self.on_answer(a),
+            Input::Delivered { id, target, result, took } => {
+                self.inflight -= 1;
+                self.on_delivered(id, target, result, took)
+            }
+            Input::Finished { id, prompt, result } => {
+                self.inflight -= 1;
+                self.on_finished(id, prompt, result)
+            }
+            Input::ResolveDone { answer, id, decision, result, took } => {
+                self.inflight -= 1;
+                self.on_resolve_done(answer, id, decision, result, took)
+            }
+            Input::Retry(Retry::Deliver { id, target }) => self.deliver(&id, &target),
+            Input::Retry(Retry::Finish { id, prompt }) => self.finish_one(&id, &prompt),
+            Input::Shutdown => {}
+        }
+        self.metrics.pending.set(self.pending_count() as i64);
+    }
+
+    fn pending_count(&self) -> usize {
+        self.entries.values().filter(|e| e.outcome.is_none()).count()
+    }
+
+    // ---- gateway ----
+
+    fn on_gateway(&mut self, ev: GatewayEvent) {
+        match ev {
+            GatewayEvent::Connected { scopes, missing } => {
+                self.metrics.gateway_up.set(1);
+                if missing.is_empty() {
+                    tracing::info!(?scopes, "gateway connected");
+                } else {
+                    tracing::error!(
+                        ?missing,
+                        "gateway connected WITHOUT needed scopes: the bridge is blind to approvals raised by agent runs, \
+                         and the gateway denies those at once. Grant them (operator.admin) to this device."
+                    );
+                }
+                self.link.send_modify(|l| {
+                    l.connected = true;
+                    l.missing_scopes = missing;
+                    l.replayed = false;
+                    l.pairing_request = None;
+                    l.last_error = None;
+                });
+            }
+            GatewayEvent::Snapshot(pending) => self.on_snapshot(pending),
+            GatewayEvent::Requested(a) => self.on_requested(a),
+            GatewayEvent::Ended { id, outcome } => self.on_ended(&id, outcome),
+            GatewayEvent::Disconnected { reason } => {
+                self.metrics.gateway_up.set(0);
+                tracing::warn!(%reason, "gateway link down; reconnecting");
+                self.link.send_modify(|l| {
+                    l.connected = false;
+                    l.replayed = false;
+                    l.last_error = Some(reason);
+                });
+            }
+            GatewayEvent::PairingRequired { request_id } => {
+                self.link.send_modify(|l| {
+                    l.connected = false;
+                    l.pairing_request = Some(request_id.unwrap_or_default());
+                });
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, pending: Vec<Approval>) {
+        let live: std::collections::HashSet<ApprovalId> = pending.iter().map(|a| a.id.clone()).collect();
+        let count = pending.len();
+        for a in pending {
+            self.on_requested(a);
+        }
+        // Pending here but not at the gateway: it ended while we were away (or the
+        // gateway restarted and forgot it). Never leave live buttons behind.
+        let vanished: Vec<ApprovalId> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| e.outcome.is_none() && e.resolving.is_empty() && !live.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &vanished {
+            self.on_ended(id, Outcome::Gone { at_ms: now_ms() });
+        }
+        self.link.send_modify(|l| l.replayed = true);
+        if !self.ready_logged {
+            self.ready_logged = true;
+            tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");
+        } else {
+            tracing::info!(pending = count, finished_while_away = vanished.len(), "replayed after reconnect");
+        }
+    }
+
+    fn on_requested(&mut self, approval: Approval) {
+        let id = approval.id.clone();
+        if !self.entries.contains_key(&id) {
+            match self.store.insert_approval(&approval) {
+                Ok(true) => Event::Requested { approval: &approval }.emit(&self.store, &self.metrics),
+                Ok(false) => {} // known from before a restart whose state is already loaded
+                Err(e) => tracing::error!(%id, error = %e, "could not persist approval; prompting anyway"),
+            }
+            self.entries.insert(
+                id.clone(),
+                Entry { approval, outcome: None, resolving: Vec::new(), prompts: BTreeMap::new(), seen: Instant::now() },
+            );
+        }
+        let Some(entry) = self.entries.get(&id) else { return };
+        if entry.outcome.is_some() {
+            return;
+        }
+        let missing: Vec<Target> = self
+            .channels
+            .values()
+            .flat_map(|c| c.targets())
+            .filter(|t| !entry.prompts.contains_key(t))
+            .collect();
+        for target in missing {
+            self.deliver(&id, &target);
+        }
+    }
+
+    fn on_ended(&mut self, id: &ApprovalId, outcome: Outcome) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        if entry.outcome.is_some() {
+            return;
+        }
+        // Our own resolve usually comes back as this event before the RPC answer: credit
+        // the responder who asked for that decision.
+        let outcome = match outcome {
+            Outcome::Decided { decision, by: Decider::Elsewhere { .. }, at_ms }
+                if entry.resolving.iter().any(|(_, d)| *d == decision) =>
+            {
+                let (who, _) = entry.resolving.iter().find(|(_, d)| *d == decision).cloned().unwrap_or_else(|| unreachable!());
+                Outcome::Decided { decision, by: Decider::Responder(who), at_ms }
+            }
+            other => other,
+        };
+        self.set_outcome(id, outcome);
+    }
+
+    fn set_outcome(&mut self, id: &ApprovalId, outcome: Outcome) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        if entry.outcome.is_some() {
+            return;
+        }
+        if let Err(e) = self.store.set_outcome(id, &outcome) {
+            tracing::error!(%id, error = %e, "could not persist outcome");
+        }
+        Event::Ended { approval: &entry.approval, outcome: &outcome }.emit(&self.store, &self.metrics);
+        entry.outcome = Some(outcome);
+        self.finish_all(id);
+    }
+
+    // ---- delivery and finishing ----
+
+    fn deliver(&mut self, id: &ApprovalId, target: &Target) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        if entry.outcome.is_some() {
+            return;
+        }
+        let Some(channel) = self.channels.get(&target.channel).cloned() else {
+            tracing::error!(%target, "no channel for target");
+            return;
+        };
+        let attempt = match entry.prompts.get(target) {
+            None => 0,
+            Some(PromptState::Delivering { attempt }) => attempt + 1,
+            Some(_) => return,
+        };
+        entry.prompts.insert(target.clone(), PromptState::Delivering { attempt });
+        let (approval, target, tx, seen) = (entry.approval.clone(), target.clone(), self.tx.clone(), entry.seen);
+        self.inflight += 1;
+        tokio::spawn(async move {
+            let result = channel.deliver(&target, &approval).await;
+            let _ = tx.send(Input::Delivered { id: approval.id.clone(), target, result, took: seen.elapsed() }).await;
+        });
+    }
+
+    fn on_delivered(&mut self, id: ApprovalId, target: Target, result: Result<MessageRef, ChannelError>, took: Duration) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let attempt = match entry.prompts.get(&target) {
+            Some(PromptState::Delivering { attempt }) => *attempt,
+            _ => 0,
+        };
+        match result {
+            Ok(prompt) => {
+                if let Err(e) = self.store.insert_prompt(&id, &prompt, now_ms()) {
+                    tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+                }
+                Event::Delivered { id: &id, target: &target, message: &prompt.message, after: took }
+                    .emit(&self.store, &self.metrics);
+                let ended = entry.outcome.is_some();
+                entry.prompts.insert(target, PromptState::Sent(prompt.clone()));
+                if ended {
+                    self.finish_one(&id, &prompt);
+                }
+            }
+            Err(err) => {
+                let will_retry = err.is_transient() && entry.outcome.is_none();
+                Event::DeliveryFailed { id: &id, target: &target, error: err.to_string(), will_retry }
+                    .emit(&self.store, &self.metrics);
+                if will_retry {
+                    let delay = backoff(attempt, retry_hint(&err));
+                    self.later(delay, Input::Retry(Retry::Deliver { id, target }));
+                } else {
+                    entry.prompts.insert(target, PromptState::Failed);
+                    self.forget_if_done(&id);
+                }
+            }
+        }
+    }
+
+    fn finish_all(&mut self, id: &ApprovalId) {
+        let Some(entry) = self.entries.get(id) else { return };
+        let sent: Vec<MessageRef> = entry
+            .prompts
+            .values()
+            .filter_map(|p| match p {
+                PromptState::Sent(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        for prompt in sent {
+            self.finish_one(id, &prompt);
+        }
+        self.forget_if_done(id);
+    }
+
+    fn finish_one(&mut self, id: &ApprovalId, prompt: &MessageRef) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(outcome) = entry.outcome.clone() else { return };
+        let attempt = match entry.prompts.get(&prompt.target) {
+            Some(PromptState::Sent(_)) => 0,
+            Some(PromptState::Finishing { attempt, .. }) => attempt + 1,
+            _ => return,
+        };
+        let Some(channel) = self.channels.get(&prompt.target.channel).cloned() else {
+            // The channel was removed from the config: nothing can edit this prompt.
+            entry.prompts.insert(prompt.target.clone(), PromptState::Finished(prompt.clone()));
+            return;
+        };
+        entry.prompts.insert(prompt.target.clone(), PromptState::Finishing { prompt: prompt.clone(), attempt });
+        let (approval, prompt, tx) = (entry.approval.clone(), prompt.clone(), self.tx.clone());
+        self.inflight += 1;
+        tokio::spawn(async move {
+            let result = channel.finish(&prompt, &approval, &outcome).await;
+            let _ = tx.send(Input::Finished { id: approval.id.clone(), prompt, result }).await;
+        });
+    }
+
+    fn on_finished(&mut self, id: ApprovalId, prompt: MessageRef, result: Result<(), ChannelError>) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let attempt = match entry.prompts.get(&prompt.target) {
+            Some(PromptState::Finishing { attempt, .. }) => *attempt,
+            _ => 0,
+        };
+        let note = match &result {
+            Ok(()) => "edited",
+            Err(ChannelError::MessageGone(_)) => "message gone",
+            Err(e) if e.is_transient() && attempt + 1 < MAX_FINISH_ATTEMPTS => {
+                tracing::warn!(%id, target = %prompt.target, error = %e, "could not edit prompt; retrying");
+                let delay = backoff(attempt, retry_hint(e));
+                self.later(delay, Input::Retry(Retry::Finish { id, prompt }));
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%id, target = %prompt.target, error = %e, "could not edit prompt; giving up");
+                "edit failed"
+            }
+        };
+        if let Err(e) = self.store.prompt_finished(&prompt, now_ms()) {
+            tracing::error!(%id, error = %e, "could not persist finished prompt");
+        }
+        Event::Finished { id: &id, target: &prompt.target, note }.emit(&self.store, &self.metrics);
+        entry.prompts.insert(prompt.target.clone(), PromptState::Finished(prompt));
+        self.forget_if_done(&id);
+    }
+
+    fn forget_if_done(&mut self, id: &ApprovalId) {
+        if self.entries.get(id).is_some_and(Entry::done) {
+            self.entries.remove(id);
+        }
+    }
+
+    // ---- answers ----
+
+    fn on_answer(&mut self, answer: Answer) {
+        let allowed = self.channels.get(&answer.responder.channel).is_some_and(|c| c.allows(&answer.responder.user_id));
+        match answer.request.clone() {
+            Request::ListPending => {
+                Event::Answered { id: None, responder: &answer.responder, decision: None }.emit(&self.store, &self.metrics);
+                if !allowed {
+                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                }
+                if !answer.in_dm {
+                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
+                }
+                let mut list: Vec<Approval> =
+                    self.entries.values().filter(|e| e.outcome.is_none()).map(|e| e.approval.clone()).collect();
+                list.sort_by_key(|a| a.created_at_ms);
+                self.notify(&answer.reply, Notice::Pending(list));
+            }
+            Request::Malformed { raw, .. } => {
+                let reason = if allowed { Refusal::Malformed } else { Refusal::NotAllowed };
+                Event::Refused { id: None, responder: &answer.responder, reason, raw: Some(&raw) }
+                    .emit(&self.store, &self.metrics);
+                self.notify(&answer.reply, Notice::Refused(reason));
+            }
+            Request::Decide { id, decision } => {
+                Event::Answered { id: Some(&id), responder: &answer.responder, decision: Some(decision) }
+                    .emit(&self.store, &self.metrics);
+                self.on_decide(answer, id, decision, allowed)
+            }
+        }
+    }
+
+    fn on_decide(&mut self, answer: Answer, id: ApprovalId, decision: Decision, allowed: bool) {
+        // An allowed responder pressing on a finished approval learns the canonical
+        // outcome; the prompt is never degraded.
+        if allowed {
+            let finished = match self.entries.get(&id) {
+                Some(e) => e.outcome.clone(),
+                None => self.store.outcome(&id).ok().flatten(),
+            };
+            if let Some(outcome) = finished {
+                return self.notify(&answer.reply, Notice::AlreadyFinished { id, outcome });
+            }
+        }
+        let entry = self.entries.get(&id);
+        let our_prompts = entry.map(Entry::our_prompts).unwrap_or_default();
+        let facts = Facts {
+            allowed,
+            in_dm: answer.in_dm,
+            pending: entry.map(|e| &e.approval),
+            via: &answer.via,
+            our_prompts: &our_prompts,
+            decision,
+        };
+        if let Err(reason) = policy::authorize(&facts) {
+            return self.refuse(&answer, Some(&id), reason);
+        }
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.resolving.push((answer.responder.clone(), decision));
+        let (resolver, tx, kind, started) = (self.resolver.clone(), self.tx.clone(), entry.approval.kind, Instant::now());
+        self.inflight += 1;
+        tokio::spawn(async move {
+            let result = resolver.resolve(&id, kind, decision).await;
+            let _ = tx.send(Input::ResolveDone { answer, id, decision, result, took: started.elapsed() }).await;
+        });
+    }
+
+    fn on_resolve_done(
+        &mut self,
+        answer: Answer,
+        id: ApprovalId,
+        decision: Decision,
+        result: Result<(), GatewayError>,
+        took: Duration,
+    ) {
+        if let Some(entry) = self.entries.get_mut(&id)
+            && let Some(pos) = entry.resolving.iter().position(|(r, d)| *r == answer.responder && *d == decision)
+        {
+            let mine = entry.resolving.remove(pos);
+            if result.is_ok() {
+                // Keep the credit for a matching Ended that arrives after the RPC answer.
+                entry.resolving.insert(0, mine);
+            }
+        }
+        match result {
+            Ok(()) => {
+                Event::Resolved { id: &id, responder: &answer.responder, decision, after: took }
+                    .emit(&self.store, &self.metrics);
+                let outcome =
+                    Outcome::Decided { decision, by: Decider::Responder(answer.responder.clone()), at_ms: now_ms() };
+                self.set_outcome(&id, outcome);
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.resolving.retain(|(r, d)| !(*r == answer.responder && *d == decision));
+                }
+                // The canonical outcome may differ if another answer won the race.
+                let notice = match self.entries.get(&id).and_then(|e| e.outcome.clone()) {
+                    Some(Outcome::Decided { decision: d, by: Decider::Responder(r), .. }) if d == decision && r == answer.responder => {
+                        Notice::Accepted { id: id.clone(), decision }
+                    }
+                    Some(outcome) => Notice::AlreadyFinished { id: id.clone(), outcome },
+                    None => Notice::Accepted { id: id.clone(), decision },
+                };
+                self.notify(&answer.reply, notice);
+                self.forget_if_done(&id);
+            }
+            Err(GatewayError::NotFound) => {
+                Event::ResolveFailed { id: &id, responder: &answer.responder, error: "approval not found".into() }
+                    .emit(&self.store, &self.metrics);
+                self.set_outcome(&id, Outcome::Gone { at_ms: now_ms() });
+                let outcome = self
+                    .entries
+                    .get(&id)
+                    .and_then(|e| e.outcome.clone())
+                    .or_else(|| self.store.outcome(&id).ok().flatten())
+                    .unwrap_or(Outcome::Gone { at_ms: now_ms() });
+                self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                self.forget_if_done(&id);
+            }
+            Err(err) => {
+                // Nothing was decided: the approval stays pending, the responder may retry.
+                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
+                    .emit(&self.store, &self.metrics);
+                self.notify(&answer.reply, Notice::Refused(Refusal::GatewayUnavailable));
+            }
+        }
+    }
+
+    fn refuse(&self, answer: &Answer, id: Option<&ApprovalId>, reason: Refusal) {
+        Event::Refused { id, responder: &answer.responder, reason, raw: None }.emit(&self.store, &self.metrics);
+        self.notify(&answer.reply, Notice::Refused(reason));
+    }
+
+    fn notify(&self, to: &ReplyTo, notice: Notice) {
+        let Some(channel) = self.channels.get(&to.channel).cloned() else { return };
+        let to = to.clone();
+        tokio::spawn(async move {
+            if let Err(e) = channel.notify(&to, &notice).await {
+                tracing::warn!(channel = %to.channel, error = %e, "could not notify responder");
+            }
+        });
+    }
+
+    fn later(&self, delay: Duration, input: Input) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(input).await;
+        });
+    }
+}
+
+fn retry_hint(e: &ChannelError) -> Option<Duration> {
+    match e {
+        ChannelError::Transient { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// Exponential backoff with jitter, at least the service's own hint.
+fn backoff(attempt: u32, hint: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(7)).min(MAX_BACKOFF);
+    let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+    base.max(hint.unwrap_or_default()) + jitter
+}
+
+#[cfg(test)]
+mod tests;

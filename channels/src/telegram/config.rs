@@ -13,7 +13,7 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 pub struct TelegramConfig {
     /// The bot token from @BotFather, as a secret reference: `env:NAME` or `file:/path`.
     /// Resolved by the bridge's config module; `Telegram::new` takes the resolved value.
-    pub bot_token: String,
+    pub bot_token: bridge::config::Secret,
     /// Bot API server base URL; set it for a self-hosted Bot API server (or a test fake).
     #[serde(default = "default_api_url")]
     pub api_url: String,
@@ -199,24 +199,24 @@ mod tests {
             (serde_json::json!(true), "a numeric Telegram user id or a string"),
         ];
         for (v, want) in cases {
-            let err = parse(serde_json::json!({"bot_token": "x", "allow_from": [v.clone()]})).unwrap_err();
+            let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]})).unwrap_err();
             assert!(err.contains(want), "{v}: {err}");
         }
     }
 
     #[test]
     fn targets_may_be_groups_and_default_to_allow_from() {
-        let c = parse(serde_json::json!({"bot_token": "x", "allow_from": [1], "targets": [-100123, "tg:5"]})).unwrap();
+        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "targets": [-100123, "tg:5"]})).unwrap();
         assert_eq!(c.effective_targets(), vec![ChatId(-100123), ChatId(5)]);
     }
 
     #[test]
     fn unknown_keys_and_bad_urls_are_errors() {
-        let err = parse(serde_json::json!({"bot_token": "x", "allow_from": [1], "allowFrom": [2]})).unwrap_err();
+        let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "allowFrom": [2]})).unwrap_err();
         assert!(err.contains("unknown field `allowFrom`"), "{err}");
-        let c = parse(serde_json::json!({"bot_token": "x", "allow_from": [1], "api_url": "ftp://x"})).unwrap();
+        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "api_url": "ftp://x"})).unwrap();
         assert_eq!(c.validate().unwrap_err().to_string(), "telegram.api_url \"ftp://x\" must be http:// or https://");
-        let c = parse(serde_json::json!({"bot_token": "x", "allow_from": []})).unwrap();
+        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": []})).unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("telegram.allow_from is empty"));
     }
 }

@@ -1,0 +1,105 @@
+//! An in-memory `Channel` for engine tests: records what the engine asked of it and lets
+//! a test script failures. No wire format, no escaping.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use crate::approval::{Approval, ApprovalId, Outcome};
+
+#[derive(Default)]
+struct State {
+    next_message: u64,
+    delivered: Vec<(ApprovalId, MessageRef)>,
+    finished: Vec<(MessageRef, Outcome)>,
+    notices: Vec<(ReplyTo, Notice)>,
+    /// Transient failures still to return from `deliver`.
+    fail_deliveries: u32,
+}
+
+pub struct MemoryChannel {
+    name: String,
+    targets: Vec<Target>,
+    allow: HashSet<String>,
+    state: Mutex<State>,
+}
+
+impl MemoryChannel {
+    pub fn new(name: &str, chats: &[&str], allow: &[&str]) -> MemoryChannel {
+        MemoryChannel {
+            name: name.to_owned(),
+            targets: chats.iter().map(|c| Target { channel: name.to_owned(), chat: (*c).to_owned() }).collect(),
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            state: Mutex::new(State { next_message: 100, ..State::default() }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the next `n` deliveries fail transiently.
+    pub fn fail_next_deliveries(&self, n: u32) {
+        self.state().fail_deliveries = n;
+    }
+
+    pub fn delivered(&self) -> Vec<(ApprovalId, MessageRef)> {
+        self.state().delivered.clone()
+    }
+
+    pub fn finished(&self) -> Vec<(MessageRef, Outcome)> {
+        self.state().finished.clone()
+    }
+
+    pub fn notices(&self) -> Vec<(ReplyTo, Notice)> {
+        self.state().notices.clone()
+    }
+}
+
+#[async_trait]
+impl Channel for MemoryChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.targets.clone()
+    }
+
+    fn allows(&self, user_id: &str) -> bool {
+        self.allow.contains(user_id)
+    }
+
+    async fn health(&self) -> Result<String, ChannelError> {
+        Ok(format!("memory channel {}", self.name))
+    }
+
+    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
+        let mut s = self.state();
+        if s.fail_deliveries > 0 {
+            s.fail_deliveries -= 1;
+            return Err(ChannelError::Transient { message: "scripted failure".into(), retry_after: None });
+        }
+        s.next_message += 1;
+        let m = MessageRef { target: target.clone(), message: s.next_message.to_string() };
+        s.delivered.push((approval.id.clone(), m.clone()));
+        Ok(m)
+    }
+
+    async fn finish(&self, prompt: &MessageRef, _: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
+        self.state().finished.push((prompt.clone(), outcome.clone()));
+        Ok(())
+    }
+
+    async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
+        self.state().notices.push((to.clone(), notice.clone()));
+        Ok(())
+    }
+
+    async fn run(&self, _answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+        let _ = shutdown.recv().await;
+    }
+}

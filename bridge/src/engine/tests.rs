@@ -1,0 +1,294 @@
+//! Engine behaviour with the in-memory gateway and channel: each test drives inputs and
+//! checks what reached the gateway, the channel and the audit log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::approval::Kind;
+use crate::channel::Via;
+use crate::channel::memory::MemoryChannel;
+use crate::gateway::memory::MemoryGateway;
+
+const OWNER: &str = "42";
+const STRANGER: &str = "666";
+
+struct Rig {
+    tx: mpsc::Sender<Input>,
+    chan: Arc<MemoryChannel>,
+    gw: Arc<MemoryGateway>,
+    store: Arc<Store>,
+    link: watch::Receiver<LinkStatus>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn rig_with(store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
+    let chan = Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER]));
+    let (engine, tx, rx, link) =
+        Engine::new(vec![chan.clone() as Arc<dyn Channel>], gw.clone(), store.clone(), Arc::new(Metrics::default()))
+            .unwrap();
+    let task = tokio::spawn(engine.run(rx));
+    Rig { tx, chan, gw, store, link, task }
+}
+
+fn rig() -> Rig {
+    rig_with(Arc::new(Store::in_memory().unwrap()), Arc::new(MemoryGateway::default()))
+}
+
+fn approval(id: &str, allowed: &[&str]) -> Approval {
+    Approval::from_gateway(
+        Kind::Exec,
+        &json!({"id": id, "request": {"command": "touch /tmp/x", "allowedDecisions": allowed}, "createdAtMs": 1}),
+    )
+    .unwrap()
+}
+
+fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
+    Answer {
+        responder: Responder { channel: "mem".into(), user_id: user.into(), display: None },
+        request: Request::Decide { id: id.into(), decision },
+        via,
+        in_dm: true,
+        reply: ReplyTo { channel: "mem".into(), handle: format!("cb:{user}") },
+    }
+}
+
+impl Rig {
+    async fn send(&self, input: Input) {
+        self.tx.send(input).await.unwrap();
+    }
+
+    async fn request(&self, id: &str, allowed: &[&str]) -> MessageRef {
+        self.gw.add(&id.into());
+        self.send(Input::Gateway(GatewayEvent::Requested(approval(id, allowed)))).await;
+        self.wait(|r| r.chan.delivered().iter().any(|(a, _)| a.as_str() == id)).await;
+        self.chan.delivered().into_iter().find(|(a, _)| a.as_str() == id).unwrap().1
+    }
+
+    async fn wait(&self, cond: impl Fn(&Rig) -> bool) {
+        for _ in 0..400 {
+            if cond(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached within 2 s");
+    }
+
+    fn audit_events(&self, id: &str) -> Vec<String> {
+        self.store.audit_log(Some(&id.into())).unwrap().into_iter().map(|r| r.event).collect()
+    }
+
+    async fn stop(self) -> (Arc<Store>, Arc<MemoryGateway>) {
+        self.send(Input::Shutdown).await;
+        self.task.await.unwrap();
+        (self.store, self.gw)
+    }
+}
+
+#[tokio::test]
+async fn owner_press_resolves_and_finishes_the_prompt() {
+    let r = rig();
+    let prompt = r.request("a1", &["allow-once", "deny"]).await;
+    r.send(Input::Answer(answer(OWNER, "a1", Decision::AllowOnce, Via::Prompt(prompt.clone())))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.gw.decision(&"a1".into()), Some(Decision::AllowOnce));
+    let (finished, outcome) = r.chan.finished().remove(0);
+    assert_eq!(finished, prompt);
+    assert!(matches!(outcome, Outcome::Decided { decision: Decision::AllowOnce, by: Decider::Responder(ref who), .. } if who.user_id == OWNER));
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "a1".into(), decision: Decision::AllowOnce });
+    r.wait(|r| r.audit_events("a1").contains(&"finished".to_owned())).await;
+    assert_eq!(r.audit_events("a1"), ["requested", "delivered", "answered", "resolved", "ended", "finished"]);
+}
+
+#[tokio::test]
+async fn stranger_cannot_approve() {
+    let r = rig();
+    let prompt = r.request("a2", &["allow-once", "deny"]).await;
+    r.send(Input::Answer(answer(STRANGER, "a2", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::NotAllowed));
+    assert!(r.gw.calls().is_empty(), "nothing may reach the gateway");
+    assert!(r.chan.finished().is_empty());
+    let refused = r.store.audit_log(Some(&"a2".into())).unwrap().into_iter().find(|a| a.event == "refused").unwrap();
+    assert_eq!(refused.actor.as_deref(), Some(STRANGER));
+    assert_eq!(refused.detail["reason"], "not_allowed");
+}
+
+#[tokio::test]
+async fn every_refusal_reason_leaves_the_approval_pending() {
+    let r = rig();
+    let prompt = r.request("a3", &["allow-once", "deny"]).await;
+    let other = r.request("a3b", &["allow-once", "deny"]).await;
+    let mut group = answer(OWNER, "a3", Decision::Deny, Via::Prompt(prompt.clone()));
+    group.in_dm = false;
+    let cases = [
+        (group, Refusal::NotDirectMessage),
+        (answer(OWNER, "a3", Decision::AllowAlways, Via::Prompt(prompt.clone())), Refusal::DecisionNotOffered),
+        (answer(OWNER, "nope", Decision::Deny, Via::Prompt(prompt.clone())), Refusal::UnknownApproval),
+        (answer(OWNER, "a3", Decision::Deny, Via::Prompt(other)), Refusal::NotOurPrompt),
+    ];
+    for (i, (a, want)) in cases.into_iter().enumerate() {
+        r.send(Input::Answer(a)).await;
+        r.wait(|r| r.chan.notices().len() > i).await;
+        assert_eq!(r.chan.notices()[i].1, Notice::Refused(want));
+    }
+    assert!(r.gw.calls().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_answer_is_refused_and_audited() {
+    let r = rig();
+    let mut a = answer(OWNER, "x", Decision::Deny, Via::Command { chat: OWNER.into() });
+    a.request = Request::Malformed { raw: "exec_approve:zzz".into(), why: "bad uuid".into() };
+    r.send(Input::Answer(a)).await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::Malformed));
+    let log = r.store.audit_log(None).unwrap();
+    assert!(log.iter().any(|l| l.event == "refused" && l.detail["raw"] == "exec_approve:zzz"));
+}
+
+#[tokio::test]
+async fn typed_command_decides_like_a_button() {
+    let r = rig();
+    r.request("a4", &["allow-once", "allow-always", "deny"]).await;
+    r.send(Input::Answer(answer(OWNER, "a4", Decision::AllowAlways, Via::Command { chat: OWNER.into() }))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.gw.decision(&"a4".into()), Some(Decision::AllowAlways));
+}
+
+#[tokio::test]
+async fn outcome_from_elsewhere_finishes_prompts_and_later_press_learns_it() {
+    let r = rig();
+    let prompt = r.request("a5", &["allow-once", "deny"]).await;
+    let outcome = Outcome::Decided {
+        decision: Decision::Deny,
+        by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+        at_ms: 5,
+    };
+    r.send(Input::Gateway(GatewayEvent::Ended { id: "a5".into(), outcome: outcome.clone() })).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.chan.finished()[0], (prompt.clone(), outcome.clone()));
+    // Pressed after the end: told the canonical outcome, nothing resolved, not re-edited.
+    r.send(Input::Answer(answer(OWNER, "a5", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::AlreadyFinished { id: "a5".into(), outcome });
+    assert!(r.gw.calls().is_empty());
+    assert_eq!(r.chan.finished().len(), 1);
+}
+
+#[tokio::test]
+async fn our_resolve_echoed_by_the_gateway_is_credited_to_the_responder() {
+    let r = rig();
+    let prompt = r.request("a6", &["allow-once", "deny"]).await;
+    // The gateway's resolved event usually arrives before the RPC answer.
+    r.send(Input::Answer(answer(OWNER, "a6", Decision::Deny, Via::Prompt(prompt)))).await;
+    r.wait(|r| !r.gw.calls().is_empty()).await;
+    r.send(Input::Gateway(GatewayEvent::Ended {
+        id: "a6".into(),
+        outcome: Outcome::Decided { decision: Decision::Deny, by: Decider::Elsewhere { resolved_by: None }, at_ms: 1 },
+    }))
+    .await;
+    r.wait(|r| !r.chan.finished().is_empty() && !r.chan.notices().is_empty()).await;
+    assert!(matches!(&r.chan.finished()[0].1, Outcome::Decided { by: Decider::Responder(who), .. } if who.user_id == OWNER));
+    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "a6".into(), decision: Decision::Deny });
+}
+
+#[tokio::test]
+async fn gateway_unreachable_never_decides() {
+    let r = rig();
+    let prompt = r.request("a7", &["allow-once", "deny"]).await;
+    r.gw.set_unavailable(true);
+    r.send(Input::Answer(answer(OWNER, "a7", Decision::AllowOnce, Via::Prompt(prompt.clone())))).await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::GatewayUnavailable));
+    assert!(r.chan.finished().is_empty(), "the prompt stays actionable");
+    // Once the gateway is back the same button works.
+    r.gw.set_unavailable(false);
+    r.send(Input::Answer(answer(OWNER, "a7", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.gw.decision(&"a7".into()), Some(Decision::AllowOnce));
+}
+
+#[tokio::test]
+async fn not_found_at_the_gateway_finishes_the_prompt_as_gone() {
+    let r = rig();
+    let prompt = r.request("a8", &["allow-once", "deny"]).await;
+    r.gw.forget_all();
+    r.send(Input::Answer(answer(OWNER, "a8", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert!(matches!(r.chan.finished()[0].1, Outcome::Gone { .. }));
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert!(matches!(r.chan.notices()[0].1, Notice::AlreadyFinished { outcome: Outcome::Gone { .. }, .. }));
+}
+
+#[tokio::test]
+async fn replay_prompts_once_and_finishes_what_vanished() {
+    let r = rig();
+    let p1 = r.request("b1", &["deny"]).await;
+    // Reconnect: the snapshot repeats b1 (no new prompt) and lacks nothing else yet.
+    r.send(Input::Gateway(GatewayEvent::Connected { scopes: vec![], missing: vec![] })).await;
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval("b1", &["deny"]), approval("b2", &["deny"])]))).await;
+    r.wait(|r| r.chan.delivered().len() == 2).await;
+    assert!(r.link.borrow().replayed);
+    // The gateway restarted and forgot both.
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![]))).await;
+    r.wait(|r| r.chan.finished().len() == 2).await;
+    assert!(r.chan.finished().iter().all(|(_, o)| matches!(o, Outcome::Gone { .. })));
+    assert!(r.chan.finished().iter().any(|(m, _)| *m == p1));
+    assert_eq!(r.chan.delivered().len(), 2, "no duplicate prompts");
+}
+
+#[tokio::test]
+async fn transient_delivery_failure_is_retried_until_delivered() {
+    let r = rig();
+    r.chan.fail_next_deliveries(2);
+    r.send(Input::Gateway(GatewayEvent::Requested(approval("c1", &["deny"])))).await;
+    for _ in 0..100 {
+        if !r.chan.delivered().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.chan.delivered().len(), 1);
+    let log = r.audit_events("c1");
+    assert_eq!(log.iter().filter(|e| *e == "delivery_failed").count(), 2);
+}
+
+#[tokio::test]
+async fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
+    let r = rig();
+    let prompt = r.request("d1", &["allow-once", "deny"]).await;
+    let (store, gw) = r.stop().await;
+    // A new engine on the same store: the same approval replayed, the old button pressed.
+    let r = rig_with(store, gw);
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval("d1", &["allow-once", "deny"])]))).await;
+    r.send(Input::Answer(answer(OWNER, "d1", Decision::Deny, Via::Prompt(prompt.clone())))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.chan.finished()[0].0, prompt);
+    assert!(r.chan.delivered().is_empty(), "no duplicate prompt after restart");
+    assert_eq!(r.gw.decision(&"d1".into()), Some(Decision::Deny));
+}
+
+#[tokio::test]
+async fn pending_lists_only_for_allowed_responders() {
+    let r = rig();
+    r.request("e1", &["deny"]).await;
+    let mut ask = answer(OWNER, "e1", Decision::Deny, Via::Command { chat: OWNER.into() });
+    ask.request = Request::ListPending;
+    let mut stranger = ask.clone();
+    stranger.responder.user_id = STRANGER.into();
+    stranger.reply.handle = format!("cb:{STRANGER}");
+    r.send(Input::Answer(ask)).await;
+    r.send(Input::Answer(stranger)).await;
+    r.wait(|r| r.chan.notices().len() == 2).await;
+    let notices = r.chan.notices();
+    let pending = notices.iter().find(|(to, _)| to.handle == format!("cb:{OWNER}")).unwrap();
+    assert!(matches!(&pending.1, Notice::Pending(list) if list.len() == 1 && list[0].id.as_str() == "e1"));
+    let refused = notices.iter().find(|(to, _)| to.handle == format!("cb:{STRANGER}")).unwrap();
+    assert_eq!(refused.1, Notice::Refused(Refusal::NotAllowed));
+}

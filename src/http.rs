@@ -1,0 +1,76 @@
+//! The optional operability listener: `/healthz` (200 only while the gateway link is up
+//! with the needed scopes, replayed, and every channel healthy; else 503 with reasons)
+//! and `/metrics` (Prometheus text).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bridge::engine::LinkStatus;
+use bridge::telemetry::Metrics;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+
+/// Each channel's last health check: `Ok(description)` or `Err(problem)`.
+pub type ChannelHealth = Arc<Mutex<BTreeMap<String, Result<String, String>>>>;
+
+#[derive(Clone)]
+pub struct Health {
+    pub link: watch::Receiver<LinkStatus>,
+    pub channels: ChannelHealth,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// Why the bridge is not healthy; empty when it is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let link = self.link.borrow().clone();
+        if let Some(req) = &link.pairing_request {
+            out.push(format!("gateway: device not paired; run `openclaw devices approve {req}` on the gateway host"));
+        } else if !link.connected {
+            out.push(format!("gateway: link down ({})", link.last_error.as_deref().unwrap_or("connecting")));
+        } else if !link.missing_scopes.is_empty() {
+            out.push(format!("gateway: missing scopes {:?}: the bridge is blind to agent approvals", link.missing_scopes));
+        } else if !link.replayed {
+            out.push("gateway: pending approvals not yet replayed".into());
+        }
+        for (name, h) in self.channels.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Err(e) = h {
+                out.push(format!("{name}: {e}"));
+            }
+        }
+        out
+    }
+}
+
+async fn healthz(State(h): State<Health>) -> impl IntoResponse {
+    let problems = h.problems();
+    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems});
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics.render())
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(addr: SocketAddr, health: Health, mut shutdown: broadcast::Receiver<()>) -> anyhow::Result<()> {
+    let app = Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http.listen: cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "http listener up (/healthz, /metrics)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.recv().await;
+        })
+        .await?;
+    Ok(())
+}

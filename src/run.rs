@@ -1,0 +1,178 @@
+//! The daemon: builds the store, channels and gateway link from the config, checks every
+//! channel's health, starts the engine and waits for SIGINT/SIGTERM to shut down cleanly.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge::channel::Channel;
+use bridge::config::{LogConfig, LogFormat};
+use bridge::engine::{Engine, Input};
+use bridge::gateway::{Client, GatewayOptions};
+use bridge::store::Store;
+use bridge::telemetry::Metrics;
+use tokio::sync::{broadcast, mpsc};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::http::{self, ChannelHealth, Health};
+
+/// How long shutdown waits for the engine to store in-flight prompts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(f).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(cfg.level.as_deref().unwrap_or("info")).context("log.level")?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match cfg.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Creates the state directory, readable by the bridge's user only.
+pub fn state_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
+    let dir = cfg.state.dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("state.dir: cannot restrict {} to 0700", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+pub fn gateway_options(cfg: &Config, state_dir: &std::path::Path) -> anyhow::Result<GatewayOptions> {
+    let token = cfg.gateway.token.resolve("gateway.token")?;
+    let mut opts = GatewayOptions::new(cfg.gateway.url.clone(), Some(token), state_dir);
+    opts.tls_pin = cfg.gateway.fingerprint()?;
+    Ok(opts)
+}
+
+/// Every channel in the config, built (secrets read) but not yet checked.
+pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
+    #[allow(unused_mut)]
+    let mut out: Vec<Arc<dyn Channel>> = Vec::new();
+    #[cfg(feature = "telegram")]
+    if let Some(t) = &cfg.telegram {
+        let token = t.bot_token.resolve("telegram.bot_token")?;
+        out.push(Arc::new(channels::telegram::Telegram::new(t, &token)?));
+    }
+    Ok(out)
+}
+
+/// Checks each channel's credentials at start. A permanent failure (bad token) stops the
+/// bridge; a transient one is retried for a while, then reported on /healthz.
+async fn check_channels(channels: &[Arc<dyn Channel>], health: &ChannelHealth) -> anyhow::Result<()> {
+    for c in channels {
+        let mut attempt = 0u32;
+        let result = loop {
+            match c.health().await {
+                Ok(desc) => break Ok(desc),
+                Err(e) if e.is_transient() && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(channel = c.name(), error = %e, attempt, "channel health check failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match &result {
+            Ok(desc) => tracing::info!(channel = c.name(), identity = %desc, "channel healthy"),
+            Err(e) if !e.is_transient() => {
+                anyhow::bail!("{} health check failed: {e} (check its token and api_url)", c.name())
+            }
+            Err(e) => tracing::error!(channel = c.name(), error = %e, "channel unreachable; prompts will be retried"),
+        }
+        health.lock().unwrap_or_else(|e| e.into_inner()).insert(c.name().to_owned(), result.map_err(|e| e.to_string()));
+    }
+    Ok(())
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let dir = state_dir(&cfg)?;
+    let store = Arc::new(Store::open(&dir.join("bridge.sqlite")).context("state.dir: cannot open the database")?);
+    let opts = gateway_options(&cfg, &dir)?;
+    let channels = build_channels(&cfg)?;
+    let channel_health: ChannelHealth = Arc::new(Mutex::new(BTreeMap::new()));
+    check_channels(&channels, &channel_health).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let (shutdown, _) = broadcast::channel::<()>(1);
+    let (gw_tx, mut gw_rx) = mpsc::channel(1024);
+    let (client, gw_task) =
+        Client::spawn(opts, gw_tx, shutdown.subscribe()).context("state.dir: cannot load or create the device key")?;
+    tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
+    let (engine, input, inputs, link) = Engine::new(channels.clone(), client, store, metrics.clone())?;
+
+    let forward = input.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = gw_rx.recv().await {
+            if forward.send(Input::Gateway(ev)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (answer_tx, mut answer_rx) = mpsc::channel(1024);
+    let mut channel_tasks = Vec::new();
+    for c in &channels {
+        let (c, tx, stop) = (c.clone(), answer_tx.clone(), shutdown.subscribe());
+        channel_tasks.push(tokio::spawn(async move { c.run(tx, stop).await }));
+    }
+    drop(answer_tx);
+    let forward = input.clone();
+    tokio::spawn(async move {
+        while let Some(a) = answer_rx.recv().await {
+            if forward.send(Input::Answer(a)).await.is_err() {
+                break;
+            }
+        }
+    });
+    if let Some(h) = &cfg.http {
+        let health = Health { link, channels: channel_health, metrics };
+        let (addr, stop) = (h.listen, shutdown.subscribe());
+        // Bind now so a taken port fails the start instead of a silent missing listener.
+        let serve = http::serve(addr, health, stop);
+        tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        });
+    }
+    let engine_task = tokio::spawn(engine.run(inputs));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown.send(());
+    let _ = input.send(Input::Shutdown).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = engine_task.await;
+        let _ = gw_task.await;
+        for t in channel_tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    Ok(())
+}
