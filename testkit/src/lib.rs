@@ -1,5 +1,6 @@
 //! Test support shared by the end-to-end tests and the benchmark: a real OpenClaw gateway
 //! started on a free loopback port, and fakes of the chat services' wire APIs.
 
+pub mod bridge;
 pub mod fake_telegram;
 pub mod openclaw;
