@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use bridge::config::Secret;
 use serde::{Deserialize, Deserializer, de};
 
 /// Default Bot API server.
@@ -11,9 +12,9 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelegramConfig {
-    /// The bot token from @BotFather, as a secret reference: `env:NAME` or `file:/path`.
-    /// Resolved by the bridge's config module; `Telegram::new` takes the resolved value.
-    pub bot_token: bridge::config::Secret,
+    /// The bot token from @BotFather, as a secret reference: `env:NAME` or `file:/path`
+    /// (a literal token is refused). `Telegram::new` takes the resolved value.
+    pub bot_token: Secret,
     /// Bot API server base URL; set it for a self-hosted Bot API server (or a test fake).
     #[serde(default = "default_api_url")]
     pub api_url: String,
@@ -202,6 +203,12 @@ mod tests {
             let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]})).unwrap_err();
             assert!(err.contains(want), "{v}: {err}");
         }
+    }
+
+    #[test]
+    fn literal_tokens_are_refused() {
+        let err = parse(serde_json::json!({"bot_token": "123:ABC", "allow_from": [1]})).unwrap_err();
+        assert!(err.contains("secrets are not written in the config"), "{err}");
     }
 
     #[test]
