@@ -373,19 +373,29 @@ pub fn translate(ev: &EventFrame) -> Option<GatewayEvent> {
     }
 }
 
-/// `*.approval.resolved` payload → outcome. A decision means someone decided; no decision
-/// (null or absent) means the gateway let it expire.
+/// `resolvedBy` values the gateway itself uses when it denies without a human.
+const SYSTEM_RESOLVERS: [&str; 4] = ["no-approval-route", "session-evicted", "run-aborted", "timeout"];
+
+/// `*.approval.resolved` payload → outcome.
+///
+/// Observed on openclaw 2026.9.6: an expiry is broadcast as `decision: "deny"` with
+/// `resolvedBy: null` (the gateway force-denies on timeout); a "no route" denial carries
+/// `resolvedBy: "no-approval-route"`; system-agent events add `terminalStatus`
+/// (`expired`/`cancelled`). A decision by a client carries its display name or client id.
 pub fn resolved_outcome(p: &Value) -> Outcome {
     let at_ms = p.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
-    match p.get("decision").and_then(Value::as_str).and_then(Decision::parse) {
+    let resolved_by = p.get("resolvedBy").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let terminal = p.get("terminalStatus").and_then(Value::as_str);
+    let decision = p.get("decision").and_then(Value::as_str).and_then(Decision::parse);
+    match decision {
+        _ if matches!(terminal, Some("expired" | "cancelled")) => Outcome::Expired { at_ms },
+        None => Outcome::Expired { at_ms },
+        Some(Decision::Deny) if resolved_by.is_none_or(|r| SYSTEM_RESOLVERS.contains(&r)) => Outcome::Expired { at_ms },
         Some(decision) => Outcome::Decided {
             decision,
-            by: Decider::Elsewhere {
-                resolved_by: p.get("resolvedBy").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
-            },
+            by: Decider::Elsewhere { resolved_by: resolved_by.map(str::to_owned) },
             at_ms,
         },
-        None => Outcome::Expired { at_ms },
     }
 }
 
@@ -541,8 +551,15 @@ mod tests {
                 }
             })
         );
-        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-2", "decision": null, "ts": 9})));
+        // Expiry as the gateway broadcasts it: a deny nobody made.
+        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9})));
         assert_eq!(e, Some(GatewayEvent::Ended { id: "a-2".into(), outcome: Outcome::Expired { at_ms: 9 } }));
+        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9})));
+        assert_eq!(e, Some(GatewayEvent::Ended { id: "a-3".into(), outcome: Outcome::Expired { at_ms: 9 } }));
+        let e = translate(&ev("openclaw.approval.resolved", json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9})));
+        assert_eq!(e, Some(GatewayEvent::Ended { id: "s".into(), outcome: Outcome::Expired { at_ms: 9 } }));
+        let e = translate(&ev("plugin.approval.resolved", json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9})));
+        assert!(matches!(e, Some(GatewayEvent::Ended { outcome: Outcome::Decided { decision: Decision::Deny, .. }, .. })));
     }
 
     #[test]
