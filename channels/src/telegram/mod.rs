@@ -292,7 +292,8 @@ impl Channel for Telegram {
                 Ok(updates) => {
                     backoff = Duration::from_millis(500);
                     for u in updates {
-                        offset = offset.max(u.id.as_offset() + 1);
+                        // `as_offset` is already `id + 1`.
+                        offset = offset.max(u.id.as_offset());
                         let answer = match &u.kind {
                             UpdateKind::CallbackQuery(q) => Some(receive::callback(q)),
                             UpdateKind::Message(m) => receive::message(m, self.username.get().map(String::as_str)),

@@ -1,0 +1,361 @@
+//! The channel conformance suite: the same behaviour checks for every chat adapter.
+//!
+//! A channel's test file implements [`Fixture`] (the adapter wired to its fake service)
+//! and invokes [`channel_conformance!`](crate::channel_conformance) with an expression
+//! that builds one; the macro generates one `#[tokio::test]` per check below.
+//!
+//! What is checked is the adapter's half of the contract: it renders the offered
+//! decisions and nothing else, decodes every press into an `Answer` with the presser's
+//! true stable id (authorization is the engine's job), turns forged data into
+//! `Request::Malformed` instead of dropping it, finishes prompts on every outcome, copes
+//! with stale messages, reports duplicates, answers the responder, and keeps working
+//! with prompts sent before a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder};
+use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target, Via};
+use tokio::sync::{broadcast, mpsc};
+
+/// How long a check waits for one answer or fake-side effect.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// What a prompt looks like to its reader right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptState {
+    /// The visible text (markup already interpreted).
+    pub text: String,
+    /// The decisions its live buttons/reactions offer, in display order.
+    pub decisions: Vec<Decision>,
+}
+
+/// An adapter wired to a fake of its service.
+#[allow(async_fn_in_trait)]
+pub trait Fixture {
+    /// The adapter under test (one instance per fixture; shared by every call).
+    fn channel(&self) -> Arc<dyn Channel>;
+    /// A fresh adapter instance with the same configuration, as after a bridge restart.
+    fn restarted(&self) -> Arc<dyn Channel>;
+    /// A stable user id in `allowFrom`, whose DM is [`Fixture::dm`].
+    fn owner(&self) -> String;
+    /// A stable user id not in `allowFrom`.
+    fn stranger(&self) -> String;
+    /// The owner's direct chat with the bot.
+    fn dm(&self) -> Target;
+    /// `user` presses the button (or reaction) for `decision` on `prompt`.
+    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision);
+    /// `user` sends `raw` as the button payload of `prompt` (forged data).
+    async fn press_raw(&self, prompt: &MessageRef, user: &str, raw: &str);
+    /// `user` types `text` in their direct chat with the bot.
+    async fn type_in_dm(&self, user: &str, text: &str);
+    /// Payloads the adapter must decode as `Request::Malformed`.
+    fn forged_payloads(&self) -> Vec<String>;
+    /// The prompt as its reader sees it now.
+    async fn prompt_state(&self, prompt: &MessageRef) -> PromptState;
+    /// Deletes the prompt on the service side.
+    async fn delete(&self, prompt: &MessageRef);
+    /// The text the responder behind `answer` was told (waits for it).
+    async fn told(&self, answer: &Answer) -> String;
+}
+
+/// A sample exec approval with a fresh id.
+pub fn approval(allowed: &[Decision]) -> Approval {
+    Approval {
+        id: ApprovalId(uuid::Uuid::new_v4().to_string()),
+        kind: Kind::Exec,
+        command: "rm -rf /tmp/conformance && echo '<b>done</b> & ok'".into(),
+        cwd: Some("/srv".into()),
+        host: Some("gateway".into()),
+        node_id: None,
+        agent_id: Some("main".into()),
+        session_key: Some("agent:main:conformance".into()),
+        description: None,
+        severity: None,
+        warnings: vec!["deletes files".into()],
+        risk_kinds: vec!["destructive".into()],
+        cron: false,
+        allowed_decisions: allowed.to_vec(),
+        created_at_ms: bridge::approval::now_ms(),
+        expires_at_ms: Some(bridge::approval::now_ms() + 120_000),
+    }
+}
+
+/// A running receive loop.
+pub struct Running {
+    pub answers: mpsc::Receiver<Answer>,
+    shutdown: broadcast::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn start(channel: Arc<dyn Channel>) -> Running {
+        let (tx, answers) = mpsc::channel(64);
+        let (shutdown, rx) = broadcast::channel(1);
+        let task = tokio::spawn(async move { channel.run(tx, rx).await });
+        Running { answers, shutdown, task }
+    }
+
+    /// The next answer, or a panic naming `what` after [`WAIT`].
+    pub async fn next(&mut self, what: &str) -> Answer {
+        match tokio::time::timeout(WAIT, self.answers.recv()).await {
+            Ok(Some(a)) => a,
+            Ok(None) => panic!("receive loop ended while waiting for {what}"),
+            Err(_) => panic!("no answer within {WAIT:?} for {what}"),
+        }
+    }
+
+    /// Stops the loop and checks it ends promptly.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("run() must return soon after shutdown")
+            .expect("run() must not panic");
+    }
+}
+
+fn owner_responder<F: Fixture>(f: &F, a: &Answer) {
+    assert_eq!(a.responder.channel, f.channel().name());
+    assert_eq!(a.responder.user_id, f.owner(), "responder must carry the owner's stable id");
+}
+
+fn outcomes(owner: &str, channel: &str) -> Vec<Outcome> {
+    let r = Responder { channel: channel.into(), user_id: owner.into(), display: Some("Owner <&>".into()) };
+    let now = bridge::approval::now_ms();
+    let mut v: Vec<Outcome> = Decision::ALL
+        .iter()
+        .map(|d| Outcome::Decided { decision: *d, by: Decider::Responder(r.clone()), at_ms: now })
+        .collect();
+    v.push(Outcome::Decided {
+        decision: Decision::Deny,
+        by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+        at_ms: now,
+    });
+    v.push(Outcome::Expired { at_ms: now });
+    v.push(Outcome::Gone { at_ms: now });
+    v
+}
+
+pub async fn health_reports_the_bot<F: Fixture>(f: &F) {
+    let h = f.channel().health().await.expect("health check against the fake must pass");
+    assert!(!h.is_empty());
+}
+
+pub async fn targets_and_allow_from_are_stable_ids<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    assert!(ch.targets().contains(&f.dm()), "the owner's DM must be a target");
+    assert!(ch.allows(&f.owner()));
+    assert!(!ch.allows(&f.stranger()));
+    assert!(!ch.allows(""));
+    assert!(!ch.allows(&format!(" {}", f.owner())), "ids match exactly");
+}
+
+pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    for allowed in [
+        vec![Decision::AllowOnce, Decision::Deny],
+        Decision::ALL.to_vec(),
+        vec![Decision::Deny],
+    ] {
+        let a = approval(&allowed);
+        let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+        assert_eq!(prompt.target, f.dm());
+        let s = f.prompt_state(&prompt).await;
+        let mut got = s.decisions.clone();
+        got.sort_by_key(|d| d.as_str());
+        let mut want = allowed.clone();
+        want.sort_by_key(|d| d.as_str());
+        assert_eq!(got, want, "buttons must be exactly allowedDecisions");
+        assert!(s.text.contains(&a.command), "the prompt shows the command literally: {}", s.text);
+    }
+}
+
+pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    for d in Decision::ALL {
+        let a = approval(&Decision::ALL);
+        let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+        f.press(&prompt, &f.owner(), d).await;
+        let ans = run.next(&format!("press {d}")).await;
+        assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: d });
+        assert_eq!(ans.via, Via::Prompt(prompt.clone()));
+        assert!(ans.in_dm, "a press in the owner's DM is in_dm");
+        owner_responder(f, &ans);
+        assert_eq!(ans.reply.channel, ch.name());
+        f.channel().notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: d }).await.expect("notify");
+    }
+    run.stop().await;
+}
+
+pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    f.press(&prompt, &f.stranger(), Decision::AllowAlways).await;
+    let ans = run.next("stranger's press").await;
+    assert_eq!(ans.responder.user_id, f.stranger());
+    assert!(!ch.allows(&ans.responder.user_id), "the engine will refuse it");
+    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowAlways });
+    ch.notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed)).await.expect("notify refusal");
+    let told = f.told(&ans).await;
+    assert!(told.contains(Refusal::NotAllowed.message()), "stranger is told why: {told}");
+    // The prompt is untouched.
+    assert_eq!(f.prompt_state(&prompt).await.decisions.len(), 3);
+    run.stop().await;
+}
+
+pub async fn forged_data_decodes_as_malformed<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    for raw in f.forged_payloads() {
+        f.press_raw(&prompt, &f.owner(), &raw).await;
+        let ans = run.next(&format!("forged {raw:?}")).await;
+        assert!(matches!(ans.request, Request::Malformed { .. }), "{raw:?} decoded as {:?}", ans.request);
+        owner_responder(f, &ans);
+        ch.notify(&ans.reply, &Notice::Refused(Refusal::Malformed)).await.expect("notify");
+        assert!(f.told(&ans).await.contains(Refusal::Malformed.message()));
+    }
+    run.stop().await;
+}
+
+pub async fn unknown_id_decodes_for_the_engine_to_refuse<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    let other = approval(&Decision::ALL);
+    f.type_in_dm(&f.owner(), &format!("/approve {} deny", other.id)).await;
+    let ans = run.next("/approve with an unknown id").await;
+    assert_eq!(ans.request, Request::Decide { id: other.id.clone(), decision: Decision::Deny });
+    assert!(matches!(ans.via, Via::Command { .. }));
+    assert!(ans.in_dm);
+    owner_responder(f, &ans);
+    ch.notify(&ans.reply, &Notice::Refused(Refusal::UnknownApproval)).await.expect("notify");
+    assert!(f.told(&ans).await.contains(Refusal::UnknownApproval.message()));
+    assert_eq!(f.prompt_state(&prompt).await.decisions.len(), 3);
+    run.stop().await;
+}
+
+pub async fn text_commands_decode<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    f.type_in_dm(&f.owner(), &format!("/approve {} always", a.id)).await;
+    let ans = run.next("/approve").await;
+    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowAlways });
+    f.type_in_dm(&f.owner(), "/pending").await;
+    let ans = run.next("/pending").await;
+    assert_eq!(ans.request, Request::ListPending);
+    ch.notify(&ans.reply, &Notice::Pending(vec![a.clone()])).await.expect("notify pending");
+    assert!(f.told(&ans).await.contains(a.id.as_str()));
+    f.type_in_dm(&f.owner(), "/approve nonsense").await;
+    let ans = run.next("bad /approve").await;
+    assert!(matches!(ans.request, Request::Malformed { .. }), "{:?}", ans.request);
+    run.stop().await;
+}
+
+pub async fn finish_shows_each_outcome_and_removes_buttons<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    for o in outcomes(&f.owner(), ch.name()) {
+        let a = approval(&Decision::ALL);
+        let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+        ch.finish(&prompt, &a, &o).await.expect("finish");
+        let s = f.prompt_state(&prompt).await;
+        assert!(s.decisions.is_empty(), "buttons gone after {o:?}");
+        assert!(s.text.contains(&o.summary()), "finished prompt shows {:?}: {}", o.summary(), s.text);
+        assert!(s.text.contains(&a.command), "finished prompt keeps the request: {}", s.text);
+        // Finishing again with the same outcome is harmless.
+        ch.finish(&prompt, &a, &o).await.expect("finish is idempotent");
+    }
+}
+
+pub async fn finish_survives_a_deleted_or_unknown_message<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let a = approval(&Decision::ALL);
+    let o = Outcome::Expired { at_ms: bridge::approval::now_ms() };
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    f.delete(&prompt).await;
+    match ch.finish(&prompt, &a, &o).await {
+        Ok(()) | Err(ChannelError::MessageGone(_)) => {}
+        Err(e) => panic!("deleted prompt: expected Ok or MessageGone, got {e:?}"),
+    }
+    let stale = MessageRef { target: f.dm(), message: "987654".into() };
+    match ch.finish(&stale, &a, &o).await {
+        Ok(()) | Err(ChannelError::MessageGone(_)) => {}
+        Err(e) => panic!("unknown message: expected Ok or MessageGone, got {e:?}"),
+    }
+}
+
+pub async fn duplicate_press_yields_two_answers<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    let first = run.next("first press").await;
+    let second = run.next("second press").await;
+    assert_eq!(first.request, second.request);
+    assert_ne!(first.reply, second.reply, "each press gets its own reply handle");
+    ch.notify(&first.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::AllowOnce }).await.expect("notify");
+    let o = Outcome::Decided {
+        decision: Decision::AllowOnce,
+        by: Decider::Responder(first.responder.clone()),
+        at_ms: bridge::approval::now_ms(),
+    };
+    ch.notify(&second.reply, &Notice::AlreadyFinished { id: a.id.clone(), outcome: o.clone() }).await.expect("notify");
+    assert!(f.told(&second).await.contains(&o.summary()), "the second presser learns who decided");
+    run.stop().await;
+}
+
+pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
+    let a = approval(&Decision::ALL);
+    let prompt = f.channel().deliver(&f.dm(), &a).await.expect("deliver");
+    let fresh = f.restarted();
+    let mut run = Running::start(fresh.clone());
+    f.press(&prompt, &f.owner(), Decision::Deny).await;
+    let ans = run.next("press on a prompt sent before the restart").await;
+    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::Deny });
+    assert_eq!(ans.via, Via::Prompt(prompt.clone()));
+    let o = Outcome::Decided { decision: Decision::Deny, by: Decider::Responder(ans.responder.clone()), at_ms: 0 };
+    fresh.notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::Deny }).await.expect("notify");
+    fresh.finish(&prompt, &a, &o).await.expect("finish after restart");
+    assert!(f.prompt_state(&prompt).await.decisions.is_empty());
+    run.stop().await;
+}
+
+/// Generates the conformance tests for one channel from a fixture-building expression
+/// (an `async` expression, e.g. `TelegramFixture::start()`).
+#[macro_export]
+macro_rules! channel_conformance {
+    ($fixture:expr) => {
+        $crate::channel_conformance!(@tests $fixture;
+            health_reports_the_bot,
+            targets_and_allow_from_are_stable_ids,
+            deliver_offers_exactly_the_allowed_decisions,
+            each_decision_decodes_from_a_press,
+            stranger_press_carries_the_strangers_id,
+            forged_data_decodes_as_malformed,
+            unknown_id_decodes_for_the_engine_to_refuse,
+            text_commands_decode,
+            finish_shows_each_outcome_and_removes_buttons,
+            finish_survives_a_deleted_or_unknown_message,
+            duplicate_press_yields_two_answers,
+            prompts_survive_a_restart,
+        );
+    };
+    (@tests $fixture:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture = $fixture.await;
+                $crate::conformance::$name(&fixture).await;
+            }
+        )*
+    };
+}
