@@ -2,7 +2,6 @@
 //! started on a free loopback port, and fakes of the chat services' wire APIs.
 
 pub mod bridge;
-pub mod fake_model;
 pub mod conformance;
 pub mod fake_telegram;
 pub mod openclaw;
