@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome};
-use bridge::gateway::identity::IDENTITY_FILE;
+use bridge::gateway::identity::{IDENTITY_FILE, StoredDeviceToken};
 use bridge::gateway::{Client, GatewayError, GatewayEvent, GatewayOptions, Resolver};
 use testkit::openclaw::{Gateway, GatewayConfig};
 use tokio::sync::{broadcast, mpsc};
@@ -119,6 +119,34 @@ async fn connects_with_every_needed_scope_and_keeps_its_device_identity() {
     again.ready().await;
     assert_eq!(again.client.device_id(), device, "identity reused across restarts");
     again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paired_device_stores_its_device_token_privately_and_can_connect_with_it_alone() {
+    let gw = gateway().await;
+    let state = tempfile::tempdir().unwrap();
+    // `gateway-client`/`backend` on loopback never gets a pairing record; `cli` does.
+    let paired = |token: Option<String>| {
+        let mut o = gw.client_options(state.path());
+        o.client_id = "cli".into();
+        o.client_mode = "cli".into();
+        o.token = token;
+        o
+    };
+    let mut link = Link::start(paired(Some(gw.token().to_owned())));
+    link.ready().await;
+    link.shutdown().await;
+    let token_file = StoredDeviceToken::path(state.path());
+    #[cfg(unix)]
+    assert_eq!(mode(&token_file), 0o600);
+    let stored = std::fs::read_to_string(&token_file).unwrap();
+    assert!(!stored.contains(gw.token()), "the shared token is never persisted");
+
+    // Without the shared token, the stored device token alone is enough.
+    let mut link = Link::start(paired(None));
+    let (missing, _) = link.ready().await;
+    assert_eq!(missing, Vec::<String>::new());
+    link.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
