@@ -561,13 +561,12 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            if bytes[i] == b'%' && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                     out.push(b);
                     i += 3;
                     continue;
                 }
-            }
             out.push(bytes[i]);
             i += 1;
         }
@@ -585,11 +584,10 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
 /// Form values are strings; those holding JSON objects/arrays/numbers/bools become JSON.
 fn loose_json(v: String) -> Value {
     let t = v.trim();
-    if t.starts_with('{') || t.starts_with('[') || t == "true" || t == "false" || t.parse::<i64>().is_ok() {
-        if let Ok(j) = serde_json::from_str(t) {
+    if (t.starts_with('{') || t.starts_with('[') || t == "true" || t == "false" || t.parse::<i64>().is_ok())
+        && let Ok(j) = serde_json::from_str(t) {
             return j;
         }
-    }
     Value::String(v)
 }
 
@@ -631,11 +629,10 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
             let secs = inner.rate_limit_next.1;
             return Err(too_many(secs));
         }
-        if let (Some(gap), Some(chat)) = (inner.min_chat_gap, p.get("chat_id").and_then(as_i64)) {
-            if inner.last_write.get(&chat).is_some_and(|t| at.duration_since(*t) < gap) {
+        if let (Some(gap), Some(chat)) = (inner.min_chat_gap, p.get("chat_id").and_then(as_i64))
+            && inner.last_write.get(&chat).is_some_and(|t| at.duration_since(*t) < gap) {
                 return Err(too_many(1));
             }
-        }
     }
     let res = match method {
         "getme" => Ok(s.bot.clone()),
@@ -648,11 +645,10 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
         "getwebhookinfo" => Ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
         _ => Err(ApiError { code: 404, description: "Not Found: method not found".into(), retry_after: None }),
     };
-    if res.is_ok() && WRITE_METHODS.contains(&method) {
-        if let Some(chat) = p.get("chat_id").and_then(as_i64) {
+    if res.is_ok() && WRITE_METHODS.contains(&method)
+        && let Some(chat) = p.get("chat_id").and_then(as_i64) {
             inner.last_write.insert(chat, at);
         }
-    }
     res
 }
 
@@ -672,11 +668,10 @@ fn markup_of(p: &Value) -> Result<Option<Value>, ApiError> {
     };
     let rows = m.get("inline_keyboard").and_then(Value::as_array);
     for b in rows.into_iter().flatten().flat_map(|r| r.as_array().into_iter().flatten()) {
-        if let Some(d) = b.get("callback_data").and_then(Value::as_str) {
-            if d.is_empty() || d.len() > 64 {
+        if let Some(d) = b.get("callback_data").and_then(Value::as_str)
+            && (d.is_empty() || d.len() > 64) {
                 return Err(bad("BUTTON_DATA_INVALID"));
             }
-        }
     }
     // An empty keyboard is no keyboard.
     if rows.is_some_and(|r| r.iter().all(|row| row.as_array().is_none_or(Vec::is_empty))) {

@@ -268,11 +268,10 @@ impl Channel for Telegram {
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]
     async fn run(&self, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
-        if self.username.get().is_none() {
-            if let Err(e) = self.get_me().await {
+        if self.username.get().is_none()
+            && let Err(e) = self.get_me().await {
                 tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
             }
-        }
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_millis(500);
         let timeout = self.options.poll_timeout.as_secs() as u32;
@@ -299,11 +298,10 @@ impl Channel for Telegram {
                             UpdateKind::Message(m) => receive::message(m, self.username.get().map(String::as_str)),
                             _ => None,
                         };
-                        if let Some(a) = answer {
-                            if answers.send(a).await.is_err() {
+                        if let Some(a) = answer
+                            && answers.send(a).await.is_err() {
                                 return;
                             }
-                        }
                     }
                     continue;
                 }

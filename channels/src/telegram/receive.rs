@@ -87,11 +87,10 @@ pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
         Some((c, a)) => (c, Some(a)),
         None => (head, None),
     };
-    if let (Some(a), Some(me)) = (addressee, bot_username) {
-        if !a.eq_ignore_ascii_case(me) {
+    if let (Some(a), Some(me)) = (addressee, bot_username)
+        && !a.eq_ignore_ascii_case(me) {
             return None;
         }
-    }
     let args: Vec<&str> = words.collect();
     match cmd.to_ascii_lowercase().as_str() {
         "/pending" => Some(Request::ListPending),
