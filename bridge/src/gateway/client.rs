@@ -591,4 +591,97 @@ mod tests {
         let o = GatewayOptions::new("ws://x", Some("hunter2".into()), "/tmp/x");
         assert!(!format!("{o:?}").contains("hunter2"));
     }
+
+    /// A one-socket-at-a-time fake gateway: sends garbage, then the challenge, then answers
+    /// `connect` with whatever `answer` returns for the params.
+    async fn fake_gateway(answer: fn(&Value) -> Value) -> (String, mpsc::UnboundedReceiver<Value>) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                    ws.send(Message::text("{not json")).await.unwrap();
+                    ws.send(Message::text(r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"n1","ts":1000}}"#))
+                        .await
+                        .unwrap();
+                    while let Some(Ok(Message::Text(t))) = ws.next().await {
+                        let req: Value = serde_json::from_str(&t).unwrap();
+                        let _ = seen_tx.send(req.clone());
+                        let res = answer(&req);
+                        ws.send(Message::text(res.to_string())).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, seen_rx)
+    }
+
+    #[tokio::test]
+    async fn pairing_required_is_reported_with_its_request_id_and_retried() {
+        let (url, mut seen) = fake_gateway(|req| {
+            json!({"type": "res", "id": req["id"], "ok": false, "error": {
+                "code": "NOT_PAIRED", "message": "pairing required (requestId: req-42)",
+                "details": {"code": "PAIRING_REQUIRED", "requestId": "req-42", "recommendedNextStep": "wait_then_retry"}}})
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = GatewayOptions::new(url, Some("shared-secret".into()), dir.path());
+        opts.max_backoff = Duration::from_millis(50);
+        let (tx, mut rx) = mpsc::channel(8);
+        let (stop, stop_rx) = broadcast::channel(1);
+        let (client, task) = Client::spawn(opts, tx, stop_rx).unwrap();
+        for _ in 0..2 {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+            assert_eq!(ev, Some(GatewayEvent::PairingRequired { request_id: Some("req-42".into()) }));
+        }
+        let connect = seen.recv().await.unwrap();
+        assert_eq!(connect["method"], "connect");
+        assert_eq!(connect["params"]["auth"], json!({"token": "shared-secret"}));
+        assert_eq!(connect["params"]["device"]["id"], client.device_id());
+        assert_eq!(connect["params"]["device"]["nonce"], "n1");
+        assert_eq!(connect["params"]["device"]["signedAt"], 1000);
+        assert!(!client.is_connected());
+        assert_eq!(
+            client.resolve(&"x".into(), Kind::Exec, Decision::AllowOnce).await,
+            Err(GatewayError::Unavailable("not connected".into()))
+        );
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn hello_without_needed_scopes_reports_them_missing() {
+        let (url, _seen) = fake_gateway(|req| {
+            let payload = if req["method"] == "connect" {
+                json!({"type": "hello-ok", "protocol": 4, "server": {"version": "t"},
+                    "auth": {"role": "operator", "scopes": ["operator.read", "operator.approvals"]},
+                    "policy": {"tickIntervalMs": 30000}})
+            } else {
+                json!([])
+            };
+            json!({"type": "res", "id": req["id"], "ok": true, "payload": payload})
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (stop, stop_rx) = broadcast::channel(1);
+        let (_client, task) = Client::spawn(GatewayOptions::new(url, None, dir.path()), tx, stop_rx).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            ev,
+            GatewayEvent::Connected {
+                scopes: vec!["operator.read".into(), "operator.approvals".into()],
+                missing: vec!["operator.admin".into()]
+            }
+        );
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(ev, GatewayEvent::Snapshot(vec![]));
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
 }
