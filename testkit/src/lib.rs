@@ -3,5 +3,6 @@
 
 pub mod bridge;
 pub mod conformance;
+pub mod fake_model;
 pub mod fake_telegram;
 pub mod openclaw;

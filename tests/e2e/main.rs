@@ -1,5 +1,6 @@
 //! End-to-end tests: the real OpenClaw gateway (testkit::openclaw) and chat services
 //! faked at their wire API on 127.0.0.1. One test binary keeps link time down.
 
+mod agent;
 mod gateway;
 mod telegram;
