@@ -86,6 +86,8 @@ pub enum Refusal {
     Malformed,
     /// The gateway could not be reached; the approval stays pending.
     GatewayUnavailable,
+    /// The gateway refused the decision for another reason; nothing was decided.
+    GatewayRejected,
 }
 
 impl Refusal {
@@ -99,6 +101,7 @@ impl Refusal {
             Refusal::DecisionNotOffered => "decision_not_offered",
             Refusal::Malformed => "malformed",
             Refusal::GatewayUnavailable => "gateway_unavailable",
+            Refusal::GatewayRejected => "gateway_rejected",
         }
     }
 
@@ -112,6 +115,7 @@ impl Refusal {
             Refusal::DecisionNotOffered => "That decision is not offered for this approval.",
             Refusal::Malformed => "Could not read that answer. Use the buttons or /approve <id> allow-once|allow-always|deny.",
             Refusal::GatewayUnavailable => "The gateway could not be reached; nothing was decided. Try again shortly.",
+            Refusal::GatewayRejected => "The gateway refused that decision; nothing was decided.",
         }
     }
 }

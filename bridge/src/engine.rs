@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
-use crate::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target};
+use crate::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target, Via};
 use crate::gateway::{GatewayError, GatewayEvent, Resolver};
 use crate::policy::{self, Facts};
 use crate::store::{Store, StoreError};
@@ -74,6 +74,11 @@ struct Entry {
     /// Decisions sent to the gateway and not yet answered, first first.
     resolving: Vec<(Responder, Decision)>,
     prompts: BTreeMap<Target, PromptState>,
+    /// Responders to tell the outcome once it is known (their resolve lost a race).
+    waiting: Vec<ReplyTo>,
+    /// Presses on a prompt whose delivery has not reported back yet: the message is
+    /// already visible to the owner. Judged once the delivery is recorded.
+    held: Vec<Answer>,
     seen: Instant,
 }
 
@@ -131,7 +136,7 @@ impl Engine {
             let id = open.approval.id.clone();
             entries.insert(
                 id,
-                Entry { approval: open.approval, outcome: open.outcome, resolving: Vec::new(), prompts, seen: Instant::now() },
+                Entry { approval: open.approval, outcome: open.outcome, resolving: Vec::new(), prompts, waiting: Vec::new(), held: Vec::new(), seen: Instant::now() },
             );
         }
         let channels = channels.into_iter().map(|c| (c.name().to_owned(), c)).collect();
@@ -277,7 +282,7 @@ impl Engine {
             }
             self.entries.insert(
                 id.clone(),
-                Entry { approval, outcome: None, resolving: Vec::new(), prompts: BTreeMap::new(), seen: Instant::now() },
+                Entry { approval, outcome: None, resolving: Vec::new(), prompts: BTreeMap::new(), waiting: Vec::new(), held: Vec::new(), seen: Instant::now() },
             );
         }
         let Some(entry) = self.entries.get(&id) else { return };
@@ -323,7 +328,11 @@ impl Engine {
             tracing::error!(%id, error = %e, "could not persist outcome");
         }
         Event::Ended { approval: &entry.approval, outcome: &outcome }.emit(&self.store, &self.metrics);
-        entry.outcome = Some(outcome);
+        let waiting = std::mem::take(&mut entry.waiting);
+        entry.outcome = Some(outcome.clone());
+        for to in waiting {
+            self.notify(&to, Notice::AlreadyFinished { id: id.clone(), outcome: outcome.clone() });
+        }
         self.finish_all(id);
     }
 
@@ -366,10 +375,11 @@ impl Engine {
                 Event::Delivered { id: &id, target: &target, message: &prompt.message, after: took }
                     .emit(&self.store, &self.metrics);
                 let ended = entry.outcome.is_some();
-                entry.prompts.insert(target, PromptState::Sent(prompt.clone()));
+                entry.prompts.insert(target.clone(), PromptState::Sent(prompt.clone()));
                 if ended {
                     self.finish_one(&id, &prompt);
                 }
+                self.release_held(&id, &target);
             }
             Err(err) => {
                 let will_retry = err.is_transient() && entry.outcome.is_none();
@@ -379,10 +389,22 @@ impl Engine {
                     let delay = backoff(attempt, retry_hint(&err));
                     self.later(delay, Input::Retry(Retry::Deliver { id, target }));
                 } else {
-                    entry.prompts.insert(target, PromptState::Failed);
+                    entry.prompts.insert(target.clone(), PromptState::Failed);
+                    self.release_held(&id, &target);
                     self.forget_if_done(&id);
                 }
             }
+        }
+    }
+
+    /// Judges the presses held while the delivery to `target` was in flight.
+    fn release_held(&mut self, id: &ApprovalId, target: &Target) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        let (now, later): (Vec<Answer>, Vec<Answer>) =
+            std::mem::take(&mut entry.held).into_iter().partition(|a| matches!(&a.via, Via::Prompt(m) if m.target == *target));
+        entry.held = later;
+        for answer in now {
+            self.on_decide(answer);
         }
     }
 
@@ -460,8 +482,12 @@ impl Engine {
 
     // ---- answers ----
 
+    fn allows(&self, who: &Responder) -> bool {
+        self.channels.get(&who.channel).is_some_and(|c| c.allows(&who.user_id))
+    }
+
     fn on_answer(&mut self, answer: Answer) {
-        let allowed = self.channels.get(&answer.responder.channel).is_some_and(|c| c.allows(&answer.responder.user_id));
+        let allowed = self.allows(&answer.responder);
         match answer.request.clone() {
             Request::ListPending => {
                 Event::Answered { id: None, responder: &answer.responder, decision: None }.emit(&self.store, &self.metrics);
@@ -485,12 +511,14 @@ impl Engine {
             Request::Decide { id, decision } => {
                 Event::Answered { id: Some(&id), responder: &answer.responder, decision: Some(decision) }
                     .emit(&self.store, &self.metrics);
-                self.on_decide(answer, id, decision, allowed)
+                self.on_decide(answer)
             }
         }
     }
 
-    fn on_decide(&mut self, answer: Answer, id: ApprovalId, decision: Decision, allowed: bool) {
+    fn on_decide(&mut self, answer: Answer) {
+        let Request::Decide { id, decision } = answer.request.clone() else { return };
+        let allowed = self.allows(&answer.responder);
         // An allowed responder pressing on a finished approval learns the canonical
         // outcome; the prompt is never degraded.
         if allowed {
@@ -501,6 +529,12 @@ impl Engine {
             if let Some(outcome) = finished {
                 return self.notify(&answer.reply, Notice::AlreadyFinished { id, outcome });
             }
+        }
+        if let (Via::Prompt(msg), Some(entry)) = (&answer.via, self.entries.get_mut(&id))
+            && matches!(entry.prompts.get(&msg.target), Some(PromptState::Delivering { .. }))
+        {
+            entry.held.push(answer);
+            return;
         }
         let entry = self.entries.get(&id);
         let our_prompts = entry.map(Entry::our_prompts).unwrap_or_default();
@@ -563,20 +597,37 @@ impl Engine {
                 self.notify(&answer.reply, notice);
                 self.forget_if_done(&id);
             }
-            Err(GatewayError::NotFound) => {
-                Event::ResolveFailed { id: &id, responder: &answer.responder, error: "approval not found".into() }
+            Err(err @ (GatewayError::NotFound | GatewayError::AlreadyResolved)) => {
+                // Terminal: someone else won, or the gateway forgot it. Never retried.
+                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
                     .emit(&self.store, &self.metrics);
-                self.set_outcome(&id, Outcome::Gone { at_ms: now_ms() });
-                let outcome = self
-                    .entries
-                    .get(&id)
-                    .and_then(|e| e.outcome.clone())
-                    .or_else(|| self.store.outcome(&id).ok().flatten())
-                    .unwrap_or(Outcome::Gone { at_ms: now_ms() });
-                self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                let known = match self.entries.get(&id) {
+                    Some(e) => e.outcome.clone(),
+                    None => self.store.outcome(&id).ok().flatten(),
+                };
+                let others_resolving = self.entries.get(&id).is_some_and(|e| !e.resolving.is_empty());
+                match known {
+                    Some(outcome) => self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome }),
+                    None if err == GatewayError::NotFound && !others_resolving => {
+                        let outcome = Outcome::Gone { at_ms: now_ms() };
+                        self.set_outcome(&id, outcome.clone());
+                        self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                    }
+                    // The resolved event with the canonical outcome is on its way.
+                    None => {
+                        if let Some(e) = self.entries.get_mut(&id) {
+                            e.waiting.push(answer.reply.clone());
+                        }
+                    }
+                }
                 self.forget_if_done(&id);
             }
-            Err(err) => {
+            Err(err @ GatewayError::Rejected { .. }) => {
+                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
+                    .emit(&self.store, &self.metrics);
+                self.notify(&answer.reply, Notice::Refused(Refusal::GatewayRejected));
+            }
+            Err(err @ GatewayError::Unavailable(_)) => {
                 // Nothing was decided: the approval stays pending, the responder may retry.
                 Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
                     .emit(&self.store, &self.metrics);

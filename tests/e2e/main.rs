@@ -2,5 +2,6 @@
 //! faked at their wire API on 127.0.0.1. One test binary keeps link time down.
 
 mod agent;
+mod daemon;
 mod gateway;
 mod telegram;

@@ -292,3 +292,35 @@ async fn pending_lists_only_for_allowed_responders() {
     let refused = notices.iter().find(|(to, _)| to.handle == format!("cb:{STRANGER}")).unwrap();
     assert_eq!(refused.1, Notice::Refused(Refusal::NotAllowed));
 }
+
+#[tokio::test]
+async fn losing_a_race_tells_the_winner_outcome_once_it_arrives() {
+    let r = rig();
+    let prompt = r.request("f1", &["allow-once", "deny"]).await;
+    // Another client decided at the gateway; its resolved event has not reached us yet.
+    use crate::gateway::Resolver;
+    r.gw.resolve(&"f1".into(), Kind::Exec, Decision::Deny).await.unwrap();
+    r.send(Input::Answer(answer(OWNER, "f1", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.wait(|r| r.gw.calls().len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(r.chan.notices().is_empty(), "no guess before the canonical outcome");
+    let outcome = Outcome::Decided { decision: Decision::Deny, by: Decider::Elsewhere { resolved_by: Some("cli".into()) }, at_ms: 3 };
+    r.send(Input::Gateway(GatewayEvent::Ended { id: "f1".into(), outcome: outcome.clone() })).await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(r.chan.notices()[0].1, Notice::AlreadyFinished { id: "f1".into(), outcome });
+}
+
+#[tokio::test]
+async fn press_arriving_before_the_delivery_is_recorded_still_counts() {
+    let r = rig();
+    r.gw.add(&"g1".into());
+    // The owner sees the message before the engine hears that delivery finished: feed
+    // the press first, then the request, both before the delivery task reports back.
+    r.send(Input::Gateway(GatewayEvent::Requested(approval("g1", &["allow-once", "deny"])))).await;
+    let early = MessageRef { target: Target { channel: "mem".into(), chat: OWNER.into() }, message: "101".into() };
+    r.send(Input::Answer(answer(OWNER, "g1", Decision::AllowOnce, Via::Prompt(early.clone())))).await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.chan.delivered()[0].1, early, "the press named the prompt that was being delivered");
+    assert_eq!(r.gw.decision(&"g1".into()), Some(Decision::AllowOnce));
+    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "g1".into(), decision: Decision::AllowOnce });
+}

@@ -106,6 +106,9 @@ impl ErrorShape {
         if self.reason() == Some("APPROVAL_NOT_FOUND") {
             return GatewayError::NotFound;
         }
+        if self.reason() == Some("APPROVAL_ALREADY_RESOLVED") || self.code == "APPROVAL_ALREADY_RESOLVED" {
+            return GatewayError::AlreadyResolved;
+        }
         if self.code == "UNAVAILABLE" {
             return GatewayError::Unavailable(self.message.clone());
         }
@@ -177,7 +180,7 @@ mod tests {
         );
         assert_eq!(
             e(json!({"code": "INVALID_REQUEST", "message": "approval already resolved", "details": {"reason": "APPROVAL_ALREADY_RESOLVED"}})).classify(),
-            GatewayError::Rejected { code: "INVALID_REQUEST".into(), message: "approval already resolved".into() }
+            GatewayError::AlreadyResolved
         );
         let pairing = e(json!({"code": "NOT_PAIRED", "message": "pairing required",
             "details": {"code": "PAIRING_REQUIRED", "requestId": "r-1", "recommendedNextStep": "wait_then_retry"}}));

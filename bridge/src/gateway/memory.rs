@@ -1,5 +1,5 @@
-//! An in-memory `Resolver` for engine tests: first answer wins, like the real gateway,
-//! and an unknown id is `NotFound`. A test can make it unreachable.
+//! An in-memory `Resolver` for engine tests: first answer wins, like the real gateway (a
+//! later one is `AlreadyResolved`), and an unknown id is `NotFound`. A test can make it unreachable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,7 +64,8 @@ impl Resolver for MemoryGateway {
                 *slot = Some(decision);
                 Ok(())
             }
-            _ => Err(GatewayError::NotFound),
+            Some(Some(_)) => Err(GatewayError::AlreadyResolved),
+            None => Err(GatewayError::NotFound),
         }
     }
 }

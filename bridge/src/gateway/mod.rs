@@ -2,6 +2,8 @@
 //! handshake, and a client that keeps one authenticated connection alive, replays pending
 //! approvals after every (re)connect and turns gateway events into `GatewayEvent`s.
 
+pub mod memory;
+
 use async_trait::async_trait;
 
 pub mod client;
@@ -45,6 +47,10 @@ pub enum GatewayError {
     /// The approval is no longer pending there (APPROVAL_NOT_FOUND): terminal, never retry.
     #[error("approval not found at the gateway")]
     NotFound,
+    /// Someone decided it a moment ago (APPROVAL_ALREADY_RESOLVED): terminal; the
+    /// `*.approval.resolved` event carries the canonical outcome.
+    #[error("approval already resolved at the gateway")]
+    AlreadyResolved,
     /// Not connected, timed out, or UNAVAILABLE: nothing was decided; may retry later.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),

@@ -1,0 +1,290 @@
+//! The whole bridge, as users run it: the real binary with a TOML config, the real
+//! OpenClaw gateway, and the fake Telegram Bot API on 127.0.0.1 standing in for the owner's
+//! phone. Each test gets its own gateway, bot server and state directory.
+
+use std::time::Duration;
+
+use bridge::approval::{ApprovalId, Decision};
+use bridge::store::Store;
+use testkit::bridge::{BridgeProcess, BridgeSetup};
+use testkit::fake_telegram::{FakeTelegram, Message};
+use testkit::openclaw::{Gateway, GatewayConfig, Operator};
+
+const OWNER: i64 = 111_111_111;
+const STRANGER: i64 = 222_222_222;
+const BOT_TOKEN: &str = "123456:TEST-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct World {
+    gw: Gateway,
+    tg: FakeTelegram,
+    op: Operator,
+    bridge: BridgeProcess,
+}
+
+async fn world() -> World {
+    let (gw, tg) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeTelegram::start(BOT_TOKEN));
+    let gw = gw.expect("start the OpenClaw gateway");
+    let setup = BridgeSetup {
+        gateway_url: gw.url(),
+        gateway_token: gw.token().to_owned(),
+        telegram_api_url: tg.url(),
+        bot_token: BOT_TOKEN.into(),
+        allow_from: vec![OWNER],
+        targets: None,
+        extra_toml: String::new(),
+    };
+    let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
+    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let op = Operator::connect(&gw, "requester").await.unwrap();
+    World { gw, tg, op, bridge }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
+            let calls: Vec<String> = self.tg.calls().iter().map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params)).collect();
+            eprintln!("---- telegram calls ----\n{}", calls.join("\n"));
+        }
+    }
+}
+
+impl World {
+    /// The prompt for approval `id` in the owner's DM.
+    async fn prompt(&self, id: &ApprovalId) -> Message {
+        let needle = id.as_str().to_owned();
+        self.tg
+            .wait_for(WAIT, &format!("prompt for {needle}"), |v| {
+                v.bot_messages(OWNER).into_iter().find(|m| m.raw.contains(&needle) && m.document.is_none()).cloned()
+            })
+            .await
+    }
+
+    fn press(&self, m: &Message, user: i64, data: &str) -> String {
+        self.tg.press(user, user, m.message_id, data)
+    }
+
+    /// Presses the button for `decision` on prompt `m` as the owner.
+    fn tap(&self, m: &Message, decision: Decision) -> String {
+        let data = m
+            .buttons()
+            .into_iter()
+            .find(|(_, d)| d.ends_with(decision.as_str()))
+            .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()))
+            .1;
+        self.press(m, OWNER, &data)
+    }
+
+    async fn answer_text(&self, query: &str) -> String {
+        let a = self.tg.wait_callback_answer(query, WAIT).await;
+        a.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_owned()
+    }
+
+    async fn finished(&self, m: &Message, what: &str) -> Message {
+        self.tg.wait_message(OWNER, m.message_id, WAIT, what, |m| m.buttons().is_empty()).await
+    }
+
+    fn audit(&self) -> Vec<bridge::store::AuditRecord> {
+        Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+    }
+
+    fn prompts_for(&self, id: &ApprovalId) -> usize {
+        self.tg.bot_messages(OWNER).iter().filter(|m| m.raw.contains(id.as_str()) && m.document.is_none()).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_taps_decide_each_way() {
+    let w = world().await;
+    for decision in [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways] {
+        let req = w.op.request_exec(&format!("echo {decision}"), 60_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        let labels: Vec<String> = prompt.buttons().into_iter().map(|(l, _)| l).collect();
+        assert_eq!(labels, ["Allow once", "Allow always", "Deny"], "buttons for {decision}");
+        for (_, data) in prompt.buttons() {
+            assert!(data.starts_with(&format!("exec_approve:{}:", req.id)) && data.len() <= 64, "{data}");
+        }
+        let query = w.tap(&prompt, decision);
+        assert_eq!(req.outcome(WAIT).await.unwrap(), Some(decision));
+        let done = w.finished(&prompt, "prompt finished").await;
+        assert!(done.text.contains(decision.past()), "{}", done.text);
+        assert!(done.text.contains(&OWNER.to_string()), "names who decided: {}", done.text);
+        assert!(w.answer_text(&query).await.contains(decision.past()));
+    }
+    assert_eq!(w.tg.calls_to("sendChatAction").len(), 0, "no typing action before prompts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stranger_cannot_approve() {
+    let w = world().await;
+    let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    let data = prompt.buttons()[0].1.clone();
+    let q = w.press(&prompt, STRANGER, &data);
+    assert!(w.answer_text(&q).await.contains("not allowed"));
+    // Still pending: the prompt keeps its buttons and the owner can still decide.
+    assert!(!w.tg.message(OWNER, prompt.message_id).unwrap().buttons().is_empty());
+    let refused = w.audit().into_iter().find(|r| r.event == "refused").expect("refusal audited");
+    assert_eq!(refused.actor.as_deref(), Some(STRANGER.to_string().as_str()));
+    assert_eq!(refused.detail["reason"], "not_allowed");
+    w.tap(&prompt, Decision::Deny);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_callback_data_is_refused_without_harm() {
+    let w = world().await;
+    let req = w.op.request_exec("echo forged", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    let other = uuid::Uuid::new_v4();
+    let forged = [
+        format!("exec_approve:{other}:allow-once"),      // unknown approval
+        format!("exec_approve:{}:yolo", req.id),         // unknown decision
+        "hello".to_owned(),                              // garbage
+        format!("exec_approve:{}:allow-once{}", req.id, "x".repeat(40)), // over 64 bytes
+    ];
+    for data in &forged {
+        let q = w.press(&prompt, OWNER, data);
+        let text = w.answer_text(&q).await;
+        assert!(!text.is_empty(), "callback for {data:?} answered with a reason");
+    }
+    assert_eq!(w.bridge.healthz().await.unwrap().0, 200, "still healthy");
+    assert!(!w.tg.message(OWNER, prompt.message_id).unwrap().buttons().is_empty(), "still pending");
+    let refusals = w.audit().into_iter().filter(|r| r.event == "refused").count();
+    assert_eq!(refusals, forged.len());
+    w.tap(&prompt, Decision::AllowOnce);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decision_by_another_operator_finishes_the_prompt() {
+    let w = world().await;
+    let req = w.op.request_exec("echo elsewhere", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.op.resolve(&req.id, Decision::Deny).await.unwrap();
+    let done = w.finished(&prompt, "prompt finished by another operator").await;
+    assert!(done.text.contains("Denied elsewhere"), "{}", done.text);
+    // A late press learns the canonical outcome and does not degrade the prompt.
+    let q = w.tap(&prompt, Decision::AllowOnce);
+    assert!(w.answer_text(&q).await.contains("Denied elsewhere"));
+    assert_eq!(w.tg.message(OWNER, prompt.message_id).unwrap().text, done.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_finishes_the_prompt() {
+    let w = world().await;
+    let req = w.op.request_exec("echo too late", 3_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    assert_eq!(req.outcome(WAIT).await.unwrap(), None, "nobody decided");
+    let done = w.finished(&prompt, "prompt marked expired").await;
+    assert!(done.text.contains("Expired"), "{}", done.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
+    let mut w = world().await;
+    let req = w.op.request_exec("echo before restart", 120_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.gw.restart().await.unwrap();
+    let done = w.finished(&prompt, "forgotten approval finished").await;
+    assert!(done.text.contains("No longer pending"), "{}", done.text);
+    w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let op = Operator::connect(&w.gw, "requester-2").await.unwrap();
+    let req2 = op.request_exec("echo after restart", 60_000).await.unwrap();
+    let prompt2 = w.prompt(&req2.id).await;
+    w.tap(&prompt2, Decision::AllowOnce);
+    let id2 = req2.id.clone();
+    assert_eq!(req2.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    assert_eq!(w.prompts_for(&req.id), 1, "no duplicate of the old prompt");
+    assert_eq!(w.prompts_for(&id2), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_bridge_restarts_without_duplicates_and_old_buttons_work() {
+    let mut w = world().await;
+    let req = w.op.request_exec("echo survive kill -9", 120_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.bridge.kill9().await.unwrap();
+    w.bridge.restart().await.unwrap();
+    w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    w.tap(&prompt, Decision::AllowOnce);
+    let id = req.id.clone();
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    w.finished(&prompt, "old prompt edited after restart").await;
+    assert_eq!(w.prompts_for(&id), 1, "no duplicate prompt after restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_long_command_is_shown_literally_and_cut_safely() {
+    let w = world().await;
+    let command = format!("echo '<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;' {}", "y".repeat(5000));
+    let req = w.op.request_exec(&command, 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    assert_eq!(prompt.parse_mode.as_deref(), Some("HTML"));
+    assert!(prompt.text.contains("<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;"), "{}", prompt.text);
+    assert!(prompt.text.encode_utf16().count() <= 4096);
+    assert!(!prompt.raw.contains("<a href"), "no live link");
+    assert!(prompt.buttons().len() == 3);
+    let full = w
+        .tg
+        .wait_for(WAIT, "full command attached", |v| {
+            v.bot_messages(OWNER).into_iter().find_map(|m| m.document.as_ref().map(|d| d.1.clone()))
+        })
+        .await;
+    assert_eq!(full, command);
+    w.tap(&prompt, Decision::Deny);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_prompt_arrives_after_retry_after() {
+    let w = world().await;
+    w.tg.rate_limit_next(1, 2);
+    let req = w.op.request_exec("echo throttled", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    let sends = w.tg.calls_to("sendMessage");
+    let refused = sends.iter().find(|c| c.status == 429).expect("the fake answered 429");
+    let accepted = sends.iter().find(|c| c.status == 200).expect("then accepted");
+    assert!(accepted.at.duration_since(refused.at) >= Duration::from_secs(2), "waited retry_after");
+    assert_eq!(w.prompts_for(&req.id), 1);
+    w.tap(&prompt, Decision::AllowOnce);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_approval_is_prompted_and_resolved() {
+    let w = world().await;
+    let req = w.op.request_plugin("Send the weekly email", "to: team@example.org", 60_000).await.unwrap();
+    assert!(req.id.as_str().starts_with("plugin:"));
+    let prompt = w.prompt(&req.id).await;
+    assert!(prompt.text.contains("Send the weekly email"), "{}", prompt.text);
+    for (_, data) in prompt.buttons() {
+        assert!(data.len() <= 64, "{data}");
+    }
+    w.tap(&prompt, Decision::AllowOnce);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    w.finished(&prompt, "plugin prompt finished").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typed_commands_work_in_the_dm_and_sigterm_exits_cleanly() {
+    let mut w = world().await;
+    let req = w.op.request_exec("echo typed", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.tg.send_text(OWNER, OWNER, "/pending");
+    w.tg
+        .wait_for(WAIT, "/pending answer", |v| {
+            v.bot_messages(OWNER).into_iter().find(|m| m.text.contains("1 pending") && m.text.contains(req.id.as_str())).cloned()
+        })
+        .await;
+    w.tg.send_text(STRANGER, STRANGER, &format!("/approve {} allow-once", req.id));
+    let told = w.tg.wait_for(WAIT, "stranger refused", |v| v.bot_messages(STRANGER).first().map(|m| m.text.clone())).await;
+    assert!(told.contains("not allowed"), "{told}");
+    w.tg.send_text(OWNER, OWNER, &format!("/approve {} deny", req.id));
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
+    w.finished(&prompt, "prompt finished after /approve").await;
+    let metrics = w.bridge.metrics().await.unwrap();
+    assert!(metrics.contains("approval_bridge_approvals_ended_total"), "{metrics}");
+    assert!(w.bridge.terminate(Duration::from_secs(15)).await.unwrap(), "clean exit on SIGTERM:\n{}", w.bridge.log());
+}
