@@ -55,6 +55,7 @@ pub fn gateway_options(cfg: &Config, state_dir: &std::path::Path) -> anyhow::Res
 }
 
 /// Every channel in the config, built (secrets read) but not yet checked.
+#[cfg_attr(not(feature = "telegram"), allow(unused_variables))]
 pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
     #[allow(unused_mut)]
     let mut out: Vec<Arc<dyn Channel>> = Vec::new();
@@ -108,7 +109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (client, gw_task) =
         Client::spawn(opts, gw_tx, shutdown.subscribe()).context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
-    let (engine, input, inputs, link) = Engine::new(channels.clone(), client, store, metrics.clone())?;
+    let (engine, input, link) = Engine::new(channels.clone(), client, store, metrics.clone())?;
 
     let forward = input.clone();
     tokio::spawn(async move {
@@ -144,7 +145,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let engine_task = tokio::spawn(engine.run(inputs));
+    let engine_task = tokio::spawn(engine.run());
 
     wait_for_signal().await?;
     tracing::info!("shutting down");

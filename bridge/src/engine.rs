@@ -107,6 +107,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     entries: HashMap<ApprovalId, Entry>,
     tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
     link: watch::Sender<LinkStatus>,
     inflight: usize,
     ready_logged: bool,
@@ -120,7 +121,7 @@ impl Engine {
         resolver: Arc<dyn Resolver>,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-    ) -> Result<(Engine, mpsc::Sender<Input>, mpsc::Receiver<Input>, watch::Receiver<LinkStatus>), StoreError> {
+    ) -> Result<(Engine, mpsc::Sender<Input>, watch::Receiver<LinkStatus>), StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let (link, link_rx) = watch::channel(LinkStatus::default());
         let mut entries = HashMap::new();
@@ -141,22 +142,22 @@ impl Engine {
         }
         let channels = channels.into_iter().map(|c| (c.name().to_owned(), c)).collect();
         let engine =
-            Engine { channels, resolver, store, metrics, entries, tx: tx.clone(), link, inflight: 0, ready_logged: false };
+            Engine { channels, resolver, store, metrics, entries, tx: tx.clone(), rx, link, inflight: 0, ready_logged: false };
         engine.metrics.pending.set(engine.pending_count() as i64);
-        Ok((engine, tx, rx, link_rx))
+        Ok((engine, tx, link_rx))
     }
 
     /// Runs until `Input::Shutdown` (or every sender is gone), then waits briefly for
     /// in-flight deliveries and edits so their message ids are stored.
     #[tracing::instrument(name = "engine", skip_all)]
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+    pub async fn run(mut self) {
         // Prompts that ended while we were down still show buttons: finish them now.
         let ended: Vec<ApprovalId> =
             self.entries.iter().filter(|(_, e)| e.outcome.is_some()).map(|(id, _)| id.clone()).collect();
         for id in ended {
             self.finish_all(&id);
         }
-        while let Some(input) = rx.recv().await {
+        while let Some(input) = self.rx.recv().await {
             if matches!(input, Input::Shutdown) {
                 break;
             }
@@ -164,7 +165,7 @@ impl Engine {
         }
         let deadline = tokio::time::Instant::now() + DRAIN;
         while self.inflight > 0 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(input @ (Input::Delivered { .. } | Input::Finished { .. } | Input::ResolveDone { .. }))) => {
                     self.handle(input)
                 }

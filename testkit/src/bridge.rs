@@ -22,6 +22,21 @@ pub struct BridgeSetup {
     pub extra_toml: String,
 }
 
+impl BridgeSetup {
+    /// A bridge serving `gw` with one Telegram owner who decides and receives prompts.
+    pub fn telegram_owner(gw: &crate::openclaw::Gateway, tg: &crate::fake_telegram::FakeTelegram, owner: i64) -> BridgeSetup {
+        BridgeSetup {
+            gateway_url: gw.url(),
+            gateway_token: gw.token().to_owned(),
+            telegram_api_url: tg.url(),
+            bot_token: tg.token().to_owned(),
+            allow_from: vec![owner],
+            targets: None,
+            extra_toml: String::new(),
+        }
+    }
+}
+
 /// A running bridge. Dropping it kills the process.
 pub struct BridgeProcess {
     exe: PathBuf,
@@ -40,6 +55,13 @@ impl BridgeProcess {
         let mut b = BridgeProcess { exe: exe.to_owned(), setup, dir, http_port, child: None, runs: 0 };
         b.write_config()?;
         b.spawn()?;
+        Ok(b)
+    }
+
+    /// Starts the bridge and waits until `/healthz` says ok.
+    pub async fn start_healthy(exe: &Path, setup: BridgeSetup) -> Result<BridgeProcess> {
+        let mut b = Self::start(exe, setup).await?;
+        b.wait_healthy(Duration::from_secs(60)).await?;
         Ok(b)
     }
 

@@ -37,17 +37,8 @@ async fn rig() -> Rig {
     let (gw, tg) = tokio::join!(Gateway::start(model.gateway_config()), FakeTelegram::start(BOT_TOKEN));
     let gw = gw.expect("start the OpenClaw gateway");
     require_approval_always(&gw).await.expect("set the host approvals document");
-    let setup = BridgeSetup {
-        gateway_url: gw.url(),
-        gateway_token: gw.token().to_owned(),
-        telegram_api_url: tg.url(),
-        bot_token: BOT_TOKEN.into(),
-        allow_from: vec![OWNER],
-        targets: None,
-        extra_toml: String::new(),
-    };
-    let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
-    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let setup = BridgeSetup::telegram_owner(&gw, &tg, OWNER);
+    let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
     Rig { model, gw, tg, bridge, marker, _dir: dir }
 }
 

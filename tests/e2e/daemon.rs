@@ -25,17 +25,8 @@ struct World {
 async fn world() -> World {
     let (gw, tg) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeTelegram::start(BOT_TOKEN));
     let gw = gw.expect("start the OpenClaw gateway");
-    let setup = BridgeSetup {
-        gateway_url: gw.url(),
-        gateway_token: gw.token().to_owned(),
-        telegram_api_url: tg.url(),
-        bot_token: BOT_TOKEN.into(),
-        allow_from: vec![OWNER],
-        targets: None,
-        extra_toml: String::new(),
-    };
-    let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
-    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let setup = BridgeSetup::telegram_owner(&gw, &tg, OWNER);
+    let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
     let op = Operator::connect(&gw, "requester").await.unwrap();
     World { gw, tg, op, bridge }
 }

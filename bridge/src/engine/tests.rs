@@ -27,10 +27,10 @@ struct Rig {
 
 fn rig_with(store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
     let chan = Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER]));
-    let (engine, tx, rx, link) =
+    let (engine, tx, link) =
         Engine::new(vec![chan.clone() as Arc<dyn Channel>], gw.clone(), store.clone(), Arc::new(Metrics::default()))
             .unwrap();
-    let task = tokio::spawn(engine.run(rx));
+    let task = tokio::spawn(engine.run());
     Rig { tx, chan, gw, store, link, task }
 }
 

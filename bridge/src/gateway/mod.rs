@@ -23,6 +23,8 @@ pub const NEEDED_SCOPES: [&str; 3] = ["operator.read", "operator.approvals", "op
 pub const CAPS: [&str; 3] = ["exec-approvals", "plugin-approvals", "approvals"];
 
 /// What the gateway link reports to the engine.
+// `Requested` carries a whole approval; events are few and moved once, so no boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayEvent {
     /// Authenticated. `missing` lists needed scopes the gateway did not grant: non-empty

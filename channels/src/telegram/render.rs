@@ -383,13 +383,13 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
         let mut rest = html;
         while let Some(i) = rest.find(['<', '&']) {
             let s = &rest[i..];
-            if s.starts_with('&') {
+            if let Some(after) = s.strip_prefix('&') {
                 assert!(
                     ["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| s.starts_with(e)),
                     "bad entity at {:?}",
                     &s[..s.len().min(10)]
                 );
-                rest = &s[1..];
+                rest = after;
                 continue;
             }
             let end = s.find('>').expect("unclosed tag");
