@@ -26,7 +26,11 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
         Ok(f) if !f.is_empty() => EnvFilter::try_new(f).context("RUST_LOG")?,
         _ => EnvFilter::try_new(cfg.level.as_deref().unwrap_or("info")).context("log.level")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

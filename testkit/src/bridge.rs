@@ -50,12 +50,36 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Writes the config into a fresh state directory and starts the bridge.
     pub async fn start(exe: &Path, setup: BridgeSetup) -> Result<BridgeProcess> {
-        let dir = tempfile::Builder::new().prefix("approval-bridge-").tempdir()?;
-        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut b = BridgeProcess { exe: exe.to_owned(), setup, dir, http_port, child: None, runs: 0 };
-        b.write_config()?;
+        let mut b = Self::configure(exe, setup)?;
         b.spawn()?;
         Ok(b)
+    }
+
+    /// Writes the config into a fresh state directory without starting anything.
+    pub fn configure(exe: &Path, setup: BridgeSetup) -> Result<BridgeProcess> {
+        let dir = tempfile::Builder::new().prefix("approval-bridge-").tempdir()?;
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let b = BridgeProcess { exe: exe.to_owned(), setup, dir, http_port, child: None, runs: 0 };
+        b.write_config()?;
+        Ok(b)
+    }
+
+    /// Runs `approval-bridge check` on this config: exit success, and stdout + stderr.
+    pub async fn check(&self) -> Result<(bool, String)> {
+        let out = self.command("check").output().await?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), text))
+    }
+
+    fn command(&self, sub: &str) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args([sub, "--config"])
+            .arg(self.config_path())
+            .env("AB_TEST_GATEWAY_TOKEN", &self.setup.gateway_token)
+            .env("AB_TEST_BOT_TOKEN", &self.setup.bot_token)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
     }
 
     /// Starts the bridge and waits until `/healthz` says ok.
@@ -88,13 +112,8 @@ impl BridgeProcess {
     fn spawn(&mut self) -> Result<()> {
         self.runs += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("bridge-{}.log", self.runs)))?;
-        let child = Command::new(&self.exe)
-            .args(["run", "--config"])
-            .arg(self.config_path())
-            .env("AB_TEST_GATEWAY_TOKEN", &self.setup.gateway_token)
-            .env("AB_TEST_BOT_TOKEN", &self.setup.bot_token)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+        let child = self
+            .command("run")
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)

@@ -177,6 +177,16 @@ async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
     let mut w = world().await;
     let req = w.op.request_exec("echo before restart", 120_000).await.unwrap();
     let prompt = w.prompt(&req.id).await;
+    w.gw.stop();
+    let (code, body) = loop {
+        let (code, body) = w.bridge.healthz().await.unwrap();
+        if code != 200 {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, 503);
+    assert!(body["problems"][0].as_str().unwrap().starts_with("gateway: link down"), "{body}");
     w.gw.restart().await.unwrap();
     let done = w.finished(&prompt, "forgotten approval finished").await;
     assert!(done.text.contains("No longer pending"), "{}", done.text);
@@ -278,4 +288,7 @@ async fn typed_commands_work_in_the_dm_and_sigterm_exits_cleanly() {
     let metrics = w.bridge.metrics().await.unwrap();
     assert!(metrics.contains("approval_bridge_approvals_ended_total"), "{metrics}");
     assert!(w.bridge.terminate(Duration::from_secs(15)).await.unwrap(), "clean exit on SIGTERM:\n{}", w.bridge.log());
+    let log = w.bridge.log();
+    assert_eq!(log.lines().filter(|l| l.contains(" ready pending=")).count(), 1, "one ready line: {log}");
+    assert!(!log.contains(w.gw.token()) && !log.contains(BOT_TOKEN), "a secret reached the log");
 }

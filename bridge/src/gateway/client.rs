@@ -209,7 +209,7 @@ impl Client {
             }
         };
         let seen: HashSet<ApprovalId> = snapshot.iter().map(|a| a.id.clone()).collect();
-        info!(pending = snapshot.len(), "gateway ready: pending approvals replayed");
+        info!(pending = snapshot.len(), "pending approvals replayed");
         if send(events, GatewayEvent::Snapshot(snapshot)).await.is_err() {
             return SessionEnd::Stop;
         }
