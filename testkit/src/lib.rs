@@ -6,3 +6,4 @@ pub mod conformance;
 pub mod fake_model;
 pub mod fake_telegram;
 pub mod openclaw;
+pub mod tls_proxy;

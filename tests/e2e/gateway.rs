@@ -267,3 +267,29 @@ async fn replays_what_was_requested_before_it_connected_and_recovers_from_a_gate
 
     link.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_accepts_only_the_pinned_certificate() {
+    let gw = gateway().await;
+    let proxy = testkit::tls_proxy::TlsProxy::start(([127, 0, 0, 1], gw.port()).into()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let opts = |pin: Option<[u8; 32]>| {
+        let mut o = gw.client_options(state.path());
+        o.url = proxy.url();
+        o.tls_pin = pin;
+        o
+    };
+    let pinned = bridge::gateway::probe(&opts(Some(proxy.fingerprint())), WAIT).await.unwrap();
+    assert!(pinned.auth_ok, "{pinned:?}");
+    assert!(pinned.missing.is_empty(), "{pinned:?}");
+
+    let mut wrong = proxy.fingerprint();
+    wrong[0] ^= 1;
+    let refused = bridge::gateway::probe(&opts(Some(wrong)), Duration::from_secs(3)).await.unwrap();
+    assert!(!refused.auth_ok);
+    assert!(refused.error.as_deref().unwrap_or_default().contains("pinned fingerprint"), "{refused:?}");
+
+    // Without a pin a self-signed certificate is not trusted either.
+    let unpinned = bridge::gateway::probe(&opts(None), Duration::from_secs(3)).await.unwrap();
+    assert!(!unpinned.auth_ok, "{unpinned:?}");
+}
