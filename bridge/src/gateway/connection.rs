@@ -246,7 +246,7 @@ impl Connection {
         config.max_message_size = Some(32 << 20);
         config.max_frame_size = Some(32 << 20);
         let (mut ws, _resp) =
-            tokio_tungstenite::connect_async_tls_with_config(opts.url.as_str(), Some(config), false, connector)
+            tokio_tungstenite::connect_async_tls_with_config(opts.url.as_str(), Some(config), true, connector)
                 .await
                 .map_err(|e| ConnectError::Transport(e.to_string()))?;
 
