@@ -4,3 +4,12 @@
 
 #[cfg(feature = "telegram")]
 pub mod telegram;
+
+#[cfg(feature = "matrix")]
+pub mod matrix;
+
+#[cfg(feature = "discord")]
+pub mod discord;
+
+#[cfg(feature = "slack")]
+pub mod slack;

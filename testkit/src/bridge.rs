@@ -14,12 +14,15 @@ use tokio::process::{Child, Command};
 pub struct BridgeSetup {
     pub gateway_url: String,
     pub gateway_token: String,
+    /// The fake Bot API; empty for a bridge without a `[telegram]` section.
     pub telegram_api_url: String,
     pub bot_token: String,
     pub allow_from: Vec<i64>,
     pub targets: Option<Vec<i64>>,
-    /// Extra TOML appended to the generated config.
+    /// Extra TOML appended to the generated config (other channels' sections).
     pub extra_toml: String,
+    /// Extra environment for the bridge process (other channels' secrets).
+    pub env: Vec<(String, String)>,
 }
 
 impl BridgeSetup {
@@ -33,6 +36,7 @@ impl BridgeSetup {
             allow_from: vec![owner],
             targets: None,
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl BridgeProcess {
             .arg(self.config_path())
             .env("AB_TEST_GATEWAY_TOKEN", &self.setup.gateway_token)
             .env("AB_TEST_BOT_TOKEN", &self.setup.bot_token)
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         c
@@ -93,16 +98,24 @@ impl BridgeProcess {
         let s = &self.setup;
         let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
         let targets = s.targets.as_ref().map(|t| format!("targets = [{}]\n", list(t))).unwrap_or_default();
+        let telegram = if s.telegram_api_url.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[telegram]\nbot_token = \"env:AB_TEST_BOT_TOKEN\"\napi_url = \"{}\"\nallow_from = [{}]\n{}\n",
+                s.telegram_api_url,
+                list(&s.allow_from),
+                targets
+            )
+        };
         let toml = format!(
             "[gateway]\nurl = \"{}\"\ntoken = \"env:AB_TEST_GATEWAY_TOKEN\"\n\n\
              [state]\ndir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"info,bridge=debug,channels=debug\"\n\n\
-             [telegram]\nbot_token = \"env:AB_TEST_BOT_TOKEN\"\napi_url = \"{}\"\nallow_from = [{}]\n{}{}\n",
+             {}{}\n",
             s.gateway_url,
             self.state_dir().display(),
             self.http_port,
-            s.telegram_api_url,
-            list(&s.allow_from),
-            targets,
+            telegram,
             s.extra_toml,
         );
         std::fs::write(self.config_path(), toml)?;

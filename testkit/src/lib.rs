@@ -3,7 +3,10 @@
 
 pub mod bridge;
 pub mod conformance;
+pub mod fake_discord;
 pub mod fake_model;
+pub mod fake_slack;
 pub mod fake_telegram;
 pub mod openclaw;
+pub mod synapse;
 pub mod tls_proxy;

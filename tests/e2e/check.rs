@@ -47,6 +47,7 @@ async fn check_names_a_missing_secret_without_connecting() {
         allow_from: vec![OWNER],
         targets: None,
         extra_toml: String::new(),
+        env: Vec::new(),
     };
     let (ok, out) = BridgeProcess::configure(exe(), setup).unwrap().check().await.unwrap();
     assert!(!ok);

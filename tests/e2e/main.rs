@@ -4,5 +4,8 @@
 mod agent;
 mod check;
 mod daemon;
+mod discord;
 mod gateway;
+mod matrix;
+mod slack;
 mod telegram;
