@@ -24,6 +24,10 @@ pub struct Config {
     #[cfg(feature = "telegram")]
     #[serde(default)]
     pub telegram: Option<channels::telegram::TelegramConfig>,
+    /// `[discord]`: owner DMs on Discord (buttons, answers over the gateway WebSocket).
+    #[cfg(feature = "discord")]
+    #[serde(default)]
+    pub discord: Option<channels::discord::DiscordConfig>,
 }
 
 impl Config {
@@ -46,6 +50,10 @@ impl Config {
         if let Some(t) = &self.telegram {
             t.validate().map_err(|e| ConfigError::new(format!("telegram.{}", e.field), e.message))?;
         }
+        #[cfg(feature = "discord")]
+        if let Some(d) = &self.discord {
+            d.validate().map_err(|e| ConfigError::new(format!("discord.{}", e.field), e.message))?;
+        }
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",
@@ -61,6 +69,10 @@ impl Config {
         #[cfg(feature = "telegram")]
         {
             n += usize::from(self.telegram.is_some());
+        }
+        #[cfg(feature = "discord")]
+        {
+            n += usize::from(self.discord.is_some());
         }
         n
     }

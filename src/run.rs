@@ -68,6 +68,11 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
         let token = t.bot_token.resolve("telegram.bot_token")?;
         out.push(Arc::new(channels::telegram::Telegram::new(t, &token)?));
     }
+    #[cfg(feature = "discord")]
+    if let Some(d) = &cfg.discord {
+        let token = d.bot_token.resolve("discord.bot_token")?;
+        out.push(Arc::new(channels::discord::Discord::new(d, &token)?));
+    }
     Ok(out)
 }
 

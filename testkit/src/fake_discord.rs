@@ -1,1 +1,906 @@
-//! (in progress)
+//! A fake Discord on 127.0.0.1, speaking the real wire shapes: the REST API under
+//! `/api/v10` (axum) and the gateway WebSocket (its own listener).
+//!
+//! REST: `GET /gateway` and `/gateway/bot` (pointing at the fake's WebSocket),
+//! `GET /users/@me`, `POST /users/@me/channels`, `POST /channels/{id}/messages`,
+//! `PATCH /channels/{id}/messages/{id}`, `POST /interactions/{id}/{token}/callback`,
+//! `POST /webhooks/{app}/{token}`. Anything else answers 404 like Discord. Every call is
+//! recorded with its arrival time, parsed body and answer status; `Authorization` must be
+//! `Bot <token>` (else 401). Like Discord it refuses `custom_id` over 100 characters,
+//! content over 2000, embeds over their limits (400, code 50035), edits of unknown messages
+//! (404, code 10008), interaction callbacks after 3 s or twice (10062 / 40060), and
+//! follow-ups before the callback (10015). The next writes can be made to answer 429.
+//!
+//! Gateway: HELLO (op 10) → IDENTIFY (op 2, token checked, else close 4004) → READY (op 0)
+//! with user, session_id, resume_gateway_url and application; heartbeat (op 1) → ACK
+//! (op 11); RESUME (op 6) → RESUMED, or INVALID_SESSION for an unknown session. Tests
+//! inject `INTERACTION_CREATE` (component presses, with every field serenity needs) and
+//! `MESSAGE_CREATE`; events injected while no session is ready wait for the next READY.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Discord's interaction response deadline.
+pub const INTERACTION_DEADLINE: Duration = Duration::from_secs(3);
+
+/// One recorded REST call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub at: Instant,
+    pub method: String,
+    /// The path under `/api/v10` (e.g. `/channels/1/messages`); the full path otherwise.
+    pub path: String,
+    /// Whether the path began with `/api/v10`.
+    pub versioned: bool,
+    pub body: Value,
+    pub status: u16,
+}
+
+impl Call {
+    /// `"POST /channels/{id}/messages"`-style route with ids replaced by `{id}`.
+    pub fn route(&self) -> String {
+        let p: Vec<String> = self
+            .path
+            .split('/')
+            .enumerate()
+            .map(|(i, s)| {
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) || (i == 3 && (self.path.starts_with("/interactions/") || self.path.starts_with("/webhooks/"))) {
+                    "{id}".to_owned()
+                } else {
+                    s.to_owned()
+                }
+            })
+            .collect();
+        format!("{} {}", self.method, p.join("/"))
+    }
+}
+
+/// A message as it currently stands (after any edits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub channel_id: String,
+    pub author_id: String,
+    pub by_bot: bool,
+    pub content: String,
+    pub embeds: Value,
+    pub components: Value,
+    pub allowed_mentions: Value,
+    pub flags: u64,
+    /// `message_reference.message_id`, when the message replies to one.
+    pub reply_to: Option<String>,
+    pub edits: u32,
+}
+
+impl Message {
+    /// `(label, custom_id, style)` of every enabled button, row by row.
+    pub fn buttons(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for row in self.components.as_array().into_iter().flatten() {
+            for b in row.get("components").and_then(Value::as_array).into_iter().flatten() {
+                if b.get("type").and_then(Value::as_u64) == Some(2) && b.get("disabled").and_then(Value::as_bool) != Some(true) {
+                    out.push((
+                        b.get("label").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        b.get("custom_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        b.get("style").and_then(Value::as_u64).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The text as a Discord client shows it: content, then each embed's title,
+    /// description, fields (`name: value`) and footer, markdown interpreted (code blocks
+    /// verbatim, escapes resolved, bold markers dropped, zero-width spaces invisible).
+    pub fn text(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.content.is_empty() {
+            parts.push(visible(&self.content));
+        }
+        for e in self.embeds.as_array().into_iter().flatten() {
+            let s = |k: &str| e.get(k).and_then(Value::as_str).map(visible);
+            parts.extend(s("title"));
+            parts.extend(s("description"));
+            for f in e.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                parts.push(format!(
+                    "{}: {}",
+                    visible(f.get("name").and_then(Value::as_str).unwrap_or_default()),
+                    visible(f.get("value").and_then(Value::as_str).unwrap_or_default())
+                ));
+            }
+            // Footers are plain text: no markdown.
+            if let Some(t) = e.pointer("/footer/text").and_then(Value::as_str) {
+                parts.push(t.to_owned());
+            }
+        }
+        parts.join("\n")
+    }
+
+    /// Whether this message could ping anyone: Discord parses mentions from content
+    /// unless `allowed_mentions.parse` is an empty list (embeds never ping).
+    pub fn can_ping(&self) -> bool {
+        let parse_none = self.allowed_mentions.get("parse").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            && self.allowed_mentions.get("users").and_then(Value::as_array).is_none_or(Vec::is_empty)
+            && self.allowed_mentions.get("roles").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        !parse_none && (self.content.contains('@') || self.content.contains("<@"))
+    }
+}
+
+/// Markdown as a reader sees it (the subset Discord bots produce).
+pub fn visible(md: &str) -> String {
+    let mut out = String::new();
+    let mut rest = md;
+    while let Some(i) = rest.find("```") {
+        out.push_str(&unescape(&rest[..i]));
+        let after = &rest[i + 3..];
+        match after.find("```") {
+            Some(j) => {
+                let body = &after[..j];
+                let body = body.strip_prefix('\n').unwrap_or(body);
+                let body = body.strip_suffix('\n').unwrap_or(body);
+                out.push_str(&body.replace('\u{200B}', ""));
+                rest = &after[j + 3..];
+            }
+            None => {
+                out.push_str(&unescape(&rest[i..]));
+                rest = "";
+            }
+        }
+    }
+    out.push_str(&unescape(rest));
+    out
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' if it.peek().is_some_and(|n| n.is_ascii_punctuation()) => out.push(it.next().unwrap_or('\\')),
+            '*' if it.peek() == Some(&'*') => {
+                it.next();
+            }
+            '\u{200B}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A user the fake injects events from.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub global_name: Option<String>,
+}
+
+impl User {
+    pub fn new(id: impl Into<String>) -> User {
+        let id = id.into();
+        User { username: format!("user{id}"), global_name: Some(format!("User {id}")), id }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id, "username": self.username, "global_name": self.global_name,
+            "discriminator": "0", "avatar": null, "public_flags": 0,
+        })
+    }
+}
+
+/// A component press as the fake dispatched it, and how the bot answered it.
+#[derive(Debug, Clone)]
+pub struct Interaction {
+    pub id: String,
+    pub token: String,
+    pub user_id: String,
+    pub dispatched_at: Option<Instant>,
+    /// Arrival time and body of the interaction callback.
+    pub callback: Option<(Instant, Value)>,
+    /// Follow-up messages (`POST /webhooks/{app}/{token}`), in order.
+    pub followups: Vec<Message>,
+}
+
+impl Interaction {
+    /// Dispatch → callback.
+    pub fn ack_latency(&self) -> Option<Duration> {
+        Some(self.callback.as_ref()?.0.duration_since(self.dispatched_at?))
+    }
+}
+
+enum Ctl {
+    Dispatch(&'static str, Value),
+    Close(u16),
+}
+
+struct Session {
+    ready: bool,
+    tx: mpsc::UnboundedSender<Ctl>,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    messages: HashMap<String, Message>,
+    /// Message ids in creation order.
+    order: Vec<String>,
+    dms: HashMap<String, String>,
+    interactions: HashMap<String, Interaction>,
+    next_id: u64,
+    /// `(writes left, retry_after seconds, global)`.
+    rate_limit: (u32, f64, bool),
+    sessions: HashMap<String, Session>,
+    /// Known session ids (for RESUME), with their last sequence number.
+    known_sessions: HashMap<String, u64>,
+    pending: Vec<(&'static str, Value)>,
+    identifies: Vec<(Instant, Value)>,
+    resumes: u32,
+    connections: u32,
+}
+
+struct Shared {
+    token: String,
+    bot: Value,
+    app_id: String,
+    ws_url: Mutex<String>,
+    heartbeat_ms: u64,
+    inner: Mutex<Inner>,
+    version: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn snowflake(inner: &mut Inner) -> String {
+        inner.next_id += 1;
+        // Plausible 2026 snowflakes, strictly increasing.
+        (1_440_000_000_000_000_000u64 + inner.next_id * 4096).to_string()
+    }
+
+    fn dm_of(inner: &mut Inner, user: &str) -> String {
+        if let Some(c) = inner.dms.get(user) {
+            return c.clone();
+        }
+        let c = Self::snowflake(inner);
+        inner.dms.insert(user.to_owned(), c.clone());
+        c
+    }
+
+    /// Sends to every ready session, or keeps it for the next READY.
+    fn dispatch(&self, t: &'static str, d: Value) {
+        let mut inner = self.lock();
+        if t == "INTERACTION_CREATE"
+            && let Some(id) = d.get("id").and_then(Value::as_str)
+            && let Some(ix) = inner.interactions.get_mut(id)
+        {
+            ix.dispatched_at = Some(Instant::now());
+        }
+        let ready: Vec<_> = inner.sessions.values().filter(|s| s.ready).map(|s| s.tx.clone()).collect();
+        if ready.is_empty() {
+            inner.pending.push((t, d));
+        } else {
+            for tx in ready {
+                let _ = tx.send(Ctl::Dispatch(t, d.clone()));
+            }
+        }
+    }
+}
+
+/// A read-only view of the fake's state, for `wait_for` predicates.
+pub struct View<'a>(&'a Inner);
+
+impl View<'_> {
+    pub fn calls(&self) -> &[Call] {
+        &self.0.calls
+    }
+
+    pub fn message(&self, id: &str) -> Option<&Message> {
+        self.0.messages.get(id)
+    }
+
+    /// Messages the bot sent in `user`'s DM, oldest first.
+    pub fn bot_dms(&self, user: &str) -> Vec<&Message> {
+        let Some(c) = self.0.dms.get(user) else { return Vec::new() };
+        self.0.order.iter().filter_map(|id| self.0.messages.get(id)).filter(|m| &m.channel_id == c && m.by_bot).collect()
+    }
+
+    pub fn interaction(&self, id: &str) -> Option<&Interaction> {
+        self.0.interactions.get(id)
+    }
+
+    /// The interaction whose token is `token`.
+    pub fn interaction_by_token(&self, token: &str) -> Option<&Interaction> {
+        self.0.interactions.values().find(|i| i.token == token)
+    }
+
+    pub fn ready_sessions(&self) -> usize {
+        self.0.sessions.values().filter(|s| s.ready).count()
+    }
+}
+
+/// The running fake. Dropping it stops both servers.
+pub struct FakeDiscord {
+    shared: Arc<Shared>,
+    url: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for s in self.shared.lock().sessions.values() {
+            let _ = s.tx.send(Ctl::Close(1001));
+        }
+    }
+}
+
+impl FakeDiscord {
+    /// Starts a fake for bot `token`, with the default 41.25 s heartbeat interval.
+    pub async fn start(token: &str) -> FakeDiscord {
+        Self::start_with(token, 41_250).await
+    }
+
+    pub async fn start_with(token: &str, heartbeat_ms: u64) -> FakeDiscord {
+        let bot_id = "1200000000000000042";
+        let bot = json!({
+            "id": bot_id, "username": "approval-bridge-test", "global_name": null, "discriminator": "0",
+            "avatar": null, "bot": true, "verified": true, "flags": 0, "mfa_enabled": false,
+        });
+        let shared = Arc::new(Shared {
+            token: token.to_owned(),
+            bot,
+            app_id: bot_id.to_owned(),
+            ws_url: Mutex::new(String::new()),
+            heartbeat_ms,
+            inner: Mutex::new(Inner::default()),
+            version: watch::channel(0).0,
+        });
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+        *shared.ws_url.lock().unwrap() = format!("ws://{}", ws.local_addr().expect("addr"));
+        let ws_shared = shared.clone();
+        let ws_task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = ws.accept().await {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(gateway_session(ws_shared.clone(), tcp));
+            }
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let http_task = tokio::spawn(async move {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeDiscord { shared, url, tasks: vec![ws_task, http_task] }
+    }
+
+    /// The `api_url` to configure: `http://127.0.0.1:P/api`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api", self.url)
+    }
+
+    /// The gateway's WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        self.shared.ws_url.lock().unwrap().clone()
+    }
+
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    pub fn bot_id(&self) -> String {
+        self.shared.bot["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// `user`'s DM channel with the bot (opened if needed).
+    pub fn dm_channel(&self, user: &str) -> String {
+        let mut inner = self.shared.lock();
+        Shared::dm_of(&mut inner, user)
+    }
+
+    /// `user` presses the button with `custom_id` on message `message_id` (in whatever
+    /// channel it is; a DM). Returns the interaction id.
+    pub fn press(&self, user: &User, message_id: &str, custom_id: &str) -> String {
+        let mut inner = self.shared.lock();
+        let id = Shared::snowflake(&mut inner);
+        let token = format!("aW50ZXJhY3Rpb246{id}:{}", uuid::Uuid::new_v4().simple());
+        let (channel_id, message) = match inner.messages.get(message_id) {
+            Some(m) => (m.channel_id.clone(), message_json(m, &self.shared.bot)),
+            None => {
+                let c = Shared::dm_of(&mut inner, &user.id);
+                (c.clone(), json!({"id": message_id, "channel_id": c, "content": "", "type": 0}))
+            }
+        };
+        inner.interactions.insert(
+            id.clone(),
+            Interaction { id: id.clone(), token: token.clone(), user_id: user.id.clone(), dispatched_at: None, callback: None, followups: Vec::new() },
+        );
+        drop(inner);
+        let d = json!({
+            "id": id, "application_id": self.shared.app_id, "type": 3, "token": token, "version": 1,
+            "channel_id": channel_id,
+            "channel": {"id": channel_id, "type": 1, "flags": 0, "last_message_id": message_id, "recipients": [user.json()]},
+            "user": user.json(),
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
+            "locale": "en-US", "app_permissions": "562949953601536",
+            "entitlements": [], "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"1": user.id},
+            "context": 1, "attachment_size_limit": 10_485_760,
+        });
+        self.shared.dispatch("INTERACTION_CREATE", d);
+        self.shared.bump();
+        id
+    }
+
+    /// `user` types `text` in their DM with the bot. Returns the message id.
+    pub fn send_dm(&self, user: &User, text: &str) -> String {
+        let mut inner = self.shared.lock();
+        let channel_id = Shared::dm_of(&mut inner, &user.id);
+        let id = Shared::snowflake(&mut inner);
+        let m = Message {
+            id: id.clone(),
+            channel_id: channel_id.clone(),
+            author_id: user.id.clone(),
+            by_bot: false,
+            content: text.to_owned(),
+            embeds: json!([]),
+            components: json!([]),
+            allowed_mentions: Value::Null,
+            flags: 0,
+            reply_to: None,
+            edits: 0,
+        };
+        inner.messages.insert(id.clone(), m);
+        inner.order.push(id.clone());
+        drop(inner);
+        let d = json!({
+            "id": id, "channel_id": channel_id, "author": user.json(), "content": text, "type": 0,
+            "timestamp": "2026-11-22T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+            "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+            "pinned": false, "flags": 0, "components": [],
+        });
+        self.shared.dispatch("MESSAGE_CREATE", d);
+        self.shared.bump();
+        id
+    }
+
+    /// Deletes a message (as if the user deleted it): later edits find nothing.
+    pub fn delete_message(&self, id: &str) {
+        self.shared.lock().messages.remove(id);
+        self.shared.bump();
+    }
+
+    /// The next `n` message writes (create/edit) answer 429 with `retry_after` seconds;
+    /// `global` marks it as the bot-wide limit.
+    pub fn rate_limit_next(&self, n: u32, retry_after: f64, global: bool) {
+        self.shared.lock().rate_limit = (n, retry_after, global);
+    }
+
+    /// Closes every gateway connection with `code` (4000: resumable "unknown error").
+    pub fn disconnect_all(&self, code: u16) {
+        let mut inner = self.shared.lock();
+        for (_, s) in inner.sessions.drain() {
+            let _ = s.tx.send(Ctl::Close(code));
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Calls whose route (`"POST /channels/{id}/messages"`) equals `route`.
+    pub fn calls_to(&self, route: &str) -> Vec<Call> {
+        self.shared.lock().calls.iter().filter(|c| c.route() == route).cloned().collect()
+    }
+
+    pub fn message(&self, id: &str) -> Option<Message> {
+        self.shared.lock().messages.get(id).cloned()
+    }
+
+    pub fn bot_dms(&self, user: &str) -> Vec<Message> {
+        View(&self.shared.lock()).bot_dms(user).into_iter().cloned().collect()
+    }
+
+    pub fn interaction(&self, id: &str) -> Option<Interaction> {
+        self.shared.lock().interactions.get(id).cloned()
+    }
+
+    /// IDENTIFY payloads received, with their arrival times.
+    pub fn identifies(&self) -> Vec<(Instant, Value)> {
+        self.shared.lock().identifies.clone()
+    }
+
+    pub fn resumes(&self) -> u32 {
+        self.shared.lock().resumes
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.shared.lock().connections
+    }
+
+    /// Waits until `f` returns `Some`, re-checking on every change; panics after
+    /// `timeout` with `what` and the recorded calls.
+    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&View<'_>) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.shared.version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(v) = f(&View(&self.shared.lock())) {
+                return v;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                let calls: Vec<String> = self.calls().iter().map(|c| format!("{} {} {} {}", c.status, c.method, c.path, c.body)).collect();
+                panic!("fake discord: timed out after {timeout:?} waiting for {what}; calls:\n{}", calls.join("\n"));
+            }
+        }
+    }
+
+    /// Waits for a READY gateway session.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        self.wait_for(timeout, "a READY gateway session", |v| (v.ready_sessions() > 0).then_some(())).await
+    }
+
+    /// The follow-ups to interaction `id`, waiting for at least one.
+    pub async fn wait_followup(&self, id: &str, timeout: Duration) -> Message {
+        self.wait_for(timeout, &format!("a follow-up to interaction {id}"), |v| v.interaction(id)?.followups.first().cloned()).await
+    }
+
+    /// The `n`th (0-based) bot message in `user`'s DM, waiting for it.
+    pub async fn wait_bot_dm(&self, user: &str, n: usize, timeout: Duration) -> Message {
+        self.wait_for(timeout, &format!("bot message #{n} in {user}'s DM"), |v| v.bot_dms(user).get(n).map(|m| (*m).clone())).await
+    }
+
+    /// Waits for message `id` to satisfy `f`.
+    pub async fn wait_message(&self, id: &str, timeout: Duration, what: &str, f: impl Fn(&Message) -> bool) -> Message {
+        self.wait_for(timeout, what, |v| v.message(id).filter(|m| f(m)).cloned()).await
+    }
+}
+
+fn message_json(m: &Message, bot: &Value) -> Value {
+    let mut v = json!({
+        "id": m.id, "channel_id": m.channel_id, "content": m.content, "embeds": m.embeds,
+        "components": m.components, "type": 0, "flags": m.flags, "tts": false, "pinned": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
+        "timestamp": "2026-11-22T00:00:00.000000+00:00", "edited_timestamp": null,
+    });
+    v["author"] = if m.by_bot { bot.clone() } else { json!({"id": m.author_id, "username": format!("user{}", m.author_id)}) };
+    v
+}
+
+fn error(status: u16, code: i64, message: &str) -> (u16, Value) {
+    (status, json!({"message": message, "code": code}))
+}
+
+/// Discord's 400 for a body that breaks a limit.
+fn invalid_form(why: String) -> (u16, Value) {
+    (400, json!({"message": "Invalid Form Body", "code": 50035, "errors": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": why}]}}))
+}
+
+/// Checks a message body against Discord's limits.
+fn validate(body: &Value) -> Result<(), String> {
+    let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    if len(&body["content"]) > 2000 {
+        return Err(format!("content is {} characters, over 2000", len(&body["content"])));
+    }
+    for e in body.get("embeds").and_then(Value::as_array).into_iter().flatten() {
+        let mut total = len(&e["title"]) + len(&e["description"]) + len(&e["footer"]["text"]);
+        if len(&e["title"]) > 256 || len(&e["description"]) > 4096 {
+            return Err("embed title over 256 or description over 4096".into());
+        }
+        for f in e.get("fields").and_then(Value::as_array).into_iter().flatten() {
+            if len(&f["value"]) > 1024 || len(&f["name"]) > 256 || len(&f["value"]) == 0 {
+                return Err(format!("embed field {} value is {} characters (1..=1024)", f["name"], len(&f["value"])));
+            }
+            total += len(&f["value"]) + len(&f["name"]);
+        }
+        if total > 6000 {
+            return Err(format!("embed is {total} characters, over 6000"));
+        }
+    }
+    for row in body.get("components").and_then(Value::as_array).into_iter().flatten() {
+        for b in row.get("components").and_then(Value::as_array).into_iter().flatten() {
+            if len(&b["custom_id"]) > 100 || len(&b["custom_id"]) == 0 {
+                return Err(format!("custom_id is {} characters (1..=100)", len(&b["custom_id"])));
+            }
+            if len(&b["label"]) > 80 {
+                return Err("button label over 80".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let full = req.uri().path().to_owned();
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), 1 << 22).await.unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (versioned, path) = match full.strip_prefix("/api/v10") {
+        Some(p) => (true, p.to_owned()),
+        None => (false, full.clone()),
+    };
+    let mut extra = HeaderMap::new();
+    let (status, answer) = if !versioned {
+        error(404, 0, "404: Not Found")
+    } else if path.starts_with("/webhooks/") || path.starts_with("/interactions/") || auth == format!("Bot {}", shared.token) {
+        route(&shared, &method, &path, &body, &mut extra)
+    } else {
+        error(401, 0, "401: Unauthorized")
+    };
+    shared.lock().calls.push(Call { at: Instant::now(), method: method.to_string(), path, versioned, body, status });
+    shared.bump();
+    let mut resp = if status == 204 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(answer)).into_response()
+    };
+    resp.headers_mut().extend(extra);
+    resp
+}
+
+fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut HeaderMap) -> (u16, Value) {
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut inner = shared.lock();
+    let is_write = matches!((method.as_str(), seg.as_slice()), ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _]));
+    if is_write && inner.rate_limit.0 > 0 {
+        inner.rate_limit.0 -= 1;
+        let (_, after, global) = inner.rate_limit;
+        extra.insert("retry-after", HeaderValue::from_str(&format!("{}", after.ceil() as u64)).expect("header"));
+        extra.insert("x-ratelimit-scope", HeaderValue::from_static(if global { "global" } else { "user" }));
+        if global {
+            extra.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+        }
+        return (429, json!({"message": "You are being rate limited.", "retry_after": after, "global": global}));
+    }
+    match (method.as_str(), seg.as_slice()) {
+        ("GET", ["gateway"]) => (200, json!({"url": shared.ws_url.lock().unwrap().clone()})),
+        ("GET", ["gateway", "bot"]) => (
+            200,
+            json!({"url": shared.ws_url.lock().unwrap().clone(), "shards": 1,
+                   "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
+        ),
+        ("GET", ["users", "@me"]) => (200, shared.bot.clone()),
+        ("POST", ["users", "@me", "channels"]) => {
+            let Some(user) = body.get("recipient_id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_u64().map(|n| n.to_string())))
+            else {
+                return invalid_form("recipient_id is required".into());
+            };
+            let c = Shared::dm_of(&mut inner, &user);
+            (200, json!({"id": c, "type": 1, "last_message_id": null, "flags": 0, "recipients": [{"id": user, "username": format!("user{user}")}]}))
+        }
+        ("POST", ["channels", channel, "messages"]) => {
+            if !inner.dms.values().any(|c| c == channel) {
+                return error(404, 10003, "Unknown Channel");
+            }
+            if let Err(why) = validate(body) {
+                return invalid_form(why);
+            }
+            let id = Shared::snowflake(&mut inner);
+            let m = Message {
+                id: id.clone(),
+                channel_id: (*channel).to_owned(),
+                author_id: shared.bot["id"].as_str().unwrap_or_default().to_owned(),
+                by_bot: true,
+                content: body["content"].as_str().unwrap_or_default().to_owned(),
+                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
+                components: body.get("components").cloned().unwrap_or(json!([])),
+                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
+                flags: body["flags"].as_u64().unwrap_or(0),
+                reply_to: body.pointer("/message_reference/message_id").and_then(Value::as_str).map(str::to_owned),
+                edits: 0,
+            };
+            let json = message_json(&m, &shared.bot);
+            inner.messages.insert(id.clone(), m);
+            inner.order.push(id);
+            (200, json)
+        }
+        ("PATCH", ["channels", channel, "messages", id]) => {
+            if let Err(why) = validate(body) {
+                return invalid_form(why);
+            }
+            let Some(m) = inner.messages.get_mut(*id).filter(|m| m.channel_id == *channel) else {
+                return error(404, 10008, "Unknown Message");
+            };
+            if !m.by_bot {
+                return error(403, 50005, "Cannot edit a message authored by another user");
+            }
+            if let Some(c) = body.get("content") {
+                m.content = c.as_str().unwrap_or_default().to_owned();
+            }
+            if let Some(e) = body.get("embeds") {
+                m.embeds = e.clone();
+            }
+            if let Some(c) = body.get("components") {
+                m.components = c.clone();
+            }
+            if let Some(a) = body.get("allowed_mentions") {
+                m.allowed_mentions = a.clone();
+            }
+            m.edits += 1;
+            (200, message_json(m, &shared.bot))
+        }
+        ("POST", ["interactions", id, token, "callback"]) => {
+            let Some(ix) = inner.interactions.get_mut(*id).filter(|ix| ix.token == *token) else {
+                return error(404, 10062, "Unknown interaction");
+            };
+            if ix.callback.is_some() {
+                return error(400, 40060, "Interaction has already been acknowledged.");
+            }
+            if ix.dispatched_at.is_none_or(|t| t.elapsed() > INTERACTION_DEADLINE) {
+                return error(404, 10062, "Unknown interaction");
+            }
+            ix.callback = Some((Instant::now(), body.clone()));
+            (204, Value::Null)
+        }
+        ("POST", ["webhooks", app, token]) => {
+            if *app != shared.app_id {
+                return error(404, 10015, "Unknown Webhook");
+            }
+            if let Err(why) = validate(body) {
+                return invalid_form(why);
+            }
+            let bot = shared.bot.clone();
+            let bot_id = bot["id"].as_str().unwrap_or_default().to_owned();
+            let id = Shared::snowflake(&mut inner);
+            let Some(ix) = inner.interactions.values_mut().find(|ix| ix.token == *token && ix.callback.is_some()) else {
+                return error(404, 10015, "Unknown Webhook");
+            };
+            let m = Message {
+                id,
+                channel_id: String::new(),
+                author_id: bot_id,
+                by_bot: true,
+                content: body["content"].as_str().unwrap_or_default().to_owned(),
+                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
+                components: body.get("components").cloned().unwrap_or(json!([])),
+                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
+                flags: body["flags"].as_u64().unwrap_or(0),
+                reply_to: None,
+                edits: 0,
+            };
+            let json = message_json(&m, &bot);
+            ix.followups.push(m);
+            (200, json)
+        }
+        _ => error(404, 0, "404: Not Found"),
+    }
+}
+
+async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+    shared.lock().connections += 1;
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": shared.heartbeat_ms}, "s": null, "t": null});
+    if ws.send(WsMessage::text(hello.to_string())).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Ctl>();
+    let mut session_id: Option<String> = None;
+    let mut seq: u64 = 0;
+    loop {
+        tokio::select! {
+            ctl = rx.recv() => match ctl {
+                Some(Ctl::Dispatch(t, d)) => {
+                    seq += 1;
+                    if let Some(id) = &session_id {
+                        shared.lock().known_sessions.insert(id.clone(), seq);
+                    }
+                    let frame = json!({"op": 0, "t": t, "s": seq, "d": d});
+                    if ws.send(WsMessage::text(frame.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+                other => {
+                    let code = match other { Some(Ctl::Close(c)) => c, _ => 1001 };
+                    let _ = ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: "fake closes".into() })).await;
+                    break;
+                }
+            },
+            frame = ws.next() => {
+                let text = match frame {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                match v["op"].as_u64() {
+                    Some(1) => {
+                        if ws.send(WsMessage::text(json!({"op": 11, "d": null, "s": null, "t": null}).to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(2) => {
+                        let token = v["d"]["token"].as_str().unwrap_or_default();
+                        let token = token.strip_prefix("Bot ").unwrap_or(token);
+                        shared.lock().identifies.push((Instant::now(), v["d"].clone()));
+                        if token != shared.token {
+                            let _ = ws.close(Some(CloseFrame { code: CloseCode::from(4004), reason: "Authentication failed.".into() })).await;
+                            break;
+                        }
+                        let id = uuid::Uuid::new_v4().simple().to_string();
+                        seq += 1;
+                        let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
+                            "v": 10, "user": shared.bot, "guilds": [], "session_id": id, "session_type": "normal",
+                            "resume_gateway_url": shared.ws_url.lock().unwrap().clone(),
+                            "application": {"id": shared.app_id, "flags": 0}, "private_channels": [],
+                        }});
+                        if ws.send(WsMessage::text(ready.to_string())).await.is_err() {
+                            break;
+                        }
+                        session_id = Some(id.clone());
+                        let pending = {
+                            let mut inner = shared.lock();
+                            inner.known_sessions.insert(id.clone(), seq);
+                            inner.sessions.insert(id, Session { ready: true, tx: tx.clone() });
+                            std::mem::take(&mut inner.pending)
+                        };
+                        for (t, d) in pending {
+                            let _ = tx.send(Ctl::Dispatch(t, d));
+                        }
+                        shared.bump();
+                    }
+                    Some(6) => {
+                        let id = v["d"]["session_id"].as_str().unwrap_or_default().to_owned();
+                        let known = shared.lock().known_sessions.get(&id).copied();
+                        match known {
+                            Some(last) if v["d"]["token"].as_str().map(|t| t.strip_prefix("Bot ").unwrap_or(t)) == Some(shared.token.as_str()) => {
+                                seq = last + 1;
+                                let resumed = json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}});
+                                if ws.send(WsMessage::text(resumed.to_string())).await.is_err() {
+                                    break;
+                                }
+                                session_id = Some(id.clone());
+                                let pending = {
+                                    let mut inner = shared.lock();
+                                    inner.resumes += 1;
+                                    inner.sessions.insert(id, Session { ready: true, tx: tx.clone() });
+                                    std::mem::take(&mut inner.pending)
+                                };
+                                for (t, d) in pending {
+                                    let _ = tx.send(Ctl::Dispatch(t, d));
+                                }
+                                shared.bump();
+                            }
+                            _ => {
+                                if ws.send(WsMessage::text(json!({"op": 9, "d": false, "s": null, "t": null}).to_string())).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(id) = session_id {
+        shared.lock().sessions.remove(&id);
+        shared.bump();
+    }
+}

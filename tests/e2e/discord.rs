@@ -1,1 +1,288 @@
+//! Discord: the adapter against the fake Discord (REST + gateway WebSocket on 127.0.0.1):
+//! the conformance suite and the Discord specifics of issue 4 (buttons and custom_id,
+//! escaping and mentions, the 3-second acknowledgement, 429s, reconnect and resume); then
+//! the whole bridge, as users run it: the real binary, the real OpenClaw gateway and the
+//! fake Discord standing in for the owner's client.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bridge::approval::{Approval, Decision, Kind};
+use bridge::channel::{Answer, Channel, MessageRef, Notice, Request, Target};
+use channels::discord::{Discord, DiscordConfig, Options, codec};
+use testkit::conformance::{Fixture, PromptState, Running, approval};
+use testkit::fake_discord::{FakeDiscord, User};
+
+const TOKEN: &str = "MTIwMDAwMDAwMDAwMDAwMDA0Mg.fake.discord-test-token";
+const OWNER: &str = "111111111111111111";
+const STRANGER: &str = "999999999999999999";
+const WAIT: Duration = Duration::from_secs(10);
+
+pub struct DiscordFixture {
+    pub fake: FakeDiscord,
+    config: DiscordConfig,
+    channel: Arc<Discord>,
+}
+
+impl DiscordFixture {
+    pub async fn start() -> DiscordFixture {
+        let fake = FakeDiscord::start(TOKEN).await;
+        let config: DiscordConfig = serde_json::from_value(serde_json::json!({
+            "bot_token": "env:DISCORD_BOT_TOKEN",
+            "api_url": fake.api_url(),
+            "allow_from": [OWNER],
+        }))
+        .expect("config");
+        let channel = Arc::new(Self::build(&config));
+        DiscordFixture { fake, config, channel }
+    }
+
+    fn build(config: &DiscordConfig) -> Discord {
+        let options = Options { min_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), ..Options::default() };
+        Discord::with_options(config, TOKEN, options).expect("discord channel")
+    }
+}
+
+impl Fixture for DiscordFixture {
+    fn channel(&self) -> Arc<dyn Channel> {
+        self.channel.clone()
+    }
+
+    fn restarted(&self) -> Arc<dyn Channel> {
+        Arc::new(Self::build(&self.config))
+    }
+
+    fn owner(&self) -> String {
+        OWNER.to_owned()
+    }
+
+    fn stranger(&self) -> String {
+        STRANGER.to_owned()
+    }
+
+    fn dm(&self) -> Target {
+        Target { channel: "discord".into(), chat: OWNER.to_owned() }
+    }
+
+    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
+        let m = self.fake.message(&prompt.message).expect("prompt exists");
+        let (_, id, _) = m
+            .buttons()
+            .into_iter()
+            .find(|(label, _, _)| label == decision.label())
+            .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()));
+        self.fake.press(&User::new(user), &prompt.message, &id);
+    }
+
+    async fn press_raw(&self, prompt: &MessageRef, user: &str, raw: &str) {
+        self.fake.press(&User::new(user), &prompt.message, raw);
+    }
+
+    async fn type_in_dm(&self, user: &str, text: &str) {
+        self.fake.send_dm(&User::new(user), text);
+    }
+
+    fn forged_payloads(&self) -> Vec<String> {
+        let id = uuid::Uuid::new_v4();
+        vec![
+            String::new(),
+            "hello".into(),
+            format!("exec_approve:{id}:allow"),
+            format!("exec_approve:{id}:yes-please"),
+            format!("exec_approve:{id}:allow-once:{}", "x".repeat(70)), // over 100 characters
+            format!("evil_approve:{id}:allow-once"),
+            "exec_approve:<@111111111111111111>:deny".into(),
+            "plugin_approve::deny".into(),
+        ]
+    }
+
+    async fn prompt_state(&self, prompt: &MessageRef) -> PromptState {
+        let m = self.fake.message(&prompt.message).expect("prompt exists");
+        let decisions = m
+            .buttons()
+            .into_iter()
+            .map(|(label, id, _)| {
+                let d = codec::decode(&id).expect("our buttons decode").decision;
+                assert_eq!(label, d.label(), "label matches the decision");
+                d
+            })
+            .collect();
+        PromptState { text: m.text(), decisions }
+    }
+
+    async fn delete(&self, prompt: &MessageRef) {
+        self.fake.delete_message(&prompt.message);
+    }
+
+    async fn told(&self, answer: &Answer) -> String {
+        if let Some(rest) = answer.reply.handle.strip_prefix("ix:") {
+            let (_, token) = rest.split_once(':').expect("ix:<app>:<token>");
+            let m = self
+                .fake
+                .wait_for(WAIT, "a follow-up to the press", |v| v.interaction_by_token(token)?.followups.first().cloned())
+                .await;
+            assert_eq!(m.flags & 64, 64, "the notice is ephemeral");
+            assert!(!m.can_ping());
+            return m.text();
+        }
+        let rest = answer.reply.handle.strip_prefix("ch:").expect("ix: or ch: handle");
+        let (channel, mid) = rest.split_once(':').expect("ch:<channel>:<message>");
+        let (channel, mid) = (channel.to_owned(), mid.to_owned());
+        let m = self
+            .fake
+            .wait_for(WAIT, "reply to the command", |v| {
+                v.bot_dms(OWNER).into_iter().find(|m| m.channel_id == channel && m.reply_to.as_deref() == Some(mid.as_str())).cloned()
+            })
+            .await;
+        assert!(!m.can_ping());
+        m.text()
+    }
+}
+
+mod conformance {
+    testkit::channel_conformance!(super::DiscordFixture::start());
+}
+
+fn exec(command: &str, allowed: &[Decision]) -> Approval {
+    Approval { command: command.to_owned(), ..approval(allowed) }
+}
+
+// Buttons: one per offered decision, styled, custom_id within 100 characters; the prompt
+// is one message with mentions disabled, sent at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_has_styled_buttons_and_pings_nobody() {
+    let f = DiscordFixture::start().await;
+    let a = exec("ls -la", &Decision::ALL);
+    let t0 = Instant::now();
+    let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
+    let took = t0.elapsed();
+    let m = f.fake.message(&prompt.message).unwrap();
+    assert_eq!(
+        m.buttons(),
+        vec![
+            ("Allow once".to_owned(), format!("exec_approve:{}:allow-once", a.id), 3),
+            ("Allow always".to_owned(), format!("exec_approve:{}:allow-always", a.id), 1),
+            ("Deny".to_owned(), format!("exec_approve:{}:deny", a.id), 4),
+        ]
+    );
+    assert_eq!(m.allowed_mentions, serde_json::json!({"parse": [], "replied_user": false}));
+    assert_eq!(f.fake.calls_to("POST /channels/{id}/messages").len(), 1, "one message per prompt");
+    eprintln!("measured: deliver (open DM + create message) on loopback in {took:?}");
+    assert!(took < Duration::from_millis(1000), "prompt sent at once, took {took:?}");
+}
+
+// Hostile request text: shown literally, no fence break-out, no live mention or link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_command_is_literal_and_cannot_ping() {
+    let f = DiscordFixture::start().await;
+    let command = "echo ```\n@everyone <@111111111111111111> <@&222> **bold** [click](https://evil.example) `x`\n``` ||spoiler||";
+    let mut a = exec(command, &Decision::ALL);
+    a.cwd = Some("/tmp/@here/[x](https://evil.example)".into());
+    a.warnings = vec!["<@111111111111111111> ```".into()];
+    let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
+    let m = f.fake.message(&prompt.message).unwrap();
+    let text = m.text();
+    assert!(text.contains(command), "command shown literally:\n{text}");
+    assert!(text.contains("cwd: /tmp/@here/[x](https://evil.example)"), "{text}");
+    assert!(!m.can_ping());
+    let desc = m.embeds[0]["description"].as_str().unwrap();
+    assert_eq!(desc.matches("```").count(), 2, "only our own fences: {desc}");
+    for f in m.embeds[0]["fields"].as_array().unwrap() {
+        let v = f["value"].as_str().unwrap();
+        assert!(!v.contains("<@1") && !v.contains("](") && !v.contains("``"), "raw markup in field: {v}");
+    }
+    // A long command is cut within Discord's limits (the fake refuses anything over).
+    let long = exec(&format!("{command} {}", "`@x".repeat(3000)), &Decision::ALL);
+    let p2 = f.channel.deliver(&f.dm(), &long).await.unwrap();
+    let t2 = f.fake.message(&p2.message).unwrap().text();
+    assert!(t2.contains("✂️ Cut: showing"), "{}", &t2[t2.len() - 200..]);
+}
+
+// The press is acknowledged (deferred update) within Discord's 3 s, before the engine is
+// involved; the notice is an ephemeral follow-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn press_is_acknowledged_before_the_answer_and_fast() {
+    let f = DiscordFixture::start().await;
+    let a = approval(&Decision::ALL);
+    let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
+    let mut run = Running::start(f.channel.clone());
+    f.fake.wait_ready(WAIT).await;
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let custom = codec::encode(Kind::Exec, &a.id, Decision::Deny).unwrap();
+        let ix = f.fake.press(&User::new(OWNER), &prompt.message, &custom);
+        let ans = run.next("press").await;
+        let got = f.fake.interaction(&ix).unwrap();
+        let (_, body) = got.callback.clone().expect("acknowledged before the answer was handed on");
+        assert_eq!(body["type"], 6, "DEFERRED_UPDATE_MESSAGE");
+        latencies.push(got.ack_latency().unwrap());
+        f.channel.notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::Deny }).await.unwrap();
+        let fu = f.fake.wait_followup(&ix, WAIT).await;
+        assert_eq!(fu.flags, 64);
+        assert_eq!(fu.text(), "Denied.");
+    }
+    latencies.sort();
+    eprintln!("measured: gateway dispatch -> interaction callback: min {:?}, median {:?}, max {:?}", latencies[0], latencies[2], latencies[4]);
+    assert!(latencies[4] < Duration::from_secs(1), "{latencies:?}");
+    run.stop().await;
+}
+
+// 429s: per-route and global, honoured by waiting retry_after, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_waited_out() {
+    let f = DiscordFixture::start().await;
+    f.fake.rate_limit_next(2, 0.3, false);
+    let t0 = Instant::now();
+    let p = f.channel.deliver(&f.dm(), &approval(&Decision::ALL)).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(550), "waited twice retry_after: {:?}", t0.elapsed());
+    assert!(f.fake.message(&p.message).is_some());
+    f.fake.rate_limit_next(1, 0.5, true);
+    let t0 = Instant::now();
+    let a = approval(&Decision::ALL);
+    let dm = f.dm();
+    let (r1, r2) = tokio::join!(f.channel.deliver(&dm, &a), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        f.channel.deliver(&dm, &a).await
+    });
+    r1.unwrap();
+    r2.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(450), "global limit held both: {:?}", t0.elapsed());
+    let statuses: Vec<u16> = f.fake.calls_to("POST /channels/{id}/messages").iter().map(|c| c.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+}
+
+// The gateway drops: the adapter resumes its session and presses keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_drop_resumes_and_keeps_receiving() {
+    let f = DiscordFixture::start().await;
+    let a = approval(&Decision::ALL);
+    let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
+    let mut run = Running::start(f.channel.clone());
+    f.fake.wait_ready(WAIT).await;
+    assert_eq!(f.fake.identifies().len(), 1);
+    let identify = &f.fake.identifies()[0].1;
+    assert_eq!(identify["token"], TOKEN);
+    assert_eq!(identify["intents"], 1 << 12, "DIRECT_MESSAGES only");
+    f.fake.disconnect_all(4000);
+    let custom = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
+    f.fake.press(&User::new(OWNER), &prompt.message, &custom);
+    let ans = run.next("press after a reconnect").await;
+    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowOnce });
+    assert_eq!(f.fake.resumes(), 1, "resumed, not re-identified");
+    assert_eq!(f.fake.identifies().len(), 1);
+    run.stop().await;
+}
+
+// A wrong token fails health loudly; nothing is sent anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_fails_health_and_every_call_went_to_the_fake() {
+    let f = DiscordFixture::start().await;
+    let bad = Discord::with_options(&f.config, "wrong", Options::default()).unwrap();
+    match bad.health().await {
+        Err(bridge::channel::ChannelError::Permanent(m)) => assert!(m.contains("discord.bot_token"), "{m}"),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    assert!(f.channel.health().await.unwrap().contains("approval-bridge-test"));
+    assert!(f.fake.calls().iter().all(|c| c.versioned), "every call under /api/v10");
+}

@@ -1,0 +1,221 @@
+//! The inbound path: gateway dispatches (`INTERACTION_CREATE`, `MESSAGE_CREATE`) decoded
+//! into the engine's `Answer`s. Pure functions over the raw JSON, so a field Discord adds
+//! or omits never makes an answer vanish in a deserializer; the loop lives in `gateway`.
+//!
+//! Every button press becomes an `Answer` (garbage included, as `Request::Malformed`), so
+//! the engine audits it and the presser is told exactly once through `notify`.
+
+use bridge::approval::{ApprovalId, Decision, Responder};
+use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via};
+use serde_json::Value;
+
+use super::{NAME, codec};
+
+/// `notify` handle of an interaction: `ix:<application id>:<interaction token>`.
+pub const IX_PREFIX: &str = "ix:";
+/// `notify` handle of a channel: `ch:<channel id>:<message id to reply to>`.
+pub const CH_PREFIX: &str = "ch:";
+
+/// Interaction type of a message component (button).
+const MESSAGE_COMPONENT: u64 = 3;
+/// Channel type of a DM.
+const DM: u64 = 1;
+
+/// What the gateway loop must do with a component interaction: acknowledge it (within 3 s)
+/// with `POST /interactions/{id}/{token}/callback`, then hand `answer` to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Press {
+    pub interaction_id: String,
+    pub token: String,
+    pub answer: Answer,
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k)?;
+    }
+    cur.as_str()
+}
+
+/// The acting user of an interaction: `user` in DMs, `member.user` in servers.
+fn interaction_user(ix: &Value) -> Option<&Value> {
+    ix.get("user").or_else(|| ix.get("member").and_then(|m| m.get("user")))
+}
+
+pub fn responder(user: &Value) -> Option<Responder> {
+    let id = str_at(user, &["id"])?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let display = str_at(user, &["global_name"])
+        .filter(|s| !s.is_empty())
+        .map(|g| match str_at(user, &["username"]) {
+            Some(u) => format!("{g} (@{u})"),
+            None => g.to_owned(),
+        })
+        .or_else(|| str_at(user, &["username"]).map(|u| format!("@{u}")));
+    Some(Responder { channel: NAME.to_owned(), user_id: id.to_owned(), display })
+}
+
+/// A component interaction. `owner_of_dm` maps a DM channel id to the target user whose
+/// DM it is (from the adapter's DM cache); a channel it does not know names no target, so
+/// the engine finds no prompt there. `None`: not a component interaction, or one without
+/// the fields every real one carries.
+pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> Option<Press> {
+    if ix.get("type").and_then(Value::as_u64) != Some(MESSAGE_COMPONENT) {
+        return None;
+    }
+    let interaction_id = str_at(ix, &["id"])?.to_owned();
+    let token = str_at(ix, &["token"])?.to_owned();
+    let application_id = str_at(ix, &["application_id"])?.to_owned();
+    let responder = responder(interaction_user(ix)?)?;
+    let channel_id = str_at(ix, &["channel_id"]).or_else(|| str_at(ix, &["channel", "id"])).unwrap_or_default();
+    let channel_type = ix.get("channel").and_then(|c| c.get("type")).and_then(Value::as_u64);
+    let in_dm = ix.get("guild_id").is_none_or(Value::is_null) && channel_type.is_none_or(|t| t == DM);
+    let message_id = str_at(ix, &["message", "id"]).unwrap_or_default();
+    let chat = owner_of_dm(channel_id).unwrap_or_else(|| format!("channel:{channel_id}"));
+    let via = Via::Prompt(MessageRef { target: Target { channel: NAME.to_owned(), chat }, message: message_id.to_owned() });
+    let request = match str_at(ix, &["data", "custom_id"]) {
+        None => Request::Malformed { raw: String::new(), why: "component interaction without custom_id".into() },
+        Some(raw) => match codec::decode(raw) {
+            Ok(b) => Request::Decide { id: b.id, decision: b.decision },
+            Err(e) => Request::Malformed { raw: raw.chars().take(120).collect(), why: e.to_string() },
+        },
+    };
+    Some(Press {
+        interaction_id,
+        answer: Answer {
+            responder,
+            request,
+            via,
+            in_dm,
+            reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{IX_PREFIX}{application_id}:{token}") },
+        },
+        token,
+    })
+}
+
+/// A message: `/approve <id> <decision>` or `/pending`, else `None`. Messages by bots
+/// (ourselves included) are ignored.
+pub fn message(m: &Value) -> Option<Answer> {
+    let author = m.get("author")?;
+    if author.get("bot").and_then(Value::as_bool) == Some(true) || m.get("webhook_id").is_some_and(|w| !w.is_null()) {
+        return None;
+    }
+    let request = command(str_at(m, &["content"])?)?;
+    let responder = responder(author)?;
+    let channel = str_at(m, &["channel_id"])?.to_owned();
+    let id = str_at(m, &["id"]).unwrap_or_default();
+    Some(Answer {
+        responder,
+        request,
+        via: Via::Command { chat: channel.clone() },
+        in_dm: m.get("guild_id").is_none_or(Value::is_null),
+        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CH_PREFIX}{channel}:{id}") },
+    })
+}
+
+/// Parses a command text. `None`: not a command of ours.
+pub fn command(text: &str) -> Option<Request> {
+    let text = text.trim();
+    let mut words = text.split_whitespace();
+    let head = words.next()?;
+    let args: Vec<&str> = words.collect();
+    match head.to_ascii_lowercase().as_str() {
+        "/pending" if args.is_empty() => Some(Request::ListPending),
+        "/approve" => Some(match args.as_slice() {
+            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
+                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                None => Request::Malformed {
+                    raw: text.chars().take(200).collect(),
+                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                },
+            },
+            _ => Request::Malformed {
+                raw: text.chars().take(200).collect(),
+                why: "expected /approve <id> allow-once|allow-always|deny".into(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+
+    fn press(user: Value, custom_id: &str, guild: bool) -> Value {
+        let mut ix = json!({
+            "id": "1300000000000000001", "application_id": "1200000000000000001", "type": 3,
+            "token": "tok-1", "version": 1, "channel_id": "1400000000000000001",
+            "channel": {"id": "1400000000000000001", "type": if guild { 0 } else { 1 }},
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": {"id": "1500000000000000001", "channel_id": "1400000000000000001"},
+        });
+        if guild {
+            ix["guild_id"] = json!("1600000000000000001");
+            ix["member"] = json!({"user": user});
+        } else {
+            ix["user"] = user;
+        }
+        ix
+    }
+
+    fn dm_owner(c: &str) -> Option<String> {
+        (c == "1400000000000000001").then(|| "111111111111111111".to_owned())
+    }
+
+    #[test]
+    fn a_press_in_a_dm_carries_the_true_id_and_the_prompt() {
+        let user = json!({"id": "111111111111111111", "username": "ann", "global_name": "Ann <@2>"});
+        let p = interaction(&press(user, &format!("exec_approve:{UUID}:deny"), false), dm_owner).unwrap();
+        assert_eq!(p.interaction_id, "1300000000000000001");
+        assert_eq!(p.token, "tok-1");
+        let a = p.answer;
+        assert_eq!(a.request, Request::Decide { id: ApprovalId::from(UUID), decision: Decision::Deny });
+        assert_eq!(a.responder.user_id, "111111111111111111");
+        assert_eq!(a.responder.display.as_deref(), Some("Ann <@2> (@ann)"));
+        assert!(a.in_dm);
+        assert_eq!(
+            a.via,
+            Via::Prompt(MessageRef {
+                target: Target { channel: "discord".into(), chat: "111111111111111111".into() },
+                message: "1500000000000000001".into()
+            })
+        );
+        assert_eq!(a.reply.handle, "ix:1200000000000000001:tok-1");
+    }
+
+    #[test]
+    fn server_presses_forgeries_and_unknown_channels_are_marked() {
+        let user = json!({"id": "111111111111111111", "username": "ann"});
+        let a = interaction(&press(user.clone(), "exec_approve:x:yolo", true), |_| None).unwrap().answer;
+        assert!(!a.in_dm);
+        assert!(matches!(a.request, Request::Malformed { .. }));
+        let Via::Prompt(r) = a.via else { panic!() };
+        assert_eq!(r.target.chat, "channel:1400000000000000001");
+        let mut not_component = press(user, "x", false);
+        not_component["type"] = json!(2);
+        assert_eq!(interaction(&not_component, dm_owner), None);
+    }
+
+    #[test]
+    fn approve_texts_decode_and_bots_are_ignored() {
+        let m = |content: &str, bot: bool| {
+            json!({"id": "9", "channel_id": "8", "content": content, "author": {"id": "7", "username": "u", "bot": bot}})
+        };
+        let a = message(&m(&format!(" /approve {UUID} Always "), false)).unwrap();
+        assert_eq!(a.request, Request::Decide { id: ApprovalId::from(UUID), decision: Decision::AllowAlways });
+        assert!(a.in_dm);
+        assert_eq!(a.reply.handle, "ch:8:9");
+        assert_eq!(message(&m("/approve x deny", true)), None);
+        assert_eq!(message(&m("hello", false)), None);
+        assert!(matches!(message(&m("/approve x", false)).unwrap().request, Request::Malformed { .. }));
+        assert_eq!(command("/pending"), Some(Request::ListPending));
+        assert_eq!(command("/approved x deny"), None);
+    }
+}
