@@ -28,6 +28,10 @@ pub struct Config {
     #[cfg(feature = "discord")]
     #[serde(default)]
     pub discord: Option<channels::discord::DiscordConfig>,
+    /// `[matrix]`: owner DMs on Matrix (encrypted direct rooms, answers by reaction).
+    #[cfg(feature = "matrix")]
+    #[serde(default)]
+    pub matrix: Option<channels::matrix::MatrixConfig>,
 }
 
 impl Config {
@@ -54,10 +58,14 @@ impl Config {
         if let Some(d) = &self.discord {
             d.validate().map_err(|e| ConfigError::new(format!("discord.{}", e.field), e.message))?;
         }
+        #[cfg(feature = "matrix")]
+        if let Some(m) = &self.matrix {
+            m.validate().map_err(|e| ConfigError::new(format!("matrix.{}", e.field), e.message))?;
+        }
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",
-                "no channel is configured: add a [telegram] section (see config.example.toml), or approvals reach nobody",
+                "no channel is configured: add a [telegram] or [matrix] section (see config.example.toml), or approvals reach nobody",
             ));
         }
         Ok(())
@@ -73,6 +81,10 @@ impl Config {
         #[cfg(feature = "discord")]
         {
             n += usize::from(self.discord.is_some());
+        }
+        #[cfg(feature = "matrix")]
+        {
+            n += usize::from(self.matrix.is_some());
         }
         n
     }

@@ -73,6 +73,15 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
         let token = d.bot_token.resolve("discord.bot_token")?;
         out.push(Arc::new(channels::discord::Discord::new(d, &token)?));
     }
+    #[cfg(feature = "matrix")]
+    if let Some(m) = &cfg.matrix {
+        let secret = match (&m.password, &m.access_token) {
+            (Some(p), _) => p.resolve("matrix.password")?,
+            (None, Some(t)) => t.resolve("matrix.access_token")?,
+            (None, None) => anyhow::bail!("matrix.password: set password or access_token"),
+        };
+        out.push(Arc::new(channels::matrix::Matrix::new(m, &secret, &cfg.state.dir)?));
+    }
     Ok(out)
 }
 

@@ -2,6 +2,8 @@
 //! `bridge::channel::Channel` port. Adapters translate between the service's wire format
 //! and the engine's types; they never decide anything.
 
+#![recursion_limit = "256"]
+
 #[cfg(feature = "telegram")]
 pub mod telegram;
 

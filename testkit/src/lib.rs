@@ -1,6 +1,8 @@
 //! Test support shared by the end-to-end tests and the benchmark: a real OpenClaw gateway
 //! started on a free loopback port, and fakes of the chat services' wire APIs.
 
+#![recursion_limit = "256"]
+
 pub mod bridge;
 pub mod conformance;
 pub mod fake_discord;

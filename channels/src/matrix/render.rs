@@ -1,0 +1,258 @@
+//! Prompt rendering: a plain `body` and an HTML `formatted_body` (`org.matrix.custom.html`).
+//!
+//! Every piece of request text is escaped in the HTML (`&`, `<`, `>`, `"`, `'`), so a command
+//! cannot forge markup, links or mentions; the plain body carries it verbatim. Long texts are
+//! cut on character boundaries before escaping, so no escape sequence is ever split. Matrix
+//! caps an event at 65 536 bytes (encryption adds a third): the caps below keep both bodies
+//! well inside that.
+
+use bridge::approval::{Approval, Decision, Kind, Outcome};
+
+/// Longest command shown, in characters.
+pub const MAX_COMMAND_CHARS: usize = 6000;
+
+/// The reaction key seeded for each decision.
+pub fn emoji(d: Decision) -> &'static str {
+    match d {
+        Decision::AllowOnce => "✅",
+        Decision::Deny => "❌",
+        Decision::AllowAlways => "♾️",
+    }
+}
+
+/// Seeding order: ✅ ❌ ♾️, only those offered.
+pub fn seeded(a: &Approval) -> Vec<Decision> {
+    [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways].into_iter().filter(|d| a.offers(*d)).collect()
+}
+
+/// Reads a reaction key: variation selectors and skin tones are ignored; anything else is
+/// not a decision.
+pub fn decision_of(key: &str) -> Option<Decision> {
+    let bare: String = key
+        .chars()
+        .filter(|c| !matches!(*c, '\u{FE0F}' | '\u{FE0E}' | '\u{1F3FB}'..='\u{1F3FF}'))
+        .collect();
+    match bare.as_str() {
+        "✅" => Some(Decision::AllowOnce),
+        "❌" => Some(Decision::Deny),
+        "♾" => Some(Decision::AllowAlways),
+        _ => None,
+    }
+}
+
+/// HTML-escapes untrusted text.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cap(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// A rendered message: both bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: String,
+    pub html: String,
+}
+
+/// What closes the message.
+#[derive(Debug, Clone, Copy)]
+pub enum Footer<'a> {
+    Pending,
+    Finished(&'a Outcome),
+}
+
+/// Renders the prompt (or its finished form).
+pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
+    let mut body = String::new();
+    let mut html = String::new();
+    let title = match a.kind {
+        Kind::Exec => "🔐 Exec approval",
+        Kind::Plugin => "🧩 Plugin approval",
+        Kind::System => "⚙️ System approval",
+    };
+    body.push_str(title);
+    html.push_str(&format!("<b>{title}</b>"));
+    if let Some(sev) = &a.severity {
+        let sev = cap(sev, 40);
+        body.push_str(&format!(" · severity {sev}"));
+        html.push_str(&format!(" · severity <b>{}</b>", escape(&sev)));
+    }
+    if a.cron {
+        body.push_str(" · ⏰ cron run");
+        html.push_str(" · ⏰ <b>cron run</b>");
+    }
+    let total = a.command.chars().count();
+    let command = cap(&a.command, MAX_COMMAND_CHARS);
+    body.push('\n');
+    body.push_str(&command);
+    match a.kind {
+        Kind::Exec => html.push_str(&format!("<pre><code>{}</code></pre>", escape(&command))),
+        Kind::Plugin | Kind::System => html.push_str(&format!("<br><b>{}</b>", escape(&command))),
+    }
+    if total > MAX_COMMAND_CHARS {
+        let note = format!("✂️ Cut: showing {} of {total} characters.", MAX_COMMAND_CHARS - 1);
+        body.push_str(&format!("\n{note}"));
+        html.push_str(&format!("<br><i>{note}</i>"));
+    }
+    let mut line = |name: &str, v: &str, code: bool| {
+        body.push_str(&format!("\n{name}: {v}"));
+        if code {
+            html.push_str(&format!("<br><b>{name}</b> <code>{}</code>", escape(v)));
+        } else {
+            html.push_str(&format!("<br><b>{name}</b> {}", escape(v)));
+        }
+    };
+    if let Some(d) = &a.description {
+        line("description", &cap(d, 600), false);
+    }
+    for (name, v) in [("cwd", &a.cwd), ("agent", &a.agent_id), ("host", &a.host), ("node", &a.node_id), ("session", &a.session_key)] {
+        if let Some(v) = v {
+            line(name, &cap(v, 300), true);
+        }
+    }
+    for w in a.warnings.iter().take(10) {
+        line("⚠️", &cap(w, 300), false);
+    }
+    if !a.risk_kinds.is_empty() {
+        line("risk", &cap(&a.risk_kinds.join(", "), 300), false);
+    }
+    if let Some(exp) = a.expires_at_ms {
+        line("expires", &utc(exp), false);
+    }
+    let id = cap(a.id.as_str(), 100);
+    match footer {
+        Footer::Pending => {
+            let offered = seeded(a);
+            let reacts: Vec<String> = offered.iter().map(|d| format!("{} {}", emoji(*d), d.label().to_lowercase())).collect();
+            let words: Vec<&str> = Decision::ALL.iter().filter(|d| a.offers(**d)).map(|d| d.as_str()).collect();
+            let cmd = format!("/approve {id} {}", words.join("|"));
+            body.push_str(&format!("\n\nReact {} — or send: {cmd}", reacts.join(" · ")));
+            html.push_str(&format!("<br><br>React {} — or send: <code>{}</code>", reacts.join(" · "), escape(&cmd)));
+        }
+        Footer::Finished(o) => {
+            let summary = cap(&o.summary(), 400);
+            body.push_str(&format!("\nid: {id}\n\n{} {summary} · {}", icon(o), utc(o.at_ms())));
+            html.push_str(&format!(
+                "<br><b>id</b> <code>{}</code><br><br>{} <b>{}</b> · {}",
+                escape(&id),
+                icon(o),
+                escape(&summary),
+                utc(o.at_ms())
+            ));
+        }
+    }
+    Rendered { body, html }
+}
+
+fn icon(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Decided { decision: Decision::Deny, .. } => "⛔",
+        Outcome::Decided { .. } => "✅",
+        Outcome::Expired { .. } => "⌛",
+        Outcome::Gone { .. } => "⚪",
+    }
+}
+
+/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge::approval::ApprovalId;
+
+    fn approval(command: &str, allowed: &[Decision]) -> Approval {
+        Approval {
+            id: ApprovalId("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11".into()),
+            kind: Kind::Exec,
+            command: command.into(),
+            cwd: Some("/srv/<x>".into()),
+            host: Some("gateway".into()),
+            node_id: None,
+            agent_id: Some("main".into()),
+            session_key: None,
+            description: None,
+            severity: None,
+            warnings: vec!["deletes <files>".into()],
+            risk_kinds: vec![],
+            cron: false,
+            allowed_decisions: allowed.to_vec(),
+            created_at_ms: 0,
+            expires_at_ms: Some(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn request_text_is_escaped_in_html_and_verbatim_in_body() {
+        let r = render(&approval("echo '<a href=\"x\">@room</a>' & ls", &Decision::ALL), Footer::Pending);
+        assert!(r.body.contains("echo '<a href=\"x\">@room</a>' & ls"), "{}", r.body);
+        assert!(r.html.contains("echo &#39;&lt;a href=&quot;x&quot;&gt;@room&lt;/a&gt;&#39; &amp; ls"), "{}", r.html);
+        assert!(!r.html.contains("<a "));
+        assert!(r.html.contains("/srv/&lt;x&gt;") && r.html.contains("deletes &lt;files&gt;"));
+        assert!(r.body.contains("/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|allow-always|deny"), "{}", r.body);
+        assert!(r.body.contains("expires: 2023-11-14 22:13:20 UTC"), "{}", r.body);
+    }
+
+    #[test]
+    fn footer_lists_only_offered_decisions() {
+        let r = render(&approval("ls", &[Decision::AllowOnce, Decision::Deny]), Footer::Pending);
+        assert!(r.body.contains("React ✅ allow once · ❌ deny — or send: /approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny"), "{}", r.body);
+    }
+
+    #[test]
+    fn long_commands_are_cut_on_char_boundaries() {
+        let cmd = "é&".repeat(MAX_COMMAND_CHARS);
+        let r = render(&approval(&cmd, &Decision::ALL), Footer::Pending);
+        assert!(r.body.contains("✂️ Cut: showing"));
+        assert!(r.html.len() < 40_000);
+        assert!(!r.html.contains("&am…") && !r.html.contains("&…"));
+    }
+
+    #[test]
+    fn reaction_keys_normalize() {
+        assert_eq!(decision_of("✅"), Some(Decision::AllowOnce));
+        assert_eq!(decision_of("✅\u{FE0F}"), Some(Decision::AllowOnce));
+        assert_eq!(decision_of("❌"), Some(Decision::Deny));
+        assert_eq!(decision_of("♾️"), Some(Decision::AllowAlways));
+        assert_eq!(decision_of("♾"), Some(Decision::AllowAlways));
+        assert_eq!(decision_of("👍"), None);
+        assert_eq!(decision_of("👍🏽"), None);
+        assert_eq!(decision_of("✅✅"), None);
+        assert_eq!(decision_of(""), None);
+        for d in Decision::ALL {
+            assert_eq!(decision_of(emoji(d)), Some(d));
+        }
+    }
+}
