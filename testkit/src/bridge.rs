@@ -136,6 +136,11 @@ impl BridgeProcess {
         Ok(())
     }
 
+    /// The running bridge's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("bridge.toml")
     }

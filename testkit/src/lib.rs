@@ -10,5 +10,6 @@ pub mod fake_model;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod openclaw;
+pub mod procfs;
 pub mod synapse;
 pub mod tls_proxy;

@@ -78,6 +78,11 @@ impl Gateway {
         self.spawn_and_wait().await
     }
 
+    /// The gateway's process id, which is also its process group id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     /// Kills the gateway without starting it again.
     pub fn stop(&mut self) {
         self.kill();
