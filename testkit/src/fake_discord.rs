@@ -248,6 +248,8 @@ struct Inner {
     /// Known session ids (for RESUME), with their last sequence number.
     known_sessions: HashMap<String, u64>,
     pending: Vec<(&'static str, Value)>,
+    /// `(channel, nonce)` → message id, for `enforce_nonce`.
+    nonces: HashMap<(String, String), String>,
     identifies: Vec<(Instant, Value)>,
     resumes: u32,
     connections: u32,
@@ -702,7 +704,21 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
             if let Err(why) = validate(body) {
                 return invalid_form(why);
             }
+            let nonce = body.get("nonce").and_then(|n| n.as_str().map(str::to_owned).or_else(|| n.as_i64().map(|i| i.to_string())));
+            if nonce.as_ref().is_some_and(|n| n.chars().count() > 25) {
+                return invalid_form("nonce over 25 characters".into());
+            }
+            if body.get("enforce_nonce").and_then(Value::as_bool) == Some(true)
+                && let Some(n) = &nonce
+                && let Some(existing) = inner.nonces.get(&((*channel).to_owned(), n.clone())).and_then(|id| inner.messages.get(id))
+            {
+                // Discord: "that message will be returned and no new message will be created".
+                return (200, message_json(existing, &shared.bot));
+            }
             let id = Shared::snowflake(&mut inner);
+            if let Some(n) = nonce {
+                inner.nonces.insert(((*channel).to_owned(), n), id.clone());
+            }
             let m = Message {
                 id: id.clone(),
                 channel_id: (*channel).to_owned(),

@@ -171,6 +171,20 @@ async fn prompt_has_styled_buttons_and_pings_nobody() {
     assert!(took < Duration::from_millis(1000), "prompt sent at once, took {took:?}");
 }
 
+// Delivering the same approval to the same user again (a bridge killed between Discord's
+// answer and its store write) yields the same message, not a duplicate prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_is_idempotent_by_nonce() {
+    let f = DiscordFixture::start().await;
+    let a = approval(&Decision::ALL);
+    let first = f.channel.deliver(&f.dm(), &a).await.unwrap();
+    let again = f.restarted().deliver(&f.dm(), &a).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(f.fake.bot_dms(OWNER).len(), 1);
+    let other = f.channel.deliver(&f.dm(), &approval(&Decision::ALL)).await.unwrap();
+    assert_ne!(other, first);
+}
+
 // Hostile request text: shown literally, no fence break-out, no live mention or link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_command_is_literal_and_cannot_ping() {
@@ -285,4 +299,242 @@ async fn wrong_token_fails_health_and_every_call_went_to_the_fake() {
     }
     assert!(f.channel.health().await.unwrap().contains("approval-bridge-test"));
     assert!(f.fake.calls().iter().all(|c| c.versioned), "every call under /api/v10");
+}
+
+/// The whole bridge with only a `[discord]` section: the real binary, the real OpenClaw
+/// gateway, the fake Discord.
+mod daemon {
+    use std::time::{Duration, Instant};
+
+    use bridge::approval::{ApprovalId, Decision};
+    use bridge::store::Store;
+    use testkit::bridge::{BridgeProcess, BridgeSetup};
+    use testkit::fake_discord::{FakeDiscord, Message, User};
+    use testkit::openclaw::{Gateway, GatewayConfig, Operator};
+
+    use super::{OWNER, STRANGER, TOKEN};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    struct World {
+        gw: Gateway,
+        dc: FakeDiscord,
+        op: Operator,
+        bridge: BridgeProcess,
+    }
+
+    async fn world() -> World {
+        let (gw, dc) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeDiscord::start(TOKEN));
+        let gw = gw.expect("start the OpenClaw gateway");
+        let setup = BridgeSetup {
+            gateway_url: gw.url(),
+            gateway_token: gw.token().to_owned(),
+            telegram_api_url: String::new(),
+            bot_token: String::new(),
+            allow_from: Vec::new(),
+            targets: None,
+            extra_toml: format!(
+                "[discord]\nbot_token = \"env:AB_TEST_DISCORD_TOKEN\"\napi_url = \"{}\"\nallow_from = [\"{OWNER}\"]\n",
+                dc.api_url()
+            ),
+            env: vec![("AB_TEST_DISCORD_TOKEN".into(), TOKEN.into())],
+        };
+        let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
+        dc.wait_ready(WAIT).await;
+        let op = Operator::connect(&gw, "requester").await.unwrap();
+        World { gw, dc, op, bridge }
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
+                let calls: Vec<String> =
+                    self.dc.calls().iter().map(|c| format!("{:?} {} {} {} {}", c.at, c.status, c.method, c.path, c.body)).collect();
+                eprintln!("---- discord calls ----\n{}", calls.join("\n"));
+            }
+        }
+    }
+
+    impl World {
+        /// The prompt for approval `id` in the owner's DM.
+        async fn prompt(&self, id: &ApprovalId) -> Message {
+            let needle = id.as_str().to_owned();
+            self.dc
+                .wait_for(WAIT, &format!("prompt for {needle}"), |v| {
+                    v.bot_dms(OWNER).into_iter().find(|m| m.text().contains(&needle) && !m.embeds.as_array().unwrap().is_empty()).cloned()
+                })
+                .await
+        }
+
+        fn custom_id(m: &Message, decision: Decision) -> String {
+            m.buttons()
+                .into_iter()
+                .find(|(_, id, _)| id.ends_with(&format!(":{}", decision.as_str())))
+                .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()))
+                .1
+        }
+
+        /// The owner clicks the button for `decision`; returns the interaction id.
+        fn click(&self, m: &Message, decision: Decision) -> String {
+            self.dc.press(&User::new(OWNER), &m.id, &Self::custom_id(m, decision))
+        }
+
+        async fn told(&self, ix: &str) -> Message {
+            self.dc.wait_followup(ix, WAIT).await
+        }
+
+        async fn finished(&self, m: &Message, what: &str) -> Message {
+            self.dc.wait_message(&m.id, WAIT, what, |m| m.buttons().is_empty()).await
+        }
+
+        fn audit(&self) -> Vec<bridge::store::AuditRecord> {
+            Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+        }
+
+        fn prompts_for(&self, id: &ApprovalId) -> usize {
+            self.dc.bot_dms(OWNER).iter().filter(|m| m.text().contains(id.as_str()) && !m.embeds.as_array().unwrap().is_empty()).count()
+        }
+
+        /// Nothing went anywhere but the fake: every REST call arrived here under
+        /// `/api/v10`, and the bridge learned its gateway URL only from the fake.
+        fn assert_everything_went_to_the_fake(&self) {
+            let calls = self.dc.calls();
+            assert!(calls.iter().all(|c| c.versioned), "unversioned call");
+            assert!(calls.iter().any(|c| c.route() == "GET /gateway/bot"));
+            assert!(self.dc.connections() >= 1);
+            let log = self.bridge.log();
+            assert!(!log.contains("discord.com") && !log.contains("gateway.discord.gg"), "a real Discord host in the log:\n{log}");
+            assert!(!log.contains(TOKEN), "the bot token reached the log");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn owner_clicks_decide_each_way_and_latency_is_measured() {
+        let w = world().await;
+        let mut latencies = Vec::new();
+        for decision in [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways] {
+            let req = w.op.request_exec(&format!("echo {decision}"), 60_000).await.unwrap();
+            let prompt = w.prompt(&req.id).await;
+            let labels: Vec<(String, u64)> = prompt.buttons().into_iter().map(|(l, _, s)| (l, s)).collect();
+            assert_eq!(labels, [("Allow once".into(), 3), ("Allow always".into(), 1), ("Deny".into(), 4)]);
+            assert!(!prompt.can_ping());
+            let t0 = Instant::now();
+            let ix = w.click(&prompt, decision);
+            assert_eq!(req.outcome(WAIT).await.unwrap(), Some(decision));
+            let decided = t0.elapsed();
+            let done = w.finished(&prompt, "prompt finished").await;
+            let edited = t0.elapsed();
+            let text = done.text();
+            assert!(text.contains(decision.past()), "{text}");
+            assert!(text.contains(OWNER), "names who decided: {text}");
+            let notice = w.told(&ix).await;
+            assert_eq!(notice.flags, 64, "ephemeral");
+            assert!(notice.text().contains(decision.past()), "{}", notice.text());
+            let ack = w.dc.interaction(&ix).unwrap().ack_latency().unwrap();
+            assert!(ack < Duration::from_secs(3), "acknowledged within Discord's deadline: {ack:?}");
+            latencies.push((decision, ack, decided, edited));
+        }
+        for (d, ack, decided, edited) in &latencies {
+            eprintln!("measured {d}: click -> ack {ack:?}; click -> requester has the decision {decided:?}; click -> prompt edited {edited:?}");
+        }
+        w.assert_everything_went_to_the_fake();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stranger_is_refused_ephemerally_and_audited() {
+        let w = world().await;
+        let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        let ix = w.dc.press(&User::new(STRANGER), &prompt.id, &World::custom_id(&prompt, Decision::AllowAlways));
+        let told = w.told(&ix).await;
+        assert_eq!(told.flags, 64, "only the stranger sees it");
+        assert!(told.text().contains("not allowed"), "{}", told.text());
+        assert!(!w.dc.message(&prompt.id).unwrap().buttons().is_empty(), "still pending");
+        let refused = w.audit().into_iter().find(|r| r.event == "refused").expect("refusal audited");
+        assert_eq!(refused.actor.as_deref(), Some(STRANGER));
+        assert_eq!(refused.detail["reason"], "not_allowed");
+        // A stranger's typed /approve in their own DM is refused too.
+        w.dc.send_dm(&User::new(STRANGER), &format!("/approve {} allow-once", req.id));
+        let reply = w.dc.wait_for(WAIT, "reply to the stranger", |v| v.bot_dms(STRANGER).first().map(|m| m.text())).await;
+        assert!(reply.contains("not allowed"), "{reply}");
+        w.click(&prompt, Decision::Deny);
+        assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn forged_custom_ids_are_refused_without_harm() {
+        let w = world().await;
+        let req = w.op.request_exec("echo forged", 60_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        let other = uuid::Uuid::new_v4();
+        let forged = [
+            format!("exec_approve:{other}:allow-once"),
+            format!("exec_approve:{}:yolo", req.id),
+            "hello".to_owned(),
+            format!("exec_approve:{}:allow-once{}", req.id, "x".repeat(80)),
+        ];
+        for data in &forged {
+            let ix = w.dc.press(&User::new(OWNER), &prompt.id, data);
+            let told = w.told(&ix).await;
+            assert!(!told.text().is_empty(), "{data:?} answered with a reason");
+        }
+        assert_eq!(w.bridge.healthz().await.unwrap().0, 200, "still healthy");
+        assert!(!w.dc.message(&prompt.id).unwrap().buttons().is_empty(), "still pending");
+        assert_eq!(w.audit().into_iter().filter(|r| r.event == "refused").count(), forged.len());
+        w.click(&prompt, Decision::AllowOnce);
+        assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn decided_elsewhere_and_expiry_edit_the_prompt() {
+        let w = world().await;
+        let req = w.op.request_exec("echo elsewhere", 60_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        w.op.resolve(&req.id, Decision::Deny).await.unwrap();
+        let done = w.finished(&prompt, "prompt finished by another operator").await;
+        assert!(done.text().contains("Denied elsewhere"), "{}", done.text());
+        let ix = w.click(&prompt, Decision::AllowOnce);
+        assert!(w.told(&ix).await.text().contains("Denied elsewhere"));
+        let late = w.op.request_exec("echo too late", 3_000).await.unwrap();
+        let p2 = w.prompt(&late.id).await;
+        assert_eq!(late.outcome(WAIT).await.unwrap(), None, "nobody decided");
+        let done = w.finished(&p2, "prompt marked expired").await;
+        assert!(done.text().contains("Expired"), "{}", done.text());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn restart_without_duplicates_and_old_buttons_work() {
+        let mut w = world().await;
+        let req = w.op.request_exec("echo survive kill -9", 120_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        w.bridge.kill9().await.unwrap();
+        w.bridge.restart().await.unwrap();
+        w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+        w.dc.wait_ready(WAIT).await;
+        w.click(&prompt, Decision::AllowOnce);
+        let id = req.id.clone();
+        assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+        w.finished(&prompt, "old prompt edited after restart").await;
+        assert_eq!(w.prompts_for(&id), 1, "no duplicate prompt after restart");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hostile_command_is_rendered_literally_and_pings_nobody() {
+        let w = world().await;
+        // (The gateway itself shows a newline as `\u{A}`, so the hostile text stays on one line.)
+        let command = "echo ``` ; @everyone <@111111111111111111> <@&5> **bold** [x](https://evil.example) ``` ||done||";
+        let req = w.op.request_exec(command, 60_000).await.unwrap();
+        let prompt = w.prompt(&req.id).await;
+        assert!(prompt.text().contains(command), "{}", prompt.text());
+        assert!(!prompt.can_ping());
+        assert_eq!(prompt.embeds[0]["description"].as_str().unwrap().matches("```").count(), 2);
+        w.dc.send_dm(&User::new(OWNER), &format!("/approve {} deny", req.id));
+        assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
+        w.finished(&prompt, "prompt finished after /approve").await;
+        for c in w.dc.calls().iter().filter(|c| c.method != "GET" && c.body.get("content").is_some() || c.body.get("embeds").is_some()) {
+            assert_eq!(c.body["allowed_mentions"]["parse"], serde_json::json!([]), "{} {}", c.method, c.path);
+        }
+        w.assert_everything_went_to_the_fake();
+    }
 }

@@ -221,6 +221,21 @@ async fn open_dm(rest: &rest::Rest, dms: &DmCache, user: &str) -> Result<String,
     Ok(id)
 }
 
+/// Discord's message nonce (at most 25 characters) for one prompt: the same approval to the
+/// same target always yields the same nonce.
+pub fn nonce(approval: &Approval, target: &Target) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: stable across processes of one build, which is all a
+    // nonce checked "within the past few minutes" needs.
+    let hash = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        (salt, approval.id.as_str(), &target.chat).hash(&mut h);
+        h.finish()
+    };
+    let s = format!("ab{:016x}{:016x}", hash(1), hash(2));
+    s[..25].to_owned()
+}
+
 fn allowed_mentions_none() -> Value {
     json!({"parse": [], "replied_user": false})
 }
@@ -260,10 +275,15 @@ impl Channel for Discord {
             ChannelError::MessageGone(m) => ChannelError::Permanent(m),
             e => e,
         })?;
+        // The nonce makes the send idempotent: a bridge killed between Discord's answer
+        // and its own store write sends again after the restart, and Discord hands back
+        // the same message instead of a duplicate prompt.
         let body = json!({
             "embeds": [render::embed(approval, render::Footer::Pending)],
             "components": components,
             "allowed_mentions": allowed_mentions_none(),
+            "nonce": nonce(approval, target),
+            "enforce_nonce": true,
         });
         let msg = self
             .rest

@@ -287,8 +287,10 @@ mod tests {
 
     #[test]
     fn markdown_and_mentions_are_escaped() {
-        check(&escape_markdown("<@123> @everyone **b** [x](http://y) `c` # h"),
-            "\\<\\@123\\> \\@everyone \\*\\*b\\*\\* \\[x\\]\\(http\\:\\/\\/y\\) \\`c\\` \\# h".replace("\\/", "/").as_str());
+        check(
+            &escape_markdown("<@123> @everyone **b** [x](http://y) `c` # h"),
+            r"\<\@123\> \@everyone \*\*b\*\* \[x\]\(http\://y\) \`c\` \# h",
+        );
         check(&escape_capped("a*b*c", 4), "a\\*…");
     }
 
@@ -310,7 +312,7 @@ mod tests {
             "cwd=/srv/\\@everyone",
             "agent=main",
             "host=gateway",
-            "warnings=⚠️ deletes \\[files\\]\\(https\\:/\\/evil\\)".replace("/\\/", "//").as_str(),
+            r"warnings=⚠️ deletes \[files\]\(https\://evil\)",
             "expires=<t:1795000120:R> · 2026-11-18 11:08:40 UTC",
             "id=0b8f6c1e\\-8a44\\-4c1e\\-9d6f\\-2f9b1c0d7e11",
         ]);
