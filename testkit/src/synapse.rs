@@ -150,6 +150,25 @@ impl Synapse {
     }
 }
 
+impl Synapse {
+    /// A plain password login over HTTP (no keys uploaded): the access token and its device id.
+    pub async fn login_token(&self, user: &str, password: &str) -> Result<(String, String)> {
+        let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});
+        let v: Value = reqwest::Client::new()
+            .post(format!("{}/_matrix/client/v3/login", self.url()))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok((
+            v["access_token"].as_str().context("no access_token")?.to_owned(),
+            v["device_id"].as_str().context("no device_id")?.to_owned(),
+        ))
+    }
+}
+
 fn base64_unpadded(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();

@@ -265,6 +265,31 @@ async fn restart_restores_the_session_with_the_same_device() {
     assert_eq!(devices.devices().count(), 1, "one bot device, not one per start");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_login_uses_the_tokens_device_and_keeps_it() {
+    let hs = Synapse::start().await.expect("start Synapse");
+    let bot = hs.register("bot", BOT_PASSWORD, false).await.unwrap();
+    hs.register("owner", "owner-password", false).await.unwrap();
+    let (token, device) = hs.login_token("bot", BOT_PASSWORD).await.unwrap();
+    let config: MatrixConfig = serde_json::from_value(serde_json::json!({
+        "homeserver": hs.url(),
+        "user_id": bot,
+        "access_token": "env:MATRIX_ACCESS_TOKEN",
+        "allow_from": ["@owner:localhost"],
+    }))
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    for start in ["first start", "restart"] {
+        let ch = Matrix::with_options(&config, &token, state.path(), Options::default()).unwrap();
+        let h = ch.health().await.unwrap();
+        assert!(h.contains(&format!("(device {device})")), "{start}: {h}");
+        assert!(h.contains("@owner:localhost: no direct room yet"), "{start}: {h}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.path().join("matrix/session.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the saved session holds a token");
+}
+
 // ---- the whole bridge ----
 
 struct World {
