@@ -266,6 +266,25 @@ async fn restart_restores_the_session_with_the_same_device() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_refuses_answers_not_from_a_verified_device() {
+    let f = MatrixFixture::start().await;
+    let mut strict_config = f.config.clone();
+    strict_config.strict = true;
+    let strict: Arc<dyn Channel> = Arc::new(MatrixFixture::build(&strict_config, &f.state));
+    let a = approval(&Decision::ALL);
+    let prompt = f.channel().deliver(&f.dm(), &a).await.unwrap();
+    let mut run = Running::start(strict.clone());
+    // The owner's device is not verified by the bot: neither a reaction nor typed text counts.
+    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    let ans = run.next("reaction in strict mode").await;
+    assert!(matches!(&ans.request, bridge::channel::Request::Malformed { why, .. } if why.contains("verified device")), "{:?}", ans.request);
+    f.type_in_dm(&f.owner(), &format!("/approve {} deny", a.id)).await;
+    let ans = run.next("typed answer in strict mode").await;
+    assert!(matches!(ans.request, bridge::channel::Request::Malformed { .. }), "{:?}", ans.request);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_token_login_uses_the_tokens_device_and_keeps_it() {
     let hs = Synapse::start().await.expect("start Synapse");
     let bot = hs.register("bot", BOT_PASSWORD, false).await.unwrap();
