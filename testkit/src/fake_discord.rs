@@ -847,7 +847,8 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
                 let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
                 match v["op"].as_u64() {
                     Some(1) => {
-                        if ws.send(WsMessage::text(json!({"op": 11, "d": null, "s": null, "t": null}).to_string())).await.is_err() {
+                        let ack = json!({"op": 11, "d": null, "s": null, "t": null});
+                        if ws.send(WsMessage::text(ack.to_string())).await.is_err() {
                             break;
                         }
                     }

@@ -135,7 +135,10 @@ impl Rest {
         let mut transient = 0;
         let mut waited = Duration::ZERO;
         loop {
-            self.wait_global_block().await;
+            // Interaction callbacks are exempt from the global limit (and due within 3 s).
+            if !route.starts_with("POST /interactions/") {
+                self.wait_global_block().await;
+            }
             if let Some(b) = bucket {
                 self.per_route.until_key_ready(&format!("{route}|{b}")).await;
                 self.global.until_ready().await;
