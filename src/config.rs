@@ -32,6 +32,10 @@ pub struct Config {
     #[cfg(feature = "matrix")]
     #[serde(default)]
     pub matrix: Option<channels::matrix::MatrixConfig>,
+    /// `[slack]`: owner DMs on Slack (Block Kit buttons, answers over Socket Mode).
+    #[cfg(feature = "slack")]
+    #[serde(default)]
+    pub slack: Option<channels::slack::SlackConfig>,
 }
 
 impl Config {
@@ -62,6 +66,10 @@ impl Config {
         if let Some(m) = &self.matrix {
             m.validate().map_err(|e| ConfigError::new(format!("matrix.{}", e.field), e.message))?;
         }
+        #[cfg(feature = "slack")]
+        if let Some(s) = &self.slack {
+            s.validate().map_err(|e| ConfigError::new(format!("slack.{}", e.field), e.message))?;
+        }
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",
@@ -85,6 +93,10 @@ impl Config {
         #[cfg(feature = "matrix")]
         {
             n += usize::from(self.matrix.is_some());
+        }
+        #[cfg(feature = "slack")]
+        {
+            n += usize::from(self.slack.is_some());
         }
         n
     }

@@ -82,6 +82,12 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
         };
         out.push(Arc::new(channels::matrix::Matrix::new(m, &secret, &cfg.state.dir)?));
     }
+    #[cfg(feature = "slack")]
+    if let Some(s) = &cfg.slack {
+        let bot = s.bot_token.resolve("slack.bot_token")?;
+        let app = s.app_token.resolve("slack.app_token")?;
+        out.push(Arc::new(channels::slack::Slack::new(s, &bot, &app)?));
+    }
     Ok(out)
 }
 

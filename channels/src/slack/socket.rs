@@ -1,0 +1,160 @@
+//! The Socket Mode connection: `apps.connections.open` with the app token gives a
+//! single-use WebSocket URL; Slack greets with `hello`, then sends envelopes
+//! (`{envelope_id, type, payload}`) that must be acknowledged with `{envelope_id}` within
+//! 3 seconds or Slack retries them. Each envelope is acked as soon as it is read, before
+//! it is decoded or handed to the engine, so a slow engine never costs a retry. Slack
+//! asks for reconnects with a `disconnect` message (e.g. `refresh_requested`); closed or
+//! silent sockets are reopened too, with exponential backoff after failures. Envelope
+//! ids seen recently are remembered, so a retried envelope is not answered twice.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use bridge::channel::Answer;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Slack;
+use super::api::{Body, Token};
+
+/// How many envelope ids are remembered for deduplication.
+const SEEN_CAPACITY: usize = 1024;
+
+/// Why a session ended.
+enum End {
+    /// Slack asked for a reconnect, or closed the socket: reconnect at once.
+    Reconnect(String),
+    /// The receiver of answers is gone: the bridge is stopping.
+    Stopped,
+}
+
+struct Seen {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Seen {
+    /// Records `id`; false if it was seen before.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.set.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > SEEN_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+pub(super) async fn run(slack: &Slack, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+    tokio::select! {
+        _ = shutdown.recv() => return,
+        _ = slack.learn_target_dms() => {}
+    }
+    let mut seen = Seen { order: VecDeque::new(), set: HashSet::new() };
+    let mut backoff = slack.options.backoff;
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.recv() => return,
+            r = session(slack, &answers, &mut seen) => r,
+        };
+        let pause = match result {
+            Ok(End::Stopped) => return,
+            Ok(End::Reconnect(why)) => {
+                tracing::info!(reason = %why, "slack socket mode: reconnecting");
+                backoff = slack.options.backoff;
+                Duration::ZERO
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "slack socket mode connection failed; backing off");
+                let p = backoff;
+                backoff = (backoff * 2).min(slack.options.max_backoff);
+                p
+            }
+        };
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+async fn session(slack: &Slack, answers: &mpsc::Sender<Answer>, seen: &mut Seen) -> Result<End, String> {
+    let v = slack
+        .api
+        .call("apps.connections.open", Token::App, None, Body::Form(Vec::new()))
+        .await
+        .map_err(|e| format!("apps.connections.open: {e} (check slack.app_token and that Socket Mode is on)"))?;
+    let url = v["url"].as_str().ok_or("apps.connections.open answered without a url")?;
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("socket mode connect: {e}"))?;
+    if let Ok(s) = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => Ok(s),
+        _ => Err(()),
+    } {
+        let _ = s.set_nodelay(true);
+    }
+    let (mut sink, mut stream) = ws.split();
+    let ping = slack.options.ping_interval;
+    let mut ticker = tokio::time::interval(ping);
+    ticker.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut greeted = false;
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > ping * 3 {
+                    return Ok(End::Reconnect("socket silent".into()));
+                }
+                sink.send(Message::Ping(Vec::new().into())).await.map_err(|e| format!("socket mode ping: {e}"))?;
+                continue;
+            }
+        };
+        let frame = match frame {
+            None if !greeted => return Err("socket closed before hello".into()),
+            None => return Ok(End::Reconnect("socket closed".into())),
+            Some(Err(e)) => return Err(format!("socket mode read: {e}")),
+            Some(Ok(f)) => f,
+        };
+        last_heard = tokio::time::Instant::now();
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Close(c) if !greeted => return Err(format!("closed by server before hello: {c:?}")),
+            Message::Close(c) => return Ok(End::Reconnect(format!("closed by server: {c:?}"))),
+            _ => continue,
+        };
+        let Ok(env) = serde_json::from_str::<Value>(text.as_str()) else {
+            tracing::warn!("unreadable socket mode frame");
+            continue;
+        };
+        match env["type"].as_str() {
+            Some("hello") => {
+                greeted = true;
+                tracing::info!(connections = env["num_connections"].as_u64(), "slack socket mode connected");
+                continue;
+            }
+            Some("disconnect") => {
+                return Ok(End::Reconnect(format!("disconnect: {}", env["reason"].as_str().unwrap_or("?"))));
+            }
+            _ => {}
+        }
+        let Some(envelope_id) = env["envelope_id"].as_str() else { continue };
+        // Ack first: Slack's 3-second deadline must not depend on the engine.
+        let ack = json!({"envelope_id": envelope_id}).to_string();
+        sink.send(Message::Text(ack.into())).await.map_err(|e| format!("socket mode ack: {e}"))?;
+        if !seen.insert(envelope_id) {
+            tracing::debug!(envelope_id, "retried envelope ignored");
+            continue;
+        }
+        for a in slack.decode(&env).await {
+            if answers.send(a).await.is_err() {
+                return Ok(End::Stopped);
+            }
+        }
+    }
+}
