@@ -29,7 +29,7 @@ pub async fn sequential(s: &Subject, n: usize, report: &mut Report) -> Result<()
     let (mut to_prompt, mut to_decision) = (Vec::new(), Vec::new());
     let run = nonce();
     for i in 0..n {
-        let marker = format!("bench-seq-{run}-{i}");
+        let marker = format!("bench-seq-{run}-{i}-end");
         let t0 = Instant::now();
         let req = s.op.request_exec(&format!("echo {marker}"), LONG.as_millis() as u64).await?;
         let prompt = s.tg.wait_for(Duration::from_secs(60), &marker, |v| Subject::actionable(v, &marker)).await;
@@ -54,7 +54,7 @@ pub async fn sequential(s: &Subject, n: usize, report: &mut Report) -> Result<()
 /// `n` approvals at once for one owner, then `n` taps at once.
 pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
     let run = nonce();
-    let markers: Vec<String> = (0..n).map(|i| format!("bench-burst-{run}-{i}")).collect();
+    let markers: Vec<String> = (0..n).map(|i| format!("bench-burst-{run}-{i}-end")).collect();
     let t0 = Instant::now();
     let reqs: Vec<PendingRequest> =
         join_all(markers.iter().map(|m| async move { s.op.request_exec(&format!("echo {m}"), LONG.as_millis() as u64).await }))
