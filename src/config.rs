@@ -73,7 +73,7 @@ impl Config {
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",
-                "no channel is configured: add a [telegram] or [matrix] section (see config.example.toml), or approvals reach nobody",
+                "no channel is configured: add a [telegram], [matrix], [discord] or [slack] section (see config.example.toml), or approvals reach nobody",
             ));
         }
         Ok(())
