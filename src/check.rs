@@ -27,7 +27,9 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
         None => {}
         Some(Err(e)) => problems.push(format!("{e:#}")),
         Some(Ok(opts)) => match bridge::gateway::probe(&opts, GATEWAY_WAIT).await {
-            Err(e) => problems.push(format!("state.dir: cannot load or create the device key: {e}")),
+            Err(e) => problems.push(format!(
+                "state.dir: cannot load or create the device key: {e}"
+            )),
             Ok(r) => {
                 println!("gateway  {} (device {})", r.url, r.device_id);
                 if r.pairing_required {
@@ -41,7 +43,11 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
                         r.error.as_deref().unwrap_or("unknown error")
                     ));
                 } else {
-                    println!("gateway  ok: protocol {}, scopes {:?}", r.protocol.unwrap_or_default(), r.granted);
+                    println!(
+                        "gateway  ok: protocol {}, scopes {:?}",
+                        r.protocol.unwrap_or_default(),
+                        r.granted
+                    );
                     if let Some(n) = r.pending {
                         println!("gateway  {n} approval(s) pending now");
                     }
@@ -63,8 +69,15 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
         Ok(channels) => {
             for c in channels {
                 match c.health().await {
-                    Ok(desc) => println!("{:<8} ok: {desc}, {} target(s)", c.name(), c.targets().len()),
-                    Err(e) => problems.push(format!("{}: health check failed: {e} (check its bot token and api_url)", c.name())),
+                    Ok(desc) => println!(
+                        "{:<8} ok: {desc}, {} target(s)",
+                        c.name(),
+                        c.targets().len()
+                    ),
+                    Err(e) => problems.push(format!(
+                        "{}: health check failed: {e} (check its bot token and api_url)",
+                        c.name()
+                    )),
                 }
             }
         }

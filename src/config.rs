@@ -41,13 +41,16 @@ pub struct Config {
 impl Config {
     /// Reads, parses and validates `path` (no network, no secrets read yet).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg = Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg =
+            Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))?;
         Ok(cfg)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -56,19 +59,23 @@ impl Config {
         self.gateway.validate()?;
         #[cfg(feature = "telegram")]
         if let Some(t) = &self.telegram {
-            t.validate().map_err(|e| ConfigError::new(format!("telegram.{}", e.field), e.message))?;
+            t.validate()
+                .map_err(|e| ConfigError::new(format!("telegram.{}", e.field), e.message))?;
         }
         #[cfg(feature = "discord")]
         if let Some(d) = &self.discord {
-            d.validate().map_err(|e| ConfigError::new(format!("discord.{}", e.field), e.message))?;
+            d.validate()
+                .map_err(|e| ConfigError::new(format!("discord.{}", e.field), e.message))?;
         }
         #[cfg(feature = "matrix")]
         if let Some(m) = &self.matrix {
-            m.validate().map_err(|e| ConfigError::new(format!("matrix.{}", e.field), e.message))?;
+            m.validate()
+                .map_err(|e| ConfigError::new(format!("matrix.{}", e.field), e.message))?;
         }
         #[cfg(feature = "slack")]
         if let Some(s) = &self.slack {
-            s.validate().map_err(|e| ConfigError::new(format!("slack.{}", e.field), e.message))?;
+            s.validate()
+                .map_err(|e| ConfigError::new(format!("slack.{}", e.field), e.message))?;
         }
         if self.channel_count() == 0 {
             return Err(ConfigError::new(

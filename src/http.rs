@@ -34,13 +34,24 @@ impl Health {
         if let Some(req) = &link.pairing_request {
             out.push(format!("gateway: device not paired; run `openclaw devices approve {req}` on the gateway host"));
         } else if !link.connected {
-            out.push(format!("gateway: link down ({})", link.last_error.as_deref().unwrap_or("connecting")));
+            out.push(format!(
+                "gateway: link down ({})",
+                link.last_error.as_deref().unwrap_or("connecting")
+            ));
         } else if !link.missing_scopes.is_empty() {
-            out.push(format!("gateway: missing scopes {:?}: the bridge is blind to agent approvals", link.missing_scopes));
+            out.push(format!(
+                "gateway: missing scopes {:?}: the bridge is blind to agent approvals",
+                link.missing_scopes
+            ));
         } else if !link.replayed {
             out.push("gateway: pending approvals not yet replayed".into());
         }
-        for (name, h) in self.channels.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (name, h) in self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             if let Err(e) = h {
                 out.push(format!("{name}: {e}"));
             }
@@ -51,18 +62,35 @@ impl Health {
 
 async fn healthz(State(h): State<Health>) -> impl IntoResponse {
     let problems = h.problems();
-    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({"status": if problems.is_empty() { "ok" } else { "unhealthy" }, "problems": problems});
     (status, axum::Json(body))
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.render(),
+    )
 }
 
 /// Serves until `shutdown` fires.
-pub async fn serve(addr: SocketAddr, health: Health, mut shutdown: broadcast::Receiver<()>) -> anyhow::Result<()> {
-    let app = Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(health);
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    mut shutdown: broadcast::Receiver<()>,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http.listen: cannot listen on {addr}: {e}"))?;

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "OpenClaw exec approvals as one-tap prompts in your chat DMs")]
+#[command(
+    version,
+    about = "OpenClaw exec approvals as one-tap prompts in your chat DMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +42,10 @@ fn main() -> ExitCode {
     // pick one for the whole process before any TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -41,7 +41,8 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
 /// Creates the state directory, readable by the bridge's user only.
 pub fn state_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
     let dir = cfg.state.dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -51,7 +52,10 @@ pub fn state_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-pub fn gateway_options(cfg: &Config, state_dir: &std::path::Path) -> anyhow::Result<GatewayOptions> {
+pub fn gateway_options(
+    cfg: &Config,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<GatewayOptions> {
     let token = cfg.gateway.token.resolve("gateway.token")?;
     let mut opts = GatewayOptions::new(cfg.gateway.url.clone(), Some(token), state_dir);
     opts.tls_pin = cfg.gateway.fingerprint()?;
@@ -80,7 +84,11 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
             (None, Some(t)) => t.resolve("matrix.access_token")?,
             (None, None) => anyhow::bail!("matrix.password: set password or access_token"),
         };
-        out.push(Arc::new(channels::matrix::Matrix::new(m, &secret, &cfg.state.dir)?));
+        out.push(Arc::new(channels::matrix::Matrix::new(
+            m,
+            &secret,
+            &cfg.state.dir,
+        )?));
     }
     #[cfg(feature = "slack")]
     if let Some(s) = &cfg.slack {
@@ -93,7 +101,10 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
 
 /// Checks each channel's credentials at start. A permanent failure (bad token) stops the
 /// bridge; a transient one is retried for a while, then reported on /healthz.
-async fn check_channels(channels: &[Arc<dyn Channel>], health: &ChannelHealth) -> anyhow::Result<()> {
+async fn check_channels(
+    channels: &[Arc<dyn Channel>],
+    health: &ChannelHealth,
+) -> anyhow::Result<()> {
     for c in channels {
         let mut attempt = 0u32;
         let result = loop {
@@ -110,18 +121,28 @@ async fn check_channels(channels: &[Arc<dyn Channel>], health: &ChannelHealth) -
         match &result {
             Ok(desc) => tracing::info!(channel = c.name(), identity = %desc, "channel healthy"),
             Err(e) if !e.is_transient() => {
-                anyhow::bail!("{} health check failed: {e} (check its token and api_url)", c.name())
+                anyhow::bail!(
+                    "{} health check failed: {e} (check its token and api_url)",
+                    c.name()
+                )
             }
-            Err(e) => tracing::error!(channel = c.name(), error = %e, "channel unreachable; prompts will be retried"),
+            Err(e) => {
+                tracing::error!(channel = c.name(), error = %e, "channel unreachable; prompts will be retried")
+            }
         }
-        health.lock().unwrap_or_else(|e| e.into_inner()).insert(c.name().to_owned(), result.map_err(|e| e.to_string()));
+        health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.name().to_owned(), result.map_err(|e| e.to_string()));
     }
     Ok(())
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let dir = state_dir(&cfg)?;
-    let store = Arc::new(Store::open(&dir.join("bridge.sqlite")).context("state.dir: cannot open the database")?);
+    let store = Arc::new(
+        Store::open(&dir.join("bridge.sqlite")).context("state.dir: cannot open the database")?,
+    );
     let opts = gateway_options(&cfg, &dir)?;
     let channels = build_channels(&cfg)?;
     let channel_health: ChannelHealth = Arc::new(Mutex::new(BTreeMap::new()));
@@ -130,8 +151,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (shutdown, _) = broadcast::channel::<()>(1);
     let (gw_tx, mut gw_rx) = mpsc::channel(1024);
-    let (client, gw_task) =
-        Client::spawn(opts, gw_tx, shutdown.subscribe()).context("state.dir: cannot load or create the device key")?;
+    let (client, gw_task) = Client::spawn(opts, gw_tx, shutdown.subscribe())
+        .context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
     let (engine, input, link) = Engine::new(channels.clone(), client, store, metrics.clone())?;
 
@@ -159,7 +180,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
     if let Some(h) = &cfg.http {
-        let health = Health { link, channels: channel_health, metrics };
+        let health = Health {
+            link,
+            channels: channel_health,
+            metrics,
+        };
         let (addr, stop) = (h.listen, shutdown.subscribe());
         // Bind now so a taken port fails the start instead of a silent missing listener.
         let serve = http::serve(addr, health, stop);
@@ -198,6 +223,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
     Ok(())
 }

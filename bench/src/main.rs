@@ -16,7 +16,9 @@ use clap::Parser;
 use crate::table::Report;
 
 #[derive(Parser)]
-#[command(about = "Side-by-side benchmark: approval-bridge vs OpenClaw's built-in Telegram approvals")]
+#[command(
+    about = "Side-by-side benchmark: approval-bridge vs OpenClaw's built-in Telegram approvals"
+)]
 struct Args {
     /// The approval-bridge binary (release build).
     #[arg(long, default_value = "target/release/approval-bridge")]
@@ -42,11 +44,18 @@ struct Args {
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let bridge = std::fs::canonicalize(&args.bridge)
-        .with_context(|| format!("{} not found: build it with `cargo build --release`", args.bridge.display()))?;
+    let bridge = std::fs::canonicalize(&args.bridge).with_context(|| {
+        format!(
+            "{} not found: build it with `cargo build --release`",
+            args.bridge.display()
+        )
+    })?;
     let mut report = Report::default();
-    let subjects: &[subject::Kind] =
-        if args.only_bridge { &[subject::Kind::Bridge] } else { &[subject::Kind::Bridge, subject::Kind::Builtin] };
+    let subjects: &[subject::Kind] = if args.only_bridge {
+        &[subject::Kind::Bridge]
+    } else {
+        &[subject::Kind::Bridge, subject::Kind::Builtin]
+    };
     for kind in subjects {
         eprintln!("== subject {}", kind.label());
         let s = subject::Subject::start(*kind, &bridge).await?;

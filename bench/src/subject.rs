@@ -54,7 +54,9 @@ impl Subject {
             }}}));
         }
         let t0 = Instant::now();
-        let gw = Gateway::start(config).await.context("start the OpenClaw gateway")?;
+        let gw = Gateway::start(config)
+            .await
+            .context("start the OpenClaw gateway")?;
         let (bridge, startup_ms) = match kind {
             Kind::Bridge => {
                 let t = Instant::now();
@@ -75,7 +77,14 @@ impl Subject {
             }
         };
         let op = Operator::connect(&gw, "bench-requester").await?;
-        Ok(Subject { kind, gw, tg, op, bridge, startup_ms })
+        Ok(Subject {
+            kind,
+            gw,
+            tg,
+            op,
+            bridge,
+            startup_ms,
+        })
     }
 
     /// Resident memory of the subject: the bridge process, or the whole gateway process
@@ -91,14 +100,19 @@ impl Subject {
 
     /// The owner's actionable prompt (a message with buttons) that mentions `marker`.
     pub fn actionable(v: &testkit::fake_telegram::View<'_>, marker: &str) -> Option<Message> {
-        v.bot_messages(OWNER).into_iter().find(|m| m.raw.contains(marker) && !m.buttons().is_empty()).cloned()
+        v.bot_messages(OWNER)
+            .into_iter()
+            .find(|m| m.raw.contains(marker) && !m.buttons().is_empty())
+            .cloned()
     }
 
     /// The callback data of the Allow once button.
     pub fn allow_once(m: &Message) -> Option<String> {
         m.buttons()
             .into_iter()
-            .find(|(label, data)| label.to_lowercase().contains("once") || data.contains("allow-once"))
+            .find(|(label, data)| {
+                label.to_lowercase().contains("once") || data.contains("allow-once")
+            })
             .map(|(_, d)| d)
     }
 

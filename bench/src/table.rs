@@ -41,18 +41,32 @@ impl Report {
                 Some((p50, p95, max)) => format!("{} | {} | {}", num(p50), num(p95), num(max)),
                 None => "– | – | –".into(),
             };
-            s.push_str(&format!("| {metric} | {} | {} | {} | {ratio} |\n", a.len().max(b.len()), cells(sa), cells(sb)));
+            s.push_str(&format!(
+                "| {metric} | {} | {} | {} | {ratio} |\n",
+                a.len().max(b.len()),
+                cells(sa),
+                cells(sb)
+            ));
         }
         s
     }
 
     pub fn raw(&self) -> Value {
-        Value::Array(self.rows.iter().map(|(m, a, b)| json!({"metric": m, "bridge": a, "builtin": b})).collect())
+        Value::Array(
+            self.rows
+                .iter()
+                .map(|(m, a, b)| json!({"metric": m, "bridge": a, "builtin": b}))
+                .collect(),
+        )
     }
 }
 
 fn num(x: f64) -> String {
-    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
 }
 
 /// (p50, p95, max) by nearest rank.
@@ -83,6 +97,11 @@ mod tests {
         let mut r = Report::default();
         r.add(Kind::Bridge, "x (ms)", vec![10.0]);
         r.add(Kind::Builtin, "x (ms)", vec![1000.0]);
-        assert!(r.markdown().contains("| x (ms) | 1 | 10.0 | 10.0 | 10.0 | 1000 | 1000 | 1000 | 100.0× |"), "{}", r.markdown());
+        assert!(
+            r.markdown()
+                .contains("| x (ms) | 1 | 10.0 | 10.0 | 10.0 | 1000 | 1000 | 1000 | 100.0× |"),
+            "{}",
+            r.markdown()
+        );
     }
 }

@@ -31,9 +31,17 @@ pub async fn sequential(s: &Subject, n: usize, report: &mut Report) -> Result<()
     for i in 0..n {
         let marker = format!("bench-seq-{run}-{i}-end");
         let t0 = Instant::now();
-        let req = s.op.request_exec(&format!("echo {marker}"), LONG.as_millis() as u64).await?;
-        let prompt = s.tg.wait_for(Duration::from_secs(60), &marker, |v| Subject::actionable(v, &marker)).await;
-        let at = s.actionable_at(prompt.message_id, &marker).context("prompt send not recorded")?;
+        let req =
+            s.op.request_exec(&format!("echo {marker}"), LONG.as_millis() as u64)
+                .await?;
+        let prompt =
+            s.tg.wait_for(Duration::from_secs(60), &marker, |v| {
+                Subject::actionable(v, &marker)
+            })
+            .await;
+        let at = s
+            .actionable_at(prompt.message_id, &marker)
+            .context("prompt send not recorded")?;
         to_prompt.push(ms(at.duration_since(t0)));
         let data = Subject::allow_once(&prompt).context("no Allow once button")?;
         let t1 = Instant::now();
@@ -41,26 +49,37 @@ pub async fn sequential(s: &Subject, n: usize, report: &mut Report) -> Result<()
         let decision = req.outcome(Duration::from_secs(60)).await?;
         to_decision.push(ms(t1.elapsed()));
         if decision != Some(Decision::AllowOnce) {
-            bail!("{}: sequential #{i} ended with {decision:?}", s.kind.label());
+            bail!(
+                "{}: sequential #{i} ended with {decision:?}",
+                s.kind.label()
+            );
         }
         // Let the subject finish its edits so the next prompt starts from a free chat.
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     report.add(s.kind, "sequential: request -> prompt sent (ms)", to_prompt);
-    report.add(s.kind, "sequential: tap -> decision at requester (ms)", to_decision);
+    report.add(
+        s.kind,
+        "sequential: tap -> decision at requester (ms)",
+        to_decision,
+    );
     Ok(())
 }
 
 /// `n` approvals at once for one owner, then `n` taps at once.
 pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
     let run = nonce();
-    let markers: Vec<String> = (0..n).map(|i| format!("bench-burst-{run}-{i}-end")).collect();
+    let markers: Vec<String> = (0..n)
+        .map(|i| format!("bench-burst-{run}-{i}-end"))
+        .collect();
     let t0 = Instant::now();
-    let reqs: Vec<PendingRequest> =
-        join_all(markers.iter().map(|m| async move { s.op.request_exec(&format!("echo {m}"), LONG.as_millis() as u64).await }))
+    let reqs: Vec<PendingRequest> = join_all(markers.iter().map(|m| async move {
+        s.op.request_exec(&format!("echo {m}"), LONG.as_millis() as u64)
             .await
-            .into_iter()
-            .collect::<Result<_>>()?;
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<_>>()?;
     // Not `wait_for`: a subject that never shows some prompts is a result, not a crash.
     let deadline = Instant::now() + Duration::from_secs(180);
     let prompts = loop {
@@ -68,7 +87,11 @@ pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
         let found: Vec<(usize, Message)> = markers
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| msgs.iter().find(|x| x.raw.contains(m.as_str()) && !x.buttons().is_empty()).map(|x| (i, x.clone())))
+            .filter_map(|(i, m)| {
+                msgs.iter()
+                    .find(|x| x.raw.contains(m.as_str()) && !x.buttons().is_empty())
+                    .map(|x| (i, x.clone()))
+            })
             .collect();
         if found.len() == n || Instant::now() > deadline {
             break found;
@@ -77,7 +100,9 @@ pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
     };
     let mut actionable = Vec::new();
     for (i, p) in &prompts {
-        let at = s.actionable_at(p.message_id, &markers[*i]).context("burst prompt send not recorded")?;
+        let at = s
+            .actionable_at(p.message_id, &markers[*i])
+            .context("burst prompt send not recorded")?;
         actionable.push(ms(at.duration_since(t0)));
     }
     let t1 = Instant::now();
@@ -86,20 +111,55 @@ pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
         s.tg.press(OWNER, OWNER, p.message_id, &data);
     }
     let shown: std::collections::HashSet<usize> = prompts.iter().map(|(i, _)| *i).collect();
-    let tapped = reqs.into_iter().enumerate().filter(|(i, _)| shown.contains(i)).map(|(_, r)| async move {
-        let d = r.outcome(Duration::from_secs(120)).await.ok().flatten();
-        (d, ms(t1.elapsed()))
-    });
+    let tapped = reqs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| shown.contains(i))
+        .map(|(_, r)| async move {
+            let d = r.outcome(Duration::from_secs(120)).await.ok().flatten();
+            (d, ms(t1.elapsed()))
+        });
     let decided: Vec<(Option<Decision>, f64)> = join_all(tapped).await;
-    let lost = n - decided.iter().filter(|(d, _)| *d == Some(Decision::AllowOnce)).count();
-    report.add(s.kind, &format!("burst {n}: prompts never shown within 180 s"), vec![(n - prompts.len()) as f64]);
+    let lost = n - decided
+        .iter()
+        .filter(|(d, _)| *d == Some(Decision::AllowOnce))
+        .count();
+    report.add(
+        s.kind,
+        &format!("burst {n}: prompts never shown within 180 s"),
+        vec![(n - prompts.len()) as f64],
+    );
     let rate_limited = s.tg.calls().iter().filter(|c| c.status == 429).count();
-    report.add(s.kind, &format!("burst {n}: prompt actionable after request (ms)"), actionable.clone());
-    report.add(s.kind, &format!("burst {n}: all actionable (ms)"), vec![actionable.iter().copied().fold(0.0, f64::max)]);
-    report.add(s.kind, &format!("burst {n}: decision after tap (ms)"), decided.iter().map(|d| d.1).collect());
-    report.add(s.kind, &format!("burst {n}: all decided (ms)"), vec![decided.iter().map(|d| d.1).fold(0.0, f64::max)]);
-    report.add(s.kind, &format!("burst {n}: approvals lost"), vec![lost as f64]);
-    report.add(s.kind, "429s answered by the fake (whole run)", vec![rate_limited as f64]);
+    report.add(
+        s.kind,
+        &format!("burst {n}: prompt actionable after request (ms)"),
+        actionable.clone(),
+    );
+    report.add(
+        s.kind,
+        &format!("burst {n}: all actionable (ms)"),
+        vec![actionable.iter().copied().fold(0.0, f64::max)],
+    );
+    report.add(
+        s.kind,
+        &format!("burst {n}: decision after tap (ms)"),
+        decided.iter().map(|d| d.1).collect(),
+    );
+    report.add(
+        s.kind,
+        &format!("burst {n}: all decided (ms)"),
+        vec![decided.iter().map(|d| d.1).fold(0.0, f64::max)],
+    );
+    report.add(
+        s.kind,
+        &format!("burst {n}: approvals lost"),
+        vec![lost as f64],
+    );
+    report.add(
+        s.kind,
+        "429s answered by the fake (whole run)",
+        vec![rate_limited as f64],
+    );
     Ok(())
 }
 
@@ -118,13 +178,17 @@ pub async fn scale(bridge_exe: &Path, pending: usize, report: &mut Report) -> Re
     let mut held = Vec::new();
     let mut requested = 0usize;
     let phase = |target: usize| target.min(pending);
-    for (label, target) in [("1,000 approvals, 10 owners", phase(1000)), ("pending at once", phase(pending))] {
+    for (label, target) in [
+        ("1,000 approvals, 10 owners", phase(1000)),
+        ("pending at once", phase(pending)),
+    ] {
         let t0 = Instant::now();
         while requested < target {
             let batch = (target - requested).min(100);
             let op = &op;
             let reqs = join_all((0..batch).map(|i| async move {
-                op.request_exec(&format!("echo scale-{}", requested + i), 3_600_000).await
+                op.request_exec(&format!("echo scale-{}", requested + i), 3_600_000)
+                    .await
             }))
             .await;
             for r in reqs {
@@ -134,13 +198,21 @@ pub async fn scale(bridge_exe: &Path, pending: usize, report: &mut Report) -> Re
         }
         wait_requested(&b, target).await?;
         let usage = procfs::process(pid).unwrap_or_default();
-        report.add(Kind::Bridge, &format!("scale: RSS with {target} ({label}) (MB)"), vec![usage.rss_bytes as f64 / 1048576.0]);
+        report.add(
+            Kind::Bridge,
+            &format!("scale: RSS with {target} ({label}) (MB)"),
+            vec![usage.rss_bytes as f64 / 1048576.0],
+        );
         report.add(
             Kind::Bridge,
             &format!("scale: bridge CPU for {target} requested (ms)"),
             vec![ms(usage.cpu.saturating_sub(before.cpu))],
         );
-        report.add(Kind::Bridge, &format!("scale: time to see {target} (ms)"), vec![ms(t0.elapsed())]);
+        report.add(
+            Kind::Bridge,
+            &format!("scale: time to see {target} (ms)"),
+            vec![ms(t0.elapsed())],
+        );
     }
     drop(held);
     Ok(())

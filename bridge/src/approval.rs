@@ -213,7 +213,10 @@ impl Approval {
             risk_kinds: strings_at(req, &["commandAnalysis", "riskKinds"]),
             cron: req.get("cronExecutionSource").is_some_and(|v| !v.is_null()),
             allowed_decisions,
-            created_at_ms: payload.get("createdAtMs").and_then(Value::as_i64).unwrap_or(0),
+            created_at_ms: payload
+                .get("createdAtMs")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
             expires_at_ms: payload.get("expiresAtMs").and_then(Value::as_i64),
         })
     }
@@ -240,7 +243,11 @@ fn strings_at(v: &Value, path: &[&str]) -> Vec<String> {
         }
     }
     cur.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -278,7 +285,11 @@ pub enum Decider {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Outcome {
-    Decided { decision: Decision, by: Decider, at_ms: i64 },
+    Decided {
+        decision: Decision,
+        by: Decider,
+        at_ms: i64,
+    },
     /// The gateway let it time out.
     Expired { at_ms: i64 },
     /// The gateway no longer knows it (restarted, or ended while we were away).
@@ -288,9 +299,9 @@ pub enum Outcome {
 impl Outcome {
     pub fn at_ms(&self) -> i64 {
         match self {
-            Outcome::Decided { at_ms, .. } | Outcome::Expired { at_ms } | Outcome::Gone { at_ms } => {
-                *at_ms
-            }
+            Outcome::Decided { at_ms, .. }
+            | Outcome::Expired { at_ms }
+            | Outcome::Gone { at_ms } => *at_ms,
         }
     }
 
@@ -298,15 +309,21 @@ impl Outcome {
     /// Channels escape it for their markup and add the time in their own format.
     pub fn summary(&self) -> String {
         match self {
-            Outcome::Decided { decision, by: Decider::Responder(r), .. } => {
+            Outcome::Decided {
+                decision,
+                by: Decider::Responder(r),
+                ..
+            } => {
                 format!("{} by {} via {}", decision.past(), r, r.channel)
             }
-            Outcome::Decided { decision, by: Decider::Elsewhere { resolved_by }, .. } => {
-                match resolved_by {
-                    Some(who) => format!("{} elsewhere by {}", decision.past(), who),
-                    None => format!("{} elsewhere", decision.past()),
-                }
-            }
+            Outcome::Decided {
+                decision,
+                by: Decider::Elsewhere { resolved_by },
+                ..
+            } => match resolved_by {
+                Some(who) => format!("{} elsewhere by {}", decision.past(), who),
+                None => format!("{} elsewhere", decision.past()),
+            },
             Outcome::Expired { .. } => "Expired without a decision".to_owned(),
             Outcome::Gone { .. } => "No longer pending at the gateway".to_owned(),
         }
@@ -344,7 +361,10 @@ mod tests {
         assert_eq!(a.command, "rm -rf /tmp/x");
         assert_eq!(a.warnings, vec!["deletes files", "recursive"]);
         assert_eq!(a.risk_kinds, vec!["destructive"]);
-        assert_eq!(a.allowed_decisions, vec![Decision::AllowOnce, Decision::Deny]);
+        assert_eq!(
+            a.allowed_decisions,
+            vec![Decision::AllowOnce, Decision::Deny]
+        );
         assert!(!a.offers(Decision::AllowAlways));
         assert_eq!(a.expires_at_ms, Some(2000));
     }
@@ -362,8 +382,14 @@ mod tests {
     #[test]
     fn exec_without_command_is_an_error() {
         let p = json!({"id": "x", "request": {}});
-        assert_eq!(Approval::from_gateway(Kind::Exec, &p), Err(ParseError::Missing("request.command")));
-        assert_eq!(Approval::from_gateway(Kind::Exec, &json!({})), Err(ParseError::Missing("id")));
+        assert_eq!(
+            Approval::from_gateway(Kind::Exec, &p),
+            Err(ParseError::Missing("request.command"))
+        );
+        assert_eq!(
+            Approval::from_gateway(Kind::Exec, &json!({})),
+            Err(ParseError::Missing("id"))
+        );
     }
 
     #[test]

@@ -109,12 +109,18 @@ impl Refusal {
     pub fn message(self) -> &'static str {
         match self {
             Refusal::NotAllowed => "You are not allowed to decide approvals here.",
-            Refusal::NotDirectMessage => "Approvals are decided only in a direct chat with the bot.",
+            Refusal::NotDirectMessage => {
+                "Approvals are decided only in a direct chat with the bot."
+            }
             Refusal::UnknownApproval => "No pending approval with that id.",
             Refusal::NotOurPrompt => "That message is not an approval prompt of this bridge.",
             Refusal::DecisionNotOffered => "That decision is not offered for this approval.",
-            Refusal::Malformed => "Could not read that answer. Use the buttons or /approve <id> allow-once|allow-always|deny.",
-            Refusal::GatewayUnavailable => "The gateway could not be reached; nothing was decided. Try again shortly.",
+            Refusal::Malformed => {
+                "Could not read that answer. Use the buttons or /approve <id> allow-once|allow-always|deny."
+            }
+            Refusal::GatewayUnavailable => {
+                "The gateway could not be reached; nothing was decided. Try again shortly."
+            }
             Refusal::GatewayRejected => "The gateway refused that decision; nothing was decided.",
         }
     }
@@ -124,10 +130,16 @@ impl Refusal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     /// The decision was accepted by the gateway.
-    Accepted { id: ApprovalId, decision: Decision },
+    Accepted {
+        id: ApprovalId,
+        decision: Decision,
+    },
     Refused(Refusal),
     /// The approval had already ended; this is how.
-    AlreadyFinished { id: ApprovalId, outcome: Outcome },
+    AlreadyFinished {
+        id: ApprovalId,
+        outcome: Outcome,
+    },
     /// Answer to `/pending`.
     Pending(Vec<Approval>),
 }
@@ -138,12 +150,18 @@ impl Notice {
         match self {
             Notice::Accepted { decision, .. } => format!("{}.", decision.past()),
             Notice::Refused(r) => r.message().to_owned(),
-            Notice::AlreadyFinished { outcome, .. } => format!("Already finished: {}.", outcome.summary()),
+            Notice::AlreadyFinished { outcome, .. } => {
+                format!("Already finished: {}.", outcome.summary())
+            }
             Notice::Pending(list) if list.is_empty() => "No pending approvals.".to_owned(),
             Notice::Pending(list) => {
                 let mut s = format!("{} pending:", list.len());
                 for a in list {
-                    s.push_str(&format!("\n{} {}", a.id, a.command.chars().take(80).collect::<String>()));
+                    s.push_str(&format!(
+                        "\n{} {}",
+                        a.id,
+                        a.command.chars().take(80).collect::<String>()
+                    ));
                 }
                 s
             }
@@ -156,7 +174,10 @@ impl Notice {
 pub enum ChannelError {
     /// Rate limited or a server/network fault: try again after the hint.
     #[error("transient: {message}")]
-    Transient { message: String, retry_after: Option<std::time::Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The message no longer exists or can no longer be edited: do not retry.
     #[error("message gone: {0}")]
     MessageGone(String),
@@ -189,10 +210,19 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Sends the prompt for `approval` to `target`. Retries its own transient faults
     /// (rate limits); an error here is final for this attempt.
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError>;
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError>;
 
     /// Rewrites a prompt to show the outcome and removes its buttons.
-    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError>;
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError>;
 
     /// Tells one responder something (answers a callback query, or a message in the chat).
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError>;

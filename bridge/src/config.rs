@@ -20,7 +20,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), problem: problem.into() }
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -36,7 +39,9 @@ impl Secret {
     pub fn parse(s: &str) -> Result<Secret, String> {
         if let Some(name) = s.strip_prefix("env:") {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`env:{name}` is not a valid environment variable name"));
+                return Err(format!(
+                    "`env:{name}` is not a valid environment variable name"
+                ));
             }
             Ok(Secret::Env(name.to_owned()))
         } else if let Some(path) = s.strip_prefix("file:") {
@@ -54,10 +59,12 @@ impl Secret {
     /// Reads the secret. `field` names the config key in the error.
     pub fn resolve(&self, field: &str) -> Result<String, ConfigError> {
         let value = match self {
-            Secret::Env(name) => std::env::var(name)
-                .map_err(|_| ConfigError::new(field, format!("environment variable {name} is not set")))?,
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", path.display())))?,
+            Secret::Env(name) => std::env::var(name).map_err(|_| {
+                ConfigError::new(field, format!("environment variable {name} is not set"))
+            })?,
+            Secret::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(field, format!("cannot read {}: {e}", path.display()))
+            })?,
         };
         let value = value.trim().to_owned();
         if value.is_empty() {
@@ -102,13 +109,19 @@ impl GatewayConfig {
         if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
             return Err(ConfigError::new(
                 "gateway.url",
-                format!("`{}` must start with ws:// or wss://, e.g. ws://127.0.0.1:18789", self.url),
+                format!(
+                    "`{}` must start with ws:// or wss://, e.g. ws://127.0.0.1:18789",
+                    self.url
+                ),
             ));
         }
         if let Some(fp) = &self.tls_fingerprint {
             parse_fingerprint(fp)?;
             if !self.url.starts_with("wss://") {
-                return Err(ConfigError::new("gateway.tls_fingerprint", "pinning needs a wss:// gateway.url"));
+                return Err(ConfigError::new(
+                    "gateway.tls_fingerprint",
+                    "pinning needs a wss:// gateway.url",
+                ));
             }
         }
         Ok(())
@@ -116,7 +129,10 @@ impl GatewayConfig {
 
     /// The pinned certificate fingerprint as bytes, if configured.
     pub fn fingerprint(&self) -> Result<Option<[u8; 32]>, ConfigError> {
-        self.tls_fingerprint.as_deref().map(parse_fingerprint).transpose()
+        self.tls_fingerprint
+            .as_deref()
+            .map(parse_fingerprint)
+            .transpose()
     }
 }
 
@@ -125,9 +141,12 @@ fn parse_fingerprint(s: &str) -> Result<[u8; 32], ConfigError> {
     let bytes = hex::decode(&hex).map_err(|_| {
         ConfigError::new("gateway.tls_fingerprint", "must be hex (64 digits, colons allowed), e.g. from `openssl x509 -fingerprint -sha256`")
     })?;
-    bytes
-        .try_into()
-        .map_err(|_| ConfigError::new("gateway.tls_fingerprint", "must be a SHA-256 fingerprint: 32 bytes, 64 hex digits"))
+    bytes.try_into().map_err(|_| {
+        ConfigError::new(
+            "gateway.tls_fingerprint",
+            "must be a SHA-256 fingerprint: 32 bytes, 64 hex digits",
+        )
+    })
 }
 
 /// `[state]`: where the device key, device token and database live.
@@ -185,7 +204,9 @@ mod tests {
         let p = dir.path().join("t");
         std::fs::write(&p, "s3cret\n").unwrap();
         assert_eq!(Secret::File(p).resolve("gateway.token").unwrap(), "s3cret");
-        let e = Secret::Env("APPROVAL_BRIDGE_TEST_SURELY_UNSET".into()).resolve("telegram.bot_token").unwrap_err();
+        let e = Secret::Env("APPROVAL_BRIDGE_TEST_SURELY_UNSET".into())
+            .resolve("telegram.bot_token")
+            .unwrap_err();
         assert_eq!(e.field, "telegram.bot_token");
         assert!(e.problem.contains("APPROVAL_BRIDGE_TEST_SURELY_UNSET"));
     }
@@ -202,12 +223,21 @@ mod tests {
             token: Secret::Env("T".into()),
             tls_fingerprint: fp.map(Into::into),
         };
-        assert_eq!(g("http://x", None).validate().unwrap_err().field, "gateway.url");
+        assert_eq!(
+            g("http://x", None).validate().unwrap_err().field,
+            "gateway.url"
+        );
         assert!(g("ws://127.0.0.1:1", None).validate().is_ok());
         let fp = "AB:".repeat(31) + "AB";
         assert!(g("wss://h", Some(&fp)).validate().is_ok());
-        assert_eq!(g("wss://h", Some(&fp)).fingerprint().unwrap(), Some([0xAB; 32]));
-        assert_eq!(g("wss://h", Some("abcd")).validate().unwrap_err().field, "gateway.tls_fingerprint");
+        assert_eq!(
+            g("wss://h", Some(&fp)).fingerprint().unwrap(),
+            Some([0xAB; 32])
+        );
+        assert_eq!(
+            g("wss://h", Some("abcd")).validate().unwrap_err().field,
+            "gateway.tls_fingerprint"
+        );
         assert!(g("ws://h", Some(&fp)).validate().is_err());
     }
 }

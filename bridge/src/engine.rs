@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
-use crate::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target, Via};
+use crate::channel::{
+    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target, Via,
+};
 use crate::gateway::{GatewayError, GatewayEvent, Resolver};
 use crate::policy::{self, Facts};
 use crate::store::{Store, StoreError};
@@ -21,9 +23,24 @@ use crate::telemetry::{Event, Metrics};
 pub enum Input {
     Gateway(GatewayEvent),
     Answer(Answer),
-    Delivered { id: ApprovalId, target: Target, result: Result<MessageRef, ChannelError>, took: Duration },
-    Finished { id: ApprovalId, prompt: MessageRef, result: Result<(), ChannelError> },
-    ResolveDone { answer: Answer, id: ApprovalId, decision: Decision, result: Result<(), GatewayError>, took: Duration },
+    Delivered {
+        id: ApprovalId,
+        target: Target,
+        result: Result<MessageRef, ChannelError>,
+        took: Duration,
+    },
+    Finished {
+        id: ApprovalId,
+        prompt: MessageRef,
+        result: Result<(), ChannelError>,
+    },
+    ResolveDone {
+        answer: Answer,
+        id: ApprovalId,
+        decision: Decision,
+        result: Result<(), GatewayError>,
+        took: Duration,
+    },
     Retry(Retry),
     Shutdown,
 }
@@ -50,9 +67,14 @@ pub struct LinkStatus {
 
 #[derive(Debug)]
 enum PromptState {
-    Delivering { attempt: u32 },
+    Delivering {
+        attempt: u32,
+    },
     Sent(MessageRef),
-    Finishing { prompt: MessageRef, attempt: u32 },
+    Finishing {
+        prompt: MessageRef,
+        attempt: u32,
+    },
     Finished(MessageRef),
     /// Delivery failed permanently (bad chat id, bot blocked); logged and audited.
     Failed,
@@ -61,7 +83,9 @@ enum PromptState {
 impl PromptState {
     fn message(&self) -> Option<&MessageRef> {
         match self {
-            PromptState::Sent(m) | PromptState::Finishing { prompt: m, .. } | PromptState::Finished(m) => Some(m),
+            PromptState::Sent(m)
+            | PromptState::Finishing { prompt: m, .. }
+            | PromptState::Finished(m) => Some(m),
             PromptState::Delivering { .. } | PromptState::Failed => None,
         }
     }
@@ -84,13 +108,20 @@ struct Entry {
 
 impl Entry {
     fn our_prompts(&self) -> Vec<MessageRef> {
-        self.prompts.values().filter_map(PromptState::message).cloned().collect()
+        self.prompts
+            .values()
+            .filter_map(PromptState::message)
+            .cloned()
+            .collect()
     }
 
     fn done(&self) -> bool {
         self.outcome.is_some()
             && self.resolving.is_empty()
-            && self.prompts.values().all(|p| matches!(p, PromptState::Finished(_) | PromptState::Failed))
+            && self
+                .prompts
+                .values()
+                .all(|p| matches!(p, PromptState::Finished(_) | PromptState::Failed))
     }
 }
 
@@ -130,19 +161,44 @@ impl Engine {
                 .prompts
                 .into_iter()
                 .map(|(m, finished)| {
-                    let state = if finished { PromptState::Finished(m.clone()) } else { PromptState::Sent(m.clone()) };
+                    let state = if finished {
+                        PromptState::Finished(m.clone())
+                    } else {
+                        PromptState::Sent(m.clone())
+                    };
                     (m.target, state)
                 })
                 .collect();
             let id = open.approval.id.clone();
             entries.insert(
                 id,
-                Entry { approval: open.approval, outcome: open.outcome, resolving: Vec::new(), prompts, waiting: Vec::new(), held: Vec::new(), seen: Instant::now() },
+                Entry {
+                    approval: open.approval,
+                    outcome: open.outcome,
+                    resolving: Vec::new(),
+                    prompts,
+                    waiting: Vec::new(),
+                    held: Vec::new(),
+                    seen: Instant::now(),
+                },
             );
         }
-        let channels = channels.into_iter().map(|c| (c.name().to_owned(), c)).collect();
-        let engine =
-            Engine { channels, resolver, store, metrics, entries, tx: tx.clone(), rx, link, inflight: 0, ready_logged: false };
+        let channels = channels
+            .into_iter()
+            .map(|c| (c.name().to_owned(), c))
+            .collect();
+        let engine = Engine {
+            channels,
+            resolver,
+            store,
+            metrics,
+            entries,
+            tx: tx.clone(),
+            rx,
+            link,
+            inflight: 0,
+            ready_logged: false,
+        };
         engine.metrics.pending.set(engine.pending_count() as i64);
         Ok((engine, tx, link_rx))
     }
@@ -152,8 +208,12 @@ impl Engine {
     #[tracing::instrument(name = "engine", skip_all)]
     pub async fn run(mut self) {
         // Prompts that ended while we were down still show buttons: finish them now.
-        let ended: Vec<ApprovalId> =
-            self.entries.iter().filter(|(_, e)| e.outcome.is_some()).map(|(id, _)| id.clone()).collect();
+        let ended: Vec<ApprovalId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.outcome.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ended {
             self.finish_all(&id);
         }
@@ -166,9 +226,11 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + DRAIN;
         while self.inflight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(input @ (Input::Delivered { .. } | Input::Finished { .. } | Input::ResolveDone { .. }))) => {
-                    self.handle(input)
-                }
+                Ok(Some(
+                    input @ (Input::Delivered { .. }
+                    | Input::Finished { .. }
+                    | Input::ResolveDone { .. }),
+                )) => self.handle(input),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -180,7 +242,12 @@ impl Engine {
         match input {
             Input::Gateway(ev) => self.on_gateway(ev),
             Input::Answer(a) => self.on_answer(a),
-            Input::Delivered { id, target, result, took } => {
+            Input::Delivered {
+                id,
+                target,
+                result,
+                took,
+            } => {
                 self.inflight -= 1;
                 self.on_delivered(id, target, result, took)
             }
@@ -188,7 +255,13 @@ impl Engine {
                 self.inflight -= 1;
                 self.on_finished(id, prompt, result)
             }
-            Input::ResolveDone { answer, id, decision, result, took } => {
+            Input::ResolveDone {
+                answer,
+                id,
+                decision,
+                result,
+                took,
+            } => {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
@@ -200,7 +273,10 @@ impl Engine {
     }
 
     fn pending_count(&self) -> usize {
-        self.entries.values().filter(|e| e.outcome.is_none()).count()
+        self.entries
+            .values()
+            .filter(|e| e.outcome.is_none())
+            .count()
     }
 
     // ---- gateway ----
@@ -248,7 +324,8 @@ impl Engine {
     }
 
     fn on_snapshot(&mut self, pending: Vec<Approval>) {
-        let live: std::collections::HashSet<ApprovalId> = pending.iter().map(|a| a.id.clone()).collect();
+        let live: std::collections::HashSet<ApprovalId> =
+            pending.iter().map(|a| a.id.clone()).collect();
         let count = pending.len();
         for a in pending {
             self.on_requested(a);
@@ -269,7 +346,11 @@ impl Engine {
             self.ready_logged = true;
             tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");
         } else {
-            tracing::info!(pending = count, finished_while_away = vanished.len(), "replayed after reconnect");
+            tracing::info!(
+                pending = count,
+                finished_while_away = vanished.len(),
+                "replayed after reconnect"
+            );
         }
     }
 
@@ -277,16 +358,31 @@ impl Engine {
         let id = approval.id.clone();
         if !self.entries.contains_key(&id) {
             match self.store.insert_approval(&approval) {
-                Ok(true) => Event::Requested { approval: &approval }.emit(&self.store, &self.metrics),
+                Ok(true) => Event::Requested {
+                    approval: &approval,
+                }
+                .emit(&self.store, &self.metrics),
                 Ok(false) => {} // known from before a restart whose state is already loaded
-                Err(e) => tracing::error!(%id, error = %e, "could not persist approval; prompting anyway"),
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "could not persist approval; prompting anyway")
+                }
             }
             self.entries.insert(
                 id.clone(),
-                Entry { approval, outcome: None, resolving: Vec::new(), prompts: BTreeMap::new(), waiting: Vec::new(), held: Vec::new(), seen: Instant::now() },
+                Entry {
+                    approval,
+                    outcome: None,
+                    resolving: Vec::new(),
+                    prompts: BTreeMap::new(),
+                    waiting: Vec::new(),
+                    held: Vec::new(),
+                    seen: Instant::now(),
+                },
             );
         }
-        let Some(entry) = self.entries.get(&id) else { return };
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
         if entry.outcome.is_some() {
             return;
         }
@@ -302,18 +398,31 @@ impl Engine {
     }
 
     fn on_ended(&mut self, id: &ApprovalId, outcome: Outcome) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         if entry.outcome.is_some() {
             return;
         }
         // Our own resolve usually comes back as this event before the RPC answer: credit
         // the responder who asked for that decision.
         let outcome = match outcome {
-            Outcome::Decided { decision, by: Decider::Elsewhere { .. }, at_ms }
-                if entry.resolving.iter().any(|(_, d)| *d == decision) =>
-            {
-                let (who, _) = entry.resolving.iter().find(|(_, d)| *d == decision).cloned().unwrap_or_else(|| unreachable!());
-                Outcome::Decided { decision, by: Decider::Responder(who), at_ms }
+            Outcome::Decided {
+                decision,
+                by: Decider::Elsewhere { .. },
+                at_ms,
+            } if entry.resolving.iter().any(|(_, d)| *d == decision) => {
+                let (who, _) = entry
+                    .resolving
+                    .iter()
+                    .find(|(_, d)| *d == decision)
+                    .cloned()
+                    .unwrap_or_else(|| unreachable!());
+                Outcome::Decided {
+                    decision,
+                    by: Decider::Responder(who),
+                    at_ms,
+                }
             }
             other => other,
         };
@@ -321,18 +430,30 @@ impl Engine {
     }
 
     fn set_outcome(&mut self, id: &ApprovalId, outcome: Outcome) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         if entry.outcome.is_some() {
             return;
         }
         if let Err(e) = self.store.set_outcome(id, &outcome) {
             tracing::error!(%id, error = %e, "could not persist outcome");
         }
-        Event::Ended { approval: &entry.approval, outcome: &outcome }.emit(&self.store, &self.metrics);
+        Event::Ended {
+            approval: &entry.approval,
+            outcome: &outcome,
+        }
+        .emit(&self.store, &self.metrics);
         let waiting = std::mem::take(&mut entry.waiting);
         entry.outcome = Some(outcome.clone());
         for to in waiting {
-            self.notify(&to, Notice::AlreadyFinished { id: id.clone(), outcome: outcome.clone() });
+            self.notify(
+                &to,
+                Notice::AlreadyFinished {
+                    id: id.clone(),
+                    outcome: outcome.clone(),
+                },
+            );
         }
         self.finish_all(id);
     }
@@ -340,7 +461,9 @@ impl Engine {
     // ---- delivery and finishing ----
 
     fn deliver(&mut self, id: &ApprovalId, target: &Target) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         if entry.outcome.is_some() {
             return;
         }
@@ -353,17 +476,39 @@ impl Engine {
             Some(PromptState::Delivering { attempt }) => attempt + 1,
             Some(_) => return,
         };
-        entry.prompts.insert(target.clone(), PromptState::Delivering { attempt });
-        let (approval, target, tx, seen) = (entry.approval.clone(), target.clone(), self.tx.clone(), entry.seen);
+        entry
+            .prompts
+            .insert(target.clone(), PromptState::Delivering { attempt });
+        let (approval, target, tx, seen) = (
+            entry.approval.clone(),
+            target.clone(),
+            self.tx.clone(),
+            entry.seen,
+        );
         self.inflight += 1;
         tokio::spawn(async move {
             let result = channel.deliver(&target, &approval).await;
-            let _ = tx.send(Input::Delivered { id: approval.id.clone(), target, result, took: seen.elapsed() }).await;
+            let _ = tx
+                .send(Input::Delivered {
+                    id: approval.id.clone(),
+                    target,
+                    result,
+                    took: seen.elapsed(),
+                })
+                .await;
         });
     }
 
-    fn on_delivered(&mut self, id: ApprovalId, target: Target, result: Result<MessageRef, ChannelError>, took: Duration) {
-        let Some(entry) = self.entries.get_mut(&id) else { return };
+    fn on_delivered(
+        &mut self,
+        id: ApprovalId,
+        target: Target,
+        result: Result<MessageRef, ChannelError>,
+        took: Duration,
+    ) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         let attempt = match entry.prompts.get(&target) {
             Some(PromptState::Delivering { attempt }) => *attempt,
             _ => 0,
@@ -373,10 +518,17 @@ impl Engine {
                 if let Err(e) = self.store.insert_prompt(&id, &prompt, now_ms()) {
                     tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
                 }
-                Event::Delivered { id: &id, target: &target, message: &prompt.message, after: took }
-                    .emit(&self.store, &self.metrics);
+                Event::Delivered {
+                    id: &id,
+                    target: &target,
+                    message: &prompt.message,
+                    after: took,
+                }
+                .emit(&self.store, &self.metrics);
                 let ended = entry.outcome.is_some();
-                entry.prompts.insert(target.clone(), PromptState::Sent(prompt.clone()));
+                entry
+                    .prompts
+                    .insert(target.clone(), PromptState::Sent(prompt.clone()));
                 if ended {
                     self.finish_one(&id, &prompt);
                 }
@@ -384,8 +536,13 @@ impl Engine {
             }
             Err(err) => {
                 let will_retry = err.is_transient() && entry.outcome.is_none();
-                Event::DeliveryFailed { id: &id, target: &target, error: err.to_string(), will_retry }
-                    .emit(&self.store, &self.metrics);
+                Event::DeliveryFailed {
+                    id: &id,
+                    target: &target,
+                    error: err.to_string(),
+                    will_retry,
+                }
+                .emit(&self.store, &self.metrics);
                 if will_retry {
                     let delay = backoff(attempt, retry_hint(&err));
                     self.later(delay, Input::Retry(Retry::Deliver { id, target }));
@@ -400,9 +557,12 @@ impl Engine {
 
     /// Judges the presses held while the delivery to `target` was in flight.
     fn release_held(&mut self, id: &ApprovalId, target: &Target) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
-        let (now, later): (Vec<Answer>, Vec<Answer>) =
-            std::mem::take(&mut entry.held).into_iter().partition(|a| matches!(&a.via, Via::Prompt(m) if m.target == *target));
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let (now, later): (Vec<Answer>, Vec<Answer>) = std::mem::take(&mut entry.held)
+            .into_iter()
+            .partition(|a| matches!(&a.via, Via::Prompt(m) if m.target == *target));
         entry.held = later;
         for answer in now {
             self.on_decide(answer);
@@ -410,7 +570,9 @@ impl Engine {
     }
 
     fn finish_all(&mut self, id: &ApprovalId) {
-        let Some(entry) = self.entries.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         let sent: Vec<MessageRef> = entry
             .prompts
             .values()
@@ -426,8 +588,12 @@ impl Engine {
     }
 
     fn finish_one(&mut self, id: &ApprovalId, prompt: &MessageRef) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
-        let Some(outcome) = entry.outcome.clone() else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let Some(outcome) = entry.outcome.clone() else {
+            return;
+        };
         let attempt = match entry.prompts.get(&prompt.target) {
             Some(PromptState::Sent(_)) => 0,
             Some(PromptState::Finishing { attempt, .. }) => attempt + 1,
@@ -435,20 +601,41 @@ impl Engine {
         };
         let Some(channel) = self.channels.get(&prompt.target.channel).cloned() else {
             // The channel was removed from the config: nothing can edit this prompt.
-            entry.prompts.insert(prompt.target.clone(), PromptState::Finished(prompt.clone()));
+            entry
+                .prompts
+                .insert(prompt.target.clone(), PromptState::Finished(prompt.clone()));
             return;
         };
-        entry.prompts.insert(prompt.target.clone(), PromptState::Finishing { prompt: prompt.clone(), attempt });
+        entry.prompts.insert(
+            prompt.target.clone(),
+            PromptState::Finishing {
+                prompt: prompt.clone(),
+                attempt,
+            },
+        );
         let (approval, prompt, tx) = (entry.approval.clone(), prompt.clone(), self.tx.clone());
         self.inflight += 1;
         tokio::spawn(async move {
             let result = channel.finish(&prompt, &approval, &outcome).await;
-            let _ = tx.send(Input::Finished { id: approval.id.clone(), prompt, result }).await;
+            let _ = tx
+                .send(Input::Finished {
+                    id: approval.id.clone(),
+                    prompt,
+                    result,
+                })
+                .await;
         });
     }
 
-    fn on_finished(&mut self, id: ApprovalId, prompt: MessageRef, result: Result<(), ChannelError>) {
-        let Some(entry) = self.entries.get_mut(&id) else { return };
+    fn on_finished(
+        &mut self,
+        id: ApprovalId,
+        prompt: MessageRef,
+        result: Result<(), ChannelError>,
+    ) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         let attempt = match entry.prompts.get(&prompt.target) {
             Some(PromptState::Finishing { attempt, .. }) => *attempt,
             _ => 0,
@@ -470,8 +657,15 @@ impl Engine {
         if let Err(e) = self.store.prompt_finished(&prompt, now_ms()) {
             tracing::error!(%id, error = %e, "could not persist finished prompt");
         }
-        Event::Finished { id: &id, target: &prompt.target, note }.emit(&self.store, &self.metrics);
-        entry.prompts.insert(prompt.target.clone(), PromptState::Finished(prompt));
+        Event::Finished {
+            id: &id,
+            target: &prompt.target,
+            note,
+        }
+        .emit(&self.store, &self.metrics);
+        entry
+            .prompts
+            .insert(prompt.target.clone(), PromptState::Finished(prompt));
         self.forget_if_done(&id);
     }
 
@@ -484,41 +678,67 @@ impl Engine {
     // ---- answers ----
 
     fn allows(&self, who: &Responder) -> bool {
-        self.channels.get(&who.channel).is_some_and(|c| c.allows(&who.user_id))
+        self.channels
+            .get(&who.channel)
+            .is_some_and(|c| c.allows(&who.user_id))
     }
 
     fn on_answer(&mut self, answer: Answer) {
         let allowed = self.allows(&answer.responder);
         match answer.request.clone() {
             Request::ListPending => {
-                Event::Answered { id: None, responder: &answer.responder, decision: None }.emit(&self.store, &self.metrics);
+                Event::Answered {
+                    id: None,
+                    responder: &answer.responder,
+                    decision: None,
+                }
+                .emit(&self.store, &self.metrics);
                 if !allowed {
                     return self.refuse(&answer, None, Refusal::NotAllowed);
                 }
                 if !answer.in_dm {
                     return self.refuse(&answer, None, Refusal::NotDirectMessage);
                 }
-                let mut list: Vec<Approval> =
-                    self.entries.values().filter(|e| e.outcome.is_none()).map(|e| e.approval.clone()).collect();
+                let mut list: Vec<Approval> = self
+                    .entries
+                    .values()
+                    .filter(|e| e.outcome.is_none())
+                    .map(|e| e.approval.clone())
+                    .collect();
                 list.sort_by_key(|a| a.created_at_ms);
                 self.notify(&answer.reply, Notice::Pending(list));
             }
             Request::Malformed { raw, .. } => {
-                let reason = if allowed { Refusal::Malformed } else { Refusal::NotAllowed };
-                Event::Refused { id: None, responder: &answer.responder, reason, raw: Some(&raw) }
-                    .emit(&self.store, &self.metrics);
+                let reason = if allowed {
+                    Refusal::Malformed
+                } else {
+                    Refusal::NotAllowed
+                };
+                Event::Refused {
+                    id: None,
+                    responder: &answer.responder,
+                    reason,
+                    raw: Some(&raw),
+                }
+                .emit(&self.store, &self.metrics);
                 self.notify(&answer.reply, Notice::Refused(reason));
             }
             Request::Decide { id, decision } => {
-                Event::Answered { id: Some(&id), responder: &answer.responder, decision: Some(decision) }
-                    .emit(&self.store, &self.metrics);
+                Event::Answered {
+                    id: Some(&id),
+                    responder: &answer.responder,
+                    decision: Some(decision),
+                }
+                .emit(&self.store, &self.metrics);
                 self.on_decide(answer)
             }
         }
     }
 
     fn on_decide(&mut self, answer: Answer) {
-        let Request::Decide { id, decision } = answer.request.clone() else { return };
+        let Request::Decide { id, decision } = answer.request.clone() else {
+            return;
+        };
         let allowed = self.allows(&answer.responder);
         // An allowed responder pressing on a finished approval learns the canonical
         // outcome; the prompt is never degraded.
@@ -532,7 +752,10 @@ impl Engine {
             }
         }
         if let (Via::Prompt(msg), Some(entry)) = (&answer.via, self.entries.get_mut(&id))
-            && matches!(entry.prompts.get(&msg.target), Some(PromptState::Delivering { .. }))
+            && matches!(
+                entry.prompts.get(&msg.target),
+                Some(PromptState::Delivering { .. })
+            )
         {
             entry.held.push(answer);
             return;
@@ -550,13 +773,28 @@ impl Engine {
         if let Err(reason) = policy::authorize(&facts) {
             return self.refuse(&answer, Some(&id), reason);
         }
-        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         entry.resolving.push((answer.responder.clone(), decision));
-        let (resolver, tx, kind, started) = (self.resolver.clone(), self.tx.clone(), entry.approval.kind, Instant::now());
+        let (resolver, tx, kind, started) = (
+            self.resolver.clone(),
+            self.tx.clone(),
+            entry.approval.kind,
+            Instant::now(),
+        );
         self.inflight += 1;
         tokio::spawn(async move {
             let result = resolver.resolve(&id, kind, decision).await;
-            let _ = tx.send(Input::ResolveDone { answer, id, decision, result, took: started.elapsed() }).await;
+            let _ = tx
+                .send(Input::ResolveDone {
+                    answer,
+                    id,
+                    decision,
+                    result,
+                    took: started.elapsed(),
+                })
+                .await;
         });
     }
 
@@ -569,7 +807,10 @@ impl Engine {
         took: Duration,
     ) {
         if let Some(entry) = self.entries.get_mut(&id)
-            && let Some(pos) = entry.resolving.iter().position(|(r, d)| *r == answer.responder && *d == decision)
+            && let Some(pos) = entry
+                .resolving
+                .iter()
+                .position(|(r, d)| *r == answer.responder && *d == decision)
         {
             let mine = entry.resolving.remove(pos);
             if result.is_ok() {
@@ -579,40 +820,79 @@ impl Engine {
         }
         match result {
             Ok(()) => {
-                Event::Resolved { id: &id, responder: &answer.responder, decision, after: took }
-                    .emit(&self.store, &self.metrics);
-                let outcome =
-                    Outcome::Decided { decision, by: Decider::Responder(answer.responder.clone()), at_ms: now_ms() };
+                Event::Resolved {
+                    id: &id,
+                    responder: &answer.responder,
+                    decision,
+                    after: took,
+                }
+                .emit(&self.store, &self.metrics);
+                let outcome = Outcome::Decided {
+                    decision,
+                    by: Decider::Responder(answer.responder.clone()),
+                    at_ms: now_ms(),
+                };
                 self.set_outcome(&id, outcome);
                 if let Some(e) = self.entries.get_mut(&id) {
-                    e.resolving.retain(|(r, d)| !(*r == answer.responder && *d == decision));
+                    e.resolving
+                        .retain(|(r, d)| !(*r == answer.responder && *d == decision));
                 }
                 // The canonical outcome may differ if another answer won the race.
                 let notice = match self.entries.get(&id).and_then(|e| e.outcome.clone()) {
-                    Some(Outcome::Decided { decision: d, by: Decider::Responder(r), .. }) if d == decision && r == answer.responder => {
-                        Notice::Accepted { id: id.clone(), decision }
-                    }
-                    Some(outcome) => Notice::AlreadyFinished { id: id.clone(), outcome },
-                    None => Notice::Accepted { id: id.clone(), decision },
+                    Some(Outcome::Decided {
+                        decision: d,
+                        by: Decider::Responder(r),
+                        ..
+                    }) if d == decision && r == answer.responder => Notice::Accepted {
+                        id: id.clone(),
+                        decision,
+                    },
+                    Some(outcome) => Notice::AlreadyFinished {
+                        id: id.clone(),
+                        outcome,
+                    },
+                    None => Notice::Accepted {
+                        id: id.clone(),
+                        decision,
+                    },
                 };
                 self.notify(&answer.reply, notice);
                 self.forget_if_done(&id);
             }
             Err(err @ (GatewayError::NotFound | GatewayError::AlreadyResolved)) => {
                 // Terminal: someone else won, or the gateway forgot it. Never retried.
-                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
-                    .emit(&self.store, &self.metrics);
+                Event::ResolveFailed {
+                    id: &id,
+                    responder: &answer.responder,
+                    error: err.to_string(),
+                }
+                .emit(&self.store, &self.metrics);
                 let known = match self.entries.get(&id) {
                     Some(e) => e.outcome.clone(),
                     None => self.store.outcome(&id).ok().flatten(),
                 };
-                let others_resolving = self.entries.get(&id).is_some_and(|e| !e.resolving.is_empty());
+                let others_resolving = self
+                    .entries
+                    .get(&id)
+                    .is_some_and(|e| !e.resolving.is_empty());
                 match known {
-                    Some(outcome) => self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome }),
+                    Some(outcome) => self.notify(
+                        &answer.reply,
+                        Notice::AlreadyFinished {
+                            id: id.clone(),
+                            outcome,
+                        },
+                    ),
                     None if err == GatewayError::NotFound && !others_resolving => {
                         let outcome = Outcome::Gone { at_ms: now_ms() };
                         self.set_outcome(&id, outcome.clone());
-                        self.notify(&answer.reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                        self.notify(
+                            &answer.reply,
+                            Notice::AlreadyFinished {
+                                id: id.clone(),
+                                outcome,
+                            },
+                        );
                     }
                     // The resolved event with the canonical outcome is on its way.
                     None => {
@@ -624,26 +904,42 @@ impl Engine {
                 self.forget_if_done(&id);
             }
             Err(err @ GatewayError::Rejected { .. }) => {
-                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
-                    .emit(&self.store, &self.metrics);
+                Event::ResolveFailed {
+                    id: &id,
+                    responder: &answer.responder,
+                    error: err.to_string(),
+                }
+                .emit(&self.store, &self.metrics);
                 self.notify(&answer.reply, Notice::Refused(Refusal::GatewayRejected));
             }
             Err(err @ GatewayError::Unavailable(_)) => {
                 // Nothing was decided: the approval stays pending, the responder may retry.
-                Event::ResolveFailed { id: &id, responder: &answer.responder, error: err.to_string() }
-                    .emit(&self.store, &self.metrics);
+                Event::ResolveFailed {
+                    id: &id,
+                    responder: &answer.responder,
+                    error: err.to_string(),
+                }
+                .emit(&self.store, &self.metrics);
                 self.notify(&answer.reply, Notice::Refused(Refusal::GatewayUnavailable));
             }
         }
     }
 
     fn refuse(&self, answer: &Answer, id: Option<&ApprovalId>, reason: Refusal) {
-        Event::Refused { id, responder: &answer.responder, reason, raw: None }.emit(&self.store, &self.metrics);
+        Event::Refused {
+            id,
+            responder: &answer.responder,
+            reason,
+            raw: None,
+        }
+        .emit(&self.store, &self.metrics);
         self.notify(&answer.reply, Notice::Refused(reason));
     }
 
     fn notify(&self, to: &ReplyTo, notice: Notice) {
-        let Some(channel) = self.channels.get(&to.channel).cloned() else { return };
+        let Some(channel) = self.channels.get(&to.channel).cloned() else {
+            return;
+        };
         let to = to.clone();
         tokio::spawn(async move {
             if let Err(e) = channel.notify(&to, &notice).await {
@@ -670,7 +966,9 @@ fn retry_hint(e: &ChannelError) -> Option<Duration> {
 
 /// Exponential backoff with jitter, at least the service's own hint.
 fn backoff(attempt: u32, hint: Option<Duration>) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1u32 << attempt.min(7)).min(MAX_BACKOFF);
+    let base = Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.min(7))
+        .min(MAX_BACKOFF);
     let jitter = Duration::from_millis(rand::random::<u64>() % 250);
     base.max(hint.unwrap_or_default()) + jitter
 }

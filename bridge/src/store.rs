@@ -101,7 +101,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -131,7 +133,12 @@ impl Store {
     }
 
     /// Records a sent prompt. One per (approval, target): a second is ignored.
-    pub fn insert_prompt(&self, id: &ApprovalId, prompt: &MessageRef, at_ms: i64) -> Result<(), StoreError> {
+    pub fn insert_prompt(
+        &self,
+        id: &ApprovalId,
+        prompt: &MessageRef,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR IGNORE INTO prompts (approval_id, channel, chat, message, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id.as_str(), prompt.target.channel, prompt.target.chat, prompt.message, at_ms],
@@ -143,7 +150,12 @@ impl Store {
     pub fn prompt_finished(&self, prompt: &MessageRef, at_ms: i64) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE prompts SET finished_ms = ?4 WHERE channel = ?1 AND chat = ?2 AND message = ?3",
-            params![prompt.target.channel, prompt.target.chat, prompt.message, at_ms],
+            params![
+                prompt.target.channel,
+                prompt.target.chat,
+                prompt.message,
+                at_ms
+            ],
         )?;
         Ok(())
     }
@@ -169,12 +181,22 @@ impl Store {
             let prompts = prompts
                 .query_map([&id], |r| {
                     Ok((
-                        MessageRef { target: Target { channel: r.get(0)?, chat: r.get(1)? }, message: r.get(2)? },
+                        MessageRef {
+                            target: Target {
+                                channel: r.get(0)?,
+                                chat: r.get(1)?,
+                            },
+                            message: r.get(2)?,
+                        },
                         r.get::<_, bool>(3)?,
                     ))
                 })?
                 .collect::<Result<_, _>>()?;
-            out.push(OpenApproval { approval, outcome, prompts });
+            out.push(OpenApproval {
+                approval,
+                outcome,
+                prompts,
+            });
         }
         Ok(out)
     }
@@ -183,7 +205,11 @@ impl Store {
     pub fn outcome(&self, id: &ApprovalId) -> Result<Option<Outcome>, StoreError> {
         let o: Option<Option<String>> = self
             .conn()
-            .query_row("SELECT outcome FROM approvals WHERE id = ?1", [id.as_str()], |r| r.get(0))
+            .query_row(
+                "SELECT outcome FROM approvals WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(o.flatten().map(|o| serde_json::from_str(&o)).transpose()?)
     }
@@ -205,12 +231,26 @@ impl Store {
              WHERE ?1 IS NULL OR approval_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([approval.map(|a| a.as_str())], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (at_ms, approval_id, event, channel, actor, detail) = row?;
-            out.push(AuditRecord { at_ms, approval_id, event, channel, actor, detail: serde_json::from_str(&detail)? });
+            out.push(AuditRecord {
+                at_ms,
+                approval_id,
+                event,
+                channel,
+                actor,
+                detail: serde_json::from_str(&detail)?,
+            });
         }
         Ok(out)
     }
@@ -222,11 +262,21 @@ mod tests {
     use crate::approval::{Decider, Decision, Kind};
 
     fn approval(id: &str) -> Approval {
-        Approval::from_gateway(Kind::Exec, &serde_json::json!({"id": id, "request": {"command": "ls"}, "createdAtMs": 1})).unwrap()
+        Approval::from_gateway(
+            Kind::Exec,
+            &serde_json::json!({"id": id, "request": {"command": "ls"}, "createdAtMs": 1}),
+        )
+        .unwrap()
     }
 
     fn prompt(chat: &str, msg: &str) -> MessageRef {
-        MessageRef { target: Target { channel: "telegram".into(), chat: chat.into() }, message: msg.into() }
+        MessageRef {
+            target: Target {
+                channel: "telegram".into(),
+                chat: chat.into(),
+            },
+            message: msg.into(),
+        }
     }
 
     #[test]
@@ -245,10 +295,18 @@ mod tests {
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].prompts, vec![(prompt("1", "10"), false)]);
 
-        let outcome = Outcome::Decided { decision: Decision::Deny, by: Decider::Elsewhere { resolved_by: None }, at_ms: 9 };
+        let outcome = Outcome::Decided {
+            decision: Decision::Deny,
+            by: Decider::Elsewhere { resolved_by: None },
+            at_ms: 9,
+        };
         s.set_outcome(&"a".into(), &outcome).unwrap();
-        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 10 }).unwrap(); // first write wins
-        assert_eq!(s.open_approvals().unwrap()[0].outcome, Some(outcome.clone()));
+        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 10 })
+            .unwrap(); // first write wins
+        assert_eq!(
+            s.open_approvals().unwrap()[0].outcome,
+            Some(outcome.clone())
+        );
         s.prompt_finished(&prompt("1", "10"), 11).unwrap();
         assert!(s.open_approvals().unwrap().is_empty());
         assert_eq!(s.outcome(&"a".into()).unwrap(), Some(outcome));

@@ -45,7 +45,10 @@ struct ReasonLabel {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0].into_iter()
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
+    .into_iter()
 }
 
 /// The bridge's Prometheus metrics.
@@ -77,9 +80,21 @@ impl Default for Metrics {
             gateway_up: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
-        registry.register("approvals_requested", "Approvals seen, by kind", m.requested.clone());
-        registry.register("approvals_ended", "Approvals ended, by kind, outcome and where decided", m.ended.clone());
-        registry.register("prompts", "Prompts sent, by channel and result", m.prompts.clone());
+        registry.register(
+            "approvals_requested",
+            "Approvals seen, by kind",
+            m.requested.clone(),
+        );
+        registry.register(
+            "approvals_ended",
+            "Approvals ended, by kind, outcome and where decided",
+            m.ended.clone(),
+        );
+        registry.register(
+            "prompts",
+            "Prompts sent, by channel and result",
+            m.prompts.clone(),
+        );
         registry.register("answers", "Answers received, by channel", m.answers.clone());
         registry.register("refusals", "Answers refused, by reason", m.refusals.clone());
         registry.register(
@@ -87,9 +102,21 @@ impl Default for Metrics {
             "Time from approval requested (seen) to prompt delivered",
             m.delivery_seconds.clone(),
         );
-        registry.register("resolve_seconds", "Time from an answer to the gateway's acknowledgement", m.resolve_seconds.clone());
-        registry.register("pending_approvals", "Approvals pending now", m.pending.clone());
-        registry.register("gateway_connected", "1 while the gateway link is up", m.gateway_up.clone());
+        registry.register(
+            "resolve_seconds",
+            "Time from an answer to the gateway's acknowledgement",
+            m.resolve_seconds.clone(),
+        );
+        registry.register(
+            "pending_approvals",
+            "Approvals pending now",
+            m.pending.clone(),
+        );
+        registry.register(
+            "gateway_connected",
+            "1 while the gateway link is up",
+            m.gateway_up.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
@@ -109,15 +136,52 @@ impl Metrics {
 /// Everything that happens to an approval, as the engine sees it.
 #[derive(Debug)]
 pub enum Event<'a> {
-    Requested { approval: &'a Approval },
-    Delivered { id: &'a ApprovalId, target: &'a Target, message: &'a str, after: Duration },
-    DeliveryFailed { id: &'a ApprovalId, target: &'a Target, error: String, will_retry: bool },
-    Answered { id: Option<&'a ApprovalId>, responder: &'a Responder, decision: Option<Decision> },
-    Refused { id: Option<&'a ApprovalId>, responder: &'a Responder, reason: Refusal, raw: Option<&'a str> },
-    Resolved { id: &'a ApprovalId, responder: &'a Responder, decision: Decision, after: Duration },
-    ResolveFailed { id: &'a ApprovalId, responder: &'a Responder, error: String },
-    Ended { approval: &'a Approval, outcome: &'a Outcome },
-    Finished { id: &'a ApprovalId, target: &'a Target, note: &'a str },
+    Requested {
+        approval: &'a Approval,
+    },
+    Delivered {
+        id: &'a ApprovalId,
+        target: &'a Target,
+        message: &'a str,
+        after: Duration,
+    },
+    DeliveryFailed {
+        id: &'a ApprovalId,
+        target: &'a Target,
+        error: String,
+        will_retry: bool,
+    },
+    Answered {
+        id: Option<&'a ApprovalId>,
+        responder: &'a Responder,
+        decision: Option<Decision>,
+    },
+    Refused {
+        id: Option<&'a ApprovalId>,
+        responder: &'a Responder,
+        reason: Refusal,
+        raw: Option<&'a str>,
+    },
+    Resolved {
+        id: &'a ApprovalId,
+        responder: &'a Responder,
+        decision: Decision,
+        after: Duration,
+    },
+    ResolveFailed {
+        id: &'a ApprovalId,
+        responder: &'a Responder,
+        error: String,
+    },
+    Ended {
+        approval: &'a Approval,
+        outcome: &'a Outcome,
+    },
+    Finished {
+        id: &'a ApprovalId,
+        target: &'a Target,
+        note: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -127,36 +191,103 @@ impl Event<'_> {
         let rec = self.record();
         match self {
             Event::Requested { approval } => {
-                metrics.requested.get_or_create(&KindLabel { kind: approval.kind.as_str().into() }).inc();
+                metrics
+                    .requested
+                    .get_or_create(&KindLabel {
+                        kind: approval.kind.as_str().into(),
+                    })
+                    .inc();
                 tracing::info!(event = "requested", id = %approval.id, kind = approval.kind.as_str(), command = %approval.command, "approval requested");
             }
-            Event::Delivered { id, target, message, after } => {
-                metrics.prompts.get_or_create(&PromptLabel { channel: target.channel.clone(), result: "delivered".into() }).inc();
-                metrics.delivery_seconds.get_or_create(&ChannelLabel { channel: target.channel.clone() }).observe(after.as_secs_f64());
+            Event::Delivered {
+                id,
+                target,
+                message,
+                after,
+            } => {
+                metrics
+                    .prompts
+                    .get_or_create(&PromptLabel {
+                        channel: target.channel.clone(),
+                        result: "delivered".into(),
+                    })
+                    .inc();
+                metrics
+                    .delivery_seconds
+                    .get_or_create(&ChannelLabel {
+                        channel: target.channel.clone(),
+                    })
+                    .observe(after.as_secs_f64());
                 tracing::info!(event = "delivered", %id, %target, message, ms = after.as_millis() as u64, "prompt delivered");
             }
-            Event::DeliveryFailed { id, target, error, will_retry } => {
-                metrics.prompts.get_or_create(&PromptLabel { channel: target.channel.clone(), result: "failed".into() }).inc();
+            Event::DeliveryFailed {
+                id,
+                target,
+                error,
+                will_retry,
+            } => {
+                metrics
+                    .prompts
+                    .get_or_create(&PromptLabel {
+                        channel: target.channel.clone(),
+                        result: "failed".into(),
+                    })
+                    .inc();
                 tracing::warn!(event = "delivery_failed", %id, %target, error, will_retry, "prompt not delivered");
             }
-            Event::Answered { id, responder, decision } => {
-                metrics.answers.get_or_create(&ChannelLabel { channel: responder.channel.clone() }).inc();
+            Event::Answered {
+                id,
+                responder,
+                decision,
+            } => {
+                metrics
+                    .answers
+                    .get_or_create(&ChannelLabel {
+                        channel: responder.channel.clone(),
+                    })
+                    .inc();
                 tracing::info!(event = "answered", id = id.map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, decision = decision.map(Decision::as_str), "answer received");
             }
-            Event::Refused { id, responder, reason, .. } => {
-                metrics.refusals.get_or_create(&ReasonLabel { reason: reason.key().into() }).inc();
+            Event::Refused {
+                id,
+                responder,
+                reason,
+                ..
+            } => {
+                metrics
+                    .refusals
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.key().into(),
+                    })
+                    .inc();
                 tracing::warn!(event = "refused", id = id.map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, reason = reason.key(), "answer refused");
             }
-            Event::Resolved { id, responder, decision, after } => {
+            Event::Resolved {
+                id,
+                responder,
+                decision,
+                after,
+            } => {
                 metrics.resolve_seconds.observe(after.as_secs_f64());
                 tracing::info!(event = "resolved", %id, channel = %responder.channel, user = %responder.user_id, decision = decision.as_str(), ms = after.as_millis() as u64, "approval resolved");
             }
-            Event::ResolveFailed { id, responder, error } => {
+            Event::ResolveFailed {
+                id,
+                responder,
+                error,
+            } => {
                 tracing::warn!(event = "resolve_failed", %id, user = %responder.user_id, error, "resolve failed; approval left pending");
             }
             Event::Ended { approval, outcome } => {
                 let (o, by) = outcome_labels(outcome);
-                metrics.ended.get_or_create(&EndLabel { kind: approval.kind.as_str().into(), outcome: o.into(), by: by.into() }).inc();
+                metrics
+                    .ended
+                    .get_or_create(&EndLabel {
+                        kind: approval.kind.as_str().into(),
+                        outcome: o.into(),
+                        by: by.into(),
+                    })
+                    .inc();
                 tracing::info!(event = "ended", id = %approval.id, outcome = o, by, summary = %outcome.summary(), "approval ended");
             }
             Event::Finished { id, target, note } => {
@@ -177,51 +308,83 @@ impl Event<'_> {
                 None,
                 json!({"kind": approval.kind, "command": approval.command, "allowed": approval.allowed_decisions}),
             ),
-            Event::Delivered { id, target, message, after } => (
+            Event::Delivered {
+                id,
+                target,
+                message,
+                after,
+            } => (
                 "delivered",
                 Some(id.to_string()),
                 Some(target.channel.clone()),
                 None,
                 json!({"chat": target.chat, "message": message, "ms": after.as_millis() as u64}),
             ),
-            Event::DeliveryFailed { id, target, error, will_retry } => (
+            Event::DeliveryFailed {
+                id,
+                target,
+                error,
+                will_retry,
+            } => (
                 "delivery_failed",
                 Some(id.to_string()),
                 Some(target.channel.clone()),
                 None,
                 json!({"chat": target.chat, "error": error, "will_retry": will_retry}),
             ),
-            Event::Answered { id, responder, decision } => (
+            Event::Answered {
+                id,
+                responder,
+                decision,
+            } => (
                 "answered",
                 id.map(|i| i.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"decision": decision, "display": responder.display}),
             ),
-            Event::Refused { id, responder, reason, raw } => (
+            Event::Refused {
+                id,
+                responder,
+                reason,
+                raw,
+            } => (
                 "refused",
                 id.map(|i| i.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"reason": reason.key(), "raw": raw, "display": responder.display}),
             ),
-            Event::Resolved { id, responder, decision, after } => (
+            Event::Resolved {
+                id,
+                responder,
+                decision,
+                after,
+            } => (
                 "resolved",
                 Some(id.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"decision": decision, "ms": after.as_millis() as u64}),
             ),
-            Event::ResolveFailed { id, responder, error } => (
+            Event::ResolveFailed {
+                id,
+                responder,
+                error,
+            } => (
                 "resolve_failed",
                 Some(id.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"error": error}),
             ),
-            Event::Ended { approval, outcome } => {
-                ("ended", Some(approval.id.to_string()), None, None, serde_json::to_value(outcome).unwrap_or_default())
-            }
+            Event::Ended { approval, outcome } => (
+                "ended",
+                Some(approval.id.to_string()),
+                None,
+                None,
+                serde_json::to_value(outcome).unwrap_or_default(),
+            ),
             Event::Finished { id, target, note } => (
                 "finished",
                 Some(id.to_string()),
@@ -230,14 +393,29 @@ impl Event<'_> {
                 json!({"chat": target.chat, "note": note}),
             ),
         };
-        AuditRecord { at_ms: now_ms(), approval_id: id, event: event.into(), channel, actor, detail }
+        AuditRecord {
+            at_ms: now_ms(),
+            approval_id: id,
+            event: event.into(),
+            channel,
+            actor,
+            detail,
+        }
     }
 }
 
 fn outcome_labels(o: &Outcome) -> (&'static str, &'static str) {
     match o {
-        Outcome::Decided { decision, by: Decider::Responder(_), .. } => (decision.as_str(), "bridge"),
-        Outcome::Decided { decision, by: Decider::Elsewhere { .. }, .. } => (decision.as_str(), "elsewhere"),
+        Outcome::Decided {
+            decision,
+            by: Decider::Responder(_),
+            ..
+        } => (decision.as_str(), "bridge"),
+        Outcome::Decided {
+            decision,
+            by: Decider::Elsewhere { .. },
+            ..
+        } => (decision.as_str(), "elsewhere"),
         Outcome::Expired { .. } => ("expired", "gateway"),
         Outcome::Gone { .. } => ("gone", "gateway"),
     }

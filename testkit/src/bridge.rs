@@ -27,7 +27,11 @@ pub struct BridgeSetup {
 
 impl BridgeSetup {
     /// A bridge serving `gw` with one Telegram owner who decides and receives prompts.
-    pub fn telegram_owner(gw: &crate::openclaw::Gateway, tg: &crate::fake_telegram::FakeTelegram, owner: i64) -> BridgeSetup {
+    pub fn telegram_owner(
+        gw: &crate::openclaw::Gateway,
+        tg: &crate::fake_telegram::FakeTelegram,
+        owner: i64,
+    ) -> BridgeSetup {
         BridgeSetup {
             gateway_url: gw.url(),
             gateway_token: gw.token().to_owned(),
@@ -61,9 +65,20 @@ impl BridgeProcess {
 
     /// Writes the config into a fresh state directory without starting anything.
     pub fn configure(exe: &Path, setup: BridgeSetup) -> Result<BridgeProcess> {
-        let dir = tempfile::Builder::new().prefix("approval-bridge-").tempdir()?;
-        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let b = BridgeProcess { exe: exe.to_owned(), setup, dir, http_port, child: None, runs: 0 };
+        let dir = tempfile::Builder::new()
+            .prefix("approval-bridge-")
+            .tempdir()?;
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let b = BridgeProcess {
+            exe: exe.to_owned(),
+            setup,
+            dir,
+            http_port,
+            child: None,
+            runs: 0,
+        };
         b.write_config()?;
         Ok(b)
     }
@@ -71,7 +86,11 @@ impl BridgeProcess {
     /// Runs `approval-bridge check` on this config: exit success, and stdout + stderr.
     pub async fn check(&self) -> Result<(bool, String)> {
         let out = self.command("check").output().await?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok((out.status.success(), text))
     }
 
@@ -97,7 +116,11 @@ impl BridgeProcess {
     fn write_config(&self) -> Result<()> {
         let s = &self.setup;
         let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-        let targets = s.targets.as_ref().map(|t| format!("targets = [{}]\n", list(t))).unwrap_or_default();
+        let targets = s
+            .targets
+            .as_ref()
+            .map(|t| format!("targets = [{}]\n", list(t)))
+            .unwrap_or_default();
         let telegram = if s.telegram_api_url.is_empty() {
             String::new()
         } else {
@@ -156,7 +179,10 @@ impl BridgeProcess {
     /// Everything the bridge logged, all runs.
     pub fn log(&self) -> String {
         (1..=self.runs)
-            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("bridge-{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("bridge-{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")
     }
@@ -169,7 +195,10 @@ impl BridgeProcess {
     }
 
     pub async fn metrics(&self) -> Result<String> {
-        Ok(reqwest::get(format!("{}/metrics", self.http_url())).await?.text().await?)
+        Ok(reqwest::get(format!("{}/metrics", self.http_url()))
+            .await?
+            .text()
+            .await?)
     }
 
     /// Waits until `/healthz` says ok (connected, replayed, channels healthy).
@@ -182,10 +211,17 @@ impl BridgeProcess {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                bail!("bridge exited with {status} before it was healthy:\n{}", self.log());
+                bail!(
+                    "bridge exited with {status} before it was healthy:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("bridge not healthy within {limit:?}; last /healthz: {:?}\n{}", self.healthz().await.ok(), self.log());
+                bail!(
+                    "bridge not healthy within {limit:?}; last /healthz: {:?}\n{}",
+                    self.healthz().await.ok(),
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -201,9 +237,14 @@ impl BridgeProcess {
 
     /// SIGTERM, then waits for the exit; returns whether it exited successfully in time.
     pub async fn terminate(&mut self, limit: Duration) -> Result<bool> {
-        let Some(mut c) = self.child.take() else { return Ok(false) };
+        let Some(mut c) = self.child.take() else {
+            return Ok(false);
+        };
         let pid = c.id().context("bridge already reaped")?;
-        Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
         match tokio::time::timeout(limit, c.wait()).await {
             Ok(status) => Ok(status?.success()),
             Err(_) => {

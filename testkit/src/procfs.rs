@@ -13,7 +13,10 @@ pub struct Usage {
 impl std::ops::Add for Usage {
     type Output = Usage;
     fn add(self, o: Usage) -> Usage {
-        Usage { rss_bytes: self.rss_bytes + o.rss_bytes, cpu: self.cpu + o.cpu }
+        Usage {
+            rss_bytes: self.rss_bytes + o.rss_bytes,
+            cpu: self.cpu + o.cpu,
+        }
     }
 }
 
@@ -44,7 +47,13 @@ fn read(pid: u32, tck: u64) -> Option<(u32, Usage)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let cpu = Duration::from_millis((utime + stime) * 1000 / tck);
-    Some((pgrp, Usage { rss_bytes: rss_kb * 1024, cpu }))
+    Some((
+        pgrp,
+        Usage {
+            rss_bytes: rss_kb * 1024,
+            cpu,
+        },
+    ))
 }
 
 /// Usage of one process.
@@ -55,7 +64,9 @@ pub fn process(pid: u32) -> Option<Usage> {
 /// Summed usage of every process in process group `pgid` (a gateway and its helpers).
 pub fn group(pgid: u32) -> Usage {
     let tck = ticks_per_second();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Usage::default() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Usage::default();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| read(pid, tck))
         .filter(|(pgrp, _)| *pgrp == pgid)

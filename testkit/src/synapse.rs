@@ -36,19 +36,35 @@ pub struct Synapse {
 impl Synapse {
     /// Generates a config, starts Synapse and waits until `/health` answers.
     pub async fn start() -> Result<Synapse> {
-        let venv = std::env::var_os("SYNAPSE_VENV").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/approval-bridge/synapse-venv")
-        });
+        let venv = std::env::var_os("SYNAPSE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/approval-bridge/synapse-venv")
+            });
         let python = venv.join("bin/python");
         if !python.exists() {
-            bail!("no Synapse venv at {}: run scripts/install-synapse", venv.display());
+            bail!(
+                "no Synapse venv at {}: run scripts/install-synapse",
+                venv.display()
+            );
         }
         let dir = tempfile::Builder::new().prefix("synapse-").tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let secret = uuid::Uuid::new_v4().simple().to_string();
         let p = |name: &str| dir.path().join(name).display().to_string();
-        let seed: Vec<u8> = uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
-        std::fs::write(dir.path().join("signing.key"), format!("ed25519 a_test {}\n", base64_unpadded(&seed)))?;
+        let seed: Vec<u8> = uuid::Uuid::new_v4()
+            .as_bytes()
+            .iter()
+            .chain(uuid::Uuid::new_v4().as_bytes())
+            .copied()
+            .collect();
+        std::fs::write(
+            dir.path().join("signing.key"),
+            format!("ed25519 a_test {}\n", base64_unpadded(&seed)),
+        )?;
         let lots = json!({"per_second": 10000, "burst_count": 10000});
         // JSON is YAML: Synapse reads it as its config file.
         let config = json!({
@@ -83,7 +99,10 @@ impl Synapse {
             "rc_delayed_event_mgmt": lots,
             "rc_reports": lots,
         });
-        std::fs::write(dir.path().join("homeserver.yaml"), serde_json::to_string_pretty(&config)?)?;
+        std::fs::write(
+            dir.path().join("homeserver.yaml"),
+            serde_json::to_string_pretty(&config)?,
+        )?;
         let log = std::fs::File::create(dir.path().join("synapse.log"))?;
         let child = Command::new(&python)
             .args(["-m", "synapse.app.homeserver", "-c"])
@@ -95,7 +114,12 @@ impl Synapse {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start Synapse")?;
-        let mut hs = Synapse { dir, port, secret, _child: child };
+        let mut hs = Synapse {
+            dir,
+            port,
+            secret,
+            _child: child,
+        };
         let started = Instant::now();
         let http = reqwest::Client::new();
         loop {
@@ -128,7 +152,13 @@ impl Synapse {
     pub async fn register(&self, user: &str, password: &str, admin: bool) -> Result<String> {
         let http = reqwest::Client::new();
         let url = format!("{}/_synapse/admin/v1/register", self.url());
-        let nonce: Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+        let nonce: Value = http
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         let nonce = nonce["nonce"].as_str().context("no nonce")?.to_owned();
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(self.secret.as_bytes())?;
         mac.update(nonce.as_bytes());
@@ -137,8 +167,17 @@ impl Synapse {
         mac.update(b"\0");
         mac.update(password.as_bytes());
         mac.update(b"\0");
-        mac.update(if admin { b"admin".as_slice() } else { b"notadmin".as_slice() });
-        let mac: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        mac.update(if admin {
+            b"admin".as_slice()
+        } else {
+            b"notadmin".as_slice()
+        });
+        let mac: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let body = json!({"nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac});
         let r = http.post(&url).json(&body).send().await?;
         let status = r.status();
@@ -163,7 +202,10 @@ impl Synapse {
             .json()
             .await?;
         Ok((
-            v["access_token"].as_str().context("no access_token")?.to_owned(),
+            v["access_token"]
+                .as_str()
+                .context("no access_token")?
+                .to_owned(),
             v["device_id"].as_str().context("no device_id")?.to_owned(),
         ))
     }
@@ -173,7 +215,10 @@ fn base64_unpadded(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -200,20 +245,38 @@ impl MatrixUser {
     /// Logs in (new device, keys uploaded by a first sync) and keeps syncing.
     pub async fn login(hs: &Synapse, user: &str, password: &str) -> Result<MatrixUser> {
         let dir = tempfile::Builder::new().prefix("matrix-user-").tempdir()?;
-        let client = Client::builder().homeserver_url(hs.url()).sqlite_store(dir.path(), None).build().await?;
-        client.matrix_auth().login_username(user, password).initial_device_display_name("test phone").await?;
-        client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await?;
+        let client = Client::builder()
+            .homeserver_url(hs.url())
+            .sqlite_store(dir.path(), None)
+            .build()
+            .await?;
+        client
+            .matrix_auth()
+            .login_username(user, password)
+            .initial_device_display_name("test phone")
+            .await?;
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+            .await?;
         let user_id = client.user_id().context("logged in")?.to_owned();
         let c = client.clone();
         let sync = tokio::spawn(async move {
             loop {
-                if let Err(e) = c.sync(SyncSettings::default().timeout(Duration::from_secs(5))).await {
+                if let Err(e) = c
+                    .sync(SyncSettings::default().timeout(Duration::from_secs(5)))
+                    .await
+                {
                     tracing::warn!(error = %e, "test user sync failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         });
-        Ok(MatrixUser { client, user_id, _dir: dir, sync })
+        Ok(MatrixUser {
+            client,
+            user_id,
+            _dir: dir,
+            sync,
+        })
     }
 
     /// Waits for an invitation and returns its room.
@@ -236,7 +299,9 @@ impl MatrixUser {
     }
 
     fn room(&self, room: &OwnedRoomId) -> Result<Room> {
-        self.client.get_room(room).with_context(|| format!("{} does not know {room}", self.user_id))
+        self.client
+            .get_room(room)
+            .with_context(|| format!("{} does not know {room}", self.user_id))
     }
 
     pub async fn invite(&self, room: &OwnedRoomId, user: &OwnedUserId) -> Result<()> {
@@ -244,9 +309,20 @@ impl MatrixUser {
     }
 
     /// Reacts with `key` to `event`; returns the reaction's event id.
-    pub async fn react(&self, room: &OwnedRoomId, event: &OwnedEventId, key: &str) -> Result<OwnedEventId> {
-        let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event, "key": key}});
-        Ok(self.room(room)?.send_raw("m.reaction", content).await?.response.event_id)
+    pub async fn react(
+        &self,
+        room: &OwnedRoomId,
+        event: &OwnedEventId,
+        key: &str,
+    ) -> Result<OwnedEventId> {
+        let content =
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event, "key": key}});
+        Ok(self
+            .room(room)?
+            .send_raw("m.reaction", content)
+            .await?
+            .response
+            .event_id)
     }
 
     pub async fn redact(&self, room: &OwnedRoomId, event: &OwnedEventId) -> Result<()> {
@@ -257,7 +333,12 @@ impl MatrixUser {
     /// Sends a plain text message; returns its event id.
     pub async fn send_text(&self, room: &OwnedRoomId, text: &str) -> Result<OwnedEventId> {
         let content = json!({"msgtype": "m.text", "body": text});
-        Ok(self.room(room)?.send_raw("m.room.message", content).await?.response.event_id)
+        Ok(self
+            .room(room)?
+            .send_raw("m.room.message", content)
+            .await?
+            .response
+            .event_id)
     }
 
     /// The room's last events, oldest first, decrypted where possible. Each is the event

@@ -21,7 +21,8 @@ pub struct TlsProxy {
 impl TlsProxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Result<TlsProxy> {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
         let der: CertificateDer<'static> = cert.cert.der().clone();
         let fingerprint: [u8; 32] = Sha256::digest(der.as_ref()).into();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
@@ -38,13 +39,21 @@ impl TlsProxy {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     // A client that refuses our certificate ends here: nothing to forward.
-                    let Ok(mut tls) = acceptor.accept(sock).await else { return };
-                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
                 });
             }
         });
-        Ok(TlsProxy { addr, fingerprint, task })
+        Ok(TlsProxy {
+            addr,
+            fingerprint,
+            task,
+        })
     }
 
     /// `wss://127.0.0.1:<port>`.

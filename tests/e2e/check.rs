@@ -13,14 +13,24 @@ fn exe() -> &'static std::path::Path {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_passes_on_a_good_config_and_names_each_problem_otherwise() {
-    let (gw, tg) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeTelegram::start("123:good"));
+    let (gw, tg) = tokio::join!(
+        Gateway::start(GatewayConfig::default()),
+        FakeTelegram::start("123:good")
+    );
     let gw = gw.expect("start the OpenClaw gateway");
 
-    let good = BridgeProcess::configure(exe(), BridgeSetup::telegram_owner(&gw, &tg, OWNER)).unwrap();
+    let good =
+        BridgeProcess::configure(exe(), BridgeSetup::telegram_owner(&gw, &tg, OWNER)).unwrap();
     let (ok, out) = good.check().await.unwrap();
     assert!(ok, "{out}");
-    assert!(out.contains("operator.admin") && out.contains("all checks passed"), "{out}");
-    assert!(out.contains("telegram") && out.contains("1 target(s)"), "{out}");
+    assert!(
+        out.contains("operator.admin") && out.contains("all checks passed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("telegram") && out.contains("1 target(s)"),
+        "{out}"
+    );
 
     let mut bad = BridgeSetup::telegram_owner(&gw, &tg, OWNER);
     bad.gateway_token = "not-the-gateway-token".into();
@@ -28,8 +38,14 @@ async fn check_passes_on_a_good_config_and_names_each_problem_otherwise() {
     let bad = BridgeProcess::configure(exe(), bad).unwrap();
     let (ok, out) = bad.check().await.unwrap();
     assert!(!ok, "{out}");
-    assert!(out.contains("PROBLEM  gateway: cannot connect") && out.contains("gateway.token"), "{out}");
-    assert!(out.contains("PROBLEM  telegram") && out.contains("telegram.bot_token"), "{out}");
+    assert!(
+        out.contains("PROBLEM  gateway: cannot connect") && out.contains("gateway.token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM  telegram") && out.contains("telegram.bot_token"),
+        "{out}"
+    );
     assert!(out.contains("2 problem(s) found"), "{out}");
     for secret in ["not-the-gateway-token", "123:wrong", gw.token()] {
         assert!(!out.contains(secret), "check printed a secret: {out}");
@@ -49,7 +65,14 @@ async fn check_names_a_missing_secret_without_connecting() {
         extra_toml: String::new(),
         env: Vec::new(),
     };
-    let (ok, out) = BridgeProcess::configure(exe(), setup).unwrap().check().await.unwrap();
+    let (ok, out) = BridgeProcess::configure(exe(), setup)
+        .unwrap()
+        .check()
+        .await
+        .unwrap();
     assert!(!ok);
-    assert!(out.contains("gateway.token") && out.contains("AB_TEST_GATEWAY_TOKEN"), "{out}");
+    assert!(
+        out.contains("gateway.token") && out.contains("AB_TEST_GATEWAY_TOKEN"),
+        "{out}"
+    );
 }

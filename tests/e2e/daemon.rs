@@ -23,10 +23,16 @@ struct World {
 }
 
 async fn world() -> World {
-    let (gw, tg) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeTelegram::start(BOT_TOKEN));
+    let (gw, tg) = tokio::join!(
+        Gateway::start(GatewayConfig::default()),
+        FakeTelegram::start(BOT_TOKEN)
+    );
     let gw = gw.expect("start the OpenClaw gateway");
     let setup = BridgeSetup::telegram_owner(&gw, &tg, OWNER);
-    let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
+    let bridge =
+        BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup)
+            .await
+            .unwrap();
     let op = Operator::connect(&gw, "requester").await.unwrap();
     World { gw, tg, op, bridge }
 }
@@ -34,8 +40,17 @@ async fn world() -> World {
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
-            let calls: Vec<String> = self.tg.calls().iter().map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params)).collect();
+            eprintln!(
+                "---- bridge log ----\n{}\n---- gateway log: {} ----",
+                self.bridge.log(),
+                self.gw.log_path().display()
+            );
+            let calls: Vec<String> = self
+                .tg
+                .calls()
+                .iter()
+                .map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params))
+                .collect();
             eprintln!("---- telegram calls ----\n{}", calls.join("\n"));
         }
     }
@@ -47,7 +62,10 @@ impl World {
         let needle = id.as_str().to_owned();
         self.tg
             .wait_for(WAIT, &format!("prompt for {needle}"), |v| {
-                v.bot_messages(OWNER).into_iter().find(|m| m.raw.contains(&needle) && m.document.is_none()).cloned()
+                v.bot_messages(OWNER)
+                    .into_iter()
+                    .find(|m| m.raw.contains(&needle) && m.document.is_none())
+                    .cloned()
             })
             .await
     }
@@ -69,19 +87,31 @@ impl World {
 
     async fn answer_text(&self, query: &str) -> String {
         let a = self.tg.wait_callback_answer(query, WAIT).await;
-        a.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_owned()
+        a.get("text")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     async fn finished(&self, m: &Message, what: &str) -> Message {
-        self.tg.wait_message(OWNER, m.message_id, WAIT, what, |m| m.buttons().is_empty()).await
+        self.tg
+            .wait_message(OWNER, m.message_id, WAIT, what, |m| m.buttons().is_empty())
+            .await
     }
 
     fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-        Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+        Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+            .unwrap()
+            .audit_log(None)
+            .unwrap()
     }
 
     fn prompts_for(&self, id: &ApprovalId) -> usize {
-        self.tg.bot_messages(OWNER).iter().filter(|m| m.raw.contains(id.as_str()) && m.document.is_none()).count()
+        self.tg
+            .bot_messages(OWNER)
+            .iter()
+            .filter(|m| m.raw.contains(id.as_str()) && m.document.is_none())
+            .count()
     }
 }
 
@@ -89,35 +119,69 @@ impl World {
 async fn owner_taps_decide_each_way() {
     let w = world().await;
     for decision in [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways] {
-        let req = w.op.request_exec(&format!("echo {decision}"), 60_000).await.unwrap();
+        let req =
+            w.op.request_exec(&format!("echo {decision}"), 60_000)
+                .await
+                .unwrap();
         let prompt = w.prompt(&req.id).await;
         let labels: Vec<String> = prompt.buttons().into_iter().map(|(l, _)| l).collect();
-        assert_eq!(labels, ["Allow once", "Allow always", "Deny"], "buttons for {decision}");
+        assert_eq!(
+            labels,
+            ["Allow once", "Allow always", "Deny"],
+            "buttons for {decision}"
+        );
         for (_, data) in prompt.buttons() {
-            assert!(data.starts_with(&format!("exec_approve:{}:", req.id)) && data.len() <= 64, "{data}");
+            assert!(
+                data.starts_with(&format!("exec_approve:{}:", req.id)) && data.len() <= 64,
+                "{data}"
+            );
         }
         let query = w.tap(&prompt, decision);
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(decision));
         let done = w.finished(&prompt, "prompt finished").await;
         assert!(done.text.contains(decision.past()), "{}", done.text);
-        assert!(done.text.contains(&OWNER.to_string()), "names who decided: {}", done.text);
+        assert!(
+            done.text.contains(&OWNER.to_string()),
+            "names who decided: {}",
+            done.text
+        );
         assert!(w.answer_text(&query).await.contains(decision.past()));
     }
-    assert_eq!(w.tg.calls_to("sendChatAction").len(), 0, "no typing action before prompts");
+    assert_eq!(
+        w.tg.calls_to("sendChatAction").len(),
+        0,
+        "no typing action before prompts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stranger_cannot_approve() {
     let w = world().await;
-    let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+    let req =
+        w.op.request_exec("rm -rf /important", 60_000)
+            .await
+            .unwrap();
     let prompt = w.prompt(&req.id).await;
     let data = prompt.buttons()[0].1.clone();
     let q = w.press(&prompt, STRANGER, &data);
     assert!(w.answer_text(&q).await.contains("not allowed"));
     // Still pending: the prompt keeps its buttons and the owner can still decide.
-    assert!(!w.tg.message(OWNER, prompt.message_id).unwrap().buttons().is_empty());
-    let refused = w.audit().into_iter().find(|r| r.event == "refused").expect("refusal audited");
-    assert_eq!(refused.actor.as_deref(), Some(STRANGER.to_string().as_str()));
+    assert!(
+        !w.tg
+            .message(OWNER, prompt.message_id)
+            .unwrap()
+            .buttons()
+            .is_empty()
+    );
+    let refused = w
+        .audit()
+        .into_iter()
+        .find(|r| r.event == "refused")
+        .expect("refusal audited");
+    assert_eq!(
+        refused.actor.as_deref(),
+        Some(STRANGER.to_string().as_str())
+    );
     assert_eq!(refused.detail["reason"], "not_allowed");
     w.tap(&prompt, Decision::Deny);
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
@@ -130,19 +194,33 @@ async fn forged_callback_data_is_refused_without_harm() {
     let prompt = w.prompt(&req.id).await;
     let other = uuid::Uuid::new_v4();
     let forged = [
-        format!("exec_approve:{other}:allow-once"),      // unknown approval
-        format!("exec_approve:{}:yolo", req.id),         // unknown decision
-        "hello".to_owned(),                              // garbage
+        format!("exec_approve:{other}:allow-once"), // unknown approval
+        format!("exec_approve:{}:yolo", req.id),    // unknown decision
+        "hello".to_owned(),                         // garbage
         format!("exec_approve:{}:allow-once{}", req.id, "x".repeat(40)), // over 64 bytes
     ];
     for data in &forged {
         let q = w.press(&prompt, OWNER, data);
         let text = w.answer_text(&q).await;
-        assert!(!text.is_empty(), "callback for {data:?} answered with a reason");
+        assert!(
+            !text.is_empty(),
+            "callback for {data:?} answered with a reason"
+        );
     }
     assert_eq!(w.bridge.healthz().await.unwrap().0, 200, "still healthy");
-    assert!(!w.tg.message(OWNER, prompt.message_id).unwrap().buttons().is_empty(), "still pending");
-    let refusals = w.audit().into_iter().filter(|r| r.event == "refused").count();
+    assert!(
+        !w.tg
+            .message(OWNER, prompt.message_id)
+            .unwrap()
+            .buttons()
+            .is_empty(),
+        "still pending"
+    );
+    let refusals = w
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == "refused")
+        .count();
     assert_eq!(refusals, forged.len());
     w.tap(&prompt, Decision::AllowOnce);
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
@@ -154,12 +232,17 @@ async fn decision_by_another_operator_finishes_the_prompt() {
     let req = w.op.request_exec("echo elsewhere", 60_000).await.unwrap();
     let prompt = w.prompt(&req.id).await;
     w.op.resolve(&req.id, Decision::Deny).await.unwrap();
-    let done = w.finished(&prompt, "prompt finished by another operator").await;
+    let done = w
+        .finished(&prompt, "prompt finished by another operator")
+        .await;
     assert!(done.text.contains("Denied elsewhere"), "{}", done.text);
     // A late press learns the canonical outcome and does not degrade the prompt.
     let q = w.tap(&prompt, Decision::AllowOnce);
     assert!(w.answer_text(&q).await.contains("Denied elsewhere"));
-    assert_eq!(w.tg.message(OWNER, prompt.message_id).unwrap().text, done.text);
+    assert_eq!(
+        w.tg.message(OWNER, prompt.message_id).unwrap().text,
+        done.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,7 +258,10 @@ async fn expiry_finishes_the_prompt() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
     let mut w = world().await;
-    let req = w.op.request_exec("echo before restart", 120_000).await.unwrap();
+    let req =
+        w.op.request_exec("echo before restart", 120_000)
+            .await
+            .unwrap();
     let prompt = w.prompt(&req.id).await;
     w.gw.stop();
     let (code, body) = loop {
@@ -186,11 +272,20 @@ async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(code, 503);
-    assert!(body["problems"][0].as_str().unwrap().starts_with("gateway: link down"), "{body}");
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("gateway: link down"),
+        "{body}"
+    );
     w.gw.restart().await.unwrap();
     let done = w.finished(&prompt, "forgotten approval finished").await;
     assert!(done.text.contains("No longer pending"), "{}", done.text);
-    w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    w.bridge
+        .wait_healthy(Duration::from_secs(60))
+        .await
+        .unwrap();
     let op = Operator::connect(&w.gw, "requester-2").await.unwrap();
     let req2 = op.request_exec("echo after restart", 60_000).await.unwrap();
     let prompt2 = w.prompt(&req2.id).await;
@@ -204,11 +299,17 @@ async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_bridge_restarts_without_duplicates_and_old_buttons_work() {
     let mut w = world().await;
-    let req = w.op.request_exec("echo survive kill -9", 120_000).await.unwrap();
+    let req =
+        w.op.request_exec("echo survive kill -9", 120_000)
+            .await
+            .unwrap();
     let prompt = w.prompt(&req.id).await;
     w.bridge.kill9().await.unwrap();
     w.bridge.restart().await.unwrap();
-    w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    w.bridge
+        .wait_healthy(Duration::from_secs(60))
+        .await
+        .unwrap();
     w.tap(&prompt, Decision::AllowOnce);
     let id = req.id.clone();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
@@ -219,18 +320,28 @@ async fn killed_bridge_restarts_without_duplicates_and_old_buttons_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_long_command_is_shown_literally_and_cut_safely() {
     let w = world().await;
-    let command = format!("echo '<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;' {}", "y".repeat(5000));
+    let command = format!(
+        "echo '<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;' {}",
+        "y".repeat(5000)
+    );
     let req = w.op.request_exec(&command, 60_000).await.unwrap();
     let prompt = w.prompt(&req.id).await;
     assert_eq!(prompt.parse_mode.as_deref(), Some("HTML"));
-    assert!(prompt.text.contains("<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;"), "{}", prompt.text);
+    assert!(
+        prompt
+            .text
+            .contains("<b>bold</b> </code> <a href=\"https://evil.example\">x</a> &amp;"),
+        "{}",
+        prompt.text
+    );
     assert!(prompt.text.encode_utf16().count() <= 4096);
     assert!(!prompt.raw.contains("<a href"), "no live link");
     assert!(prompt.buttons().len() == 3);
-    let full = w
-        .tg
-        .wait_for(WAIT, "full command attached", |v| {
-            v.bot_messages(OWNER).into_iter().find_map(|m| m.document.as_ref().map(|d| d.1.clone()))
+    let full =
+        w.tg.wait_for(WAIT, "full command attached", |v| {
+            v.bot_messages(OWNER)
+                .into_iter()
+                .find_map(|m| m.document.as_ref().map(|d| d.1.clone()))
         })
         .await;
     assert_eq!(full, command);
@@ -245,9 +356,18 @@ async fn rate_limited_prompt_arrives_after_retry_after() {
     let req = w.op.request_exec("echo throttled", 60_000).await.unwrap();
     let prompt = w.prompt(&req.id).await;
     let sends = w.tg.calls_to("sendMessage");
-    let refused = sends.iter().find(|c| c.status == 429).expect("the fake answered 429");
-    let accepted = sends.iter().find(|c| c.status == 200).expect("then accepted");
-    assert!(accepted.at.duration_since(refused.at) >= Duration::from_secs(2), "waited retry_after");
+    let refused = sends
+        .iter()
+        .find(|c| c.status == 429)
+        .expect("the fake answered 429");
+    let accepted = sends
+        .iter()
+        .find(|c| c.status == 200)
+        .expect("then accepted");
+    assert!(
+        accepted.at.duration_since(refused.at) >= Duration::from_secs(2),
+        "waited retry_after"
+    );
     assert_eq!(w.prompts_for(&req.id), 1);
     w.tap(&prompt, Decision::AllowOnce);
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
@@ -256,10 +376,17 @@ async fn rate_limited_prompt_arrives_after_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plugin_approval_is_prompted_and_resolved() {
     let w = world().await;
-    let req = w.op.request_plugin("Send the weekly email", "to: team@example.org", 60_000).await.unwrap();
+    let req =
+        w.op.request_plugin("Send the weekly email", "to: team@example.org", 60_000)
+            .await
+            .unwrap();
     assert!(req.id.as_str().starts_with("plugin:"));
     let prompt = w.prompt(&req.id).await;
-    assert!(prompt.text.contains("Send the weekly email"), "{}", prompt.text);
+    assert!(
+        prompt.text.contains("Send the weekly email"),
+        "{}",
+        prompt.text
+    );
     for (_, data) in prompt.buttons() {
         assert!(data.len() <= 64, "{data}");
     }
@@ -274,21 +401,47 @@ async fn typed_commands_work_in_the_dm_and_sigterm_exits_cleanly() {
     let req = w.op.request_exec("echo typed", 60_000).await.unwrap();
     let prompt = w.prompt(&req.id).await;
     w.tg.send_text(OWNER, OWNER, "/pending");
-    w.tg
-        .wait_for(WAIT, "/pending answer", |v| {
-            v.bot_messages(OWNER).into_iter().find(|m| m.text.contains("1 pending") && m.text.contains(req.id.as_str())).cloned()
+    w.tg.wait_for(WAIT, "/pending answer", |v| {
+        v.bot_messages(OWNER)
+            .into_iter()
+            .find(|m| m.text.contains("1 pending") && m.text.contains(req.id.as_str()))
+            .cloned()
+    })
+    .await;
+    w.tg.send_text(
+        STRANGER,
+        STRANGER,
+        &format!("/approve {} allow-once", req.id),
+    );
+    let told =
+        w.tg.wait_for(WAIT, "stranger refused", |v| {
+            v.bot_messages(STRANGER).first().map(|m| m.text.clone())
         })
         .await;
-    w.tg.send_text(STRANGER, STRANGER, &format!("/approve {} allow-once", req.id));
-    let told = w.tg.wait_for(WAIT, "stranger refused", |v| v.bot_messages(STRANGER).first().map(|m| m.text.clone())).await;
     assert!(told.contains("not allowed"), "{told}");
     w.tg.send_text(OWNER, OWNER, &format!("/approve {} deny", req.id));
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
     w.finished(&prompt, "prompt finished after /approve").await;
     let metrics = w.bridge.metrics().await.unwrap();
-    assert!(metrics.contains("approval_bridge_approvals_ended_total"), "{metrics}");
-    assert!(w.bridge.terminate(Duration::from_secs(15)).await.unwrap(), "clean exit on SIGTERM:\n{}", w.bridge.log());
+    assert!(
+        metrics.contains("approval_bridge_approvals_ended_total"),
+        "{metrics}"
+    );
+    assert!(
+        w.bridge.terminate(Duration::from_secs(15)).await.unwrap(),
+        "clean exit on SIGTERM:\n{}",
+        w.bridge.log()
+    );
     let log = w.bridge.log();
-    assert_eq!(log.lines().filter(|l| l.contains(" ready pending=")).count(), 1, "one ready line: {log}");
-    assert!(!log.contains(w.gw.token()) && !log.contains(BOT_TOKEN), "a secret reached the log");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(" ready pending="))
+            .count(),
+        1,
+        "one ready line: {log}"
+    );
+    assert!(
+        !log.contains(w.gw.token()) && !log.contains(BOT_TOKEN),
+        "a secret reached the log"
+    );
 }

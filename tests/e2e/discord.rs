@@ -34,11 +34,19 @@ impl DiscordFixture {
         }))
         .expect("config");
         let channel = Arc::new(Self::build(&config));
-        DiscordFixture { fake, config, channel }
+        DiscordFixture {
+            fake,
+            config,
+            channel,
+        }
     }
 
     fn build(config: &DiscordConfig) -> Discord {
-        let options = Options { min_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), ..Options::default() };
+        let options = Options {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            ..Options::default()
+        };
         Discord::with_options(config, TOKEN, options).expect("discord channel")
     }
 }
@@ -61,7 +69,10 @@ impl Fixture for DiscordFixture {
     }
 
     fn dm(&self) -> Target {
-        Target { channel: "discord".into(), chat: OWNER.to_owned() }
+        Target {
+            channel: "discord".into(),
+            chat: OWNER.to_owned(),
+        }
     }
 
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
@@ -107,7 +118,10 @@ impl Fixture for DiscordFixture {
                 d
             })
             .collect();
-        PromptState { text: m.text(), decisions }
+        PromptState {
+            text: m.text(),
+            decisions,
+        }
     }
 
     async fn delete(&self, prompt: &MessageRef) {
@@ -119,19 +133,30 @@ impl Fixture for DiscordFixture {
             let (_, token) = rest.split_once(':').expect("ix:<app>:<token>");
             let m = self
                 .fake
-                .wait_for(WAIT, "a follow-up to the press", |v| v.interaction_by_token(token)?.followups.first().cloned())
+                .wait_for(WAIT, "a follow-up to the press", |v| {
+                    v.interaction_by_token(token)?.followups.first().cloned()
+                })
                 .await;
             assert_eq!(m.flags & 64, 64, "the notice is ephemeral");
             assert!(!m.can_ping());
             return m.text();
         }
-        let rest = answer.reply.handle.strip_prefix("ch:").expect("ix: or ch: handle");
+        let rest = answer
+            .reply
+            .handle
+            .strip_prefix("ch:")
+            .expect("ix: or ch: handle");
         let (channel, mid) = rest.split_once(':').expect("ch:<channel>:<message>");
         let (channel, mid) = (channel.to_owned(), mid.to_owned());
         let m = self
             .fake
             .wait_for(WAIT, "reply to the command", |v| {
-                v.bot_dms(OWNER).into_iter().find(|m| m.channel_id == channel && m.reply_to.as_deref() == Some(mid.as_str())).cloned()
+                v.bot_dms(OWNER)
+                    .into_iter()
+                    .find(|m| {
+                        m.channel_id == channel && m.reply_to.as_deref() == Some(mid.as_str())
+                    })
+                    .cloned()
             })
             .await;
         assert!(!m.can_ping());
@@ -144,7 +169,10 @@ mod conformance {
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {
-    Approval { command: command.to_owned(), ..approval(allowed) }
+    Approval {
+        command: command.to_owned(),
+        ..approval(allowed)
+    }
 }
 
 // Buttons: one per offered decision, styled, custom_id within 100 characters; the prompt
@@ -160,15 +188,33 @@ async fn prompt_has_styled_buttons_and_pings_nobody() {
     assert_eq!(
         m.buttons(),
         vec![
-            ("Allow once".to_owned(), format!("exec_approve:{}:allow-once", a.id), 3),
-            ("Allow always".to_owned(), format!("exec_approve:{}:allow-always", a.id), 1),
+            (
+                "Allow once".to_owned(),
+                format!("exec_approve:{}:allow-once", a.id),
+                3
+            ),
+            (
+                "Allow always".to_owned(),
+                format!("exec_approve:{}:allow-always", a.id),
+                1
+            ),
             ("Deny".to_owned(), format!("exec_approve:{}:deny", a.id), 4),
         ]
     );
-    assert_eq!(m.allowed_mentions, serde_json::json!({"parse": [], "replied_user": false}));
-    assert_eq!(f.fake.calls_to("POST /channels/{id}/messages").len(), 1, "one message per prompt");
+    assert_eq!(
+        m.allowed_mentions,
+        serde_json::json!({"parse": [], "replied_user": false})
+    );
+    assert_eq!(
+        f.fake.calls_to("POST /channels/{id}/messages").len(),
+        1,
+        "one message per prompt"
+    );
     eprintln!("measured: deliver (open DM + create message) on loopback in {took:?}");
-    assert!(took < Duration::from_millis(1000), "prompt sent at once, took {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "prompt sent at once, took {took:?}"
+    );
 }
 
 // Delivering the same approval to the same user again (a bridge killed between Discord's
@@ -181,7 +227,11 @@ async fn redelivery_is_idempotent_by_nonce() {
     let again = f.restarted().deliver(&f.dm(), &a).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(f.fake.bot_dms(OWNER).len(), 1);
-    let other = f.channel.deliver(&f.dm(), &approval(&Decision::ALL)).await.unwrap();
+    let other = f
+        .channel
+        .deliver(&f.dm(), &approval(&Decision::ALL))
+        .await
+        .unwrap();
     assert_ne!(other, first);
 }
 
@@ -197,13 +247,23 @@ async fn hostile_command_is_literal_and_cannot_ping() {
     let m = f.fake.message(&prompt.message).unwrap();
     let text = m.text();
     assert!(text.contains(command), "command shown literally:\n{text}");
-    assert!(text.contains("cwd: /tmp/@here/[x](https://evil.example)"), "{text}");
+    assert!(
+        text.contains("cwd: /tmp/@here/[x](https://evil.example)"),
+        "{text}"
+    );
     assert!(!m.can_ping());
     let desc = m.embeds[0]["description"].as_str().unwrap();
-    assert_eq!(desc.matches("```").count(), 2, "only our own fences: {desc}");
+    assert_eq!(
+        desc.matches("```").count(),
+        2,
+        "only our own fences: {desc}"
+    );
     for f in m.embeds[0]["fields"].as_array().unwrap() {
         let v = f["value"].as_str().unwrap();
-        assert!(!v.contains("<@1") && !v.contains("](") && !v.contains("``"), "raw markup in field: {v}");
+        assert!(
+            !v.contains("<@1") && !v.contains("](") && !v.contains("``"),
+            "raw markup in field: {v}"
+        );
     }
     // A long command is cut within Discord's limits (the fake refuses anything over).
     let long = exec(&format!("{command} {}", "`@x".repeat(3000)), &Decision::ALL);
@@ -227,16 +287,31 @@ async fn press_is_acknowledged_before_the_answer_and_fast() {
         let ix = f.fake.press(&User::new(OWNER), &prompt.message, &custom);
         let ans = run.next("press").await;
         let got = f.fake.interaction(&ix).unwrap();
-        let (_, body) = got.callback.clone().expect("acknowledged before the answer was handed on");
+        let (_, body) = got
+            .callback
+            .clone()
+            .expect("acknowledged before the answer was handed on");
         assert_eq!(body["type"], 6, "DEFERRED_UPDATE_MESSAGE");
         latencies.push(got.ack_latency().unwrap());
-        f.channel.notify(&ans.reply, &Notice::Accepted { id: a.id.clone(), decision: Decision::Deny }).await.unwrap();
+        f.channel
+            .notify(
+                &ans.reply,
+                &Notice::Accepted {
+                    id: a.id.clone(),
+                    decision: Decision::Deny,
+                },
+            )
+            .await
+            .unwrap();
         let fu = f.fake.wait_followup(&ix, WAIT).await;
         assert_eq!(fu.flags, 64);
         assert_eq!(fu.text(), "Denied.");
     }
     latencies.sort();
-    eprintln!("measured: gateway dispatch -> interaction callback: min {:?}, median {:?}, max {:?}", latencies[0], latencies[2], latencies[4]);
+    eprintln!(
+        "measured: gateway dispatch -> interaction callback: min {:?}, median {:?}, max {:?}",
+        latencies[0], latencies[2], latencies[4]
+    );
     assert!(latencies[4] < Duration::from_secs(1), "{latencies:?}");
     run.stop().await;
 }
@@ -247,8 +322,16 @@ async fn rate_limits_are_waited_out() {
     let f = DiscordFixture::start().await;
     f.fake.rate_limit_next(2, 0.3, false);
     let t0 = Instant::now();
-    let p = f.channel.deliver(&f.dm(), &approval(&Decision::ALL)).await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(550), "waited twice retry_after: {:?}", t0.elapsed());
+    let p = f
+        .channel
+        .deliver(&f.dm(), &approval(&Decision::ALL))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(550),
+        "waited twice retry_after: {:?}",
+        t0.elapsed()
+    );
     assert!(f.fake.message(&p.message).is_some());
     f.fake.rate_limit_next(1, 0.5, true);
     let t0 = Instant::now();
@@ -260,10 +343,27 @@ async fn rate_limits_are_waited_out() {
     });
     r1.unwrap();
     r2.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(450), "global limit held both: {:?}", t0.elapsed());
-    let statuses: Vec<u16> = f.fake.calls_to("POST /channels/{id}/messages").iter().map(|c| c.status).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(450),
+        "global limit held both: {:?}",
+        t0.elapsed()
+    );
+    let statuses: Vec<u16> = f
+        .fake
+        .calls_to("POST /channels/{id}/messages")
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
 }
 
 // The gateway drops: the adapter resumes its session and presses keep arriving.
@@ -282,7 +382,13 @@ async fn gateway_drop_resumes_and_keeps_receiving() {
     let custom = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
     f.fake.press(&User::new(OWNER), &prompt.message, &custom);
     let ans = run.next("press after a reconnect").await;
-    assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: Decision::AllowOnce });
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: a.id.clone(),
+            decision: Decision::AllowOnce
+        }
+    );
     assert_eq!(f.fake.resumes(), 1, "resumed, not re-identified");
     assert_eq!(f.fake.identifies().len(), 1);
     run.stop().await;
@@ -294,11 +400,22 @@ async fn wrong_token_fails_health_and_every_call_went_to_the_fake() {
     let f = DiscordFixture::start().await;
     let bad = Discord::with_options(&f.config, "wrong", Options::default()).unwrap();
     match bad.health().await {
-        Err(bridge::channel::ChannelError::Permanent(m)) => assert!(m.contains("discord.bot_token"), "{m}"),
+        Err(bridge::channel::ChannelError::Permanent(m)) => {
+            assert!(m.contains("discord.bot_token"), "{m}")
+        }
         other => panic!("expected a permanent error, got {other:?}"),
     }
-    assert!(f.channel.health().await.unwrap().contains("approval-bridge-test"));
-    assert!(f.fake.calls().iter().all(|c| c.versioned), "every call under /api/v10");
+    assert!(
+        f.channel
+            .health()
+            .await
+            .unwrap()
+            .contains("approval-bridge-test")
+    );
+    assert!(
+        f.fake.calls().iter().all(|c| c.versioned),
+        "every call under /api/v10"
+    );
 }
 
 /// The whole bridge with only a `[discord]` section: the real binary, the real OpenClaw
@@ -324,7 +441,10 @@ mod daemon {
     }
 
     async fn world() -> World {
-        let (gw, dc) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeDiscord::start(TOKEN));
+        let (gw, dc) = tokio::join!(
+            Gateway::start(GatewayConfig::default()),
+            FakeDiscord::start(TOKEN)
+        );
         let gw = gw.expect("start the OpenClaw gateway");
         let setup = BridgeSetup {
             gateway_url: gw.url(),
@@ -339,7 +459,10 @@ mod daemon {
             ),
             env: vec![("AB_TEST_DISCORD_TOKEN".into(), TOKEN.into())],
         };
-        let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
+        let bridge =
+            BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup)
+                .await
+                .unwrap();
         dc.wait_ready(WAIT).await;
         let op = Operator::connect(&gw, "requester").await.unwrap();
         World { gw, dc, op, bridge }
@@ -348,9 +471,17 @@ mod daemon {
     impl Drop for World {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
-                let calls: Vec<String> =
-                    self.dc.calls().iter().map(|c| format!("{:?} {} {} {} {}", c.at, c.status, c.method, c.path, c.body)).collect();
+                eprintln!(
+                    "---- bridge log ----\n{}\n---- gateway log: {} ----",
+                    self.bridge.log(),
+                    self.gw.log_path().display()
+                );
+                let calls: Vec<String> = self
+                    .dc
+                    .calls()
+                    .iter()
+                    .map(|c| format!("{:?} {} {} {} {}", c.at, c.status, c.method, c.path, c.body))
+                    .collect();
                 eprintln!("---- discord calls ----\n{}", calls.join("\n"));
             }
         }
@@ -362,7 +493,12 @@ mod daemon {
             let needle = id.as_str().to_owned();
             self.dc
                 .wait_for(WAIT, &format!("prompt for {needle}"), |v| {
-                    v.bot_dms(OWNER).into_iter().find(|m| m.text().contains(&needle) && !m.embeds.as_array().unwrap().is_empty()).cloned()
+                    v.bot_dms(OWNER)
+                        .into_iter()
+                        .find(|m| {
+                            m.text().contains(&needle) && !m.embeds.as_array().unwrap().is_empty()
+                        })
+                        .cloned()
                 })
                 .await
         }
@@ -377,7 +513,8 @@ mod daemon {
 
         /// The owner clicks the button for `decision`; returns the interaction id.
         fn click(&self, m: &Message, decision: Decision) -> String {
-            self.dc.press(&User::new(OWNER), &m.id, &Self::custom_id(m, decision))
+            self.dc
+                .press(&User::new(OWNER), &m.id, &Self::custom_id(m, decision))
         }
 
         async fn told(&self, ix: &str) -> Message {
@@ -385,15 +522,26 @@ mod daemon {
         }
 
         async fn finished(&self, m: &Message, what: &str) -> Message {
-            self.dc.wait_message(&m.id, WAIT, what, |m| m.buttons().is_empty()).await
+            self.dc
+                .wait_message(&m.id, WAIT, what, |m| m.buttons().is_empty())
+                .await
         }
 
         fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-            Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+            Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+                .unwrap()
+                .audit_log(None)
+                .unwrap()
         }
 
         fn prompts_for(&self, id: &ApprovalId) -> usize {
-            self.dc.bot_dms(OWNER).iter().filter(|m| m.text().contains(id.as_str()) && !m.embeds.as_array().unwrap().is_empty()).count()
+            self.dc
+                .bot_dms(OWNER)
+                .iter()
+                .filter(|m| {
+                    m.text().contains(id.as_str()) && !m.embeds.as_array().unwrap().is_empty()
+                })
+                .count()
         }
 
         /// Nothing went anywhere but the fake: every REST call arrived here under
@@ -404,7 +552,10 @@ mod daemon {
             assert!(calls.iter().any(|c| c.route() == "GET /gateway/bot"));
             assert!(self.dc.connections() >= 1);
             let log = self.bridge.log();
-            assert!(!log.contains("discord.com") && !log.contains("gateway.discord.gg"), "a real Discord host in the log:\n{log}");
+            assert!(
+                !log.contains("discord.com") && !log.contains("gateway.discord.gg"),
+                "a real Discord host in the log:\n{log}"
+            );
             assert!(!log.contains(TOKEN), "the bot token reached the log");
         }
     }
@@ -414,10 +565,24 @@ mod daemon {
         let w = world().await;
         let mut latencies = Vec::new();
         for decision in [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways] {
-            let req = w.op.request_exec(&format!("echo {decision}"), 60_000).await.unwrap();
+            let req =
+                w.op.request_exec(&format!("echo {decision}"), 60_000)
+                    .await
+                    .unwrap();
             let prompt = w.prompt(&req.id).await;
-            let labels: Vec<(String, u64)> = prompt.buttons().into_iter().map(|(l, _, s)| (l, s)).collect();
-            assert_eq!(labels, [("Allow once".into(), 3), ("Allow always".into(), 1), ("Deny".into(), 4)]);
+            let labels: Vec<(String, u64)> = prompt
+                .buttons()
+                .into_iter()
+                .map(|(l, _, s)| (l, s))
+                .collect();
+            assert_eq!(
+                labels,
+                [
+                    ("Allow once".into(), 3),
+                    ("Allow always".into(), 1),
+                    ("Deny".into(), 4)
+                ]
+            );
             assert!(!prompt.can_ping());
             let t0 = Instant::now();
             let ix = w.click(&prompt, decision);
@@ -432,11 +597,16 @@ mod daemon {
             assert_eq!(notice.flags, 64, "ephemeral");
             assert!(notice.text().contains(decision.past()), "{}", notice.text());
             let ack = w.dc.interaction(&ix).unwrap().ack_latency().unwrap();
-            assert!(ack < Duration::from_secs(3), "acknowledged within Discord's deadline: {ack:?}");
+            assert!(
+                ack < Duration::from_secs(3),
+                "acknowledged within Discord's deadline: {ack:?}"
+            );
             latencies.push((decision, ack, decided, edited));
         }
         for (d, ack, decided, edited) in &latencies {
-            eprintln!("measured {d}: click -> ack {ack:?}; click -> requester has the decision {decided:?}; click -> prompt edited {edited:?}");
+            eprintln!(
+                "measured {d}: click -> ack {ack:?}; click -> requester has the decision {decided:?}; click -> prompt edited {edited:?}"
+            );
         }
         w.assert_everything_went_to_the_fake();
     }
@@ -444,19 +614,40 @@ mod daemon {
     #[tokio::test(flavor = "multi_thread")]
     async fn stranger_is_refused_ephemerally_and_audited() {
         let w = world().await;
-        let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+        let req =
+            w.op.request_exec("rm -rf /important", 60_000)
+                .await
+                .unwrap();
         let prompt = w.prompt(&req.id).await;
-        let ix = w.dc.press(&User::new(STRANGER), &prompt.id, &World::custom_id(&prompt, Decision::AllowAlways));
+        let ix = w.dc.press(
+            &User::new(STRANGER),
+            &prompt.id,
+            &World::custom_id(&prompt, Decision::AllowAlways),
+        );
         let told = w.told(&ix).await;
         assert_eq!(told.flags, 64, "only the stranger sees it");
         assert!(told.text().contains("not allowed"), "{}", told.text());
-        assert!(!w.dc.message(&prompt.id).unwrap().buttons().is_empty(), "still pending");
-        let refused = w.audit().into_iter().find(|r| r.event == "refused").expect("refusal audited");
+        assert!(
+            !w.dc.message(&prompt.id).unwrap().buttons().is_empty(),
+            "still pending"
+        );
+        let refused = w
+            .audit()
+            .into_iter()
+            .find(|r| r.event == "refused")
+            .expect("refusal audited");
         assert_eq!(refused.actor.as_deref(), Some(STRANGER));
         assert_eq!(refused.detail["reason"], "not_allowed");
         // A stranger's typed /approve in their own DM is refused too.
-        w.dc.send_dm(&User::new(STRANGER), &format!("/approve {} allow-once", req.id));
-        let reply = w.dc.wait_for(WAIT, "reply to the stranger", |v| v.bot_dms(STRANGER).first().map(|m| m.text())).await;
+        w.dc.send_dm(
+            &User::new(STRANGER),
+            &format!("/approve {} allow-once", req.id),
+        );
+        let reply =
+            w.dc.wait_for(WAIT, "reply to the stranger", |v| {
+                v.bot_dms(STRANGER).first().map(|m| m.text())
+            })
+            .await;
         assert!(reply.contains("not allowed"), "{reply}");
         w.click(&prompt, Decision::Deny);
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
@@ -480,8 +671,17 @@ mod daemon {
             assert!(!told.text().is_empty(), "{data:?} answered with a reason");
         }
         assert_eq!(w.bridge.healthz().await.unwrap().0, 200, "still healthy");
-        assert!(!w.dc.message(&prompt.id).unwrap().buttons().is_empty(), "still pending");
-        assert_eq!(w.audit().into_iter().filter(|r| r.event == "refused").count(), forged.len());
+        assert!(
+            !w.dc.message(&prompt.id).unwrap().buttons().is_empty(),
+            "still pending"
+        );
+        assert_eq!(
+            w.audit()
+                .into_iter()
+                .filter(|r| r.event == "refused")
+                .count(),
+            forged.len()
+        );
         w.click(&prompt, Decision::AllowOnce);
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
     }
@@ -492,7 +692,9 @@ mod daemon {
         let req = w.op.request_exec("echo elsewhere", 60_000).await.unwrap();
         let prompt = w.prompt(&req.id).await;
         w.op.resolve(&req.id, Decision::Deny).await.unwrap();
-        let done = w.finished(&prompt, "prompt finished by another operator").await;
+        let done = w
+            .finished(&prompt, "prompt finished by another operator")
+            .await;
         assert!(done.text().contains("Denied elsewhere"), "{}", done.text());
         let ix = w.click(&prompt, Decision::AllowOnce);
         assert!(w.told(&ix).await.text().contains("Denied elsewhere"));
@@ -506,11 +708,17 @@ mod daemon {
     #[tokio::test(flavor = "multi_thread")]
     async fn restart_without_duplicates_and_old_buttons_work() {
         let mut w = world().await;
-        let req = w.op.request_exec("echo survive kill -9", 120_000).await.unwrap();
+        let req =
+            w.op.request_exec("echo survive kill -9", 120_000)
+                .await
+                .unwrap();
         let prompt = w.prompt(&req.id).await;
         w.bridge.kill9().await.unwrap();
         w.bridge.restart().await.unwrap();
-        w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+        w.bridge
+            .wait_healthy(Duration::from_secs(60))
+            .await
+            .unwrap();
         w.dc.wait_ready(WAIT).await;
         w.click(&prompt, Decision::AllowOnce);
         let id = req.id.clone();
@@ -528,12 +736,27 @@ mod daemon {
         let prompt = w.prompt(&req.id).await;
         assert!(prompt.text().contains(command), "{}", prompt.text());
         assert!(!prompt.can_ping());
-        assert_eq!(prompt.embeds[0]["description"].as_str().unwrap().matches("```").count(), 2);
+        assert_eq!(
+            prompt.embeds[0]["description"]
+                .as_str()
+                .unwrap()
+                .matches("```")
+                .count(),
+            2
+        );
         w.dc.send_dm(&User::new(OWNER), &format!("/approve {} deny", req.id));
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
         w.finished(&prompt, "prompt finished after /approve").await;
-        for c in w.dc.calls().iter().filter(|c| c.method != "GET" && c.body.get("content").is_some() || c.body.get("embeds").is_some()) {
-            assert_eq!(c.body["allowed_mentions"]["parse"], serde_json::json!([]), "{} {}", c.method, c.path);
+        for c in w.dc.calls().iter().filter(|c| {
+            c.method != "GET" && c.body.get("content").is_some() || c.body.get("embeds").is_some()
+        }) {
+            assert_eq!(
+                c.body["allowed_mentions"]["parse"],
+                serde_json::json!([]),
+                "{} {}",
+                c.method,
+                c.path
+            );
         }
         w.assert_everything_went_to_the_fake();
     }

@@ -28,11 +28,20 @@ impl Link {
         let (tx, events) = mpsc::channel(256);
         let (stop, stop_rx) = broadcast::channel(1);
         let (client, task) = Client::spawn(opts, tx, stop_rx).expect("state dir usable");
-        Link { client, events, stop, task }
+        Link {
+            client,
+            events,
+            stop,
+            task,
+        }
     }
 
     /// Skips events until `pick` returns something; fails after `WAIT`.
-    async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&GatewayEvent) -> Option<T>) -> T {
+    async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&GatewayEvent) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -56,7 +65,9 @@ impl Link {
             })
             .await;
         let next = self.events.recv().await.expect("stream open");
-        let GatewayEvent::Snapshot(pending) = next else { panic!("Connected not followed by Snapshot: {next:?}") };
+        let GatewayEvent::Snapshot(pending) = next else {
+            panic!("Connected not followed by Snapshot: {next:?}")
+        };
         (missing, pending)
     }
 
@@ -78,18 +89,27 @@ impl Link {
 
     async fn shutdown(self) {
         let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task).await.expect("client stops on shutdown").unwrap();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("client stops on shutdown")
+            .unwrap();
     }
 }
 
 async fn gateway() -> Gateway {
-    Gateway::start(GatewayConfig::default()).await.expect("gateway starts")
+    Gateway::start(GatewayConfig::default())
+        .await
+        .expect("gateway starts")
 }
 
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).expect("file exists").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("file exists")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +117,9 @@ async fn connects_with_every_needed_scope_and_keeps_its_device_identity() {
     let gw = gateway().await;
     let state = tempfile::tempdir().unwrap();
 
-    let report = bridge::gateway::probe(&gw.client_options(state.path()), WAIT).await.unwrap();
+    let report = bridge::gateway::probe(&gw.client_options(state.path()), WAIT)
+        .await
+        .unwrap();
     assert!(report.auth_ok, "probe failed: {report:?}");
     assert_eq!(report.protocol, Some(4));
     assert_eq!(report.missing, Vec::<String>::new());
@@ -110,14 +132,21 @@ async fn connects_with_every_needed_scope_and_keeps_its_device_identity() {
     assert!(pending.is_empty());
     assert!(link.client.is_connected());
     let device = link.client.device_id();
-    assert_eq!(device, report.device_id, "probe and client share the identity");
+    assert_eq!(
+        device, report.device_id,
+        "probe and client share the identity"
+    );
     #[cfg(unix)]
     assert_eq!(mode(&state.path().join(IDENTITY_FILE)), 0o600);
     link.shutdown().await;
 
     let mut again = Link::start(gw.client_options(state.path()));
     again.ready().await;
-    assert_eq!(again.client.device_id(), device, "identity reused across restarts");
+    assert_eq!(
+        again.client.device_id(),
+        device,
+        "identity reused across restarts"
+    );
     again.shutdown().await;
 }
 
@@ -140,7 +169,10 @@ async fn a_paired_device_stores_its_device_token_privately_and_can_connect_with_
     #[cfg(unix)]
     assert_eq!(mode(&token_file), 0o600);
     let stored = std::fs::read_to_string(&token_file).unwrap();
-    assert!(!stored.contains(gw.token()), "the shared token is never persisted");
+    assert!(
+        !stored.contains(gw.token()),
+        "the shared token is never persisted"
+    );
 
     // Without the shared token, the stored device token alone is enough.
     let mut link = Link::start(paired(None));
@@ -158,17 +190,33 @@ async fn approvals_flow_both_ways_through_the_resolver() {
     let op = gw.operator().await.unwrap();
 
     // Exec: the request arrives as the gateway described it.
-    let pending = op.request_exec("touch /tmp/approval-bridge-e2e-marker", 60_000).await.unwrap();
+    let pending = op
+        .request_exec("touch /tmp/approval-bridge-e2e-marker", 60_000)
+        .await
+        .unwrap();
     let approval = link.requested(&pending.id).await;
     assert_eq!(approval.kind, Kind::Exec);
     assert_eq!(approval.command, "touch /tmp/approval-bridge-e2e-marker");
     assert_eq!(approval.host.as_deref(), Some("gateway"));
-    assert_eq!(approval.allowed_decisions, vec![Decision::AllowOnce, Decision::AllowAlways, Decision::Deny]);
-    assert!(approval.expires_at_ms.is_some_and(|e| e > approval.created_at_ms));
+    assert_eq!(
+        approval.allowed_decisions,
+        vec![Decision::AllowOnce, Decision::AllowAlways, Decision::Deny]
+    );
+    assert!(
+        approval
+            .expires_at_ms
+            .is_some_and(|e| e > approval.created_at_ms)
+    );
 
     // Our allow-once reaches the requester, and the gateway echoes the end to us.
-    link.client.resolve(&pending.id, Kind::Exec, Decision::AllowOnce).await.unwrap();
-    assert_eq!(pending.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    link.client
+        .resolve(&pending.id, Kind::Exec, Decision::AllowOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.outcome(WAIT).await.unwrap(),
+        Some(Decision::AllowOnce)
+    );
     let outcome = link.ended(&approval.id).await;
     assert!(
         matches!(&outcome, Outcome::Decided { decision: Decision::AllowOnce, by: Decider::Elsewhere { resolved_by: Some(who) }, .. } if who == "approval-bridge"),
@@ -176,23 +224,46 @@ async fn approvals_flow_both_ways_through_the_resolver() {
     );
 
     // A second answer is refused, never turned into another decision.
-    let again = link.client.resolve(&approval.id, Kind::Exec, Decision::Deny).await;
+    let again = link
+        .client
+        .resolve(&approval.id, Kind::Exec, Decision::Deny)
+        .await;
     assert_eq!(again, Err(GatewayError::AlreadyResolved));
     // An id the gateway does not know is terminal.
     let unknown = ApprovalId("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11".into());
-    assert_eq!(link.client.resolve(&unknown, Kind::Exec, Decision::Deny).await, Err(GatewayError::NotFound));
+    assert_eq!(
+        link.client
+            .resolve(&unknown, Kind::Exec, Decision::Deny)
+            .await,
+        Err(GatewayError::NotFound)
+    );
 
     // Plugin approvals take their own path.
-    let plugin = op.request_plugin("Send the weekly report", "to the whole team", 60_000).await.unwrap();
+    let plugin = op
+        .request_plugin("Send the weekly report", "to the whole team", 60_000)
+        .await
+        .unwrap();
     assert!(plugin.id.as_str().starts_with("plugin:"), "{}", plugin.id);
     let approval = link.requested(&plugin.id).await;
     assert_eq!(approval.kind, Kind::Plugin);
     assert_eq!(approval.command, "Send the weekly report");
     assert_eq!(approval.description.as_deref(), Some("to the whole team"));
-    link.client.resolve(&plugin.id, Kind::Plugin, Decision::Deny).await.unwrap();
+    link.client
+        .resolve(&plugin.id, Kind::Plugin, Decision::Deny)
+        .await
+        .unwrap();
     assert_eq!(plugin.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
     let outcome = link.ended(&approval.id).await;
-    assert!(matches!(outcome, Outcome::Decided { decision: Decision::Deny, .. }), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Decided {
+                decision: Decision::Deny,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
 
     link.shutdown().await;
 }
@@ -205,7 +276,10 @@ async fn ends_when_another_operator_decides_and_when_the_gateway_expires_it() {
     link.ready().await;
     let op = gw.operator().await.unwrap();
 
-    let decided = op.request_exec("echo decided elsewhere", 60_000).await.unwrap();
+    let decided = op
+        .request_exec("echo decided elsewhere", 60_000)
+        .await
+        .unwrap();
     link.requested(&decided.id).await;
     op.resolve(&decided.id, Decision::Deny).await.unwrap();
     let outcome = link.ended(&decided.id).await;
@@ -220,9 +294,16 @@ async fn ends_when_another_operator_decides_and_when_the_gateway_expires_it() {
     let outcome = link.ended(&expiring.id).await;
     assert!(matches!(outcome, Outcome::Expired { .. }), "{outcome:?}");
     let expired_id = expiring.id.clone();
-    assert_eq!(expiring.outcome(WAIT).await.unwrap(), None, "the requester sees no decision");
+    assert_eq!(
+        expiring.outcome(WAIT).await.unwrap(),
+        None,
+        "the requester sees no decision"
+    );
     // The gateway keeps the terminal record a while: APPROVAL_ALREADY_RESOLVED, not NOT_FOUND.
-    let late = link.client.resolve(&expired_id, Kind::Exec, Decision::AllowOnce).await;
+    let late = link
+        .client
+        .resolve(&expired_id, Kind::Exec, Decision::AllowOnce)
+        .await;
     assert!(
         matches!(late, Err(GatewayError::AlreadyResolved)),
         "an expired approval cannot be allowed afterwards: {late:?}"
@@ -235,14 +316,20 @@ async fn ends_when_another_operator_decides_and_when_the_gateway_expires_it() {
 async fn replays_what_was_requested_before_it_connected_and_recovers_from_a_gateway_restart() {
     let mut gw = gateway().await;
     let op = gw.operator().await.unwrap();
-    let early = op.request_exec("echo requested while the bridge was away", 120_000).await.unwrap();
+    let early = op
+        .request_exec("echo requested while the bridge was away", 120_000)
+        .await
+        .unwrap();
 
     let state = tempfile::tempdir().unwrap();
     let mut link = Link::start(gw.client_options(state.path()));
     let (_, pending) = link.ready().await;
     let replayed: Vec<&ApprovalId> = pending.iter().map(|a| &a.id).collect();
     assert_eq!(replayed, vec![&early.id]);
-    assert_eq!(pending[0].command, "echo requested while the bridge was away");
+    assert_eq!(
+        pending[0].command,
+        "echo requested while the bridge was away"
+    );
 
     gw.restart().await.unwrap();
     let reason = link
@@ -255,15 +342,24 @@ async fn replays_what_was_requested_before_it_connected_and_recovers_from_a_gate
     assert!(!link.client.is_connected());
     let (missing, pending) = link.ready().await;
     assert!(missing.is_empty());
-    assert!(pending.is_empty(), "the restarted gateway forgot the approval: {pending:?}");
+    assert!(
+        pending.is_empty(),
+        "the restarted gateway forgot the approval: {pending:?}"
+    );
     assert!(link.client.is_connected());
 
     // And the new link works.
     let op = gw.operator().await.unwrap();
     let after = op.request_exec("echo after restart", 60_000).await.unwrap();
     link.requested(&after.id).await;
-    link.client.resolve(&after.id, Kind::Exec, Decision::AllowOnce).await.unwrap();
-    assert_eq!(after.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    link.client
+        .resolve(&after.id, Kind::Exec, Decision::AllowOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.outcome(WAIT).await.unwrap(),
+        Some(Decision::AllowOnce)
+    );
 
     link.shutdown().await;
 }
@@ -271,7 +367,9 @@ async fn replays_what_was_requested_before_it_connected_and_recovers_from_a_gate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_accepts_only_the_pinned_certificate() {
     let gw = gateway().await;
-    let proxy = testkit::tls_proxy::TlsProxy::start(([127, 0, 0, 1], gw.port()).into()).await.unwrap();
+    let proxy = testkit::tls_proxy::TlsProxy::start(([127, 0, 0, 1], gw.port()).into())
+        .await
+        .unwrap();
     let state = tempfile::tempdir().unwrap();
     let opts = |pin: Option<[u8; 32]>| {
         let mut o = gw.client_options(state.path());
@@ -279,17 +377,30 @@ async fn wss_accepts_only_the_pinned_certificate() {
         o.tls_pin = pin;
         o
     };
-    let pinned = bridge::gateway::probe(&opts(Some(proxy.fingerprint())), WAIT).await.unwrap();
+    let pinned = bridge::gateway::probe(&opts(Some(proxy.fingerprint())), WAIT)
+        .await
+        .unwrap();
     assert!(pinned.auth_ok, "{pinned:?}");
     assert!(pinned.missing.is_empty(), "{pinned:?}");
 
     let mut wrong = proxy.fingerprint();
     wrong[0] ^= 1;
-    let refused = bridge::gateway::probe(&opts(Some(wrong)), Duration::from_secs(3)).await.unwrap();
+    let refused = bridge::gateway::probe(&opts(Some(wrong)), Duration::from_secs(3))
+        .await
+        .unwrap();
     assert!(!refused.auth_ok);
-    assert!(refused.error.as_deref().unwrap_or_default().contains("pinned fingerprint"), "{refused:?}");
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pinned fingerprint"),
+        "{refused:?}"
+    );
 
     // Without a pin a self-signed certificate is not trusted either.
-    let unpinned = bridge::gateway::probe(&opts(None), Duration::from_secs(3)).await.unwrap();
+    let unpinned = bridge::gateway::probe(&opts(None), Duration::from_secs(3))
+        .await
+        .unwrap();
     assert!(!unpinned.auth_ok, "{unpinned:?}");
 }

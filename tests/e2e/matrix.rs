@@ -9,11 +9,11 @@ use bridge::approval::{ApprovalId, Decision};
 use bridge::channel::{Answer, Channel, MessageRef, Target};
 use bridge::store::Store;
 use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, render};
-use testkit::synapse::matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::conformance::{Fixture, PromptState, Running, approval};
 use testkit::openclaw::{Gateway, GatewayConfig, Operator};
+use testkit::synapse::matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use testkit::synapse::{MatrixUser, Synapse};
 
 const BOT_PASSWORD: &str = "bot-password-1";
@@ -31,10 +31,19 @@ async fn accounts() -> Accounts {
     let hs = Synapse::start().await.expect("start Synapse");
     let bot = hs.register("bot", BOT_PASSWORD, false).await.unwrap();
     hs.register("owner", "owner-password", false).await.unwrap();
-    hs.register("stranger", "stranger-password", false).await.unwrap();
-    let (owner, stranger) =
-        tokio::join!(MatrixUser::login(&hs, "owner", "owner-password"), MatrixUser::login(&hs, "stranger", "stranger-password"));
-    Accounts { hs, bot, owner: owner.unwrap(), stranger: stranger.unwrap() }
+    hs.register("stranger", "stranger-password", false)
+        .await
+        .unwrap();
+    let (owner, stranger) = tokio::join!(
+        MatrixUser::login(&hs, "owner", "owner-password"),
+        MatrixUser::login(&hs, "stranger", "stranger-password")
+    );
+    Accounts {
+        hs,
+        bot,
+        owner: owner.unwrap(),
+        stranger: stranger.unwrap(),
+    }
 }
 
 fn split(message: &str) -> (OwnedRoomId, OwnedEventId) {
@@ -55,21 +64,40 @@ struct Seen {
 
 /// The prompt `event` (or the bot's prompt for approval `id`) as `user` sees it now; waits
 /// until every bot event around it is decrypted.
-async fn seen(user: &MatrixUser, room: &OwnedRoomId, bot: &str, find: impl Fn(&Value) -> bool, what: &str) -> Seen {
+async fn seen(
+    user: &MatrixUser,
+    room: &OwnedRoomId,
+    bot: &str,
+    find: impl Fn(&Value) -> bool,
+    what: &str,
+) -> Seen {
     let deadline = Instant::now() + WAIT;
     loop {
         let tl = user.timeline(room).await.unwrap_or_default();
         let utd = tl.iter().any(|v| v["utd"] == true && v["sender"] == bot);
-        if let Some(p) = tl.iter().find(|v| v["sender"] == bot && v["type"] == "m.room.message" && find(v))
+        if let Some(p) = tl
+            .iter()
+            .find(|v| v["sender"] == bot && v["type"] == "m.room.message" && find(v))
             && !utd
         {
             let id = p["event_id"].as_str().unwrap().to_owned();
             let mut body = p["content"]["body"].as_str().unwrap_or_default().to_owned();
-            let mut html = p["content"]["formatted_body"].as_str().unwrap_or_default().to_owned();
-            for e in tl.iter().filter(|v| v["sender"] == bot && v["content"]["m.relates_to"]["rel_type"] == "m.replace") {
+            let mut html = p["content"]["formatted_body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for e in tl.iter().filter(|v| {
+                v["sender"] == bot && v["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            }) {
                 if e["content"]["m.relates_to"]["event_id"] == id.as_str() {
-                    body = e["content"]["m.new_content"]["body"].as_str().unwrap_or_default().to_owned();
-                    html = e["content"]["m.new_content"]["formatted_body"].as_str().unwrap_or_default().to_owned();
+                    body = e["content"]["m.new_content"]["body"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    html = e["content"]["m.new_content"]["formatted_body"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                 }
             }
             let keys = tl
@@ -80,9 +108,19 @@ async fn seen(user: &MatrixUser, room: &OwnedRoomId, bot: &str, find: impl Fn(&V
                         && v["content"]["m.relates_to"]["event_id"] == id.as_str()
                         && v.pointer("/unsigned/redacted_because").is_none()
                 })
-                .filter_map(|v| v["content"]["m.relates_to"]["key"].as_str().map(str::to_owned))
+                .filter_map(|v| {
+                    v["content"]["m.relates_to"]["key"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
                 .collect();
-            return Seen { event_id: id.try_into().unwrap(), encrypted: p["encrypted"] == true, body, html, keys };
+            return Seen {
+                event_id: id.try_into().unwrap(),
+                encrypted: p["encrypted"] == true,
+                body,
+                html,
+                keys,
+            };
         }
         if Instant::now() > deadline {
             panic!("{what}: not visible (decrypted) within {WAIT:?}; timeline: {tl:#?}");
@@ -120,7 +158,10 @@ impl MatrixFixture {
         let state = tempfile::tempdir().unwrap();
         let channel = Arc::new(Self::build(&config, &state));
         // The first delivery creates the DM; the owner accepts the invitation meanwhile.
-        let dm = Target { channel: "matrix".into(), chat: acc.owner.user_id.to_string() };
+        let dm = Target {
+            channel: "matrix".into(),
+            chat: acc.owner.user_id.to_string(),
+        };
         let warm_up = approval(&Decision::ALL);
         let (first, room) = tokio::join!(channel.deliver(&dm, &warm_up), async {
             let room = acc.owner.wait_invite(WAIT).await.unwrap();
@@ -128,19 +169,37 @@ impl MatrixFixture {
             room
         });
         first.expect("first delivery after the owner joined");
-        acc.owner.invite(&room, &acc.stranger.user_id).await.unwrap();
+        acc.owner
+            .invite(&room, &acc.stranger.user_id)
+            .await
+            .unwrap();
         let r = acc.stranger.wait_invite(WAIT).await.unwrap();
         acc.stranger.join(&r).await.unwrap();
-        MatrixFixture { acc, config, state, channel, room, reactions: Mutex::new(Vec::new()) }
+        MatrixFixture {
+            acc,
+            config,
+            state,
+            channel,
+            room,
+            reactions: Mutex::new(Vec::new()),
+        }
     }
 
     fn build(config: &MatrixConfig, state: &tempfile::TempDir) -> Matrix {
-        let options = Options { sync_timeout: Duration::from_secs(5), join_poll: Duration::from_millis(100), ..Options::default() };
+        let options = Options {
+            sync_timeout: Duration::from_secs(5),
+            join_poll: Duration::from_millis(100),
+            ..Options::default()
+        };
         Matrix::with_options(config, BOT_PASSWORD, state.path(), options).expect("matrix channel")
     }
 
     fn user(&self, id: &str) -> &MatrixUser {
-        if id == self.acc.owner.user_id.as_str() { &self.acc.owner } else { &self.acc.stranger }
+        if id == self.acc.owner.user_id.as_str() {
+            &self.acc.owner
+        } else {
+            &self.acc.stranger
+        }
     }
 
     async fn react(&self, prompt: &MessageRef, user: &str, key: &str) {
@@ -149,14 +208,19 @@ impl MatrixFixture {
         // As in Element: pressing your own reaction again first takes it back.
         let previous = {
             let mut r = self.reactions.lock().unwrap();
-            let i = r.iter().position(|(who, ev, k, _)| who == user && *ev == event && k == key);
+            let i = r
+                .iter()
+                .position(|(who, ev, k, _)| who == user && *ev == event && k == key);
             i.map(|i| r.remove(i).3)
         };
         if let Some(p) = previous {
             u.redact(&room, &p).await.unwrap();
         }
         let id = u.react(&room, &event, key).await.unwrap();
-        self.reactions.lock().unwrap().push((user.to_owned(), event, key.to_owned(), id));
+        self.reactions
+            .lock()
+            .unwrap()
+            .push((user.to_owned(), event, key.to_owned(), id));
     }
 }
 
@@ -178,7 +242,10 @@ impl Fixture for MatrixFixture {
     }
 
     fn dm(&self) -> Target {
-        Target { channel: "matrix".into(), chat: self.owner() }
+        Target {
+            channel: "matrix".into(),
+            chat: self.owner(),
+        }
     }
 
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
@@ -201,9 +268,23 @@ impl Fixture for MatrixFixture {
 
     async fn prompt_state(&self, prompt: &MessageRef) -> PromptState {
         let (room, event) = split(&prompt.message);
-        let s = seen(&self.acc.owner, &room, &self.acc.bot, |v| v["event_id"] == event.as_str(), "prompt").await;
-        let decisions = s.keys.iter().map(|k| render::decision_of(k).expect("seeded keys are decisions")).collect();
-        PromptState { text: s.body, decisions }
+        let s = seen(
+            &self.acc.owner,
+            &room,
+            &self.acc.bot,
+            |v| v["event_id"] == event.as_str(),
+            "prompt",
+        )
+        .await;
+        let decisions = s
+            .keys
+            .iter()
+            .map(|k| render::decision_of(k).expect("seeded keys are decisions"))
+            .collect();
+        PromptState {
+            text: s.body,
+            decisions,
+        }
     }
 
     async fn delete(&self, prompt: &MessageRef) {
@@ -223,7 +304,10 @@ impl Fixture for MatrixFixture {
             }) {
                 return m["content"]["body"].as_str().unwrap_or_default().to_owned();
             }
-            assert!(Instant::now() < deadline, "no reply to {event} within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no reply to {event} within {WAIT:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -242,13 +326,29 @@ async fn unknown_reactions_and_reactions_on_other_events_are_ignored() {
     let a = approval(&Decision::ALL);
     let prompt = ch.deliver(&f.dm(), &a).await.unwrap();
     f.press_raw(&prompt, &f.owner(), "👍").await;
-    let text = f.acc.owner.send_text(&f.room, "just chatting").await.unwrap();
+    let text = f
+        .acc
+        .owner
+        .send_text(&f.room, "just chatting")
+        .await
+        .unwrap();
     f.acc.owner.react(&f.room, &text, "✅").await.unwrap();
     // Variants of ours still count: with U+FE0F and a skin tone.
     f.press_raw(&prompt, &f.owner(), "✅\u{FE0F}").await;
     let ans = run.next("the ✅️ after the ignored ones").await;
-    assert_eq!(ans.request, bridge::channel::Request::Decide { id: a.id.clone(), decision: Decision::AllowOnce });
-    assert!(tokio::time::timeout(Duration::from_secs(2), run.answers.recv()).await.is_err(), "nothing else decodes");
+    assert_eq!(
+        ans.request,
+        bridge::channel::Request::Decide {
+            id: a.id.clone(),
+            decision: Decision::AllowOnce
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), run.answers.recv())
+            .await
+            .is_err(),
+        "nothing else decodes"
+    );
     run.stop().await;
 }
 
@@ -258,11 +358,33 @@ async fn restart_restores_the_session_with_the_same_device() {
     let before = f.channel.health().await.unwrap();
     let again = f.restarted();
     let after = again.health().await.unwrap();
-    let device = |h: &str| h.split("(device ").nth(1).unwrap().split(')').next().unwrap().to_owned();
+    let device = |h: &str| {
+        h.split("(device ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(device(&before), device(&after), "{before} / {after}");
-    assert!(after.contains("join in"), "health reports the owner's membership: {after}");
-    let devices = f.acc.owner.client.encryption().get_user_devices(&OwnedUserId::try_from(f.acc.bot.as_str()).unwrap()).await.unwrap();
-    assert_eq!(devices.devices().count(), 1, "one bot device, not one per start");
+    assert!(
+        after.contains("join in"),
+        "health reports the owner's membership: {after}"
+    );
+    let devices = f
+        .acc
+        .owner
+        .client
+        .encryption()
+        .get_user_devices(&OwnedUserId::try_from(f.acc.bot.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        devices.devices().count(),
+        1,
+        "one bot device, not one per start"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,10 +399,19 @@ async fn strict_mode_refuses_answers_not_from_a_verified_device() {
     // The owner's device is not verified by the bot: neither a reaction nor typed text counts.
     f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
     let ans = run.next("reaction in strict mode").await;
-    assert!(matches!(&ans.request, bridge::channel::Request::Malformed { why, .. } if why.contains("verified device")), "{:?}", ans.request);
-    f.type_in_dm(&f.owner(), &format!("/approve {} deny", a.id)).await;
+    assert!(
+        matches!(&ans.request, bridge::channel::Request::Malformed { why, .. } if why.contains("verified device")),
+        "{:?}",
+        ans.request
+    );
+    f.type_in_dm(&f.owner(), &format!("/approve {} deny", a.id))
+        .await;
     let ans = run.next("typed answer in strict mode").await;
-    assert!(matches!(ans.request, bridge::channel::Request::Malformed { .. }), "{:?}", ans.request);
+    assert!(
+        matches!(ans.request, bridge::channel::Request::Malformed { .. }),
+        "{:?}",
+        ans.request
+    );
     run.stop().await;
 }
 
@@ -302,10 +433,16 @@ async fn access_token_login_uses_the_tokens_device_and_keeps_it() {
         let ch = Matrix::with_options(&config, &token, state.path(), Options::default()).unwrap();
         let h = ch.health().await.unwrap();
         assert!(h.contains(&format!("(device {device})")), "{start}: {h}");
-        assert!(h.contains("@owner:localhost: no direct room yet"), "{start}: {h}");
+        assert!(
+            h.contains("@owner:localhost: no direct room yet"),
+            "{start}: {h}"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(state.path().join("matrix/session.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(state.path().join("matrix/session.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the saved session holds a token");
 }
 
@@ -346,15 +483,25 @@ async fn world_with(telegram: Option<&testkit::fake_telegram::FakeTelegram>) -> 
     };
     setup.extra_toml = matrix_toml(&acc);
     setup.env = vec![("AB_TEST_MATRIX_PASSWORD".into(), BOT_PASSWORD.into())];
-    let bridge = BridgeProcess::start_healthy(&bridge_exe(), setup).await.unwrap();
+    let bridge = BridgeProcess::start_healthy(&bridge_exe(), setup)
+        .await
+        .unwrap();
     let op = Operator::connect(&gw, "requester").await.unwrap();
-    World { gw, acc, op, bridge, room: None }
+    World {
+        gw,
+        acc,
+        op,
+        bridge,
+        room: None,
+    }
 }
 
 /// The bridge binary: `AB_BRIDGE_EXE` when set (a copy taken right after the build, safe
 /// from concurrent builds sharing the target dir), else cargo's.
 fn bridge_exe() -> std::path::PathBuf {
-    std::env::var_os("AB_BRIDGE_EXE").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_approval-bridge").into())
+    std::env::var_os("AB_BRIDGE_EXE")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_approval-bridge").into())
 }
 
 async fn world() -> World {
@@ -364,7 +511,11 @@ async fn world() -> World {
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
+            eprintln!(
+                "---- bridge log ----\n{}\n---- gateway log: {} ----",
+                self.bridge.log(),
+                self.gw.log_path().display()
+            );
         }
     }
 }
@@ -386,7 +537,14 @@ impl World {
         let room = self.join().await;
         let deadline = Instant::now() + WAIT;
         loop {
-            let s = seen(&self.acc.owner, &room, &self.acc.bot, is_prompt_for(id), "prompt").await;
+            let s = seen(
+                &self.acc.owner,
+                &room,
+                &self.acc.bot,
+                is_prompt_for(id),
+                "prompt",
+            )
+            .await;
             if s.keys.len() == 3 || Instant::now() > deadline {
                 return s;
             }
@@ -399,22 +557,39 @@ impl World {
         let room = self.room.clone().unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
-            let s = seen(&self.acc.owner, &room, &self.acc.bot, is_prompt_for(id), "prompt").await;
+            let s = seen(
+                &self.acc.owner,
+                &room,
+                &self.acc.bot,
+                is_prompt_for(id),
+                "prompt",
+            )
+            .await;
             if s.keys.is_empty() && !s.body.contains("/approve") {
                 return s;
             }
-            assert!(Instant::now() < deadline, "prompt not finished within {WAIT:?}: {s:?}");
+            assert!(
+                Instant::now() < deadline,
+                "prompt not finished within {WAIT:?}: {s:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-        Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+        Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+            .unwrap()
+            .audit_log(None)
+            .unwrap()
     }
 
     fn bot_device(&self) -> String {
-        let text = std::fs::read_to_string(self.bridge.state_dir().join("matrix/session.json")).unwrap();
-        serde_json::from_str::<Value>(&text).unwrap()["device_id"].as_str().unwrap().to_owned()
+        let text =
+            std::fs::read_to_string(self.bridge.state_dir().join("matrix/session.json")).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["device_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
@@ -422,41 +597,77 @@ impl World {
 async fn owner_reacts_in_the_encrypted_dm_to_decide_each_way() {
     let mut w = world().await;
     // ♾ without U+FE0F, as some clients send it; ✅ with one.
-    for (decision, key) in [(Decision::AllowOnce, "✅\u{FE0F}"), (Decision::Deny, "❌"), (Decision::AllowAlways, "♾")] {
+    for (decision, key) in [
+        (Decision::AllowOnce, "✅\u{FE0F}"),
+        (Decision::Deny, "❌"),
+        (Decision::AllowAlways, "♾"),
+    ] {
         let asked = Instant::now();
-        let req = w.op.request_exec(&format!("echo {decision}"), 60_000).await.unwrap();
+        let req =
+            w.op.request_exec(&format!("echo {decision}"), 60_000)
+                .await
+                .unwrap();
         let p = w.prompt(&req.id).await;
         let visible = asked.elapsed();
         assert!(p.encrypted, "prompts are sent encrypted");
         assert_eq!(p.keys, ["✅", "❌", "♾️"], "seeded reactions");
-        assert!(p.body.contains(&format!("echo {decision}")) && p.body.contains(&format!("/approve {}", req.id)), "{}", p.body);
+        assert!(
+            p.body.contains(&format!("echo {decision}"))
+                && p.body.contains(&format!("/approve {}", req.id)),
+            "{}",
+            p.body
+        );
         let room = w.room.clone().unwrap();
         let reacted = Instant::now();
         w.acc.owner.react(&room, &p.event_id, key).await.unwrap();
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(decision));
         let decided = reacted.elapsed();
         let done = w.finished(&req_id(&p)).await;
-        assert!(done.body.contains(decision.past()) && done.body.contains(w.acc.owner.user_id.as_str()), "{}", done.body);
+        assert!(
+            done.body.contains(decision.past()) && done.body.contains(w.acc.owner.user_id.as_str()),
+            "{}",
+            done.body
+        );
         assert!(done.body.contains("via matrix"), "{}", done.body);
-        eprintln!("timing {decision}: requested → encrypted prompt visible to the owner {visible:?}; reaction → decision {decided:?}");
+        eprintln!(
+            "timing {decision}: requested → encrypted prompt visible to the owner {visible:?}; reaction → decision {decided:?}"
+        );
     }
 }
 
 fn req_id(p: &Seen) -> ApprovalId {
-    let id = p.body.split("/approve ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let id = p
+        .body
+        .split("/approve ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
     ApprovalId(id.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stranger_in_the_dm_cannot_decide_and_is_audited() {
     let mut w = world().await;
-    let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+    let req =
+        w.op.request_exec("rm -rf /important", 60_000)
+            .await
+            .unwrap();
     let p = w.prompt(&req.id).await;
     let room = w.room.clone().unwrap();
-    w.acc.owner.invite(&room, &w.acc.stranger.user_id).await.unwrap();
+    w.acc
+        .owner
+        .invite(&room, &w.acc.stranger.user_id)
+        .await
+        .unwrap();
     let r = w.acc.stranger.wait_invite(WAIT).await.unwrap();
     w.acc.stranger.join(&r).await.unwrap();
-    w.acc.stranger.react(&room, &p.event_id, "✅").await.unwrap();
+    w.acc
+        .stranger
+        .react(&room, &p.event_id, "✅")
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     let refused = loop {
         if let Some(r) = w.audit().into_iter().find(|r| r.event == "refused") {
@@ -465,8 +676,18 @@ async fn stranger_in_the_dm_cannot_decide_and_is_audited() {
         assert!(Instant::now() < deadline, "stranger's reaction not audited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(refused.actor.as_deref(), Some(w.acc.stranger.user_id.as_str()));
-    let still = seen(&w.acc.owner, &room, &w.acc.bot, is_prompt_for(&req.id), "prompt").await;
+    assert_eq!(
+        refused.actor.as_deref(),
+        Some(w.acc.stranger.user_id.as_str())
+    );
+    let still = seen(
+        &w.acc.owner,
+        &room,
+        &w.acc.bot,
+        is_prompt_for(&req.id),
+        "prompt",
+    )
+    .await;
     assert_eq!(still.keys.len(), 3, "still pending, still actionable");
     w.acc.owner.react(&room, &p.event_id, "❌").await.unwrap();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
@@ -479,16 +700,30 @@ async fn approve_text_in_the_dm_decides_and_a_strangers_does_not() {
     let id = req.id.clone();
     w.prompt(&req.id).await;
     let room = w.room.clone().unwrap();
-    w.acc.owner.invite(&room, &w.acc.stranger.user_id).await.unwrap();
+    w.acc
+        .owner
+        .invite(&room, &w.acc.stranger.user_id)
+        .await
+        .unwrap();
     let r = w.acc.stranger.wait_invite(WAIT).await.unwrap();
     w.acc.stranger.join(&r).await.unwrap();
-    w.acc.stranger.send_text(&room, &format!("/approve {} allow-once", req.id)).await.unwrap();
+    w.acc
+        .stranger
+        .send_text(&room, &format!("/approve {} allow-once", req.id))
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
-    while !w.audit().iter().any(|r| r.event == "refused" && r.actor.as_deref() == Some(w.acc.stranger.user_id.as_str())) {
+    while !w.audit().iter().any(|r| {
+        r.event == "refused" && r.actor.as_deref() == Some(w.acc.stranger.user_id.as_str())
+    }) {
         assert!(Instant::now() < deadline, "stranger's /approve not refused");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    w.acc.owner.send_text(&room, &format!("/approve {} deny", req.id)).await.unwrap();
+    w.acc
+        .owner
+        .send_text(&room, &format!("/approve {} deny", req.id))
+        .await
+        .unwrap();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
     let done = w.finished(&id).await;
     assert!(done.body.contains("Denied"), "{}", done.body);
@@ -500,8 +735,16 @@ async fn html_in_the_command_is_shown_literally() {
     let cmd = "echo '<b>bold</b> <a href=\"https://evil\">@room</a> & done'";
     let req = w.op.request_exec(cmd, 60_000).await.unwrap();
     let p = w.prompt(&req.id).await;
-    assert!(p.body.contains(cmd), "plain body carries the command verbatim: {}", p.body);
-    assert!(!p.html.contains("<b>bold") && !p.html.contains("<a "), "no markup from the request: {}", p.html);
+    assert!(
+        p.body.contains(cmd),
+        "plain body carries the command verbatim: {}",
+        p.body
+    );
+    assert!(
+        !p.html.contains("<b>bold") && !p.html.contains("<a "),
+        "no markup from the request: {}",
+        p.html
+    );
     assert!(p.html.contains(&render::escape(cmd)), "{}", p.html);
     let room = w.room.clone().unwrap();
     w.acc.owner.react(&room, &p.event_id, "❌").await.unwrap();
@@ -512,30 +755,60 @@ async fn html_in_the_command_is_shown_literally() {
 async fn restart_keeps_the_device_sends_no_duplicate_and_old_prompts_still_decide() {
     let mut w = world().await;
     let device = w.bot_device();
-    let req = w.op.request_exec("echo across restarts", 120_000).await.unwrap();
+    let req =
+        w.op.request_exec("echo across restarts", 120_000)
+            .await
+            .unwrap();
     let id = req.id.clone();
     let p = w.prompt(&req.id).await;
-    assert!(w.bridge.terminate(Duration::from_secs(10)).await.unwrap(), "clean exit");
+    assert!(
+        w.bridge.terminate(Duration::from_secs(10)).await.unwrap(),
+        "clean exit"
+    );
     w.bridge.restart().await.unwrap();
-    w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    w.bridge
+        .wait_healthy(Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(w.bot_device(), device, "same device id after a restart");
     let room = w.room.clone().unwrap();
     w.acc.owner.react(&room, &p.event_id, "✅").await.unwrap();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
     w.finished(&id).await;
-    let prompts = w.acc.owner.timeline(&room).await.unwrap().into_iter().filter(|v| is_prompt_for(&id)(v)).count();
+    let prompts = w
+        .acc
+        .owner
+        .timeline(&room)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| is_prompt_for(&id)(v))
+        .count();
     assert_eq!(prompts, 1, "no duplicate prompt after the restart");
-    let devices = w.acc.owner.client.encryption().get_user_devices(&OwnedUserId::try_from(w.acc.bot.as_str()).unwrap()).await.unwrap();
+    let devices = w
+        .acc
+        .owner
+        .client
+        .encryption()
+        .get_user_devices(&OwnedUserId::try_from(w.acc.bot.as_str()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(devices.devices().count(), 1, "one bot device");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prompt_waits_for_the_owner_to_join_and_expired_ones_never_show() {
     let mut w = world().await;
-    let expiring = w.op.request_exec("echo expires before the owner joins", 3_000).await.unwrap();
+    let expiring =
+        w.op.request_exec("echo expires before the owner joins", 3_000)
+            .await
+            .unwrap();
     let room = w.acc.owner.wait_invite(WAIT).await.unwrap();
     assert_eq!(expiring.outcome(WAIT).await.unwrap(), None, "expired");
-    let req = w.op.request_exec("echo after joining", 60_000).await.unwrap();
+    let req =
+        w.op.request_exec("echo after joining", 60_000)
+            .await
+            .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.acc.owner.join(&room).await.unwrap();
     w.room = Some(room.clone());
@@ -543,8 +816,13 @@ async fn prompt_waits_for_the_owner_to_join_and_expired_ones_never_show() {
     assert_eq!(p.keys.len(), 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tl = w.acc.owner.timeline(&room).await.unwrap();
-    let live_expired = tl.iter().any(|v| is_prompt_for(&expiring_id(&tl, &req.id))(v));
-    assert!(!live_expired, "no prompt for the approval that expired before the join");
+    let live_expired = tl
+        .iter()
+        .any(|v| is_prompt_for(&expiring_id(&tl, &req.id))(v));
+    assert!(
+        !live_expired,
+        "no prompt for the approval that expired before the join"
+    );
     w.acc.owner.react(&room, &p.event_id, "✅").await.unwrap();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
 }
@@ -562,17 +840,34 @@ fn expiring_id(tl: &[Value], keep: &ApprovalId) -> ApprovalId {
 async fn decided_on_telegram_the_matrix_prompt_shows_it() {
     let tg = testkit::fake_telegram::FakeTelegram::start("123456:TEST-token").await;
     let mut w = world_with(Some(&tg)).await;
-    let req = w.op.request_exec("echo two channels", 60_000).await.unwrap();
+    let req =
+        w.op.request_exec("echo two channels", 60_000)
+            .await
+            .unwrap();
     let id = req.id.clone();
     let p = w.prompt(&req.id).await;
     assert_eq!(p.keys.len(), 3);
     let needle = req.id.as_str().to_owned();
     let m = tg
-        .wait_for(WAIT, "telegram prompt", |v| v.bot_messages(111_111_111).into_iter().find(|m| m.raw.contains(&needle)).cloned())
+        .wait_for(WAIT, "telegram prompt", |v| {
+            v.bot_messages(111_111_111)
+                .into_iter()
+                .find(|m| m.raw.contains(&needle))
+                .cloned()
+        })
         .await;
-    let data = m.buttons().into_iter().find(|(_, d)| d.ends_with("allow-once")).unwrap().1;
+    let data = m
+        .buttons()
+        .into_iter()
+        .find(|(_, d)| d.ends_with("allow-once"))
+        .unwrap()
+        .1;
     tg.press(111_111_111, 111_111_111, m.message_id, &data);
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
     let done = w.finished(&id).await;
-    assert!(done.body.contains("Allowed once") && done.body.contains("via telegram"), "{}", done.body);
+    assert!(
+        done.body.contains("Allowed once") && done.body.contains("via telegram"),
+        "{}",
+        done.body
+    );
 }

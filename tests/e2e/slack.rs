@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target};
+use bridge::channel::{
+    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target,
+};
 use channels::slack::{Options, Slack, SlackConfig, codec};
 use testkit::conformance::{Fixture, PromptState, Running, approval};
 use testkit::fake_slack::{self, FakeSlack};
@@ -35,11 +37,18 @@ impl SlackFixture {
         }))
         .expect("config");
         let channel = Arc::new(Self::build(&config));
-        SlackFixture { fake, config, channel }
+        SlackFixture {
+            fake,
+            config,
+            channel,
+        }
     }
 
     fn build(config: &SlackConfig) -> Slack {
-        let options = Options { backoff: Duration::from_millis(100), ..Options::default() };
+        let options = Options {
+            backoff: Duration::from_millis(100),
+            ..Options::default()
+        };
         Slack::with_options(config, BOT_TOKEN, APP_TOKEN, options).expect("slack channel")
     }
 
@@ -77,7 +86,10 @@ impl Fixture for SlackFixture {
     }
 
     fn dm(&self) -> Target {
-        Target { channel: "slack".into(), chat: OWNER.into() }
+        Target {
+            channel: "slack".into(),
+            chat: OWNER.into(),
+        }
     }
 
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
@@ -97,7 +109,8 @@ impl Fixture for SlackFixture {
     }
 
     async fn type_in_dm(&self, user: &str, text: &str) {
-        self.fake.send_text(user, &fake_slack::dm_channel(user), text);
+        self.fake
+            .send_text(user, &fake_slack::dm_channel(user), text);
     }
 
     fn forged_payloads(&self) -> Vec<String> {
@@ -120,12 +133,17 @@ impl Fixture for SlackFixture {
             .buttons()
             .into_iter()
             .map(|b| {
-                let d = codec::decode(&b.action_id, &b.value).expect("our buttons decode").decision;
+                let d = codec::decode(&b.action_id, &b.value)
+                    .expect("our buttons decode")
+                    .decision;
                 assert_eq!(b.label, d.label(), "label matches the decision");
                 d
             })
             .collect();
-        PromptState { text: seen(&m.text), decisions }
+        PromptState {
+            text: seen(&m.text),
+            decisions,
+        }
     }
 
     async fn delete(&self, prompt: &MessageRef) {
@@ -141,16 +159,28 @@ impl Fixture for SlackFixture {
             return self
                 .fake
                 .wait_for(WAIT, "ephemeral answer", |v| {
-                    v.ephemerals().iter().rev().find(|e| e.channel == c && e.user == u).map(|e| e.text.clone())
+                    v.ephemerals()
+                        .iter()
+                        .rev()
+                        .find(|e| e.channel == c && e.user == u)
+                        .map(|e| e.text.clone())
                 })
                 .await;
         }
-        let rest = answer.reply.handle.strip_prefix("msg:").expect("eph: or msg: handle");
+        let rest = answer
+            .reply
+            .handle
+            .strip_prefix("msg:")
+            .expect("eph: or msg: handle");
         let (c, ts) = rest.split_once(':').expect("msg:<channel>:<ts>");
         let (c, ts) = (c.to_owned(), ts.to_owned());
         self.fake
             .wait_for(WAIT, "reply to the command", |v| {
-                v.bot_messages(&c).into_iter().rev().find(|m| m.ts > ts).map(|m| m.text.clone())
+                v.bot_messages(&c)
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.ts > ts)
+                    .map(|m| m.text.clone())
             })
             .await
     }
@@ -161,7 +191,10 @@ mod conformance {
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {
-    Approval { command: command.to_owned(), ..approval(allowed) }
+    Approval {
+        command: command.to_owned(),
+        ..approval(allowed)
+    }
 }
 
 const HOSTILE: &str = "echo <!channel> <!here> <@U123> <#C999> <https://evil.example|click me> ``` *bold* _it_ ~s~ ``` `tick` &amp; && done";
@@ -169,23 +202,52 @@ const HOSTILE: &str = "echo <!channel> <!here> <@U123> <#C999> <https://evil.exa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_is_block_kit_with_styled_buttons_in_the_owners_dm() {
     let f = SlackFixture::start().await;
-    let a = exec("ls -la", &[Decision::AllowOnce, Decision::AllowAlways, Decision::Deny]);
+    let a = exec(
+        "ls -la",
+        &[Decision::AllowOnce, Decision::AllowAlways, Decision::Deny],
+    );
     let t0 = Instant::now();
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let took = t0.elapsed();
-    assert_eq!(prompt.message.split('|').next(), Some(fake_slack::dm_channel(OWNER).as_str()));
+    assert_eq!(
+        prompt.message.split('|').next(),
+        Some(fake_slack::dm_channel(OWNER).as_str())
+    );
     let m = f.message(&prompt);
-    let buttons: Vec<(String, Option<String>, String)> =
-        m.buttons().into_iter().map(|b| (b.label, b.style, b.value)).collect();
+    let buttons: Vec<(String, Option<String>, String)> = m
+        .buttons()
+        .into_iter()
+        .map(|b| (b.label, b.style, b.value))
+        .collect();
     assert_eq!(
         buttons,
         vec![
-            ("Allow once".into(), Some("primary".into()), format!("exec_approve:{}:allow-once", a.id)),
-            ("Allow always".into(), None, format!("exec_approve:{}:allow-always", a.id)),
-            ("Deny".into(), Some("danger".into()), format!("exec_approve:{}:deny", a.id)),
+            (
+                "Allow once".into(),
+                Some("primary".into()),
+                format!("exec_approve:{}:allow-once", a.id)
+            ),
+            (
+                "Allow always".into(),
+                None,
+                format!("exec_approve:{}:allow-always", a.id)
+            ),
+            (
+                "Deny".into(),
+                Some("danger".into()),
+                format!("exec_approve:{}:deny", a.id)
+            ),
         ]
     );
-    for want in ["Exec approval", "ls -la", "cwd /srv", "agent main", "host gateway", "⚠️ deletes files", "expires"] {
+    for want in [
+        "Exec approval",
+        "ls -la",
+        "cwd /srv",
+        "agent main",
+        "host gateway",
+        "⚠️ deletes files",
+        "expires",
+    ] {
         assert!(m.text.contains(want), "{want:?} in {}", m.text);
     }
     let opened = f.fake.calls_to("conversations.open");
@@ -207,12 +269,32 @@ async fn hostile_command_text_is_rendered_literally() {
     a.warnings = vec!["<!everyone> & <https://x|y>".into()];
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let m = f.message(&prompt);
-    assert!(m.markup.is_empty(), "live tokens from request text: {:?}", m.markup);
-    assert!(seen(&m.text).contains(HOSTILE), "shown literally:\n{}", m.text);
-    assert!(seen(&m.text).contains("<!everyone> & <https://x|y>"), "{}", m.text);
+    assert!(
+        m.markup.is_empty(),
+        "live tokens from request text: {:?}",
+        m.markup
+    );
+    assert!(
+        seen(&m.text).contains(HOSTILE),
+        "shown literally:\n{}",
+        m.text
+    );
+    assert!(
+        seen(&m.text).contains("<!everyone> & <https://x|y>"),
+        "{}",
+        m.text
+    );
     let code = m.blocks[1]["text"]["text"].as_str().unwrap();
-    assert_eq!(code.matches("```").count(), 2, "exactly one code block: {code:?}");
-    assert!(!m.fallback.contains('<'), "notification text escaped too: {}", m.fallback);
+    assert_eq!(
+        code.matches("```").count(),
+        2,
+        "exactly one code block: {code:?}"
+    );
+    assert!(
+        !m.fallback.contains('<'),
+        "notification text escaped too: {}",
+        m.fallback
+    );
     // Finishing keeps it literal.
     let o = bridge::approval::Outcome::Expired { at_ms: 0 };
     f.channel.finish(&prompt, &a, &o).await.unwrap();
@@ -235,7 +317,13 @@ async fn envelopes_are_acked_within_three_seconds() {
         let env = f.fake.press(OWNER, &c, &ts, &data, &data);
         let ans = run.next("press").await;
         let decoded = t0.elapsed();
-        assert_eq!(ans.request, Request::Decide { id: a.id.clone(), decision: d });
+        assert_eq!(
+            ans.request,
+            Request::Decide {
+                id: a.id.clone(),
+                decision: d
+            }
+        );
         let ack = f.fake.wait_ack(&env, WAIT).await;
         assert!(ack < Duration::from_secs(3), "ack after {ack:?}");
         assert_eq!(f.fake.envelope(&env).unwrap().attempts, 1, "no redelivery");
@@ -249,18 +337,37 @@ async fn envelopes_are_acked_within_three_seconds() {
 async fn reconnects_after_disconnect_message_and_after_a_dropped_socket() {
     let f = SlackFixture::start().await;
     let mut run = Running::start(f.channel.clone());
-    f.fake.wait_for(WAIT, "first connection", |v| (v.live_sockets() == 1).then_some(())).await;
+    f.fake
+        .wait_for(WAIT, "first connection", |v| {
+            (v.live_sockets() == 1).then_some(())
+        })
+        .await;
     f.fake.disconnect("refresh_requested");
-    f.fake.wait_for(WAIT, "second connection", |v| (v.connections() >= 2 && v.live_sockets() >= 1).then_some(())).await;
-    f.fake.send_text(OWNER, &fake_slack::dm_channel(OWNER), "/pending");
-    assert_eq!(run.next("/pending after refresh").await.request, Request::ListPending);
+    f.fake
+        .wait_for(WAIT, "second connection", |v| {
+            (v.connections() >= 2 && v.live_sockets() >= 1).then_some(())
+        })
+        .await;
+    f.fake
+        .send_text(OWNER, &fake_slack::dm_channel(OWNER), "/pending");
+    assert_eq!(
+        run.next("/pending after refresh").await.request,
+        Request::ListPending
+    );
     f.fake.drop_sockets();
     // An envelope injected while no socket is up is delivered after the reconnect.
-    f.fake.send_text(OWNER, &fake_slack::dm_channel(OWNER), "/pending");
-    assert_eq!(run.next("/pending after a dropped socket").await.request, Request::ListPending);
+    f.fake
+        .send_text(OWNER, &fake_slack::dm_channel(OWNER), "/pending");
+    assert_eq!(
+        run.next("/pending after a dropped socket").await.request,
+        Request::ListPending
+    );
     assert!(f.fake.connections() >= 3);
     let opens = f.fake.calls_to("apps.connections.open");
-    assert!(opens.iter().all(|c| c.token == APP_TOKEN), "Socket Mode uses the app token");
+    assert!(
+        opens.iter().all(|c| c.token == APP_TOKEN),
+        "Socket Mode uses the app token"
+    );
     run.stop().await;
 }
 
@@ -275,7 +382,11 @@ async fn mismatched_action_id_and_value_is_malformed() {
     let allow = codec::encode(Kind::Exec, &a.id, Decision::AllowAlways).unwrap();
     f.fake.press(OWNER, &c, &ts, &deny, &allow);
     let ans = run.next("mismatched press").await;
-    assert!(matches!(ans.request, Request::Malformed { .. }), "{:?}", ans.request);
+    assert!(
+        matches!(ans.request, Request::Malformed { .. }),
+        "{:?}",
+        ans.request
+    );
     run.stop().await;
 }
 
@@ -287,30 +398,67 @@ async fn rate_limited_calls_wait_for_retry_after() {
     let t0 = Instant::now();
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(2), "Retry-After honoured, took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After honoured, took {took:?}"
+    );
     let posts = f.fake.calls_to("chat.postMessage");
-    assert_eq!(posts.iter().map(|c| c.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        posts.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
     assert!(posts[1].at.duration_since(posts[0].at) >= Duration::from_secs(2));
     f.fake.rate_limit_next("chat.update", 1, 1);
-    f.channel.finish(&prompt, &a, &bridge::approval::Outcome::Gone { at_ms: 0 }).await.unwrap();
+    f.channel
+        .finish(&prompt, &a, &bridge::approval::Outcome::Gone { at_ms: 0 })
+        .await
+        .unwrap();
     assert!(f.message(&prompt).buttons().is_empty());
-    assert_eq!(f.fake.calls_to("chat.update").iter().map(|c| c.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        f.fake
+            .calls_to("chat.update")
+            .iter()
+            .map(|c| c.status)
+            .collect::<Vec<_>>(),
+        vec![429, 200]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_the_bot_and_a_bad_token_fails_loudly() {
     let f = SlackFixture::start().await;
-    assert_eq!(f.channel.health().await.unwrap(), "@approval_bot (U0BOTUSER) in Fake Team (T0FAKETEAM)");
+    assert_eq!(
+        f.channel.health().await.unwrap(),
+        "@approval_bot (U0BOTUSER) in Fake Team (T0FAKETEAM)"
+    );
     let bad = Slack::new(&f.config, "xoxb-wrong-token", APP_TOKEN).unwrap();
     let err = bad.health().await.unwrap_err();
     assert!(matches!(err, ChannelError::Permanent(_)), "{err:?}");
     let err = err.to_string();
-    assert!(err.contains("rejected the bot token") && !err.contains("wrong-token"), "{err}");
-    let swapped = Slack::new(&f.config, APP_TOKEN, BOT_TOKEN).err().expect("swapped tokens refused");
-    assert!(swapped.to_string().contains("bot_token does not start with \"xoxb-\""), "{swapped}");
-    let stale = MessageRef { target: f.dm(), message: format!("{}|1.000001", fake_slack::dm_channel(OWNER)) };
+    assert!(
+        err.contains("rejected the bot token") && !err.contains("wrong-token"),
+        "{err}"
+    );
+    let swapped = Slack::new(&f.config, APP_TOKEN, BOT_TOKEN)
+        .err()
+        .expect("swapped tokens refused");
+    assert!(
+        swapped
+            .to_string()
+            .contains("bot_token does not start with \"xoxb-\""),
+        "{swapped}"
+    );
+    let stale = MessageRef {
+        target: f.dm(),
+        message: format!("{}|1.000001", fake_slack::dm_channel(OWNER)),
+    };
     let o = bridge::approval::Outcome::Gone { at_ms: 0 };
-    assert!(matches!(f.channel.finish(&stale, &approval(&Decision::ALL), &o).await, Err(ChannelError::MessageGone(_))));
+    assert!(matches!(
+        f.channel
+            .finish(&stale, &approval(&Decision::ALL), &o)
+            .await,
+        Err(ChannelError::MessageGone(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,10 +471,20 @@ async fn refusal_on_a_press_is_ephemeral_to_the_presser() {
     let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
     f.fake.press(STRANGER, &c, &ts, &data, &data);
     let ans = run.next("stranger press").await;
-    f.channel.notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed)).await.unwrap();
-    let e = f.fake.wait_ephemeral(&c, STRANGER, "not allowed", WAIT).await;
+    f.channel
+        .notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed))
+        .await
+        .unwrap();
+    let e = f
+        .fake
+        .wait_ephemeral(&c, STRANGER, "not allowed", WAIT)
+        .await;
     assert_eq!(e.text, Refusal::NotAllowed.message());
-    assert_eq!(f.fake.bot_messages(&c).len(), 1, "no public message for a refusal");
+    assert_eq!(
+        f.fake.bot_messages(&c).len(),
+        1,
+        "no public message for a refusal"
+    );
     run.stop().await;
 }
 
@@ -349,16 +507,32 @@ mod daemon {
     impl Drop for World {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                eprintln!("---- bridge log ----\n{}\n---- gateway log: {} ----", self.bridge.log(), self.gw.log_path().display());
-                let calls: Vec<String> =
-                    self.slack.calls().iter().map(|c| format!("{:?} {} {} {:?} {}", c.at, c.status, c.method, c.error, c.params)).collect();
+                eprintln!(
+                    "---- bridge log ----\n{}\n---- gateway log: {} ----",
+                    self.bridge.log(),
+                    self.gw.log_path().display()
+                );
+                let calls: Vec<String> = self
+                    .slack
+                    .calls()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{:?} {} {} {:?} {}",
+                            c.at, c.status, c.method, c.error, c.params
+                        )
+                    })
+                    .collect();
                 eprintln!("---- slack calls ----\n{}", calls.join("\n"));
             }
         }
     }
 
     async fn world() -> World {
-        let (gw, slack) = tokio::join!(Gateway::start(GatewayConfig::default()), FakeSlack::start(BOT_TOKEN, APP_TOKEN));
+        let (gw, slack) = tokio::join!(
+            Gateway::start(GatewayConfig::default()),
+            FakeSlack::start(BOT_TOKEN, APP_TOKEN)
+        );
         let gw = gw.expect("start the OpenClaw gateway");
         let setup = BridgeSetup {
             gateway_url: gw.url(),
@@ -377,10 +551,22 @@ mod daemon {
                 ("AB_TEST_SLACK_APP_TOKEN".into(), APP_TOKEN.into()),
             ],
         };
-        let bridge = BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup).await.unwrap();
+        let bridge =
+            BridgeProcess::start_healthy(env!("CARGO_BIN_EXE_approval-bridge").as_ref(), setup)
+                .await
+                .unwrap();
         let op = Operator::connect(&gw, "requester").await.unwrap();
-        let w = World { gw, slack, op, bridge };
-        w.slack.wait_for(WAIT, "socket mode connected", |v| (v.live_sockets() == 1).then_some(())).await;
+        let w = World {
+            gw,
+            slack,
+            op,
+            bridge,
+        };
+        w.slack
+            .wait_for(WAIT, "socket mode connected", |v| {
+                (v.live_sockets() == 1).then_some(())
+            })
+            .await;
         w
     }
 
@@ -393,7 +579,10 @@ mod daemon {
             let needle = id.as_str().to_owned();
             self.slack
                 .wait_for(WAIT, &format!("prompt for {needle}"), |v| {
-                    v.bot_messages(&dm()).into_iter().find(|m| m.text.contains(&needle) && !m.buttons().is_empty()).cloned()
+                    v.bot_messages(&dm())
+                        .into_iter()
+                        .find(|m| m.text.contains(&needle) && !m.buttons().is_empty())
+                        .cloned()
                 })
                 .await
         }
@@ -403,20 +592,33 @@ mod daemon {
         }
 
         fn tap(&self, m: &fake_slack::Message, decision: Decision) -> String {
-            let b = m.buttons().into_iter().find(|b| b.label == decision.label()).expect("button");
+            let b = m
+                .buttons()
+                .into_iter()
+                .find(|b| b.label == decision.label())
+                .expect("button");
             self.press(m, OWNER, &b.value)
         }
 
         async fn finished(&self, m: &fake_slack::Message, what: &str) -> fake_slack::Message {
-            self.slack.wait_message(&m.channel, &m.ts, WAIT, what, |m| m.buttons().is_empty()).await
+            self.slack
+                .wait_message(&m.channel, &m.ts, WAIT, what, |m| m.buttons().is_empty())
+                .await
         }
 
         fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-            Store::open(&self.bridge.state_dir().join("bridge.sqlite")).unwrap().audit_log(None).unwrap()
+            Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+                .unwrap()
+                .audit_log(None)
+                .unwrap()
         }
 
         fn prompts_for(&self, id: &ApprovalId) -> usize {
-            self.slack.bot_messages(&dm()).iter().filter(|m| m.blocks.is_array() && m.text.contains(id.as_str())).count()
+            self.slack
+                .bot_messages(&dm())
+                .iter()
+                .filter(|m| m.blocks.is_array() && m.text.contains(id.as_str()))
+                .count()
         }
     }
 
@@ -425,7 +627,10 @@ mod daemon {
         let w = world().await;
         let mut latencies = Vec::new();
         for decision in [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways] {
-            let req = w.op.request_exec(&format!("echo slack {decision}"), 60_000).await.unwrap();
+            let req =
+                w.op.request_exec(&format!("echo slack {decision}"), 60_000)
+                    .await
+                    .unwrap();
             let prompt = w.prompt(&req.id).await;
             let labels: Vec<String> = prompt.buttons().into_iter().map(|b| b.label).collect();
             assert_eq!(labels, ["Allow once", "Allow always", "Deny"]);
@@ -437,23 +642,37 @@ mod daemon {
             let click_to_update = t0.elapsed();
             let ack = w.slack.wait_ack(&env, WAIT).await;
             assert!(ack < Duration::from_secs(3), "ack after {ack:?}");
-            assert!(done.text.contains(decision.past()) && done.text.contains(OWNER), "{}", done.text);
-            w.slack.wait_ephemeral(&dm(), OWNER, decision.past(), WAIT).await;
+            assert!(
+                done.text.contains(decision.past()) && done.text.contains(OWNER),
+                "{}",
+                done.text
+            );
+            w.slack
+                .wait_ephemeral(&dm(), OWNER, decision.past(), WAIT)
+                .await;
             latencies.push((decision, ack, click_to_decision, click_to_update));
         }
         for (d, ack, dec, upd) in &latencies {
-            eprintln!("measured: {d}: ack {ack:?}, click -> requester has decision {dec:?}, click -> chat.update {upd:?}");
+            eprintln!(
+                "measured: {d}: ack {ack:?}, click -> requester has decision {dec:?}, click -> chat.update {upd:?}"
+            );
         }
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn stranger_is_refused_ephemerally_and_audited_and_forgeries_do_nothing() {
         let w = world().await;
-        let req = w.op.request_exec("rm -rf /important", 60_000).await.unwrap();
+        let req =
+            w.op.request_exec("rm -rf /important", 60_000)
+                .await
+                .unwrap();
         let prompt = w.prompt(&req.id).await;
         let data = prompt.buttons()[0].value.clone();
         w.press(&prompt, STRANGER, &data);
-        let e = w.slack.wait_ephemeral(&dm(), STRANGER, "not allowed", WAIT).await;
+        let e = w
+            .slack
+            .wait_ephemeral(&dm(), STRANGER, "not allowed", WAIT)
+            .await;
         assert_eq!(e.text, Refusal::NotAllowed.message());
         let other = uuid::Uuid::new_v4();
         let forged = [
@@ -467,11 +686,23 @@ mod daemon {
         }
         w.slack
             .wait_for(WAIT, "a refusal per forgery", |v| {
-                (v.ephemerals().iter().filter(|e| e.user == OWNER).count() >= forged.len()).then_some(())
+                (v.ephemerals().iter().filter(|e| e.user == OWNER).count() >= forged.len())
+                    .then_some(())
             })
             .await;
-        assert!(!w.slack.message(&prompt.channel, &prompt.ts).unwrap().buttons().is_empty(), "still pending");
-        let refused: Vec<_> = w.audit().into_iter().filter(|r| r.event == "refused").collect();
+        assert!(
+            !w.slack
+                .message(&prompt.channel, &prompt.ts)
+                .unwrap()
+                .buttons()
+                .is_empty(),
+            "still pending"
+        );
+        let refused: Vec<_> = w
+            .audit()
+            .into_iter()
+            .filter(|r| r.event == "refused")
+            .collect();
         assert_eq!(refused.len(), 1 + forged.len(), "{refused:?}");
         assert_eq!(refused[0].actor.as_deref(), Some(STRANGER));
         assert_eq!(refused[0].detail["reason"], "not_allowed");
@@ -488,7 +719,9 @@ mod daemon {
         let done = w.finished(&prompt, "finished by another operator").await;
         assert!(done.text.contains("Denied elsewhere"), "{}", done.text);
         w.tap(&prompt, Decision::AllowOnce);
-        w.slack.wait_ephemeral(&dm(), OWNER, "Denied elsewhere", WAIT).await;
+        w.slack
+            .wait_ephemeral(&dm(), OWNER, "Denied elsewhere", WAIT)
+            .await;
         let late = w.op.request_exec("echo too late", 3_000).await.unwrap();
         let prompt = w.prompt(&late.id).await;
         assert_eq!(late.outcome(WAIT).await.unwrap(), None);
@@ -505,30 +738,68 @@ mod daemon {
         assert!(seen(&prompt.text).contains(HOSTILE), "{}", prompt.text);
         w.bridge.kill9().await.unwrap();
         w.bridge.restart().await.unwrap();
-        w.bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
-        w.slack.wait_for(WAIT, "socket mode reconnected", |v| (v.live_sockets() >= 1).then_some(())).await;
+        w.bridge
+            .wait_healthy(Duration::from_secs(60))
+            .await
+            .unwrap();
+        w.slack
+            .wait_for(WAIT, "socket mode reconnected", |v| {
+                (v.live_sockets() >= 1).then_some(())
+            })
+            .await;
         w.slack.send_text(OWNER, &dm(), "/pending");
         w.slack
             .wait_for(WAIT, "/pending answer", |v| {
-                v.bot_messages(&dm()).into_iter().find(|m| m.text.contains("1 pending") && m.text.contains(req.id.as_str())).cloned()
+                v.bot_messages(&dm())
+                    .into_iter()
+                    .find(|m| m.text.contains("1 pending") && m.text.contains(req.id.as_str()))
+                    .cloned()
             })
             .await;
-        w.slack.send_text(OWNER, &dm(), &format!("/approve {} allow-once", req.id));
+        w.slack
+            .send_text(OWNER, &dm(), &format!("/approve {} allow-once", req.id));
         let id = req.id.clone();
         assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
-        let done = w.finished(&prompt, "old prompt finished after restart").await;
+        let done = w
+            .finished(&prompt, "old prompt finished after restart")
+            .await;
         assert!(seen(&done.text).contains(HOSTILE) && done.markup.is_empty());
         assert_eq!(w.prompts_for(&id), 1, "no duplicate prompt after restart");
         // Every call went to the fake, with the right token; nothing else was contacted.
         let calls = w.slack.calls();
-        for m in ["auth.test", "apps.connections.open", "conversations.open", "chat.postMessage", "chat.update"] {
-            assert!(calls.iter().any(|c| c.method == m && c.status == 200), "{m} reached the fake");
+        for m in [
+            "auth.test",
+            "apps.connections.open",
+            "conversations.open",
+            "chat.postMessage",
+            "chat.update",
+        ] {
+            assert!(
+                calls.iter().any(|c| c.method == m && c.status == 200),
+                "{m} reached the fake"
+            );
         }
         assert!(calls.iter().all(|c| c.error.is_none()), "no failed call");
-        assert!(calls.iter().all(|c| c.token == if c.method == "apps.connections.open" { APP_TOKEN } else { BOT_TOKEN }));
-        assert!(w.slack.envelopes().iter().all(|e| e.acked_after.is_some_and(|d| d < Duration::from_secs(3))));
+        assert!(calls.iter().all(|c| c.token
+            == if c.method == "apps.connections.open" {
+                APP_TOKEN
+            } else {
+                BOT_TOKEN
+            }));
+        assert!(
+            w.slack
+                .envelopes()
+                .iter()
+                .all(|e| e.acked_after.is_some_and(|d| d < Duration::from_secs(3)))
+        );
         let log = w.bridge.log();
-        assert!(!log.contains("slack.com"), "a call aimed at the real Slack:\n{log}");
-        assert!(!log.contains(BOT_TOKEN) && !log.contains(APP_TOKEN), "a secret reached the log");
+        assert!(
+            !log.contains("slack.com"),
+            "a call aimed at the real Slack:\n{log}"
+        );
+        assert!(
+            !log.contains(BOT_TOKEN) && !log.contains(APP_TOKEN),
+            "a secret reached the log"
+        );
     }
 }

@@ -32,16 +32,26 @@ impl TelegramFixture {
         }))
         .expect("config");
         let channel = Arc::new(Self::build(&config));
-        TelegramFixture { fake, config, channel }
+        TelegramFixture {
+            fake,
+            config,
+            channel,
+        }
     }
 
     fn build(config: &TelegramConfig) -> Telegram {
-        let options = Options { poll_timeout: Duration::from_secs(5), ..Options::default() };
+        let options = Options {
+            poll_timeout: Duration::from_secs(5),
+            ..Options::default()
+        };
         Telegram::with_options(config, TOKEN, options).expect("telegram channel")
     }
 
     fn ids(prompt: &MessageRef) -> (i64, i64) {
-        (prompt.target.chat.parse().unwrap(), prompt.message.parse().unwrap())
+        (
+            prompt.target.chat.parse().unwrap(),
+            prompt.message.parse().unwrap(),
+        )
     }
 }
 
@@ -63,7 +73,10 @@ impl Fixture for TelegramFixture {
     }
 
     fn dm(&self) -> Target {
-        Target { channel: "telegram".into(), chat: OWNER.to_string() }
+        Target {
+            channel: "telegram".into(),
+            chat: OWNER.to_string(),
+        }
     }
 
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
@@ -113,7 +126,10 @@ impl Fixture for TelegramFixture {
                 d
             })
             .collect();
-        PromptState { text: m.text, decisions }
+        PromptState {
+            text: m.text,
+            decisions,
+        }
     }
 
     async fn delete(&self, prompt: &MessageRef) {
@@ -124,15 +140,26 @@ impl Fixture for TelegramFixture {
     async fn told(&self, answer: &Answer) -> String {
         if let Some(q) = answer.reply.handle.strip_prefix("cb:") {
             let a = self.fake.wait_callback_answer(q, WAIT).await;
-            assert_eq!(self.fake.callback_answers(q).len(), 1, "a callback query is answered exactly once");
+            assert_eq!(
+                self.fake.callback_answers(q).len(),
+                1,
+                "a callback query is answered exactly once"
+            );
             return a["text"].as_str().unwrap_or_default().to_owned();
         }
-        let rest = answer.reply.handle.strip_prefix("chat:").expect("cb: or chat: handle");
+        let rest = answer
+            .reply
+            .handle
+            .strip_prefix("chat:")
+            .expect("cb: or chat: handle");
         let (chat, mid) = rest.split_once(':').expect("chat:<chat>:<message>");
         let (chat, mid): (i64, i64) = (chat.parse().unwrap(), mid.parse().unwrap());
         self.fake
             .wait_for(WAIT, "reply to the command", |v| {
-                v.bot_messages(chat).into_iter().find(|m| m.reply_to == Some(mid)).map(|m| m.text.clone())
+                v.bot_messages(chat)
+                    .into_iter()
+                    .find(|m| m.reply_to == Some(mid))
+                    .map(|m| m.text.clone())
             })
             .await
     }
@@ -143,7 +170,10 @@ mod conformance {
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {
-    Approval { command: command.to_owned(), ..approval(allowed) }
+    Approval {
+        command: command.to_owned(),
+        ..approval(allowed)
+    }
 }
 
 // Issue 2, test 1 (adapter half): the prompt reaches the owner's DM at once, with
@@ -155,20 +185,36 @@ async fn prompt_carries_openclaw_callback_data_and_is_sent_at_once() {
     let t0 = Instant::now();
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let took = t0.elapsed();
-    let m = f.fake.message(OWNER, prompt.message.parse().unwrap()).unwrap();
+    let m = f
+        .fake
+        .message(OWNER, prompt.message.parse().unwrap())
+        .unwrap();
     assert_eq!(
         m.buttons(),
         vec![
-            ("Allow once".to_owned(), format!("exec_approve:{}:allow-once", a.id)),
+            (
+                "Allow once".to_owned(),
+                format!("exec_approve:{}:allow-once", a.id)
+            ),
             ("Deny".to_owned(), format!("exec_approve:{}:deny", a.id)),
         ]
     );
     assert_eq!(m.parse_mode.as_deref(), Some("HTML"));
     let calls = f.fake.calls();
-    assert!(calls.iter().all(|c| !c.is("sendChatAction")), "no typing action before the prompt");
-    assert_eq!(calls.iter().filter(|c| c.is("sendMessage")).count(), 1, "one message per prompt");
+    assert!(
+        calls.iter().all(|c| !c.is("sendChatAction")),
+        "no typing action before the prompt"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.is("sendMessage")).count(),
+        1,
+        "one message per prompt"
+    );
     eprintln!("measured: deliver -> sendMessage answered on loopback in {took:?}");
-    assert!(took < Duration::from_millis(500), "prompt sent at once, took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "prompt sent at once, took {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,14 +224,27 @@ async fn plugin_and_system_prompts_fit_telegrams_limit() {
     p.kind = Kind::Plugin;
     p.id = ApprovalId(format!("plugin:{}", uuid::Uuid::new_v4()));
     let prompt = f.channel.deliver(&f.dm(), &p).await.unwrap();
-    let m = f.fake.message(OWNER, prompt.message.parse().unwrap()).unwrap();
+    let m = f
+        .fake
+        .message(OWNER, prompt.message.parse().unwrap())
+        .unwrap();
     let datas: Vec<String> = m.buttons().into_iter().map(|(_, d)| d).collect();
-    assert_eq!(datas[1], format!("plugin_approve:{}:allow-always", &p.id.as_str()[7..]));
+    assert_eq!(
+        datas[1],
+        format!("plugin_approve:{}:allow-always", &p.id.as_str()[7..])
+    );
     assert!(datas.iter().all(|d| d.len() <= 64));
     let mut run = Running::start(f.channel.clone());
-    f.fake.press(OWNER, OWNER, prompt.message.parse().unwrap(), &datas[1]);
+    f.fake
+        .press(OWNER, OWNER, prompt.message.parse().unwrap(), &datas[1]);
     let ans = run.next("plugin press").await;
-    assert_eq!(ans.request, Request::Decide { id: p.id.clone(), decision: Decision::AllowAlways });
+    assert_eq!(
+        ans.request,
+        Request::Decide {
+            id: p.id.clone(),
+            decision: Decision::AllowAlways
+        }
+    );
     run.stop().await;
 }
 
@@ -196,15 +255,33 @@ async fn group_press_is_not_in_dm_and_refusal_is_an_alert() {
     let f = TelegramFixture::start().await;
     let group = -100_123_456;
     let a = approval(&Decision::ALL);
-    let prompt = f.channel.deliver(&Target { channel: "telegram".into(), chat: group.to_string() }, &a).await.unwrap();
+    let prompt = f
+        .channel
+        .deliver(
+            &Target {
+                channel: "telegram".into(),
+                chat: group.to_string(),
+            },
+            &a,
+        )
+        .await
+        .unwrap();
     let mut run = Running::start(f.channel.clone());
     let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
-    let q = f.fake.press(OWNER, group, prompt.message.parse().unwrap(), &data);
+    let q = f
+        .fake
+        .press(OWNER, group, prompt.message.parse().unwrap(), &data);
     let ans = run.next("group press").await;
     assert!(!ans.in_dm, "a group is not a DM, even for the owner");
     assert_eq!(ans.responder.user_id, OWNER.to_string());
-    assert_eq!(ans.responder.display.as_deref(), Some(format!("@user{OWNER}").as_str()));
-    f.channel.notify(&ans.reply, &Notice::Refused(Refusal::NotDirectMessage)).await.unwrap();
+    assert_eq!(
+        ans.responder.display.as_deref(),
+        Some(format!("@user{OWNER}").as_str())
+    );
+    f.channel
+        .notify(&ans.reply, &Notice::Refused(Refusal::NotDirectMessage))
+        .await
+        .unwrap();
     let answer = f.fake.wait_callback_answer(&q, WAIT).await;
     assert_eq!(answer["show_alert"], true);
     assert_eq!(answer["text"], Refusal::NotDirectMessage.message());
@@ -222,7 +299,8 @@ async fn group_press_is_not_in_dm_and_refusal_is_an_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_long_command_is_literal_cut_and_attached() {
     let f = TelegramFixture::start().await;
-    let head = "echo '<b>bold</b>' '</code></pre>' '<a href=\"https://evil.example\">click</a>' '&amp;' ";
+    let head =
+        "echo '<b>bold</b>' '</code></pre>' '<a href=\"https://evil.example\">click</a>' '&amp;' ";
     let command = format!("{head}{}", "ß😀<>&x".repeat(834)); // > 5000 chars of tail
     assert!(command.chars().count() > 5000);
     let a = exec(&command, &Decision::ALL);
@@ -234,16 +312,30 @@ async fn hostile_long_command_is_literal_cut_and_attached() {
     assert!(m.text.encode_utf16().count() <= 4096);
     assert!(m.raw.encode_utf16().count() <= 4096);
     assert!(m.text.contains(head), "shown literally: {}", &m.text[..300]);
-    assert!(m.text.contains(&format!("of {} characters; the full text follows as command.txt.", command.chars().count())));
+    assert!(m.text.contains(&format!(
+        "of {} characters; the full text follows as command.txt.",
+        command.chars().count()
+    )));
     assert!(!m.raw.contains("<a "), "no live link");
     let doc = f.fake.wait_bot_message(OWNER, 1, WAIT).await;
     let (name, content) = doc.document.clone().expect("a document");
     assert_eq!(name, "command.txt");
     assert_eq!(content, command, "the full command is reachable");
     assert_eq!(doc.reply_to, Some(mid), "the file replies to its prompt");
-    let sends: Vec<_> = f.fake.calls().into_iter().filter(|c| c.is("sendMessage") || c.is("sendDocument")).collect();
-    assert!(sends[1].at.duration_since(sends[0].at) >= Duration::from_millis(1000), "1 message/s per chat");
-    eprintln!("measured: long prompt + command.txt delivered in {:?}", t0.elapsed());
+    let sends: Vec<_> = f
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.is("sendMessage") || c.is("sendDocument"))
+        .collect();
+    assert!(
+        sends[1].at.duration_since(sends[0].at) >= Duration::from_millis(1000),
+        "1 message/s per chat"
+    );
+    eprintln!(
+        "measured: long prompt + command.txt delivered in {:?}",
+        t0.elapsed()
+    );
     // Finishing the cut prompt keeps it valid.
     let o = bridge::approval::Outcome::Expired { at_ms: 0 };
     f.channel.finish(&prompt, &a, &o).await.unwrap();
@@ -260,12 +352,21 @@ async fn rate_limited_send_arrives_after_retry_after() {
     let t0 = Instant::now();
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(2), "retry_after honoured, took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "retry_after honoured, took {took:?}"
+    );
     let sends = f.fake.calls_to("sendMessage");
-    assert_eq!(sends.iter().map(|c| c.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        sends.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
     assert!(sends[1].at.duration_since(sends[0].at) >= Duration::from_secs(2));
     assert_eq!(f.fake.bot_messages(OWNER).len(), 1);
-    assert_eq!(prompt.message, f.fake.bot_messages(OWNER)[0].message_id.to_string());
+    assert_eq!(
+        prompt.message,
+        f.fake.bot_messages(OWNER)[0].message_id.to_string()
+    );
     // An edit hit by a 429 is retried too.
     f.fake.rate_limit_next(1, 1);
     let o = bridge::approval::Outcome::Gone { at_ms: 0 };
@@ -279,7 +380,10 @@ async fn rate_limited_send_arrives_after_retry_after() {
 async fn throttle_spaces_one_chat_and_not_others() {
     let f = TelegramFixture::start().await;
     f.fake.enforce_chat_gap(Some(Duration::from_secs(1)));
-    let other = Target { channel: "telegram".into(), chat: "222222222".into() };
+    let other = Target {
+        channel: "telegram".into(),
+        chat: "222222222".into(),
+    };
     let t0 = Instant::now();
     let approvals: Vec<Approval> = (0..3).map(|_| approval(&Decision::ALL)).collect();
     let mut tasks = Vec::new();
@@ -294,37 +398,70 @@ async fn throttle_spaces_one_chat_and_not_others() {
         t.await.unwrap().unwrap();
     }
     let all = t0.elapsed();
-    assert!(f.fake.calls().iter().all(|c| c.status != 429), "never tripped the per-chat limit");
+    assert!(
+        f.fake.calls().iter().all(|c| c.status != 429),
+        "never tripped the per-chat limit"
+    );
     assert_eq!(f.fake.bot_messages(OWNER).len(), 3);
-    assert!(all >= Duration::from_secs(2), "3 messages to one chat take ≥ 2 s, took {all:?}");
-    assert!(other_took < Duration::from_millis(500), "another chat is not delayed: {other_took:?}");
+    assert!(
+        all >= Duration::from_secs(2),
+        "3 messages to one chat take ≥ 2 s, took {all:?}"
+    );
+    assert!(
+        other_took < Duration::from_millis(500),
+        "another chat is not delayed: {other_took:?}"
+    );
     assert_eq!(other_prompt.target, other);
-    eprintln!("measured: 3 prompts to one chat in {all:?}, another chat's prompt in {other_took:?}");
+    eprintln!(
+        "measured: 3 prompts to one chat in {all:?}, another chat's prompt in {other_took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_the_bot_and_a_bad_token_fails_loudly() {
     let f = TelegramFixture::start().await;
-    assert_eq!(f.channel.health().await.unwrap(), "@approval_test_bot (id 7000000001)");
+    assert_eq!(
+        f.channel.health().await.unwrap(),
+        "@approval_test_bot (id 7000000001)"
+    );
     let bad = Telegram::new(&f.config, "7000000001:wrong").unwrap();
     let err = bad.health().await.unwrap_err().to_string();
     assert!(err.contains("rejected the bot token"), "{err}");
-    assert!(!err.contains("wrong"), "the token never appears in errors: {err}");
+    assert!(
+        !err.contains("wrong"),
+        "the token never appears in errors: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_speaks_the_bot_api_shape() {
     let f = TelegramFixture::start().await;
     let client = reqwest_free_post(&f.fake.url(), TOKEN, "getMe", "{}").await;
-    assert!(client.contains("\"ok\":true") && client.contains("approval_test_bot"), "{client}");
-    let lower = reqwest_free_post(&f.fake.url(), TOKEN, "sendmessage", &format!("{{\"chat_id\":{OWNER},\"text\":\"hi\"}}")).await;
+    assert!(
+        client.contains("\"ok\":true") && client.contains("approval_test_bot"),
+        "{client}"
+    );
+    let lower = reqwest_free_post(
+        &f.fake.url(),
+        TOKEN,
+        "sendmessage",
+        &format!("{{\"chat_id\":{OWNER},\"text\":\"hi\"}}"),
+    )
+    .await;
     assert!(lower.contains("\"ok\":true"), "{lower}");
     let unknown = reqwest_free_post(&f.fake.url(), TOKEN, "frobnicate", "{}").await;
     let unknown: serde_json::Value = serde_json::from_str(&unknown).unwrap();
-    assert_eq!(unknown, serde_json::json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}));
-    let bad_html =
-        reqwest_free_post(&f.fake.url(), TOKEN, "sendMessage", &format!("{{\"chat_id\":{OWNER},\"text\":\"<x>\",\"parse_mode\":\"HTML\"}}"))
-            .await;
+    assert_eq!(
+        unknown,
+        serde_json::json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"})
+    );
+    let bad_html = reqwest_free_post(
+        &f.fake.url(),
+        TOKEN,
+        "sendMessage",
+        &format!("{{\"chat_id\":{OWNER},\"text\":\"<x>\",\"parse_mode\":\"HTML\"}}"),
+    )
+    .await;
     assert!(bad_html.contains("can't parse entities"), "{bad_html}");
 }
 

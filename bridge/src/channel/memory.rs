@@ -31,9 +31,18 @@ impl MemoryChannel {
     pub fn new(name: &str, chats: &[&str], allow: &[&str]) -> MemoryChannel {
         MemoryChannel {
             name: name.to_owned(),
-            targets: chats.iter().map(|c| Target { channel: name.to_owned(), chat: (*c).to_owned() }).collect(),
+            targets: chats
+                .iter()
+                .map(|c| Target {
+                    channel: name.to_owned(),
+                    chat: (*c).to_owned(),
+                })
+                .collect(),
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
-            state: Mutex::new(State { next_message: 100, ..State::default() }),
+            state: Mutex::new(State {
+                next_message: 100,
+                ..State::default()
+            }),
         }
     }
 
@@ -77,20 +86,37 @@ impl Channel for MemoryChannel {
         Ok(format!("memory channel {}", self.name))
     }
 
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError> {
         let mut s = self.state();
         if s.fail_deliveries > 0 {
             s.fail_deliveries -= 1;
-            return Err(ChannelError::Transient { message: "scripted failure".into(), retry_after: None });
+            return Err(ChannelError::Transient {
+                message: "scripted failure".into(),
+                retry_after: None,
+            });
         }
         s.next_message += 1;
-        let m = MessageRef { target: target.clone(), message: s.next_message.to_string() };
+        let m = MessageRef {
+            target: target.clone(),
+            message: s.next_message.to_string(),
+        };
         s.delivered.push((approval.id.clone(), m.clone()));
         Ok(m)
     }
 
-    async fn finish(&self, prompt: &MessageRef, _: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
-        self.state().finished.push((prompt.clone(), outcome.clone()));
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        _: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
+        self.state()
+            .finished
+            .push((prompt.clone(), outcome.clone()));
         Ok(())
     }
 

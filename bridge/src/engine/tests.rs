@@ -27,15 +27,29 @@ struct Rig {
 
 fn rig_with(store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
     let chan = Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER]));
-    let (engine, tx, link) =
-        Engine::new(vec![chan.clone() as Arc<dyn Channel>], gw.clone(), store.clone(), Arc::new(Metrics::default()))
-            .unwrap();
+    let (engine, tx, link) = Engine::new(
+        vec![chan.clone() as Arc<dyn Channel>],
+        gw.clone(),
+        store.clone(),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
     let task = tokio::spawn(engine.run());
-    Rig { tx, chan, gw, store, link, task }
+    Rig {
+        tx,
+        chan,
+        gw,
+        store,
+        link,
+        task,
+    }
 }
 
 fn rig() -> Rig {
-    rig_with(Arc::new(Store::in_memory().unwrap()), Arc::new(MemoryGateway::default()))
+    rig_with(
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    )
 }
 
 fn approval(id: &str, allowed: &[&str]) -> Approval {
@@ -48,11 +62,21 @@ fn approval(id: &str, allowed: &[&str]) -> Approval {
 
 fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
     Answer {
-        responder: Responder { channel: "mem".into(), user_id: user.into(), display: None },
-        request: Request::Decide { id: id.into(), decision },
+        responder: Responder {
+            channel: "mem".into(),
+            user_id: user.into(),
+            display: None,
+        },
+        request: Request::Decide {
+            id: id.into(),
+            decision,
+        },
         via,
         in_dm: true,
-        reply: ReplyTo { channel: "mem".into(), handle: format!("cb:{user}") },
+        reply: ReplyTo {
+            channel: "mem".into(),
+            handle: format!("cb:{user}"),
+        },
     }
 }
 
@@ -63,9 +87,18 @@ impl Rig {
 
     async fn request(&self, id: &str, allowed: &[&str]) -> MessageRef {
         self.gw.add(&id.into());
-        self.send(Input::Gateway(GatewayEvent::Requested(approval(id, allowed)))).await;
-        self.wait(|r| r.chan.delivered().iter().any(|(a, _)| a.as_str() == id)).await;
-        self.chan.delivered().into_iter().find(|(a, _)| a.as_str() == id).unwrap().1
+        self.send(Input::Gateway(GatewayEvent::Requested(approval(
+            id, allowed,
+        ))))
+        .await;
+        self.wait(|r| r.chan.delivered().iter().any(|(a, _)| a.as_str() == id))
+            .await;
+        self.chan
+            .delivered()
+            .into_iter()
+            .find(|(a, _)| a.as_str() == id)
+            .unwrap()
+            .1
     }
 
     async fn wait(&self, cond: impl Fn(&Rig) -> bool) {
@@ -79,7 +112,12 @@ impl Rig {
     }
 
     fn audit_events(&self, id: &str) -> Vec<String> {
-        self.store.audit_log(Some(&id.into())).unwrap().into_iter().map(|r| r.event).collect()
+        self.store
+            .audit_log(Some(&id.into()))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect()
     }
 
     async fn stop(self) -> (Arc<Store>, Arc<MemoryGateway>) {
@@ -93,28 +131,65 @@ impl Rig {
 async fn owner_press_resolves_and_finishes_the_prompt() {
     let r = rig();
     let prompt = r.request("a1", &["allow-once", "deny"]).await;
-    r.send(Input::Answer(answer(OWNER, "a1", Decision::AllowOnce, Via::Prompt(prompt.clone())))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a1",
+        Decision::AllowOnce,
+        Via::Prompt(prompt.clone()),
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert_eq!(r.gw.decision(&"a1".into()), Some(Decision::AllowOnce));
     let (finished, outcome) = r.chan.finished().remove(0);
     assert_eq!(finished, prompt);
-    assert!(matches!(outcome, Outcome::Decided { decision: Decision::AllowOnce, by: Decider::Responder(ref who), .. } if who.user_id == OWNER));
+    assert!(
+        matches!(outcome, Outcome::Decided { decision: Decision::AllowOnce, by: Decider::Responder(ref who), .. } if who.user_id == OWNER)
+    );
     r.wait(|r| !r.chan.notices().is_empty()).await;
-    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "a1".into(), decision: Decision::AllowOnce });
-    r.wait(|r| r.audit_events("a1").contains(&"finished".to_owned())).await;
-    assert_eq!(r.audit_events("a1"), ["requested", "delivered", "answered", "resolved", "ended", "finished"]);
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::Accepted {
+            id: "a1".into(),
+            decision: Decision::AllowOnce
+        }
+    );
+    r.wait(|r| r.audit_events("a1").contains(&"finished".to_owned()))
+        .await;
+    assert_eq!(
+        r.audit_events("a1"),
+        [
+            "requested",
+            "delivered",
+            "answered",
+            "resolved",
+            "ended",
+            "finished"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn stranger_cannot_approve() {
     let r = rig();
     let prompt = r.request("a2", &["allow-once", "deny"]).await;
-    r.send(Input::Answer(answer(STRANGER, "a2", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.send(Input::Answer(answer(
+        STRANGER,
+        "a2",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| !r.chan.notices().is_empty()).await;
     assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::NotAllowed));
     assert!(r.gw.calls().is_empty(), "nothing may reach the gateway");
     assert!(r.chan.finished().is_empty());
-    let refused = r.store.audit_log(Some(&"a2".into())).unwrap().into_iter().find(|a| a.event == "refused").unwrap();
+    let refused = r
+        .store
+        .audit_log(Some(&"a2".into()))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.event == "refused")
+        .unwrap();
     assert_eq!(refused.actor.as_deref(), Some(STRANGER));
     assert_eq!(refused.detail["reason"], "not_allowed");
 }
@@ -128,9 +203,23 @@ async fn every_refusal_reason_leaves_the_approval_pending() {
     group.in_dm = false;
     let cases = [
         (group, Refusal::NotDirectMessage),
-        (answer(OWNER, "a3", Decision::AllowAlways, Via::Prompt(prompt.clone())), Refusal::DecisionNotOffered),
-        (answer(OWNER, "nope", Decision::Deny, Via::Prompt(prompt.clone())), Refusal::UnknownApproval),
-        (answer(OWNER, "a3", Decision::Deny, Via::Prompt(other)), Refusal::NotOurPrompt),
+        (
+            answer(
+                OWNER,
+                "a3",
+                Decision::AllowAlways,
+                Via::Prompt(prompt.clone()),
+            ),
+            Refusal::DecisionNotOffered,
+        ),
+        (
+            answer(OWNER, "nope", Decision::Deny, Via::Prompt(prompt.clone())),
+            Refusal::UnknownApproval,
+        ),
+        (
+            answer(OWNER, "a3", Decision::Deny, Via::Prompt(other)),
+            Refusal::NotOurPrompt,
+        ),
     ];
     for (i, (a, want)) in cases.into_iter().enumerate() {
         r.send(Input::Answer(a)).await;
@@ -143,20 +232,38 @@ async fn every_refusal_reason_leaves_the_approval_pending() {
 #[tokio::test]
 async fn malformed_answer_is_refused_and_audited() {
     let r = rig();
-    let mut a = answer(OWNER, "x", Decision::Deny, Via::Command { chat: OWNER.into() });
-    a.request = Request::Malformed { raw: "exec_approve:zzz".into(), why: "bad uuid".into() };
+    let mut a = answer(
+        OWNER,
+        "x",
+        Decision::Deny,
+        Via::Command { chat: OWNER.into() },
+    );
+    a.request = Request::Malformed {
+        raw: "exec_approve:zzz".into(),
+        why: "bad uuid".into(),
+    };
     r.send(Input::Answer(a)).await;
     r.wait(|r| !r.chan.notices().is_empty()).await;
     assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::Malformed));
     let log = r.store.audit_log(None).unwrap();
-    assert!(log.iter().any(|l| l.event == "refused" && l.detail["raw"] == "exec_approve:zzz"));
+    assert!(
+        log.iter()
+            .any(|l| l.event == "refused" && l.detail["raw"] == "exec_approve:zzz")
+    );
 }
 
 #[tokio::test]
 async fn typed_command_decides_like_a_button() {
     let r = rig();
-    r.request("a4", &["allow-once", "allow-always", "deny"]).await;
-    r.send(Input::Answer(answer(OWNER, "a4", Decision::AllowAlways, Via::Command { chat: OWNER.into() }))).await;
+    r.request("a4", &["allow-once", "allow-always", "deny"])
+        .await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a4",
+        Decision::AllowAlways,
+        Via::Command { chat: OWNER.into() },
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert_eq!(r.gw.decision(&"a4".into()), Some(Decision::AllowAlways));
 }
@@ -167,16 +274,34 @@ async fn outcome_from_elsewhere_finishes_prompts_and_later_press_learns_it() {
     let prompt = r.request("a5", &["allow-once", "deny"]).await;
     let outcome = Outcome::Decided {
         decision: Decision::Deny,
-        by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+        by: Decider::Elsewhere {
+            resolved_by: Some("cli".into()),
+        },
         at_ms: 5,
     };
-    r.send(Input::Gateway(GatewayEvent::Ended { id: "a5".into(), outcome: outcome.clone() })).await;
+    r.send(Input::Gateway(GatewayEvent::Ended {
+        id: "a5".into(),
+        outcome: outcome.clone(),
+    }))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert_eq!(r.chan.finished()[0], (prompt.clone(), outcome.clone()));
     // Pressed after the end: told the canonical outcome, nothing resolved, not re-edited.
-    r.send(Input::Answer(answer(OWNER, "a5", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a5",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| !r.chan.notices().is_empty()).await;
-    assert_eq!(r.chan.notices()[0].1, Notice::AlreadyFinished { id: "a5".into(), outcome });
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::AlreadyFinished {
+            id: "a5".into(),
+            outcome
+        }
+    );
     assert!(r.gw.calls().is_empty());
     assert_eq!(r.chan.finished().len(), 1);
 }
@@ -186,16 +311,35 @@ async fn our_resolve_echoed_by_the_gateway_is_credited_to_the_responder() {
     let r = rig();
     let prompt = r.request("a6", &["allow-once", "deny"]).await;
     // The gateway's resolved event usually arrives before the RPC answer.
-    r.send(Input::Answer(answer(OWNER, "a6", Decision::Deny, Via::Prompt(prompt)))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a6",
+        Decision::Deny,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| !r.gw.calls().is_empty()).await;
     r.send(Input::Gateway(GatewayEvent::Ended {
         id: "a6".into(),
-        outcome: Outcome::Decided { decision: Decision::Deny, by: Decider::Elsewhere { resolved_by: None }, at_ms: 1 },
+        outcome: Outcome::Decided {
+            decision: Decision::Deny,
+            by: Decider::Elsewhere { resolved_by: None },
+            at_ms: 1,
+        },
     }))
     .await;
-    r.wait(|r| !r.chan.finished().is_empty() && !r.chan.notices().is_empty()).await;
-    assert!(matches!(&r.chan.finished()[0].1, Outcome::Decided { by: Decider::Responder(who), .. } if who.user_id == OWNER));
-    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "a6".into(), decision: Decision::Deny });
+    r.wait(|r| !r.chan.finished().is_empty() && !r.chan.notices().is_empty())
+        .await;
+    assert!(
+        matches!(&r.chan.finished()[0].1, Outcome::Decided { by: Decider::Responder(who), .. } if who.user_id == OWNER)
+    );
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::Accepted {
+            id: "a6".into(),
+            decision: Decision::Deny
+        }
+    );
 }
 
 #[tokio::test]
@@ -203,13 +347,28 @@ async fn gateway_unreachable_never_decides() {
     let r = rig();
     let prompt = r.request("a7", &["allow-once", "deny"]).await;
     r.gw.set_unavailable(true);
-    r.send(Input::Answer(answer(OWNER, "a7", Decision::AllowOnce, Via::Prompt(prompt.clone())))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a7",
+        Decision::AllowOnce,
+        Via::Prompt(prompt.clone()),
+    )))
+    .await;
     r.wait(|r| !r.chan.notices().is_empty()).await;
-    assert_eq!(r.chan.notices()[0].1, Notice::Refused(Refusal::GatewayUnavailable));
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::Refused(Refusal::GatewayUnavailable)
+    );
     assert!(r.chan.finished().is_empty(), "the prompt stays actionable");
     // Once the gateway is back the same button works.
     r.gw.set_unavailable(false);
-    r.send(Input::Answer(answer(OWNER, "a7", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a7",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert_eq!(r.gw.decision(&"a7".into()), Some(Decision::AllowOnce));
 }
@@ -219,11 +378,23 @@ async fn not_found_at_the_gateway_finishes_the_prompt_as_gone() {
     let r = rig();
     let prompt = r.request("a8", &["allow-once", "deny"]).await;
     r.gw.forget_all();
-    r.send(Input::Answer(answer(OWNER, "a8", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a8",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert!(matches!(r.chan.finished()[0].1, Outcome::Gone { .. }));
     r.wait(|r| !r.chan.notices().is_empty()).await;
-    assert!(matches!(r.chan.notices()[0].1, Notice::AlreadyFinished { outcome: Outcome::Gone { .. }, .. }));
+    assert!(matches!(
+        r.chan.notices()[0].1,
+        Notice::AlreadyFinished {
+            outcome: Outcome::Gone { .. },
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -231,14 +402,27 @@ async fn replay_prompts_once_and_finishes_what_vanished() {
     let r = rig();
     let p1 = r.request("b1", &["deny"]).await;
     // Reconnect: the snapshot repeats b1 (no new prompt) and lacks nothing else yet.
-    r.send(Input::Gateway(GatewayEvent::Connected { scopes: vec![], missing: vec![] })).await;
-    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval("b1", &["deny"]), approval("b2", &["deny"])]))).await;
+    r.send(Input::Gateway(GatewayEvent::Connected {
+        scopes: vec![],
+        missing: vec![],
+    }))
+    .await;
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![
+        approval("b1", &["deny"]),
+        approval("b2", &["deny"]),
+    ])))
+    .await;
     r.wait(|r| r.chan.delivered().len() == 2).await;
     assert!(r.link.borrow().replayed);
     // The gateway restarted and forgot both.
     r.send(Input::Gateway(GatewayEvent::Snapshot(vec![]))).await;
     r.wait(|r| r.chan.finished().len() == 2).await;
-    assert!(r.chan.finished().iter().all(|(_, o)| matches!(o, Outcome::Gone { .. })));
+    assert!(
+        r.chan
+            .finished()
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Gone { .. }))
+    );
     assert!(r.chan.finished().iter().any(|(m, _)| *m == p1));
     assert_eq!(r.chan.delivered().len(), 2, "no duplicate prompts");
 }
@@ -247,7 +431,11 @@ async fn replay_prompts_once_and_finishes_what_vanished() {
 async fn transient_delivery_failure_is_retried_until_delivered() {
     let r = rig();
     r.chan.fail_next_deliveries(2);
-    r.send(Input::Gateway(GatewayEvent::Requested(approval("c1", &["deny"])))).await;
+    r.send(Input::Gateway(GatewayEvent::Requested(approval(
+        "c1",
+        &["deny"],
+    ))))
+    .await;
     for _ in 0..100 {
         if !r.chan.delivered().is_empty() {
             break;
@@ -266,11 +454,24 @@ async fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
     let (store, gw) = r.stop().await;
     // A new engine on the same store: the same approval replayed, the old button pressed.
     let r = rig_with(store, gw);
-    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval("d1", &["allow-once", "deny"])]))).await;
-    r.send(Input::Answer(answer(OWNER, "d1", Decision::Deny, Via::Prompt(prompt.clone())))).await;
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval(
+        "d1",
+        &["allow-once", "deny"],
+    )])))
+    .await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "d1",
+        Decision::Deny,
+        Via::Prompt(prompt.clone()),
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
     assert_eq!(r.chan.finished()[0].0, prompt);
-    assert!(r.chan.delivered().is_empty(), "no duplicate prompt after restart");
+    assert!(
+        r.chan.delivered().is_empty(),
+        "no duplicate prompt after restart"
+    );
     assert_eq!(r.gw.decision(&"d1".into()), Some(Decision::Deny));
 }
 
@@ -278,7 +479,12 @@ async fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
 async fn pending_lists_only_for_allowed_responders() {
     let r = rig();
     r.request("e1", &["deny"]).await;
-    let mut ask = answer(OWNER, "e1", Decision::Deny, Via::Command { chat: OWNER.into() });
+    let mut ask = answer(
+        OWNER,
+        "e1",
+        Decision::Deny,
+        Via::Command { chat: OWNER.into() },
+    );
     ask.request = Request::ListPending;
     let mut stranger = ask.clone();
     stranger.responder.user_id = STRANGER.into();
@@ -287,9 +493,17 @@ async fn pending_lists_only_for_allowed_responders() {
     r.send(Input::Answer(stranger)).await;
     r.wait(|r| r.chan.notices().len() == 2).await;
     let notices = r.chan.notices();
-    let pending = notices.iter().find(|(to, _)| to.handle == format!("cb:{OWNER}")).unwrap();
-    assert!(matches!(&pending.1, Notice::Pending(list) if list.len() == 1 && list[0].id.as_str() == "e1"));
-    let refused = notices.iter().find(|(to, _)| to.handle == format!("cb:{STRANGER}")).unwrap();
+    let pending = notices
+        .iter()
+        .find(|(to, _)| to.handle == format!("cb:{OWNER}"))
+        .unwrap();
+    assert!(
+        matches!(&pending.1, Notice::Pending(list) if list.len() == 1 && list[0].id.as_str() == "e1")
+    );
+    let refused = notices
+        .iter()
+        .find(|(to, _)| to.handle == format!("cb:{STRANGER}"))
+        .unwrap();
     assert_eq!(refused.1, Notice::Refused(Refusal::NotAllowed));
 }
 
@@ -299,15 +513,42 @@ async fn losing_a_race_tells_the_winner_outcome_once_it_arrives() {
     let prompt = r.request("f1", &["allow-once", "deny"]).await;
     // Another client decided at the gateway; its resolved event has not reached us yet.
     use crate::gateway::Resolver;
-    r.gw.resolve(&"f1".into(), Kind::Exec, Decision::Deny).await.unwrap();
-    r.send(Input::Answer(answer(OWNER, "f1", Decision::AllowOnce, Via::Prompt(prompt)))).await;
+    r.gw.resolve(&"f1".into(), Kind::Exec, Decision::Deny)
+        .await
+        .unwrap();
+    r.send(Input::Answer(answer(
+        OWNER,
+        "f1",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
     r.wait(|r| r.gw.calls().len() == 2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(r.chan.notices().is_empty(), "no guess before the canonical outcome");
-    let outcome = Outcome::Decided { decision: Decision::Deny, by: Decider::Elsewhere { resolved_by: Some("cli".into()) }, at_ms: 3 };
-    r.send(Input::Gateway(GatewayEvent::Ended { id: "f1".into(), outcome: outcome.clone() })).await;
+    assert!(
+        r.chan.notices().is_empty(),
+        "no guess before the canonical outcome"
+    );
+    let outcome = Outcome::Decided {
+        decision: Decision::Deny,
+        by: Decider::Elsewhere {
+            resolved_by: Some("cli".into()),
+        },
+        at_ms: 3,
+    };
+    r.send(Input::Gateway(GatewayEvent::Ended {
+        id: "f1".into(),
+        outcome: outcome.clone(),
+    }))
+    .await;
     r.wait(|r| !r.chan.notices().is_empty()).await;
-    assert_eq!(r.chan.notices()[0].1, Notice::AlreadyFinished { id: "f1".into(), outcome });
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::AlreadyFinished {
+            id: "f1".into(),
+            outcome
+        }
+    );
 }
 
 #[tokio::test]
@@ -316,11 +557,37 @@ async fn press_arriving_before_the_delivery_is_recorded_still_counts() {
     r.gw.add(&"g1".into());
     // The owner sees the message before the engine hears that delivery finished: feed
     // the press first, then the request, both before the delivery task reports back.
-    r.send(Input::Gateway(GatewayEvent::Requested(approval("g1", &["allow-once", "deny"])))).await;
-    let early = MessageRef { target: Target { channel: "mem".into(), chat: OWNER.into() }, message: "101".into() };
-    r.send(Input::Answer(answer(OWNER, "g1", Decision::AllowOnce, Via::Prompt(early.clone())))).await;
+    r.send(Input::Gateway(GatewayEvent::Requested(approval(
+        "g1",
+        &["allow-once", "deny"],
+    ))))
+    .await;
+    let early = MessageRef {
+        target: Target {
+            channel: "mem".into(),
+            chat: OWNER.into(),
+        },
+        message: "101".into(),
+    };
+    r.send(Input::Answer(answer(
+        OWNER,
+        "g1",
+        Decision::AllowOnce,
+        Via::Prompt(early.clone()),
+    )))
+    .await;
     r.wait(|r| !r.chan.finished().is_empty()).await;
-    assert_eq!(r.chan.delivered()[0].1, early, "the press named the prompt that was being delivered");
+    assert_eq!(
+        r.chan.delivered()[0].1,
+        early,
+        "the press named the prompt that was being delivered"
+    );
     assert_eq!(r.gw.decision(&"g1".into()), Some(Decision::AllowOnce));
-    assert_eq!(r.chan.notices()[0].1, Notice::Accepted { id: "g1".into(), decision: Decision::AllowOnce });
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::Accepted {
+            id: "g1".into(),
+            decision: Decision::AllowOnce
+        }
+    );
 }

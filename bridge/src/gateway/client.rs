@@ -65,7 +65,11 @@ impl std::fmt::Debug for GatewayOptions {
 }
 
 impl GatewayOptions {
-    pub fn new(url: impl Into<String>, token: Option<String>, state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        url: impl Into<String>,
+        token: Option<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
         GatewayOptions {
             url: url.into(),
             token,
@@ -81,7 +85,8 @@ impl GatewayOptions {
     }
 
     fn connect_options(&self, identity: &DeviceIdentity) -> ConnectOptions {
-        let mut o = ConnectOptions::operator(self.url.clone(), self.token.clone(), identity.clone());
+        let mut o =
+            ConnectOptions::operator(self.url.clone(), self.token.clone(), identity.clone());
         o.client_id = self.client_id.clone();
         o.client_mode = self.client_mode.clone();
         o.display_name = self.display_name.clone();
@@ -111,7 +116,11 @@ impl Client {
         shutdown: broadcast::Receiver<()>,
     ) -> std::io::Result<(Arc<Client>, JoinHandle<()>)> {
         let identity = DeviceIdentity::load_or_create(&opts.state_dir)?;
-        let client = Arc::new(Client { opts, identity, conn: Mutex::new(None) });
+        let client = Arc::new(Client {
+            opts,
+            identity,
+            conn: Mutex::new(None),
+        });
         let task = tokio::spawn(client.clone().run(events, shutdown));
         Ok((client, task))
     }
@@ -142,7 +151,11 @@ impl Client {
     }
 
     #[instrument(name = "gateway", skip_all, fields(url = %self.opts.url, device = %&self.identity.device_id()[..12]))]
-    async fn run(self: Arc<Self>, events: mpsc::Sender<GatewayEvent>, mut shutdown: broadcast::Receiver<()>) {
+    async fn run(
+        self: Arc<Self>,
+        events: mpsc::Sender<GatewayEvent>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(500), self.opts.max_backoff);
         loop {
             let end = tokio::select! {
@@ -179,7 +192,11 @@ impl Client {
         let opts = self.opts.connect_options(&self.identity);
         let (conn, hello, mut rx) = match Connection::open(&opts).await {
             Ok(ok) => ok,
-            Err(e) => return self.connect_failed(e, opts.device_token.is_some(), events).await,
+            Err(e) => {
+                return self
+                    .connect_failed(e, opts.device_token.is_some(), events)
+                    .await;
+            }
         };
         let conn = Arc::new(conn);
         self.remember_device_token(&hello);
@@ -194,7 +211,16 @@ impl Client {
             );
         }
         self.set_current(Some(conn.clone()));
-        if send(events, GatewayEvent::Connected { scopes: hello.scopes.clone(), missing }).await.is_err() {
+        if send(
+            events,
+            GatewayEvent::Connected {
+                scopes: hello.scopes.clone(),
+                missing,
+            },
+        )
+        .await
+        .is_err()
+        {
             return SessionEnd::Stop;
         }
 
@@ -204,18 +230,29 @@ impl Client {
             Err(e) => {
                 warn!(error = %e, "replaying pending approvals failed; reconnecting");
                 conn.close();
-                let _ = send(events, GatewayEvent::Disconnected { reason: format!("replay failed: {e}") }).await;
+                let _ = send(
+                    events,
+                    GatewayEvent::Disconnected {
+                        reason: format!("replay failed: {e}"),
+                    },
+                )
+                .await;
                 return SessionEnd::Retry { was_up: false };
             }
         };
         let seen: HashSet<ApprovalId> = snapshot.iter().map(|a| a.id.clone()).collect();
         info!(pending = snapshot.len(), "pending approvals replayed");
-        if send(events, GatewayEvent::Snapshot(snapshot)).await.is_err() {
+        if send(events, GatewayEvent::Snapshot(snapshot))
+            .await
+            .is_err()
+        {
             return SessionEnd::Stop;
         }
 
         while let Some(frame) = rx.recv().await {
-            let Some(ev) = translate(&frame) else { continue };
+            let Some(ev) = translate(&frame) else {
+                continue;
+            };
             if let GatewayEvent::Requested(a) = &ev
                 && seen.contains(&a.id)
             {
@@ -227,13 +264,21 @@ impl Client {
         }
         let reason = conn.closed().await;
         warn!(%reason, "gateway connection lost");
-        if send(events, GatewayEvent::Disconnected { reason }).await.is_err() {
+        if send(events, GatewayEvent::Disconnected { reason })
+            .await
+            .is_err()
+        {
             return SessionEnd::Stop;
         }
         SessionEnd::Retry { was_up: true }
     }
 
-    async fn connect_failed(&self, e: ConnectError, sent_device_token: bool, events: &mpsc::Sender<GatewayEvent>) -> SessionEnd {
+    async fn connect_failed(
+        &self,
+        e: ConnectError,
+        sent_device_token: bool,
+        events: &mpsc::Sender<GatewayEvent>,
+    ) -> SessionEnd {
         let ConnectError::Refused(shape) = e else {
             warn!(error = %e, "gateway connect failed");
             return SessionEnd::Retry { was_up: false };
@@ -255,7 +300,10 @@ impl Client {
                     "gateway requires pairing this device; list requests with: openclaw devices list"
                 ),
             }
-            if send(events, GatewayEvent::PairingRequired { request_id }).await.is_err() {
+            if send(events, GatewayEvent::PairingRequired { request_id })
+                .await
+                .is_err()
+            {
                 return SessionEnd::Stop;
             }
             // recommendedNextStep is `wait_then_retry`: the backoff paces it.
@@ -279,13 +327,22 @@ impl Client {
 }
 
 fn remember_device_token(opts: &GatewayOptions, identity: &DeviceIdentity, hello: &Hello) {
-    let Some(token) = &hello.device_token else { return };
+    let Some(token) = &hello.device_token else {
+        return;
+    };
     let device_id = identity.device_id();
     let role = hello.role.clone().unwrap_or_else(|| "operator".into());
-    if StoredDeviceToken::load(&opts.state_dir, &device_id).is_some_and(|t| &t.token == token && t.role == role) {
+    if StoredDeviceToken::load(&opts.state_dir, &device_id)
+        .is_some_and(|t| &t.token == token && t.role == role)
+    {
         return;
     }
-    let stored = StoredDeviceToken { device_id, role, token: token.clone(), scopes: hello.scopes.clone() };
+    let stored = StoredDeviceToken {
+        device_id,
+        role,
+        token: token.clone(),
+        scopes: hello.scopes.clone(),
+    };
     match stored.save(&opts.state_dir) {
         Ok(()) => info!("stored the device token issued by the gateway"),
         Err(e) => error!(error = %e, "cannot store the device token"),
@@ -293,7 +350,10 @@ fn remember_device_token(opts: &GatewayOptions, identity: &DeviceIdentity, hello
 }
 
 fn is_device_token_problem(shape: &ErrorShape) -> bool {
-    matches!(shape.detail_code(), Some("AUTH_DEVICE_TOKEN_MISMATCH" | "AUTH_SCOPE_MISMATCH"))
+    matches!(
+        shape.detail_code(),
+        Some("AUTH_DEVICE_TOKEN_MISMATCH" | "AUTH_SCOPE_MISMATCH")
+    )
 }
 
 async fn send(events: &mpsc::Sender<GatewayEvent>, ev: GatewayEvent) -> Result<(), ()> {
@@ -323,7 +383,9 @@ async fn replay(conn: &Connection) -> Result<Vec<Approval>, GatewayError> {
         let v = match conn.call(method, json!({})).await {
             Ok(v) => v,
             // A gateway without this family (older, or the system agent disabled).
-            Err(GatewayError::Rejected { code, message }) if code == "INVALID_REQUEST" && message.contains("unknown method") => {
+            Err(GatewayError::Rejected { code, message })
+                if code == "INVALID_REQUEST" && message.contains("unknown method") =>
+            {
                 debug!(method, "list method not offered by this gateway");
                 continue;
             }
@@ -367,14 +429,22 @@ pub fn translate(ev: &EventFrame) -> Option<GatewayEvent> {
                 warn!(event = %ev.event, "resolved event without id skipped");
                 return None;
             };
-            Some(GatewayEvent::Ended { id: ApprovalId(id.to_owned()), outcome: resolved_outcome(&ev.payload) })
+            Some(GatewayEvent::Ended {
+                id: ApprovalId(id.to_owned()),
+                outcome: resolved_outcome(&ev.payload),
+            })
         }
         _ => None,
     }
 }
 
 /// `resolvedBy` values the gateway itself uses when it denies without a human.
-const SYSTEM_RESOLVERS: [&str; 4] = ["no-approval-route", "session-evicted", "run-aborted", "timeout"];
+const SYSTEM_RESOLVERS: [&str; 4] = [
+    "no-approval-route",
+    "session-evicted",
+    "run-aborted",
+    "timeout",
+];
 
 /// `*.approval.resolved` payload → outcome.
 ///
@@ -384,16 +454,27 @@ const SYSTEM_RESOLVERS: [&str; 4] = ["no-approval-route", "session-evicted", "ru
 /// (`expired`/`cancelled`). A decision by a client carries its display name or client id.
 pub fn resolved_outcome(p: &Value) -> Outcome {
     let at_ms = p.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
-    let resolved_by = p.get("resolvedBy").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let resolved_by = p
+        .get("resolvedBy")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let terminal = p.get("terminalStatus").and_then(Value::as_str);
-    let decision = p.get("decision").and_then(Value::as_str).and_then(Decision::parse);
+    let decision = p
+        .get("decision")
+        .and_then(Value::as_str)
+        .and_then(Decision::parse);
     match decision {
         _ if matches!(terminal, Some("expired" | "cancelled")) => Outcome::Expired { at_ms },
         None => Outcome::Expired { at_ms },
-        Some(Decision::Deny) if resolved_by.is_none_or(|r| SYSTEM_RESOLVERS.contains(&r)) => Outcome::Expired { at_ms },
+        Some(Decision::Deny) if resolved_by.is_none_or(|r| SYSTEM_RESOLVERS.contains(&r)) => {
+            Outcome::Expired { at_ms }
+        }
         Some(decision) => Outcome::Decided {
             decision,
-            by: Decider::Elsewhere { resolved_by: resolved_by.map(str::to_owned) },
+            by: Decider::Elsewhere {
+                resolved_by: resolved_by.map(str::to_owned),
+            },
             at_ms,
         },
     }
@@ -403,11 +484,18 @@ pub fn resolved_outcome(p: &Value) -> Outcome {
 impl Resolver for Client {
     /// Exec and plugin use their own resolve methods; system-agent approvals only have the
     /// kind-agnostic `approval.resolve`. `reviewer` is never sent.
-    async fn resolve(&self, id: &ApprovalId, kind: Kind, decision: Decision) -> Result<(), GatewayError> {
+    async fn resolve(
+        &self,
+        id: &ApprovalId,
+        kind: Kind,
+        decision: Decision,
+    ) -> Result<(), GatewayError> {
         let (method, params) = resolve_request(id, kind, decision);
         let result = self.call(method, params).await;
         match &result {
-            Ok(_) => info!(%id, kind = kind.as_str(), %decision, "approval resolved at the gateway"),
+            Ok(_) => {
+                info!(%id, kind = kind.as_str(), %decision, "approval resolved at the gateway")
+            }
             Err(e) => warn!(%id, kind = kind.as_str(), %decision, error = %e, "resolve failed"),
         }
         result.map(|_| ())
@@ -417,8 +505,14 @@ impl Resolver for Client {
 /// The method and params that resolve one approval.
 pub fn resolve_request(id: &ApprovalId, kind: Kind, decision: Decision) -> (&'static str, Value) {
     match kind {
-        Kind::Exec => ("exec.approval.resolve", json!({"id": id.as_str(), "decision": decision.as_str()})),
-        Kind::Plugin => ("plugin.approval.resolve", json!({"id": id.as_str(), "decision": decision.as_str()})),
+        Kind::Exec => (
+            "exec.approval.resolve",
+            json!({"id": id.as_str(), "decision": decision.as_str()}),
+        ),
+        Kind::Plugin => (
+            "plugin.approval.resolve",
+            json!({"id": id.as_str(), "decision": decision.as_str()}),
+        ),
         Kind::System => (
             "approval.resolve",
             json!({"id": id.as_str(), "kind": kind.as_str(), "decision": decision.as_str()}),
@@ -435,7 +529,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     fn reset(&mut self) {
@@ -443,7 +541,10 @@ impl Backoff {
     }
 
     fn next(&mut self) -> Duration {
-        let nominal = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
+        let nominal = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         nominal.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
@@ -474,7 +575,11 @@ pub struct ProbeReport {
 /// what the gateway granted, and disconnects. Only an unusable state dir is an `Err`.
 pub async fn probe(opts: &GatewayOptions, wait: Duration) -> std::io::Result<ProbeReport> {
     let identity = DeviceIdentity::load_or_create(&opts.state_dir)?;
-    let mut report = ProbeReport { url: opts.url.clone(), device_id: identity.device_id(), ..Default::default() };
+    let mut report = ProbeReport {
+        url: opts.url.clone(),
+        device_id: identity.device_id(),
+        ..Default::default()
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let copts = opts.connect_options(&identity);
@@ -490,8 +595,13 @@ pub async fn probe(opts: &GatewayOptions, wait: Duration) -> std::io::Result<Pro
                 conn.close();
                 return Ok(report);
             }
-            Err(ConnectError::Refused(shape)) if shape.is_retryable_unavailable() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000))).await;
+            Err(ConnectError::Refused(shape))
+                if shape.is_retryable_unavailable() && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(
+                    shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000),
+                ))
+                .await;
             }
             Err(ConnectError::Transport(_)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -515,7 +625,11 @@ mod tests {
     use super::*;
 
     fn ev(name: &str, payload: Value) -> EventFrame {
-        EventFrame { event: name.into(), payload, seq: None }
+        EventFrame {
+            event: name.into(),
+            payload,
+            seq: None,
+        }
     }
 
     #[test]
@@ -524,14 +638,37 @@ mod tests {
             "exec.approval.requested",
             json!({"id": "a-1", "request": {"command": "ls", "allowedDecisions": ["allow-once", "deny"]}, "createdAtMs": 1}),
         ));
-        let Some(GatewayEvent::Requested(a)) = e else { panic!("{e:?}") };
+        let Some(GatewayEvent::Requested(a)) = e else {
+            panic!("{e:?}")
+        };
         assert_eq!((a.kind, a.command.as_str()), (Kind::Exec, "ls"));
-        let e = translate(&ev("plugin.approval.requested", json!({"id": "plugin:x", "request": {"title": "Mail"}})));
-        assert!(matches!(e, Some(GatewayEvent::Requested(Approval { kind: Kind::Plugin, .. }))));
-        let e = translate(&ev("openclaw.approval.requested", json!({"id": "s-1", "request": {"title": "Change"}})));
-        assert!(matches!(e, Some(GatewayEvent::Requested(Approval { kind: Kind::System, .. }))));
+        let e = translate(&ev(
+            "plugin.approval.requested",
+            json!({"id": "plugin:x", "request": {"title": "Mail"}}),
+        ));
+        assert!(matches!(
+            e,
+            Some(GatewayEvent::Requested(Approval {
+                kind: Kind::Plugin,
+                ..
+            }))
+        ));
+        let e = translate(&ev(
+            "openclaw.approval.requested",
+            json!({"id": "s-1", "request": {"title": "Change"}}),
+        ));
+        assert!(matches!(
+            e,
+            Some(GatewayEvent::Requested(Approval {
+                kind: Kind::System,
+                ..
+            }))
+        ));
         assert_eq!(translate(&ev("tick", json!({}))), None);
-        assert_eq!(translate(&ev("exec.approval.requested", json!({"request": {}}))), None);
+        assert_eq!(
+            translate(&ev("exec.approval.requested", json!({"request": {}}))),
+            None
+        );
     }
 
     #[test]
@@ -546,31 +683,90 @@ mod tests {
                 id: "a-1".into(),
                 outcome: Outcome::Decided {
                     decision: Decision::AllowOnce,
-                    by: Decider::Elsewhere { resolved_by: Some("cli".into()) },
+                    by: Decider::Elsewhere {
+                        resolved_by: Some("cli".into())
+                    },
                     at_ms: 7
                 }
             })
         );
         // Expiry as the gateway broadcasts it: a deny nobody made.
-        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9})));
-        assert_eq!(e, Some(GatewayEvent::Ended { id: "a-2".into(), outcome: Outcome::Expired { at_ms: 9 } }));
-        let e = translate(&ev("exec.approval.resolved", json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9})));
-        assert_eq!(e, Some(GatewayEvent::Ended { id: "a-3".into(), outcome: Outcome::Expired { at_ms: 9 } }));
-        let e = translate(&ev("openclaw.approval.resolved", json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9})));
-        assert_eq!(e, Some(GatewayEvent::Ended { id: "s".into(), outcome: Outcome::Expired { at_ms: 9 } }));
-        let e = translate(&ev("plugin.approval.resolved", json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9})));
-        assert!(matches!(e, Some(GatewayEvent::Ended { outcome: Outcome::Decided { decision: Decision::Deny, .. }, .. })));
+        let e = translate(&ev(
+            "exec.approval.resolved",
+            json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9}),
+        ));
+        assert_eq!(
+            e,
+            Some(GatewayEvent::Ended {
+                id: "a-2".into(),
+                outcome: Outcome::Expired { at_ms: 9 }
+            })
+        );
+        let e = translate(&ev(
+            "exec.approval.resolved",
+            json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9}),
+        ));
+        assert_eq!(
+            e,
+            Some(GatewayEvent::Ended {
+                id: "a-3".into(),
+                outcome: Outcome::Expired { at_ms: 9 }
+            })
+        );
+        let e = translate(&ev(
+            "openclaw.approval.resolved",
+            json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9}),
+        ));
+        assert_eq!(
+            e,
+            Some(GatewayEvent::Ended {
+                id: "s".into(),
+                outcome: Outcome::Expired { at_ms: 9 }
+            })
+        );
+        let e = translate(&ev(
+            "plugin.approval.resolved",
+            json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9}),
+        ));
+        assert!(matches!(
+            e,
+            Some(GatewayEvent::Ended {
+                outcome: Outcome::Decided {
+                    decision: Decision::Deny,
+                    ..
+                },
+                ..
+            })
+        ));
     }
 
     #[test]
     fn resolve_uses_the_kind_specific_method_and_never_a_reviewer() {
         let id = ApprovalId::from("plugin:abc");
         let (m, p) = resolve_request(&id, Kind::Plugin, Decision::Deny);
-        assert_eq!((m, p), ("plugin.approval.resolve", json!({"id": "plugin:abc", "decision": "deny"})));
+        assert_eq!(
+            (m, p),
+            (
+                "plugin.approval.resolve",
+                json!({"id": "plugin:abc", "decision": "deny"})
+            )
+        );
         let (m, p) = resolve_request(&"x".into(), Kind::Exec, Decision::AllowOnce);
-        assert_eq!((m, p), ("exec.approval.resolve", json!({"id": "x", "decision": "allow-once"})));
+        assert_eq!(
+            (m, p),
+            (
+                "exec.approval.resolve",
+                json!({"id": "x", "decision": "allow-once"})
+            )
+        );
         let (m, p) = resolve_request(&"s".into(), Kind::System, Decision::AllowAlways);
-        assert_eq!((m, p), ("approval.resolve", json!({"id": "s", "kind": "system-agent", "decision": "allow-always"})));
+        assert_eq!(
+            (m, p),
+            (
+                "approval.resolve",
+                json!({"id": "s", "kind": "system-agent", "decision": "allow-always"})
+            )
+        );
     }
 
     #[test]
@@ -636,8 +832,15 @@ mod tests {
         let (stop, stop_rx) = broadcast::channel(1);
         let (client, task) = Client::spawn(opts, tx, stop_rx).unwrap();
         for _ in 0..2 {
-            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
-            assert_eq!(ev, Some(GatewayEvent::PairingRequired { request_id: Some("req-42".into()) }));
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap();
+            assert_eq!(
+                ev,
+                Some(GatewayEvent::PairingRequired {
+                    request_id: Some("req-42".into())
+                })
+            );
         }
         let connect = seen.recv().await.unwrap();
         assert_eq!(connect["method"], "connect");
@@ -647,11 +850,16 @@ mod tests {
         assert_eq!(connect["params"]["device"]["signedAt"], 1000);
         assert!(!client.is_connected());
         assert_eq!(
-            client.resolve(&"x".into(), Kind::Exec, Decision::AllowOnce).await,
+            client
+                .resolve(&"x".into(), Kind::Exec, Decision::AllowOnce)
+                .await,
             Err(GatewayError::Unavailable("not connected".into()))
         );
         stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
@@ -670,8 +878,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(8);
         let (stop, stop_rx) = broadcast::channel(1);
-        let (_client, task) = Client::spawn(GatewayOptions::new(url, None, dir.path()), tx, stop_rx).unwrap();
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let (_client, task) =
+            Client::spawn(GatewayOptions::new(url, None, dir.path()), tx, stop_rx).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             ev,
             GatewayEvent::Connected {
@@ -679,9 +891,15 @@ mod tests {
                 missing: vec!["operator.admin".into()]
             }
         );
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(ev, GatewayEvent::Snapshot(vec![]));
         stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -57,7 +57,10 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("device_token", &self.device_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "device_token",
+                &self.device_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("device_id", &self.identity.device_id())
             .field("client_id", &self.client_id)
             .field("client_mode", &self.client_mode)
@@ -71,7 +74,11 @@ impl std::fmt::Debug for ConnectOptions {
 impl ConnectOptions {
     /// An operator connection with the bridge's defaults: `gateway-client`/`backend`,
     /// scopes `NEEDED_SCOPES`, caps `CAPS`.
-    pub fn operator(url: impl Into<String>, token: Option<String>, identity: DeviceIdentity) -> Self {
+    pub fn operator(
+        url: impl Into<String>,
+        token: Option<String>,
+        identity: DeviceIdentity,
+    ) -> Self {
         ConnectOptions {
             url: url.into(),
             token,
@@ -94,7 +101,11 @@ impl ConnectOptions {
         let platform = std::env::consts::OS;
         let device_id = self.identity.device_id();
         // The signature binds the token presented first: shared token, else device token.
-        let sig_token = self.token.as_deref().or(self.device_token.as_deref()).unwrap_or("");
+        let sig_token = self
+            .token
+            .as_deref()
+            .or(self.device_token.as_deref())
+            .unwrap_or("");
         let payload = signature_payload_v3(&SignedFields {
             device_id: &device_id,
             client_id: &self.client_id,
@@ -164,7 +175,10 @@ impl std::fmt::Debug for Hello {
             .field("server_version", &self.server_version)
             .field("role", &self.role)
             .field("scopes", &self.scopes)
-            .field("device_token", &self.device_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "device_token",
+                &self.device_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("methods", &self.methods.len())
             .finish()
     }
@@ -174,14 +188,24 @@ impl Hello {
     pub fn from_payload(p: &Value) -> Hello {
         let strings = |v: Option<&Value>| -> Vec<String> {
             v.and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let auth = p.get("auth");
         Hello {
             protocol: p.get("protocol").and_then(Value::as_u64).unwrap_or(0),
-            server_version: p.pointer("/server/version").and_then(Value::as_str).map(str::to_owned),
-            role: auth.and_then(|a| a.get("role")).and_then(Value::as_str).map(str::to_owned),
+            server_version: p
+                .pointer("/server/version")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            role: auth
+                .and_then(|a| a.get("role"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             scopes: strings(auth.and_then(|a| a.get("scopes"))),
             device_token: auth
                 .and_then(|a| a.get("deviceToken"))
@@ -195,7 +219,11 @@ impl Hello {
 
     /// Needed scopes the gateway did not grant.
     pub fn missing(&self, needed: &[String]) -> Vec<String> {
-        needed.iter().filter(|s| !self.scopes.contains(s)).cloned().collect()
+        needed
+            .iter()
+            .filter(|s| !self.scopes.contains(s))
+            .cloned()
+            .collect()
     }
 }
 
@@ -225,7 +253,8 @@ pub struct Connection {
     request_timeout: Duration,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Connection {
     /// Opens the socket and completes the handshake. Events arrive on the returned
@@ -245,20 +274,36 @@ impl Connection {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(32 << 20);
         config.max_frame_size = Some(32 << 20);
-        let (mut ws, _resp) =
-            tokio_tungstenite::connect_async_tls_with_config(opts.url.as_str(), Some(config), true, connector)
-                .await
-                .map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let (mut ws, _resp) = tokio_tungstenite::connect_async_tls_with_config(
+            opts.url.as_str(),
+            Some(config),
+            true,
+            connector,
+        )
+        .await
+        .map_err(|e| ConnectError::Transport(e.to_string()))?;
 
         let (nonce, ts) = loop {
             let frame = next_frame(&mut ws).await?;
             match frame {
                 Inbound::Event(ev) if ev.event == "connect.challenge" => {
-                    let nonce = ev.payload.get("nonce").and_then(Value::as_str).map(str::to_owned);
-                    let ts = ev.payload.get("ts").and_then(Value::as_i64).filter(|t| *t >= 0);
+                    let nonce = ev
+                        .payload
+                        .get("nonce")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    let ts = ev
+                        .payload
+                        .get("ts")
+                        .and_then(Value::as_i64)
+                        .filter(|t| *t >= 0);
                     match (nonce, ts) {
                         (Some(n), Some(t)) if !n.is_empty() => break (n, t),
-                        _ => return Err(ConnectError::Protocol("malformed connect.challenge".into())),
+                        _ => {
+                            return Err(ConnectError::Protocol(
+                                "malformed connect.challenge".into(),
+                            ));
+                        }
                     }
                 }
                 other => debug!(?other, "frame before connect.challenge ignored"),
@@ -269,7 +314,9 @@ impl Connection {
         let connect_id = format!("connect-{}", uuid::Uuid::new_v4().simple());
         let text = serde_json::to_string(&Request::new(&connect_id, "connect", &params))
             .map_err(|e| ConnectError::Protocol(e.to_string()))?;
-        ws.send(Message::text(text)).await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        ws.send(Message::text(text))
+            .await
+            .map_err(|e| ConnectError::Transport(e.to_string()))?;
 
         let mut early_events = Vec::new();
         let hello = loop {
@@ -294,7 +341,10 @@ impl Connection {
         };
         if hello.protocol != PROTOCOL {
             let _ = ws.close(None).await;
-            return Err(ConnectError::Protocol(format!("gateway speaks protocol {}", hello.protocol)));
+            return Err(ConnectError::Protocol(format!(
+                "gateway speaks protocol {}",
+                hello.protocol
+            )));
         }
 
         let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -319,7 +369,8 @@ impl Connection {
 
     /// Calls `method` with the default timeout.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, GatewayError> {
-        self.call_timeout(method, params, Some(self.request_timeout)).await
+        self.call_timeout(method, params, Some(self.request_timeout))
+            .await
     }
 
     /// Calls `method`; `None` waits as long as the connection lives (for calls that return
@@ -330,14 +381,21 @@ impl Connection {
         params: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, GatewayError> {
-        self.call_raw(method, params, timeout).await.map_err(|e| match e {
-            CallError::Gateway(shape) => shape.classify(),
-            CallError::Unavailable(why) => GatewayError::Unavailable(why),
-        })
+        self.call_raw(method, params, timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Gateway(shape) => shape.classify(),
+                CallError::Unavailable(why) => GatewayError::Unavailable(why),
+            })
     }
 
     /// Like `call_timeout`, keeping the gateway's full error shape.
-    pub async fn call_raw(&self, method: &str, params: Value, timeout: Option<Duration>) -> Result<Value, CallError> {
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed).to_string();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
@@ -345,7 +403,9 @@ impl Connection {
             Ok(t) => t,
             Err(e) => {
                 lock(&self.pending).remove(&id);
-                return Err(CallError::Unavailable(format!("cannot encode {method}: {e}")));
+                return Err(CallError::Unavailable(format!(
+                    "cannot encode {method}: {e}"
+                )));
             }
         };
         if self.is_closed() || self.out.send(Message::text(text)).is_err() {
@@ -357,7 +417,9 @@ impl Connection {
                 Ok(r) => r,
                 Err(_) => {
                     lock(&self.pending).remove(&id);
-                    return Err(CallError::Unavailable(format!("{method} timed out after {t:?}")));
+                    return Err(CallError::Unavailable(format!(
+                        "{method} timed out after {t:?}"
+                    )));
                 }
             },
             None => rx.await,
@@ -418,8 +480,12 @@ async fn next_frame(ws: &mut Ws) -> Result<Inbound, ConnectError> {
                 Err(e) => warn!(error = %e, len = t.len(), "unreadable gateway frame skipped"),
             },
             Some(Ok(Message::Close(c))) => {
-                let why = c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_default();
-                return Err(ConnectError::Transport(format!("closed during handshake: {why}")));
+                let why = c
+                    .map(|c| format!("{} {}", u16::from(c.code), c.reason))
+                    .unwrap_or_default();
+                return Err(ConnectError::Transport(format!(
+                    "closed during handshake: {why}"
+                )));
             }
             Some(Ok(_)) => {}
         }
@@ -523,7 +589,9 @@ mod tls {
             if url.starts_with("ws://") {
                 return Ok(Some(Connector::Plain));
             }
-            return Err(format!("unsupported gateway URL scheme (want ws:// or wss://): {url}"));
+            return Err(format!(
+                "unsupported gateway URL scheme (want ws:// or wss://): {url}"
+            ));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -535,7 +603,9 @@ mod tls {
                 .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
                 .with_no_client_auth(),
             None => {
-                let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+                let roots = RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
         };
@@ -562,7 +632,9 @@ mod tls {
             if super::cert_fingerprint(end_entity.as_ref()) == self.sha256 {
                 Ok(ServerCertVerified::assertion())
             } else {
-                Err(rustls::Error::General("gateway certificate does not match the pinned fingerprint".into()))
+                Err(rustls::Error::General(
+                    "gateway certificate does not match the pinned fingerprint".into(),
+                ))
             }
         }
 
@@ -572,7 +644,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -581,11 +658,18 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider.signature_verification_algorithms.supported_schemes()
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 }
@@ -605,9 +689,18 @@ mod tests {
         assert_eq!(p["role"], "operator");
         assert_eq!(p["client"]["id"], "gateway-client");
         assert_eq!(p["client"]["mode"], "backend");
-        assert_eq!(p["scopes"], json!(["operator.read", "operator.approvals", "operator.admin"]));
-        assert_eq!(p["caps"], json!(["exec-approvals", "plugin-approvals", "approvals"]));
-        assert_eq!(p["auth"], json!({"token": "shared", "deviceToken": "dev-tok"}));
+        assert_eq!(
+            p["scopes"],
+            json!(["operator.read", "operator.approvals", "operator.admin"])
+        );
+        assert_eq!(
+            p["caps"],
+            json!(["exec-approvals", "plugin-approvals", "approvals"])
+        );
+        assert_eq!(
+            p["auth"],
+            json!({"token": "shared", "deviceToken": "dev-tok"})
+        );
         assert_eq!(p["device"]["id"], id.device_id());
         assert_eq!(p["device"]["signedAt"], 42);
         assert_eq!(p["device"]["nonce"], "nonce-1");
@@ -643,14 +736,24 @@ mod tests {
         }));
         assert_eq!(h.protocol, 4);
         assert_eq!(h.device_token.as_deref(), Some("t"));
-        let needed: Vec<String> = super::super::NEEDED_SCOPES.iter().map(|s| s.to_string()).collect();
-        assert_eq!(h.missing(&needed), vec!["operator.approvals", "operator.admin"]);
+        let needed: Vec<String> = super::super::NEEDED_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            h.missing(&needed),
+            vec!["operator.approvals", "operator.admin"]
+        );
         assert!(!format!("{h:?}").contains("\"t\""));
     }
 
     #[test]
     fn debug_never_shows_tokens() {
-        let o = ConnectOptions::operator("ws://x", Some("supersecret".into()), DeviceIdentity::generate());
+        let o = ConnectOptions::operator(
+            "ws://x",
+            Some("supersecret".into()),
+            DeviceIdentity::generate(),
+        );
         assert!(!format!("{o:?}").contains("supersecret"));
     }
 
@@ -658,6 +761,9 @@ mod tests {
     fn rejects_other_url_schemes() {
         assert!(tls::connector("http://x", None).is_err());
         assert!(matches!(tls::connector("ws://x", None), Ok(Some(_))));
-        assert!(matches!(tls::connector("wss://x", Some([0; 32])), Ok(Some(_))));
+        assert!(matches!(
+            tls::connector("wss://x", Some([0; 32])),
+            Ok(Some(_))
+        ));
     }
 }

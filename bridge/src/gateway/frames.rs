@@ -78,7 +78,9 @@ impl ErrorShape {
         self.detail_code() == Some("PAIRING_REQUIRED")
             || self.code == "PAIRING_REQUIRED"
             || self.code == "NOT_PAIRED"
-            || self.reason().is_some_and(|r| r.eq_ignore_ascii_case("pairing-required"))
+            || self
+                .reason()
+                .is_some_and(|r| r.eq_ignore_ascii_case("pairing-required"))
     }
 
     /// The pairing request id, wherever the gateway put it.
@@ -98,7 +100,8 @@ impl ErrorShape {
 
     /// UNAVAILABLE and marked retryable (e.g. sidecars still starting).
     pub fn is_retryable_unavailable(&self) -> bool {
-        self.code == "UNAVAILABLE" && (self.retryable == Some(true) || self.reason() == Some("startup-sidecars"))
+        self.code == "UNAVAILABLE"
+            && (self.retryable == Some(true) || self.reason() == Some("startup-sidecars"))
     }
 
     /// The engine-facing classification of a failed call.
@@ -106,13 +109,18 @@ impl ErrorShape {
         if self.reason() == Some("APPROVAL_NOT_FOUND") {
             return GatewayError::NotFound;
         }
-        if self.reason() == Some("APPROVAL_ALREADY_RESOLVED") || self.code == "APPROVAL_ALREADY_RESOLVED" {
+        if self.reason() == Some("APPROVAL_ALREADY_RESOLVED")
+            || self.code == "APPROVAL_ALREADY_RESOLVED"
+        {
             return GatewayError::AlreadyResolved;
         }
         if self.code == "UNAVAILABLE" {
             return GatewayError::Unavailable(self.message.clone());
         }
-        GatewayError::Rejected { code: self.code.clone(), message: self.message.clone() }
+        GatewayError::Rejected {
+            code: self.code.clone(),
+            message: self.message.clone(),
+        }
     }
 }
 
@@ -128,7 +136,12 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     pub fn new(id: &'a str, method: &'a str, params: &'a Value) -> Self {
-        Request { kind: "req", id, method, params }
+        Request {
+            kind: "req",
+            id,
+            method,
+            params,
+        }
     }
 }
 
@@ -144,7 +157,9 @@ mod tests {
 
     #[test]
     fn parses_the_three_frame_types() {
-        let ev = parse(r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"n","ts":5}}"#).unwrap();
+        let ev =
+            parse(r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"n","ts":5}}"#)
+                .unwrap();
         assert_eq!(
             ev,
             Inbound::Event(EventFrame {
@@ -159,14 +174,27 @@ mod tests {
             r#"{"type":"res","id":"2","ok":false,"error":{"code":"INVALID_REQUEST","message":"approval expired or not found","details":{"reason":"APPROVAL_NOT_FOUND"}}}"#,
         )
         .unwrap();
-        let Inbound::Res(r) = err else { panic!("not a res") };
+        let Inbound::Res(r) = err else {
+            panic!("not a res")
+        };
         assert_eq!(r.error.unwrap().classify(), GatewayError::NotFound);
-        assert!(matches!(parse(r#"{"type":"req","id":"x","method":"m"}"#).unwrap(), Inbound::Req { .. }));
+        assert!(matches!(
+            parse(r#"{"type":"req","id":"x","method":"m"}"#).unwrap(),
+            Inbound::Req { .. }
+        ));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in ["", "null", "[]", "{", r#"{"type":"res"}"#, r#"{"type":"nope"}"#, r#"{"event":"x"}"#] {
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "{",
+            r#"{"type":"res"}"#,
+            r#"{"type":"nope"}"#,
+            r#"{"event":"x"}"#,
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
     }
@@ -187,7 +215,10 @@ mod tests {
         assert!(pairing.is_pairing_required());
         assert_eq!(pairing.pairing_request_id().as_deref(), Some("r-1"));
         assert_eq!(pairing.recommended_next_step(), Some("wait_then_retry"));
-        assert!(e(json!({"code": "UNAVAILABLE", "message": "x", "retryable": true})).is_retryable_unavailable());
+        assert!(
+            e(json!({"code": "UNAVAILABLE", "message": "x", "retryable": true}))
+                .is_retryable_unavailable()
+        );
         assert!(!e(json!({"code": "UNAVAILABLE", "message": "x"})).is_retryable_unavailable());
     }
 
@@ -195,6 +226,9 @@ mod tests {
     fn request_serializes_as_req() {
         let p = json!({"id": "a"});
         let s = serde_json::to_value(Request::new("7", "exec.approval.get", &p)).unwrap();
-        assert_eq!(s, json!({"type": "req", "id": "7", "method": "exec.approval.get", "params": {"id": "a"}}));
+        assert_eq!(
+            s,
+            json!({"type": "req", "id": "7", "method": "exec.approval.get", "params": {"id": "a"}})
+        );
     }
 }

@@ -29,7 +29,9 @@ pub struct DeviceIdentity {
 
 impl std::fmt::Debug for DeviceIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceIdentity").field("id", &self.device_id()).finish_non_exhaustive()
+        f.debug_struct("DeviceIdentity")
+            .field("id", &self.device_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,9 @@ pub fn signature_payload_v3(f: &SignedFields<'_>) -> String {
 
 impl DeviceIdentity {
     pub fn generate() -> DeviceIdentity {
-        DeviceIdentity { key: SigningKey::generate(&mut rand::rngs::OsRng) }
+        DeviceIdentity {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
     }
 
     /// Loads the identity from `state_dir`, creating it (and the directory) on first use.
@@ -90,8 +94,12 @@ impl DeviceIdentity {
     pub fn load_or_create(state_dir: &Path) -> io::Result<DeviceIdentity> {
         let path = state_dir.join(IDENTITY_FILE);
         match fs::read(&path) {
-            Ok(bytes) => Self::decode(&bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Ok(bytes) => Self::decode(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(state_dir)?;
                 let id = DeviceIdentity::generate();
@@ -110,10 +118,15 @@ impl DeviceIdentity {
     }
 
     fn decode(bytes: &[u8]) -> Result<DeviceIdentity, String> {
-        let file: IdentityFile = serde_json::from_slice(bytes).map_err(|e| format!("not an identity file: {e}"))?;
-        let seed = URL_SAFE_NO_PAD.decode(file.secret_key.trim()).map_err(|_| "secret_key is not base64url")?;
+        let file: IdentityFile =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an identity file: {e}"))?;
+        let seed = URL_SAFE_NO_PAD
+            .decode(file.secret_key.trim())
+            .map_err(|_| "secret_key is not base64url")?;
         let seed: [u8; 32] = seed.try_into().map_err(|_| "secret_key is not 32 bytes")?;
-        let id = DeviceIdentity { key: SigningKey::from_bytes(&seed) };
+        let id = DeviceIdentity {
+            key: SigningKey::from_bytes(&seed),
+        };
         if id.device_id() != file.device_id {
             return Err("device_id does not match the key".into());
         }
@@ -246,7 +259,11 @@ mod tests {
         let scopes = vec!["operator.read".to_owned()];
         let payload = signature_payload_v3(&fields(&scopes));
         let sig = URL_SAFE_NO_PAD.decode(id.sign(&payload)).unwrap();
-        let pk: [u8; 32] = URL_SAFE_NO_PAD.decode(id.public_key_b64()).unwrap().try_into().unwrap();
+        let pk: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(id.public_key_b64())
+            .unwrap()
+            .try_into()
+            .unwrap();
         let vk = VerifyingKey::from_bytes(&pk).unwrap();
         let sig = Signature::from_slice(&sig).unwrap();
         vk.verify(payload.as_bytes(), &sig).unwrap();
@@ -266,7 +283,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(state.join(IDENTITY_FILE)).unwrap().permissions().mode();
+            let mode = fs::metadata(state.join(IDENTITY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{a:?}").contains("secret"));
@@ -288,7 +308,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(StoredDeviceToken::path(dir.path())).unwrap().permissions().mode();
+            let mode = fs::metadata(StoredDeviceToken::path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -53,7 +53,12 @@ impl MemoryGateway {
 
 #[async_trait]
 impl Resolver for MemoryGateway {
-    async fn resolve(&self, id: &ApprovalId, _kind: Kind, decision: Decision) -> Result<(), GatewayError> {
+    async fn resolve(
+        &self,
+        id: &ApprovalId,
+        _kind: Kind,
+        decision: Decision,
+    ) -> Result<(), GatewayError> {
         let mut s = self.state();
         s.calls.push((id.clone(), decision));
         if s.unavailable {

@@ -29,7 +29,10 @@ pub const CAPS: [&str; 3] = ["exec-approvals", "plugin-approvals", "approvals"];
 pub enum GatewayEvent {
     /// Authenticated. `missing` lists needed scopes the gateway did not grant: non-empty
     /// means the bridge is (partly) blind.
-    Connected { scopes: Vec<String>, missing: Vec<String> },
+    Connected {
+        scopes: Vec<String>,
+        missing: Vec<String>,
+    },
     /// Every approval pending right after a (re)connect, all kinds. Anything the engine
     /// holds as pending that is absent here ended while we were away.
     Snapshot(Vec<Approval>),
@@ -64,5 +67,10 @@ pub enum GatewayError {
 /// The one call the engine makes on the gateway.
 #[async_trait]
 pub trait Resolver: Send + Sync + 'static {
-    async fn resolve(&self, id: &ApprovalId, kind: Kind, decision: Decision) -> Result<(), GatewayError>;
+    async fn resolve(
+        &self,
+        id: &ApprovalId,
+        kind: Kind,
+        decision: Decision,
+    ) -> Result<(), GatewayError>;
 }

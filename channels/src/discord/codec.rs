@@ -51,7 +51,9 @@ pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String,
         Kind::Exec => (EXEC_TAG, id.as_str()),
         Kind::Plugin => (
             PLUGIN_TAG,
-            id.as_str().strip_prefix(PLUGIN_ID_PREFIX).ok_or_else(|| CodecError::BadId(id.to_string()))?,
+            id.as_str()
+                .strip_prefix(PLUGIN_ID_PREFIX)
+                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
         ),
         Kind::System => (SYSTEM_TAG, id.as_str()),
     };
@@ -81,7 +83,8 @@ pub fn decode(data: &str) -> Result<Button, CodecError> {
     if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
         return Err(CodecError::BadId(wire_id.to_owned()));
     }
-    let decision = Decision::parse(decision).ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
+    let decision = Decision::parse(decision)
+        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
     let id = match kind {
         Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
         Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
@@ -93,7 +96,9 @@ pub fn decode(data: &str) -> Result<Button, CodecError> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_BYTES
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -113,19 +118,42 @@ mod tests {
         for (kind, id) in ids {
             for d in Decision::ALL {
                 let data = encode(kind, &id, d).unwrap();
-                assert!(data.len() <= MAX_CUSTOM_ID, "{data} is {} chars", data.len());
-                assert_eq!(decode(&data).unwrap(), Button { kind, id: id.clone(), decision: d });
+                assert!(
+                    data.len() <= MAX_CUSTOM_ID,
+                    "{data} is {} chars",
+                    data.len()
+                );
+                assert_eq!(
+                    decode(&data).unwrap(),
+                    Button {
+                        kind,
+                        id: id.clone(),
+                        decision: d
+                    }
+                );
             }
         }
-        assert_eq!(encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(), format!("exec_approve:{UUID}:deny"));
+        assert_eq!(
+            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(),
+            format!("exec_approve:{UUID}:deny")
+        );
     }
 
     #[test]
     fn encoding_refuses_rather_than_truncates() {
         let long = ApprovalId("a".repeat(MAX_ID_BYTES + 1));
-        assert_eq!(encode(Kind::Exec, &long, Decision::Deny), Err(CodecError::BadId(long.to_string())));
-        assert!(matches!(encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny), Err(CodecError::BadId(_))));
-        assert!(matches!(encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny), Err(CodecError::BadId(_))));
+        assert_eq!(
+            encode(Kind::Exec, &long, Decision::Deny),
+            Err(CodecError::BadId(long.to_string()))
+        );
+        assert!(matches!(
+            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny),
+            Err(CodecError::BadId(_))
+        ));
+        assert!(matches!(
+            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny),
+            Err(CodecError::BadId(_))
+        ));
     }
 
     #[test]
@@ -138,8 +166,14 @@ mod tests {
             ("exec_approve::deny", CodecError::BadId(String::new())),
             ("exec_approve:a:b:deny", CodecError::BadId("a:b".into())),
             ("exec_approve:<@1>:deny", CodecError::BadId("<@1>".into())),
-            ("exec_approve:abc:allow", CodecError::UnknownDecision("allow".into())),
-            ("exec_approve:abc:Deny", CodecError::UnknownDecision("Deny".into())),
+            (
+                "exec_approve:abc:allow",
+                CodecError::UnknownDecision("allow".into()),
+            ),
+            (
+                "exec_approve:abc:Deny",
+                CodecError::UnknownDecision("Deny".into()),
+            ),
         ];
         for (data, want) in cases {
             assert_eq!(decode(data).as_ref(), Err(want), "{data:?}");

@@ -49,7 +49,10 @@ impl DiscordConfig {
             ));
         }
         if self.effective_targets().is_empty() {
-            return Err(ConfigError::new("targets", "is empty: nobody would receive prompts"));
+            return Err(ConfigError::new(
+                "targets",
+                "is empty: nobody would receive prompts",
+            ));
         }
         parse_api_url(&self.api_url)?;
         Ok(())
@@ -57,12 +60,19 @@ impl DiscordConfig {
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
+    let u = url::Url::parse(s)
+        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new("api_url", format!("{s:?} must be http:// or https://")));
+        return Err(ConfigError::new(
+            "api_url",
+            format!("{s:?} must be http:// or https://"),
+        ));
     }
     if u.query().is_some() || u.fragment().is_some() {
-        return Err(ConfigError::new("api_url", format!("{s:?} must not carry a query or fragment")));
+        return Err(ConfigError::new(
+            "api_url",
+            format!("{s:?} must not carry a query or fragment"),
+        ));
     }
     Ok(u)
 }
@@ -77,7 +87,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { field, message: message.into() }
+        ConfigError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -98,7 +111,9 @@ impl Snowflake {
         let t = s.trim();
         let t = t.strip_prefix("discord:").unwrap_or(t);
         if t.starts_with("<@") {
-            return Err(format!("{s:?} is a mention; write the bare user id (the digits)"));
+            return Err(format!(
+                "{s:?} is a mention; write the bare user id (the digits)"
+            ));
         }
         if !t.is_empty() && !t.bytes().all(|b| b.is_ascii_digit()) {
             if t.starts_with('@') || t.chars().any(|c| c.is_alphabetic()) {
@@ -107,9 +122,13 @@ impl Snowflake {
                      Enable Developer Mode, right-click the user, Copy User ID"
                 ));
             }
-            return Err(format!("{s:?} is not a Discord user id (expected digits, e.g. \"123456789012345678\")"));
+            return Err(format!(
+                "{s:?} is not a Discord user id (expected digits, e.g. \"123456789012345678\")"
+            ));
         }
-        let n: u64 = t.parse().map_err(|_| format!("{s:?} is not a Discord user id (expected digits, e.g. \"123456789012345678\")"))?;
+        let n: u64 = t.parse().map_err(|_| {
+            format!("{s:?} is not a Discord user id (expected digits, e.g. \"123456789012345678\")")
+        })?;
         if n == 0 {
             return Err(format!("{s:?} is not a Discord user id"));
         }
@@ -126,7 +145,9 @@ impl de::Visitor<'_> for SnowflakeVisitor {
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Snowflake, E> {
         if v <= 0 {
-            return Err(E::custom(format!("{v} is not a Discord user id: ids are positive")));
+            return Err(E::custom(format!(
+                "{v} is not a Discord user id: ids are positive"
+            )));
         }
         Ok(Snowflake(v as u64))
     }
@@ -161,7 +182,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.allow_from,
-            vec![Snowflake(123456789012345678), Snowflake(234567890123456789), Snowflake(345678901234567890)]
+            vec![
+                Snowflake(123456789012345678),
+                Snowflake(234567890123456789),
+                Snowflake(345678901234567890)
+            ]
         );
         assert_eq!(c.api_url, DEFAULT_API_URL);
         assert_eq!(c.effective_targets(), c.allow_from);
@@ -175,29 +200,61 @@ mod tests {
             (serde_json::json!("alice#1234"), "looks like a username"),
             (serde_json::json!("<@123456789012345678>"), "is a mention"),
             (serde_json::json!("12 34"), "is not a Discord user id"),
-            (serde_json::json!("99999999999999999999999"), "is not a Discord user id"),
+            (
+                serde_json::json!("99999999999999999999999"),
+                "is not a Discord user id",
+            ),
             (serde_json::json!(0), "is not a Discord user id"),
             (serde_json::json!(-5), "ids are positive"),
             (serde_json::json!(""), "is not a Discord user id"),
-            (serde_json::json!(true), "a Discord user id: a string of digits"),
+            (
+                serde_json::json!(true),
+                "a Discord user id: a string of digits",
+            ),
         ];
         for (v, want) in cases {
-            let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]})).unwrap_err();
+            let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]}))
+                .unwrap_err();
             assert!(err.contains(want), "{v}: {err}");
         }
     }
 
     #[test]
     fn literal_tokens_unknown_keys_bad_urls_and_empty_lists_are_errors() {
-        let err = parse(serde_json::json!({"bot_token": "MTIz.abc.def", "allow_from": ["1"]})).unwrap_err();
-        assert!(err.contains("secrets are not written in the config"), "{err}");
-        let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "allowFrom": ["2"]})).unwrap_err();
+        let err = parse(serde_json::json!({"bot_token": "MTIz.abc.def", "allow_from": ["1"]}))
+            .unwrap_err();
+        assert!(
+            err.contains("secrets are not written in the config"),
+            "{err}"
+        );
+        let err = parse(
+            serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "allowFrom": ["2"]}),
+        )
+        .unwrap_err();
         assert!(err.contains("unknown field `allowFrom`"), "{err}");
-        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "api_url": "ws://x"})).unwrap();
-        assert_eq!(c.validate().unwrap_err().to_string(), "discord.api_url \"ws://x\" must be http:// or https://");
+        let c = parse(
+            serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "api_url": "ws://x"}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "discord.api_url \"ws://x\" must be http:// or https://"
+        );
         let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": []})).unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("discord.allow_from is empty"));
-        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "targets": []})).unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("discord.targets is empty"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("discord.allow_from is empty")
+        );
+        let c =
+            parse(serde_json::json!({"bot_token": "env:X", "allow_from": ["1"], "targets": []}))
+                .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("discord.targets is empty")
+        );
     }
 }

@@ -40,19 +40,30 @@ struct Session {
 enum End {
     Shutdown,
     /// Reconnect; keep the session when `resume` is set.
-    Reconnect { resume: bool, why: String },
+    Reconnect {
+        resume: bool,
+        why: String,
+    },
     /// Configuration problem Discord will not forgive (bad token, intents): log loudly,
     /// retry slowly.
     Fatal(String),
 }
 
-pub(super) async fn run(d: &Discord, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+pub(super) async fn run(
+    d: &Discord,
+    answers: mpsc::Sender<Answer>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     let mut session: Option<Session> = None;
     let mut backoff = d.options.min_backoff;
     loop {
         let url = match &session {
             Some(s) => s.resume_url.clone(),
-            None => match d.rest.call(Method::GET, "/gateway/bot", "GET /gateway/bot", None, None).await {
+            None => match d
+                .rest
+                .call(Method::GET, "/gateway/bot", "GET /gateway/bot", None, None)
+                .await
+            {
                 Ok(v) => match v.get("url").and_then(Value::as_str) {
                     Some(u) => u.to_owned(),
                     None => {
@@ -68,7 +79,10 @@ pub(super) async fn run(d: &Discord, answers: mpsc::Sender<Answer>, mut shutdown
         };
         let started = tokio::time::Instant::now();
         let end = if url.is_empty() {
-            End::Reconnect { resume: false, why: "no gateway URL".into() }
+            End::Reconnect {
+                resume: false,
+                why: "no gateway URL".into(),
+            }
         } else {
             connection(d, &url, &mut session, &answers, &mut shutdown).await
         };
@@ -116,17 +130,40 @@ async fn connection(
     let connect = tokio_tungstenite::connect_async_with_config(with_query(url), None, true);
     let mut ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
         Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return End::Reconnect { resume: session.is_some(), why: format!("connect: {e}") },
-        Err(_) => return End::Reconnect { resume: session.is_some(), why: "connect timed out".into() },
+        Ok(Err(e)) => {
+            return End::Reconnect {
+                resume: session.is_some(),
+                why: format!("connect: {e}"),
+            };
+        }
+        Err(_) => {
+            return End::Reconnect {
+                resume: session.is_some(),
+                why: "connect timed out".into(),
+            };
+        }
     };
     // HELLO first.
     let hello = match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(t.as_str()).unwrap_or(Value::Null),
-        other => return End::Reconnect { resume: session.is_some(), why: format!("no HELLO: {other:?}") },
+        Ok(Some(Ok(Message::Text(t)))) => {
+            serde_json::from_str::<Value>(t.as_str()).unwrap_or(Value::Null)
+        }
+        other => {
+            return End::Reconnect {
+                resume: session.is_some(),
+                why: format!("no HELLO: {other:?}"),
+            };
+        }
     };
-    let Some(interval) = hello.pointer("/d/heartbeat_interval").and_then(Value::as_u64).filter(|_| hello["op"] == 10)
+    let Some(interval) = hello
+        .pointer("/d/heartbeat_interval")
+        .and_then(Value::as_u64)
+        .filter(|_| hello["op"] == 10)
     else {
-        return End::Reconnect { resume: false, why: format!("expected HELLO, got {}", hello["op"]) };
+        return End::Reconnect {
+            resume: false,
+            why: format!("expected HELLO, got {}", hello["op"]),
+        };
     };
     let interval = Duration::from_millis(interval.max(100));
     let hello_frame = match session {
@@ -138,10 +175,15 @@ async fn connection(
         }}),
     };
     if let Err(e) = ws.send(Message::text(hello_frame.to_string())).await {
-        return End::Reconnect { resume: session.is_some(), why: format!("send identify: {e}") };
+        return End::Reconnect {
+            resume: session.is_some(),
+            why: format!("send identify: {e}"),
+        };
     }
     // First beat after a random fraction of the interval, as Discord asks.
-    let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * interval.as_millis() as u64 / 256);
+    let jitter = Duration::from_millis(
+        u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * interval.as_millis() as u64 / 256,
+    );
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + jitter, interval);
     let mut acked = true;
     let mut seq: Option<u64> = session.as_ref().and_then(|s| s.seq);
@@ -166,12 +208,26 @@ async fn connection(
         };
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(c))) => return closed(c.map(|c| (u16::from(c.code), c.reason.to_string()))),
+            Some(Ok(Message::Close(c))) => {
+                return closed(c.map(|c| (u16::from(c.code), c.reason.to_string())));
+            }
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return End::Reconnect { resume: true, why: format!("read: {e}") },
-            None => return End::Reconnect { resume: true, why: "stream ended".into() },
+            Some(Err(e)) => {
+                return End::Reconnect {
+                    resume: true,
+                    why: format!("read: {e}"),
+                };
+            }
+            None => {
+                return End::Reconnect {
+                    resume: true,
+                    why: "stream ended".into(),
+                };
+            }
         };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
         if let Some(s) = v.get("s").and_then(Value::as_u64) {
             seq = Some(s);
             if let Some(sess) = session.as_mut() {
@@ -183,10 +239,21 @@ async fn connection(
                 let data = &v["d"];
                 match v.get("t").and_then(Value::as_str).unwrap_or_default() {
                     "READY" => {
-                        let id = data.pointer("/session_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                        let resume_url =
-                            data.pointer("/resume_gateway_url").and_then(Value::as_str).unwrap_or(url).to_owned();
-                        *session = Some(Session { id, resume_url, seq });
+                        let id = data
+                            .pointer("/session_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        let resume_url = data
+                            .pointer("/resume_gateway_url")
+                            .and_then(Value::as_str)
+                            .unwrap_or(url)
+                            .to_owned();
+                        *session = Some(Session {
+                            id,
+                            resume_url,
+                            seq,
+                        });
                         d.on_ready(data);
                     }
                     "RESUMED" => {
@@ -205,16 +272,33 @@ async fn connection(
                 }
             }
             Some(1) => {
-                if let Err(e) = ws.send(Message::text(json!({"op": 1, "d": seq}).to_string())).await {
-                    return End::Reconnect { resume: true, why: format!("send heartbeat: {e}") };
+                if let Err(e) = ws
+                    .send(Message::text(json!({"op": 1, "d": seq}).to_string()))
+                    .await
+                {
+                    return End::Reconnect {
+                        resume: true,
+                        why: format!("send heartbeat: {e}"),
+                    };
                 }
             }
-            Some(7) => return End::Reconnect { resume: true, why: "RECONNECT requested".into() },
+            Some(7) => {
+                return End::Reconnect {
+                    resume: true,
+                    why: "RECONNECT requested".into(),
+                };
+            }
             Some(9) => {
                 let resumable = v.get("d").and_then(Value::as_bool) == Some(true);
                 // Discord asks for a 1–5 s pause before identifying again.
-                tokio::time::sleep(Duration::from_millis(1000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 8)).await;
-                return End::Reconnect { resume: resumable, why: "INVALID_SESSION".into() };
+                tokio::time::sleep(Duration::from_millis(
+                    1000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 8,
+                ))
+                .await;
+                return End::Reconnect {
+                    resume: resumable,
+                    why: "INVALID_SESSION".into(),
+                };
             }
             Some(11) => acked = true,
             _ => {}
@@ -224,12 +308,19 @@ async fn connection(
 
 fn closed(frame: Option<(u16, String)>) -> End {
     let Some((code, reason)) = frame else {
-        return End::Reconnect { resume: true, why: "closed".into() };
+        return End::Reconnect {
+            resume: true,
+            why: "closed".into(),
+        };
     };
     let why = format!("closed {code} {reason}");
     match code {
-        4004 => End::Fatal(format!("{why}: the bot token was rejected; check discord.bot_token")),
-        4013 | 4014 => End::Fatal(format!("{why}: intents refused (the bridge asks only for DIRECT_MESSAGES)")),
+        4004 => End::Fatal(format!(
+            "{why}: the bot token was rejected; check discord.bot_token"
+        )),
+        4013 | 4014 => End::Fatal(format!(
+            "{why}: intents refused (the bridge asks only for DIRECT_MESSAGES)"
+        )),
         4010..=4012 => End::Fatal(why),
         // Session no longer valid: identify afresh.
         4007 | 4009 | 1000 | 1001 => End::Reconnect { resume: false, why },

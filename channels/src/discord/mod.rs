@@ -56,7 +56,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(60), retry: RetryPolicy::default() }
+        Options {
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -89,7 +93,11 @@ impl Discord {
         Self::with_options(config, bot_token, Options::default())
     }
 
-    pub fn with_options(config: &DiscordConfig, bot_token: &str, options: Options) -> Result<Discord, ConfigError> {
+    pub fn with_options(
+        config: &DiscordConfig,
+        bot_token: &str,
+        options: Options,
+    ) -> Result<Discord, ConfigError> {
         config.validate()?;
         let api = config::parse_api_url(&config.api_url)?;
         let token = bot_token.trim().trim_start_matches("Bot ").to_owned();
@@ -100,7 +108,10 @@ impl Discord {
             targets: config
                 .effective_targets()
                 .iter()
-                .map(|u| Target { channel: NAME.to_owned(), chat: u.to_string() })
+                .map(|u| Target {
+                    channel: NAME.to_owned(),
+                    chat: u.to_string(),
+                })
                 .collect(),
             options,
             dms: DmCache::default(),
@@ -124,7 +135,10 @@ impl Discord {
 
     /// The target user whose DM `channel` is, if it is one of ours.
     fn owner_of_dm(&self, channel: &str) -> Option<String> {
-        self.dm_cache().iter().find(|(_, c)| c.as_str() == channel).map(|(u, _)| u.clone())
+        self.dm_cache()
+            .iter()
+            .find(|(_, c)| c.as_str() == channel)
+            .map(|(u, _)| u.clone())
     }
 
     async fn get_me(&self) -> Result<BotUser, ChannelError> {
@@ -134,8 +148,16 @@ impl Discord {
             .await
             .map_err(rest::RestError::classify)?;
         let me = BotUser {
-            id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            username: v.get("username").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            id: v
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            username: v
+                .get("username")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         };
         if v.get("bot").and_then(Value::as_bool) != Some(true) {
             return Err(ChannelError::Permanent(format!(
@@ -148,14 +170,23 @@ impl Discord {
     }
 
     fn on_ready(&self, data: &Value) {
-        let id = data.pointer("/user/id").and_then(Value::as_str).unwrap_or_default();
-        let name = data.pointer("/user/username").and_then(Value::as_str).unwrap_or_default();
+        let id = data
+            .pointer("/user/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = data
+            .pointer("/user/username")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         match self.me.get() {
             Some(me) if me.id != id => {
                 tracing::error!(expected = %me.id, got = %id, "discord gateway READY names another bot user than GET /users/@me");
             }
             _ => {
-                let _ = self.me.set(BotUser { id: id.to_owned(), username: name.to_owned() });
+                let _ = self.me.set(BotUser {
+                    id: id.to_owned(),
+                    username: name.to_owned(),
+                });
             }
         }
         self.ready.store(true, Ordering::SeqCst);
@@ -164,19 +195,44 @@ impl Discord {
 
     /// A component press: acknowledged first (3-second deadline), then handed on.
     fn on_interaction(&self, data: &Value, answers: &mpsc::Sender<Answer>) {
-        let channel_id = data.get("channel_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let channel_id = data
+            .get("channel_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let known = self.owner_of_dm(&channel_id).is_some();
-        let Some(press) = receive::interaction(data, |c| self.owner_of_dm(c)) else { return };
+        let Some(press) = receive::interaction(data, |c| self.owner_of_dm(c)) else {
+            return;
+        };
         let rest = self.rest.clone();
         let dms = self.dms.clone();
         let answers = answers.clone();
-        let targets: Vec<String> = if known { Vec::new() } else { self.targets.iter().map(|t| t.chat.clone()).collect() };
+        let targets: Vec<String> = if known {
+            Vec::new()
+        } else {
+            self.targets.iter().map(|t| t.chat.clone()).collect()
+        };
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let path = format!("/interactions/{}/{}/callback", press.interaction_id, press.token);
+            let path = format!(
+                "/interactions/{}/{}/callback",
+                press.interaction_id, press.token
+            );
             let body = json!({"type": DEFERRED_UPDATE_MESSAGE});
-            match rest.call(Method::POST, &path, "POST /interactions/{id}/{token}/callback", None, Some(&body)).await {
-                Ok(_) => tracing::debug!(ack_ms = started.elapsed().as_millis() as u64, "interaction acknowledged"),
+            match rest
+                .call(
+                    Method::POST,
+                    &path,
+                    "POST /interactions/{id}/{token}/callback",
+                    None,
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => tracing::debug!(
+                    ack_ms = started.elapsed().as_millis() as u64,
+                    "interaction acknowledged"
+                ),
                 Err(e) => tracing::warn!(error = %e, "could not acknowledge the interaction"),
             }
             let mut answer = press.answer;
@@ -206,18 +262,31 @@ async fn open_dm(rest: &rest::Rest, dms: &DmCache, user: &str) -> Result<String,
         return Ok(c.clone());
     }
     if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ChannelError::MessageGone(format!("{user:?} is not a Discord user id")));
+        return Err(ChannelError::MessageGone(format!(
+            "{user:?} is not a Discord user id"
+        )));
     }
     let v = rest
-        .call(Method::POST, "/users/@me/channels", "POST /users/@me/channels", Some("dm"), Some(&json!({"recipient_id": user})))
+        .call(
+            Method::POST,
+            "/users/@me/channels",
+            "POST /users/@me/channels",
+            Some("dm"),
+            Some(&json!({"recipient_id": user})),
+        )
         .await
         .map_err(rest::RestError::classify)?;
     let id = v
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| ChannelError::Transient { message: "DM channel without an id".into(), retry_after: None })?
+        .ok_or_else(|| ChannelError::Transient {
+            message: "DM channel without an id".into(),
+            retry_after: None,
+        })?
         .to_owned();
-    dms.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_owned(), id.clone());
+    dms.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(user.to_owned(), id.clone());
     Ok(id)
 }
 
@@ -257,7 +326,9 @@ impl Channel for Discord {
 
     fn allows(&self, user_id: &str) -> bool {
         // Only the canonical decimal form counts.
-        user_id.parse::<u64>().is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        user_id
+            .parse::<u64>()
+            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
     }
 
     async fn health(&self) -> Result<String, ChannelError> {
@@ -269,8 +340,13 @@ impl Channel for Discord {
     }
 
     #[tracing::instrument(skip_all, fields(target = %target, approval = %approval.id))]
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
-        let components = render::components(approval).map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError> {
+        let components = render::components(approval)
+            .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
         let channel = self.dm_channel(&target.chat).await.map_err(|e| match e {
             ChannelError::MessageGone(m) => ChannelError::Permanent(m),
             e => e,
@@ -287,7 +363,13 @@ impl Channel for Discord {
         });
         let msg = self
             .rest
-            .call(Method::POST, &format!("/channels/{channel}/messages"), "POST /channels/{id}/messages", Some(&channel), Some(&body))
+            .call(
+                Method::POST,
+                &format!("/channels/{channel}/messages"),
+                "POST /channels/{id}/messages",
+                Some(&channel),
+                Some(&body),
+            )
             .await
             .map_err(|e| match e.classify() {
                 ChannelError::MessageGone(m) => ChannelError::Permanent(m),
@@ -296,14 +378,28 @@ impl Channel for Discord {
         let id = msg
             .get("id")
             .and_then(Value::as_str)
-            .ok_or_else(|| ChannelError::Transient { message: "message without an id".into(), retry_after: None })?;
-        Ok(MessageRef { target: target.clone(), message: id.to_owned() })
+            .ok_or_else(|| ChannelError::Transient {
+                message: "message without an id".into(),
+                retry_after: None,
+            })?;
+        Ok(MessageRef {
+            target: target.clone(),
+            message: id.to_owned(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(user = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
-    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
         if prompt.message.is_empty() || !prompt.message.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ChannelError::MessageGone(format!("{:?} is not a Discord message id", prompt.message)));
+            return Err(ChannelError::MessageGone(format!(
+                "{:?} is not a Discord message id",
+                prompt.message
+            )));
         }
         let channel = self.dm_channel(&prompt.target.chat).await?;
         let body = json!({
@@ -327,14 +423,20 @@ impl Channel for Discord {
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         let content = notice_content(notice);
         if let Some(rest) = to.handle.strip_prefix(receive::IX_PREFIX) {
-            let (app, token) = rest
-                .split_once(':')
-                .ok_or_else(|| ChannelError::Permanent("malformed interaction reply handle".into()))?;
+            let (app, token) = rest.split_once(':').ok_or_else(|| {
+                ChannelError::Permanent("malformed interaction reply handle".into())
+            })?;
             // Follow-up to the deferred press: ephemeral, only the presser sees it.
             let body = json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": allowed_mentions_none()});
             return self
                 .rest
-                .call(Method::POST, &format!("/webhooks/{app}/{token}"), "POST /webhooks/{app}/{token}", None, Some(&body))
+                .call(
+                    Method::POST,
+                    &format!("/webhooks/{app}/{token}"),
+                    "POST /webhooks/{app}/{token}",
+                    None,
+                    Some(&body),
+                )
                 .await
                 .map(|_| ())
                 .map_err(rest::RestError::classify);
@@ -343,16 +445,26 @@ impl Channel for Discord {
             let (channel, reply_to) = rest.split_once(':').unwrap_or((rest, ""));
             let mut body = json!({"content": content, "allowed_mentions": allowed_mentions_none()});
             if !reply_to.is_empty() {
-                body["message_reference"] = json!({"message_id": reply_to, "fail_if_not_exists": false});
+                body["message_reference"] =
+                    json!({"message_id": reply_to, "fail_if_not_exists": false});
             }
             return self
                 .rest
-                .call(Method::POST, &format!("/channels/{channel}/messages"), "POST /channels/{id}/messages", Some(channel), Some(&body))
+                .call(
+                    Method::POST,
+                    &format!("/channels/{channel}/messages"),
+                    "POST /channels/{id}/messages",
+                    Some(channel),
+                    Some(&body),
+                )
                 .await
                 .map(|_| ())
                 .map_err(rest::RestError::classify);
         }
-        Err(ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle.split(':').next().unwrap_or_default())))
+        Err(ChannelError::Permanent(format!(
+            "unknown reply handle {:?}",
+            to.handle.split(':').next().unwrap_or_default()
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

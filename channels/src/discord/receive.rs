@@ -40,7 +40,8 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// The acting user of an interaction: `user` in DMs, `member.user` in servers.
 fn interaction_user(ix: &Value) -> Option<&Value> {
-    ix.get("user").or_else(|| ix.get("member").and_then(|m| m.get("user")))
+    ix.get("user")
+        .or_else(|| ix.get("member").and_then(|m| m.get("user")))
 }
 
 pub fn responder(user: &Value) -> Option<Responder> {
@@ -55,7 +56,11 @@ pub fn responder(user: &Value) -> Option<Responder> {
             None => g.to_owned(),
         })
         .or_else(|| str_at(user, &["username"]).map(|u| format!("@{u}")));
-    Some(Responder { channel: NAME.to_owned(), user_id: id.to_owned(), display })
+    Some(Responder {
+        channel: NAME.to_owned(),
+        user_id: id.to_owned(),
+        display,
+    })
 }
 
 /// A component interaction. `owner_of_dm` maps a DM channel id to the target user whose
@@ -70,17 +75,38 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
     let token = str_at(ix, &["token"])?.to_owned();
     let application_id = str_at(ix, &["application_id"])?.to_owned();
     let responder = responder(interaction_user(ix)?)?;
-    let channel_id = str_at(ix, &["channel_id"]).or_else(|| str_at(ix, &["channel", "id"])).unwrap_or_default();
-    let channel_type = ix.get("channel").and_then(|c| c.get("type")).and_then(Value::as_u64);
-    let in_dm = ix.get("guild_id").is_none_or(Value::is_null) && channel_type.is_none_or(|t| t == DM);
+    let channel_id = str_at(ix, &["channel_id"])
+        .or_else(|| str_at(ix, &["channel", "id"]))
+        .unwrap_or_default();
+    let channel_type = ix
+        .get("channel")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_u64);
+    let in_dm =
+        ix.get("guild_id").is_none_or(Value::is_null) && channel_type.is_none_or(|t| t == DM);
     let message_id = str_at(ix, &["message", "id"]).unwrap_or_default();
     let chat = owner_of_dm(channel_id).unwrap_or_else(|| format!("channel:{channel_id}"));
-    let via = Via::Prompt(MessageRef { target: Target { channel: NAME.to_owned(), chat }, message: message_id.to_owned() });
+    let via = Via::Prompt(MessageRef {
+        target: Target {
+            channel: NAME.to_owned(),
+            chat,
+        },
+        message: message_id.to_owned(),
+    });
     let request = match str_at(ix, &["data", "custom_id"]) {
-        None => Request::Malformed { raw: String::new(), why: "component interaction without custom_id".into() },
+        None => Request::Malformed {
+            raw: String::new(),
+            why: "component interaction without custom_id".into(),
+        },
         Some(raw) => match codec::decode(raw) {
-            Ok(b) => Request::Decide { id: b.id, decision: b.decision },
-            Err(e) => Request::Malformed { raw: raw.chars().take(120).collect(), why: e.to_string() },
+            Ok(b) => Request::Decide {
+                id: b.id,
+                decision: b.decision,
+            },
+            Err(e) => Request::Malformed {
+                raw: raw.chars().take(120).collect(),
+                why: e.to_string(),
+            },
         },
     };
     Some(Press {
@@ -90,7 +116,10 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
             request,
             via,
             in_dm,
-            reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{IX_PREFIX}{application_id}:{token}") },
+            reply: ReplyTo {
+                channel: NAME.to_owned(),
+                handle: format!("{IX_PREFIX}{application_id}:{token}"),
+            },
         },
         token,
     })
@@ -100,7 +129,9 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
 /// (ourselves included) are ignored.
 pub fn message(m: &Value) -> Option<Answer> {
     let author = m.get("author")?;
-    if author.get("bot").and_then(Value::as_bool) == Some(true) || m.get("webhook_id").is_some_and(|w| !w.is_null()) {
+    if author.get("bot").and_then(Value::as_bool) == Some(true)
+        || m.get("webhook_id").is_some_and(|w| !w.is_null())
+    {
         return None;
     }
     let request = command(str_at(m, &["content"])?)?;
@@ -110,9 +141,14 @@ pub fn message(m: &Value) -> Option<Answer> {
     Some(Answer {
         responder,
         request,
-        via: Via::Command { chat: channel.clone() },
+        via: Via::Command {
+            chat: channel.clone(),
+        },
         in_dm: m.get("guild_id").is_none_or(Value::is_null),
-        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CH_PREFIX}{channel}:{id}") },
+        reply: ReplyTo {
+            channel: NAME.to_owned(),
+            handle: format!("{CH_PREFIX}{channel}:{id}"),
+        },
     })
 }
 
@@ -126,10 +162,15 @@ pub fn command(text: &str) -> Option<Request> {
         "/pending" if args.is_empty() => Some(Request::ListPending),
         "/approve" => Some(match args.as_slice() {
             [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                Some(decision) => Request::Decide {
+                    id: ApprovalId((*id).to_owned()),
+                    decision,
+                },
                 None => Request::Malformed {
                     raw: text.chars().take(200).collect(),
-                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                    why: format!(
+                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                    ),
                 },
             },
             _ => Request::Malformed {
@@ -171,19 +212,33 @@ mod tests {
 
     #[test]
     fn a_press_in_a_dm_carries_the_true_id_and_the_prompt() {
-        let user = json!({"id": "111111111111111111", "username": "ann", "global_name": "Ann <@2>"});
-        let p = interaction(&press(user, &format!("exec_approve:{UUID}:deny"), false), dm_owner).unwrap();
+        let user =
+            json!({"id": "111111111111111111", "username": "ann", "global_name": "Ann <@2>"});
+        let p = interaction(
+            &press(user, &format!("exec_approve:{UUID}:deny"), false),
+            dm_owner,
+        )
+        .unwrap();
         assert_eq!(p.interaction_id, "1300000000000000001");
         assert_eq!(p.token, "tok-1");
         let a = p.answer;
-        assert_eq!(a.request, Request::Decide { id: ApprovalId::from(UUID), decision: Decision::Deny });
+        assert_eq!(
+            a.request,
+            Request::Decide {
+                id: ApprovalId::from(UUID),
+                decision: Decision::Deny
+            }
+        );
         assert_eq!(a.responder.user_id, "111111111111111111");
         assert_eq!(a.responder.display.as_deref(), Some("Ann <@2> (@ann)"));
         assert!(a.in_dm);
         assert_eq!(
             a.via,
             Via::Prompt(MessageRef {
-                target: Target { channel: "discord".into(), chat: "111111111111111111".into() },
+                target: Target {
+                    channel: "discord".into(),
+                    chat: "111111111111111111".into()
+                },
                 message: "1500000000000000001".into()
             })
         );
@@ -193,7 +248,9 @@ mod tests {
     #[test]
     fn server_presses_forgeries_and_unknown_channels_are_marked() {
         let user = json!({"id": "111111111111111111", "username": "ann"});
-        let a = interaction(&press(user.clone(), "exec_approve:x:yolo", true), |_| None).unwrap().answer;
+        let a = interaction(&press(user.clone(), "exec_approve:x:yolo", true), |_| None)
+            .unwrap()
+            .answer;
         assert!(!a.in_dm);
         assert!(matches!(a.request, Request::Malformed { .. }));
         let Via::Prompt(r) = a.via else { panic!() };
@@ -205,16 +262,23 @@ mod tests {
 
     #[test]
     fn approve_texts_decode_and_bots_are_ignored() {
-        let m = |content: &str, bot: bool| {
-            json!({"id": "9", "channel_id": "8", "content": content, "author": {"id": "7", "username": "u", "bot": bot}})
-        };
+        let m = |content: &str, bot: bool| json!({"id": "9", "channel_id": "8", "content": content, "author": {"id": "7", "username": "u", "bot": bot}});
         let a = message(&m(&format!(" /approve {UUID} Always "), false)).unwrap();
-        assert_eq!(a.request, Request::Decide { id: ApprovalId::from(UUID), decision: Decision::AllowAlways });
+        assert_eq!(
+            a.request,
+            Request::Decide {
+                id: ApprovalId::from(UUID),
+                decision: Decision::AllowAlways
+            }
+        );
         assert!(a.in_dm);
         assert_eq!(a.reply.handle, "ch:8:9");
         assert_eq!(message(&m("/approve x deny", true)), None);
         assert_eq!(message(&m("hello", false)), None);
-        assert!(matches!(message(&m("/approve x", false)).unwrap().request, Request::Malformed { .. }));
+        assert!(matches!(
+            message(&m("/approve x", false)).unwrap().request,
+            Request::Malformed { .. }
+        ));
         assert_eq!(command("/pending"), Some(Request::ListPending));
         assert_eq!(command("/approved x deny"), None);
     }

@@ -35,7 +35,26 @@ pub enum Footer<'a> {
 
 /// Characters Discord's markdown gives meaning to (escaped with a backslash).
 fn special(c: char) -> bool {
-    matches!(c, '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '<' | '#' | '-' | '[' | ']' | '(' | ')' | '@' | ':' | '.' | '!')
+    matches!(
+        c,
+        '\\' | '*'
+            | '_'
+            | '~'
+            | '`'
+            | '|'
+            | '>'
+            | '<'
+            | '#'
+            | '-'
+            | '['
+            | ']'
+            | '('
+            | ')'
+            | '@'
+            | ':'
+            | '.'
+            | '!'
+    )
 }
 
 fn escaped_len(c: char) -> usize {
@@ -50,7 +69,11 @@ pub fn escape_markdown(s: &str) -> String {
 /// Escapes `s` within `max` characters; a cut ends with `…`.
 pub fn escape_capped(s: &str, max: usize) -> String {
     let total: usize = s.chars().map(escaped_len).sum();
-    let budget = if total <= max { usize::MAX } else { max.saturating_sub(1) };
+    let budget = if total <= max {
+        usize::MAX
+    } else {
+        max.saturating_sub(1)
+    };
     let mut out = String::with_capacity(s.len());
     let mut used = 0;
     for c in s.chars() {
@@ -74,7 +97,11 @@ fn code_block(s: &str, max: usize) -> (String, bool) {
     const FENCES: usize = "```\n".len() + "\n```".len();
     let units = |c: char| if c == '`' { 2 } else { 1 };
     let total: usize = s.chars().map(units).sum();
-    let budget = if total + FENCES <= max { usize::MAX } else { max.saturating_sub(FENCES + 1) };
+    let budget = if total + FENCES <= max {
+        usize::MAX
+    } else {
+        max.saturating_sub(FENCES + 1)
+    };
     let mut body = String::with_capacity(s.len() + 8);
     let mut used = 0;
     let mut cut = false;
@@ -108,7 +135,9 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     }
 
     let mut fields: Vec<Value> = Vec::new();
-    let mut field = |name: &str, value: String| fields.push(json!({"name": name, "value": value, "inline": false}));
+    let mut field = |name: &str, value: String| {
+        fields.push(json!({"name": name, "value": value, "inline": false}))
+    };
     let text = |v: &Option<String>, cap: usize| v.as_deref().map(|v| escape_capped(v, cap));
     if let Some(v) = text(&a.cwd, 300) {
         field("cwd", v);
@@ -142,16 +171,34 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     }
     if let Some(exp) = a.expires_at_ms {
         // `<t:…:R>` renders as a live relative time in the reader's client.
-        field("expires", format!("<t:{}:R> · {}", exp.div_euclid(1000), utc(exp)));
+        field(
+            "expires",
+            format!("<t:{}:R> · {}", exp.div_euclid(1000), utc(exp)),
+        );
     }
     field("id", escape_capped(a.id.as_str(), 120));
     let (color, foot) = match footer {
         Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL.iter().filter(|d| a.offers(**d)).map(|d| d.as_str()).collect();
-            (PENDING_COLOR, format!("Or send: /approve {} {}", a.id, ds.join("|")))
+            let ds: Vec<&str> = Decision::ALL
+                .iter()
+                .filter(|d| a.offers(**d))
+                .map(|d| d.as_str())
+                .collect();
+            (
+                PENDING_COLOR,
+                format!("Or send: /approve {} {}", a.id, ds.join("|")),
+            )
         }
         Footer::Finished(o) => {
-            field("outcome", format!("{} **{}** · {}", icon(o), escape_capped(&o.summary(), 600), utc(o.at_ms())));
+            field(
+                "outcome",
+                format!(
+                    "{} **{}** · {}",
+                    icon(o),
+                    escape_capped(&o.summary(), 600),
+                    utc(o.at_ms())
+                ),
+            );
             (color(o), format!("Approval {}", a.id))
         }
     };
@@ -161,7 +208,10 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
         + foot.chars().count()
         + fields
             .iter()
-            .map(|f| f["name"].as_str().unwrap_or_default().chars().count() + f["value"].as_str().unwrap_or_default().chars().count())
+            .map(|f| {
+                f["name"].as_str().unwrap_or_default().chars().count()
+                    + f["value"].as_str().unwrap_or_default().chars().count()
+            })
             .sum::<usize>();
     // What is left for the description, with room for the cut marker.
     let room = MAX_DESCRIPTION.min(MAX_EMBED_TOTAL.saturating_sub(used + 80));
@@ -171,7 +221,11 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
             if cut {
                 let total = a.command.chars().count();
                 let (block, _) = code_block(&a.command, room.saturating_sub(60));
-                let shown = block.chars().filter(|c| *c != ZWSP).count().saturating_sub(9);
+                let shown = block
+                    .chars()
+                    .filter(|c| *c != ZWSP)
+                    .count()
+                    .saturating_sub(9);
                 format!("{block}\n✂️ Cut: showing {shown} of {total} characters.")
             } else {
                 block
@@ -223,7 +277,10 @@ pub fn style(d: Decision) -> u8 {
 
 fn color(o: &Outcome) -> u32 {
     match o {
-        Outcome::Decided { decision: Decision::Deny, .. } => DENIED_COLOR,
+        Outcome::Decided {
+            decision: Decision::Deny,
+            ..
+        } => DENIED_COLOR,
         Outcome::Decided { .. } => ALLOWED_COLOR,
         Outcome::Expired { .. } | Outcome::Gone { .. } => ENDED_COLOR,
     }
@@ -231,7 +288,10 @@ fn color(o: &Outcome) -> u32 {
 
 fn icon(o: &Outcome) -> &'static str {
     match o {
-        Outcome::Decided { decision: Decision::Deny, .. } => "⛔",
+        Outcome::Decided {
+            decision: Decision::Deny,
+            ..
+        } => "⛔",
         Outcome::Decided { .. } => "✅",
         Outcome::Expired { .. } => "⌛",
         Outcome::Gone { .. } => "⚪",
@@ -251,7 +311,12 @@ pub fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -298,40 +363,80 @@ mod tests {
     fn backticks_cannot_close_the_fence() {
         let (block, cut) = code_block("echo ```\n@everyone <@1> **x**\n``` `", 4096);
         assert!(!cut);
-        check(&block, "```\necho `\u{200B}`\u{200B}`\u{200B}\n@everyone <@1> **x**\n`\u{200B}`\u{200B}`\u{200B} `\u{200B}\n```");
+        check(
+            &block,
+            "```\necho `\u{200B}`\u{200B}`\u{200B}\n@everyone <@1> **x**\n`\u{200B}`\u{200B}`\u{200B} `\u{200B}\n```",
+        );
         assert_eq!(block.matches("```").count(), 2, "only our own fences");
     }
 
     #[test]
     fn pending_embed_lists_fields_and_the_fallback() {
         let e = embed(&exec("rm -rf /tmp/x"), Footer::Pending);
-        check(e["description"].as_str().unwrap(), "```\nrm -rf /tmp/x\n```");
+        check(
+            e["description"].as_str().unwrap(),
+            "```\nrm -rf /tmp/x\n```",
+        );
         check(e["title"].as_str().unwrap(), "🔐 Exec approval");
-        let f: Vec<String> = e["fields"].as_array().unwrap().iter().map(|f| format!("{}={}", f["name"].as_str().unwrap(), f["value"].as_str().unwrap())).collect();
-        assert_eq!(f, [
-            "cwd=/srv/\\@everyone",
-            "agent=main",
-            "host=gateway",
-            r"warnings=⚠️ deletes \[files\]\(https\://evil\)",
-            "expires=<t:1795000120:R> · 2026-11-18 11:08:40 UTC",
-            "id=0b8f6c1e\\-8a44\\-4c1e\\-9d6f\\-2f9b1c0d7e11",
-        ]);
-        check(e["footer"]["text"].as_str().unwrap(), "Or send: /approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny");
+        let f: Vec<String> = e["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}={}",
+                    f["name"].as_str().unwrap(),
+                    f["value"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            f,
+            [
+                "cwd=/srv/\\@everyone",
+                "agent=main",
+                "host=gateway",
+                r"warnings=⚠️ deletes \[files\]\(https\://evil\)",
+                "expires=<t:1795000120:R> · 2026-11-18 11:08:40 UTC",
+                "id=0b8f6c1e\\-8a44\\-4c1e\\-9d6f\\-2f9b1c0d7e11",
+            ]
+        );
+        check(
+            e["footer"]["text"].as_str().unwrap(),
+            "Or send: /approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny",
+        );
         let c = components(&exec("x")).unwrap();
-        let styles: Vec<(String, u64)> = c[0]["components"].as_array().unwrap().iter().map(|b| (b["label"].as_str().unwrap().to_owned(), b["style"].as_u64().unwrap())).collect();
-        assert_eq!(styles, [("Allow once".to_owned(), 3), ("Deny".to_owned(), 4)]);
+        let styles: Vec<(String, u64)> = c[0]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["label"].as_str().unwrap().to_owned(),
+                    b["style"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            styles,
+            [("Allow once".to_owned(), 3), ("Deny".to_owned(), 4)]
+        );
     }
 
     #[test]
     fn huge_requests_fit_the_embed_limits() {
         let mut a = exec(&"`x".repeat(6000));
         a.cwd = Some("*".repeat(5000));
-        a.warnings = (0..50).map(|i| format!("{i} {}", "<".repeat(500))).collect();
+        a.warnings = (0..50)
+            .map(|i| format!("{i} {}", "<".repeat(500)))
+            .collect();
         let e = embed(&a, Footer::Finished(&Outcome::Gone { at_ms: 0 }));
         let d = e["description"].as_str().unwrap();
         assert!(d.chars().count() <= MAX_DESCRIPTION);
         assert!(d.contains("✂️ Cut: showing"), "{}", &d[d.len() - 80..]);
-        let mut total = e["title"].as_str().unwrap().chars().count() + d.chars().count() + e["footer"]["text"].as_str().unwrap().chars().count();
+        let mut total = e["title"].as_str().unwrap().chars().count()
+            + d.chars().count()
+            + e["footer"]["text"].as_str().unwrap().chars().count();
         for f in e["fields"].as_array().unwrap() {
             let v = f["value"].as_str().unwrap().chars().count();
             assert!(v <= MAX_FIELD_VALUE, "{v}");

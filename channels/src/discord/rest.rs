@@ -42,7 +42,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { transient_attempts: 4, backoff: Duration::from_millis(500), max_retry_after: Duration::from_secs(600) }
+        RetryPolicy {
+            transient_attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(600),
+        }
     }
 }
 
@@ -72,11 +76,18 @@ impl RestError {
     pub fn classify(self) -> ChannelError {
         let message = self.to_string();
         if self.is_transient() {
-            return ChannelError::Transient { message, retry_after: self.retry_after };
+            return ChannelError::Transient {
+                message,
+                retry_after: self.retry_after,
+            };
         }
         match (self.status, self.code) {
-            (_, Some(UNKNOWN_MESSAGE | UNKNOWN_CHANNEL)) | (Some(404), _) => ChannelError::MessageGone(message),
-            (Some(401), _) => ChannelError::Permanent(format!("Discord rejected the bot token ({message}); check discord.bot_token")),
+            (_, Some(UNKNOWN_MESSAGE | UNKNOWN_CHANNEL)) | (Some(404), _) => {
+                ChannelError::MessageGone(message)
+            }
+            (Some(401), _) => ChannelError::Permanent(format!(
+                "Discord rejected the bot token ({message}); check discord.bot_token"
+            )),
             (_, Some(CANNOT_DM)) => ChannelError::Permanent(format!(
                 "{message}: Discord refuses to DM this user; a bot can DM only users who share a server with it and allow DMs from its members"
             )),
@@ -100,7 +111,11 @@ pub struct Rest {
 impl Rest {
     pub fn new(api_url: &str, token: &str, policy: RetryPolicy) -> Rest {
         let http = reqwest::Client::builder()
-            .user_agent(concat!("DiscordBot (https://github.com/openclaw/approval-bridge, ", env!("CARGO_PKG_VERSION"), ")"))
+            .user_agent(concat!(
+                "DiscordBot (https://github.com/openclaw/approval-bridge, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -112,7 +127,9 @@ impl Rest {
             http,
             base: format!("{}/v10", api_url.trim_end_matches('/')),
             auth: format!("Bot {token}"),
-            global: RateLimiter::direct(Quota::per_second(NonZeroU32::new(GLOBAL_PER_SECOND).expect("non-zero"))),
+            global: RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(GLOBAL_PER_SECOND).expect("non-zero"),
+            )),
             per_route: RateLimiter::keyed(route),
             blocked_until: Mutex::new(None),
             policy,
@@ -140,7 +157,9 @@ impl Rest {
                 self.wait_global_block().await;
             }
             if let Some(b) = bucket {
-                self.per_route.until_key_ready(&format!("{route}|{b}")).await;
+                self.per_route
+                    .until_key_ready(&format!("{route}|{b}"))
+                    .await;
                 self.global.until_ready().await;
             }
             let err = match self.once(method.clone(), path, route, body).await {
@@ -149,8 +168,15 @@ impl Rest {
             };
             match err.status {
                 Some(429) if waited < self.policy.max_retry_after => {
-                    let wait = err.retry_after.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(50));
-                    tracing::warn!(route, retry_after_ms = wait.as_millis() as u64, "discord rate limit; waiting");
+                    let wait = err
+                        .retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .max(Duration::from_millis(50));
+                    tracing::warn!(
+                        route,
+                        retry_after_ms = wait.as_millis() as u64,
+                        "discord rate limit; waiting"
+                    );
                     waited += wait;
                     tokio::time::sleep(wait).await;
                 }
@@ -175,8 +201,17 @@ impl Rest {
         }
     }
 
-    async fn once(&self, method: Method, path: &str, route: &'static str, body: Option<&Value>) -> Result<Value, RestError> {
-        let err = |status: Option<u16>, code: Option<i64>, message: String, retry_after: Option<Duration>| RestError {
+    async fn once(
+        &self,
+        method: Method,
+        path: &str,
+        route: &'static str,
+        body: Option<&Value>,
+    ) -> Result<Value, RestError> {
+        let err = |status: Option<u16>,
+                   code: Option<i64>,
+                   message: String,
+                   retry_after: Option<Duration>| RestError {
             method: method.to_string(),
             route: route.to_owned(),
             status,
@@ -184,12 +219,18 @@ impl Rest {
             message,
             retry_after,
         };
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).header("Authorization", &self.auth);
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("Authorization", &self.auth);
         if let Some(b) = body {
             req = req.json(b);
         }
         // reqwest's error text names the URL, which can hold an interaction token: drop it.
-        let resp = req.send().await.map_err(|e| err(None, None, e.without_url().to_string(), None))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| err(None, None, e.without_url().to_string(), None))?;
         let status = resp.status().as_u16();
         let header_retry = resp
             .headers()
@@ -197,21 +238,46 @@ impl Rest {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<f64>().ok())
             .map(Duration::from_secs_f64);
-        let header_global = resp.headers().get("x-ratelimit-global").is_some_and(|v| v == "true");
-        let text = resp.text().await.map_err(|e| err(Some(status), None, e.without_url().to_string(), None))?;
-        let json: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        let header_global = resp
+            .headers()
+            .get("x-ratelimit-global")
+            .is_some_and(|v| v == "true");
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| err(Some(status), None, e.without_url().to_string(), None))?;
+        let json: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
         if (200..300).contains(&status) {
             return Ok(json);
         }
         let code = json.get("code").and_then(Value::as_i64);
-        let message = json.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
-        let retry_after = json.get("retry_after").and_then(Value::as_f64).map(Duration::from_secs_f64).or(header_retry);
-        if status == 429 && (header_global || json.get("global").and_then(Value::as_bool) == Some(true)) {
+        let message = json
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let retry_after = json
+            .get("retry_after")
+            .and_then(Value::as_f64)
+            .map(Duration::from_secs_f64)
+            .or(header_retry);
+        if status == 429
+            && (header_global || json.get("global").and_then(Value::as_bool) == Some(true))
+        {
             let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(1));
             *self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
             tracing::warn!(route, "discord global rate limit: holding every call");
         }
-        Err(err(Some(status), code, format!("HTTP {status}: {message}"), retry_after))
+        Err(err(
+            Some(status),
+            code,
+            format!("HTTP {status}: {message}"),
+            retry_after,
+        ))
     }
 }
 
@@ -220,19 +286,45 @@ mod tests {
     use super::*;
 
     fn e(status: Option<u16>, code: Option<i64>) -> RestError {
-        RestError { method: "PATCH".into(), route: "r".into(), status, code, message: "m".into(), retry_after: None }
+        RestError {
+            method: "PATCH".into(),
+            route: "r".into(),
+            status,
+            code,
+            message: "m".into(),
+            retry_after: None,
+        }
     }
 
     #[test]
     fn errors_are_classified_by_whether_a_retry_helps() {
-        assert!(matches!(e(None, None).classify(), ChannelError::Transient { .. }));
-        assert!(matches!(e(Some(429), None).classify(), ChannelError::Transient { .. }));
-        assert!(matches!(e(Some(502), None).classify(), ChannelError::Transient { .. }));
-        assert!(matches!(e(Some(404), Some(UNKNOWN_MESSAGE)).classify(), ChannelError::MessageGone(_)));
-        assert!(matches!(e(Some(400), Some(UNKNOWN_CHANNEL)).classify(), ChannelError::MessageGone(_)));
-        let ChannelError::Permanent(m) = e(Some(401), None).classify() else { panic!() };
+        assert!(matches!(
+            e(None, None).classify(),
+            ChannelError::Transient { .. }
+        ));
+        assert!(matches!(
+            e(Some(429), None).classify(),
+            ChannelError::Transient { .. }
+        ));
+        assert!(matches!(
+            e(Some(502), None).classify(),
+            ChannelError::Transient { .. }
+        ));
+        assert!(matches!(
+            e(Some(404), Some(UNKNOWN_MESSAGE)).classify(),
+            ChannelError::MessageGone(_)
+        ));
+        assert!(matches!(
+            e(Some(400), Some(UNKNOWN_CHANNEL)).classify(),
+            ChannelError::MessageGone(_)
+        ));
+        let ChannelError::Permanent(m) = e(Some(401), None).classify() else {
+            panic!()
+        };
         assert!(m.contains("discord.bot_token"), "{m}");
-        let ChannelError::Permanent(m) = e(Some(403), Some(CANNOT_DM)).classify() else { panic!() };
+        let ChannelError::Permanent(m) = e(Some(403), Some(CANNOT_DM)).classify() else {
+            panic!()
+        };
         assert!(m.contains("share a server"), "{m}");
     }
 }

@@ -38,34 +38,61 @@ pub struct MatrixConfig {
 impl MatrixConfig {
     /// The users whose DM receives prompts.
     pub fn effective_targets(&self) -> Vec<UserId> {
-        self.targets.clone().unwrap_or_else(|| self.allow_from.clone())
+        self.targets
+            .clone()
+            .unwrap_or_else(|| self.allow_from.clone())
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_homeserver(&self.homeserver)?;
         match (&self.password, &self.access_token) {
-            (Some(_), Some(_)) => return Err(ConfigError::new("password", "and matrix.access_token are both set: keep exactly one")),
-            (None, None) => return Err(ConfigError::new("password", "is missing: set password or access_token (as env:NAME or file:/path)")),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "password",
+                    "and matrix.access_token are both set: keep exactly one",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "password",
+                    "is missing: set password or access_token (as env:NAME or file:/path)",
+                ));
+            }
             _ => {}
         }
         if self.allow_from.is_empty() {
-            return Err(ConfigError::new("allow_from", "is empty: nobody could decide; add your Matrix id, e.g. \"@you:example.org\""));
+            return Err(ConfigError::new(
+                "allow_from",
+                "is empty: nobody could decide; add your Matrix id, e.g. \"@you:example.org\"",
+            ));
         }
         if self.effective_targets().is_empty() {
-            return Err(ConfigError::new("targets", "is empty: no one would receive prompts"));
+            return Err(ConfigError::new(
+                "targets",
+                "is empty: no one would receive prompts",
+            ));
         }
-        if self.effective_targets().contains(&self.user_id) || self.allow_from.contains(&self.user_id) {
-            return Err(ConfigError::new("allow_from", "contains the bot's own user_id: the bot never decides"));
+        if self.effective_targets().contains(&self.user_id)
+            || self.allow_from.contains(&self.user_id)
+        {
+            return Err(ConfigError::new(
+                "allow_from",
+                "contains the bot's own user_id: the bot never decides",
+            ));
         }
         Ok(())
     }
 }
 
 pub(crate) fn parse_homeserver(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).map_err(|e| ConfigError::new("homeserver", format!("{s:?} is not a URL: {e}")))?;
+    let u = url::Url::parse(s)
+        .map_err(|e| ConfigError::new("homeserver", format!("{s:?} is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new("homeserver", format!("{s:?} must be https:// (or http:// on loopback)")));
+        return Err(ConfigError::new(
+            "homeserver",
+            format!("{s:?} must be https:// (or http:// on loopback)"),
+        ));
     }
     Ok(u)
 }
@@ -80,7 +107,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { field, message: message.into() }
+        ConfigError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -92,17 +122,27 @@ impl UserId {
     /// Accepts `@local:server` (server may carry a port); refuses display names and bare names.
     pub fn parse(s: &str) -> Result<UserId, String> {
         let Some(rest) = s.strip_prefix('@') else {
-            return Err(format!("{s:?} is not a Matrix user id: expected \"@user:server\" (display names can be changed by anyone)"));
+            return Err(format!(
+                "{s:?} is not a Matrix user id: expected \"@user:server\" (display names can be changed by anyone)"
+            ));
         };
         let Some((local, server)) = rest.split_once(':') else {
-            return Err(format!("{s:?} is not a Matrix user id: missing \":server\""));
+            return Err(format!(
+                "{s:?} is not a Matrix user id: missing \":server\""
+            ));
         };
         let local_ok = !local.is_empty()
-            && local.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c));
         let server_ok = !server.is_empty()
-            && server.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+            && server
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
         if !local_ok || !server_ok || s.len() > 255 {
-            return Err(format!("{s:?} is not a valid Matrix user id (lowercase \"@user:server\")"));
+            return Err(format!(
+                "{s:?} is not a valid Matrix user id (lowercase \"@user:server\")"
+            ));
         }
         Ok(UserId(s.to_owned()))
     }
@@ -146,13 +186,23 @@ mod tests {
     fn minimal_config_targets_default_to_allow_from() {
         let c = parse(base()).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.effective_targets(), vec![UserId("@owner:example.org".into())]);
+        assert_eq!(
+            c.effective_targets(),
+            vec![UserId("@owner:example.org".into())]
+        );
         assert!(!c.strict);
     }
 
     #[test]
     fn user_ids_are_validated() {
-        for bad in ["owner", "Owner Name", "@owner", "@:example.org", "@Owner:example.org", "owner:example.org"] {
+        for bad in [
+            "owner",
+            "Owner Name",
+            "@owner",
+            "@:example.org",
+            "@Owner:example.org",
+            "owner:example.org",
+        ] {
             let mut v = base();
             v["allow_from"] = serde_json::json!([bad]);
             let e = parse(v).unwrap_err();
@@ -165,13 +215,31 @@ mod tests {
     fn exactly_one_credential() {
         let mut v = base();
         v["access_token"] = serde_json::json!("env:T");
-        assert!(parse(v).unwrap().validate().unwrap_err().to_string().contains("keep exactly one"));
+        assert!(
+            parse(v)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("keep exactly one")
+        );
         let mut v = base();
         v.as_object_mut().unwrap().remove("password");
-        assert!(parse(v).unwrap().validate().unwrap_err().to_string().starts_with("matrix.password is missing"));
+        assert!(
+            parse(v)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("matrix.password is missing")
+        );
         let mut v = base();
         v["password"] = serde_json::json!("hunter2");
-        assert!(parse(v).unwrap_err().contains("secrets are not written in the config"));
+        assert!(
+            parse(v)
+                .unwrap_err()
+                .contains("secrets are not written in the config")
+        );
     }
 
     #[test]
@@ -181,6 +249,13 @@ mod tests {
         assert!(parse(v).unwrap_err().contains("unknown field `allowFrom`"));
         let mut v = base();
         v["homeserver"] = serde_json::json!("matrix.example.org");
-        assert!(parse(v).unwrap().validate().unwrap_err().to_string().starts_with("matrix.homeserver"));
+        assert!(
+            parse(v)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("matrix.homeserver")
+        );
     }
 }

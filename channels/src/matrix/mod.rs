@@ -27,8 +27,10 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{ApprovalId, Approval, Decision, Outcome, Responder, now_ms};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Request, Target, Via};
+use bridge::approval::{Approval, ApprovalId, Decision, Outcome, Responder, now_ms};
+use bridge::channel::{
+    Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Request, Target, Via,
+};
 use matrix_sdk::authentication::SessionTokens;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
@@ -103,11 +105,20 @@ impl Matrix {
     /// Builds the adapter from its config, the resolved secret (the password or the access
     /// token, whichever the config names) and the bridge's state directory. No I/O: the
     /// first call needing the homeserver (normally `health`) logs in or restores.
-    pub fn new(config: &MatrixConfig, secret: &str, state_dir: &Path) -> Result<Matrix, ConfigError> {
+    pub fn new(
+        config: &MatrixConfig,
+        secret: &str,
+        state_dir: &Path,
+    ) -> Result<Matrix, ConfigError> {
         Self::with_options(config, secret, state_dir, Options::default())
     }
 
-    pub fn with_options(config: &MatrixConfig, secret: &str, state_dir: &Path, options: Options) -> Result<Matrix, ConfigError> {
+    pub fn with_options(
+        config: &MatrixConfig,
+        secret: &str,
+        state_dir: &Path,
+        options: Options,
+    ) -> Result<Matrix, ConfigError> {
         config.validate()?;
         let credential = if config.access_token.is_some() {
             Credential::AccessToken(secret.to_owned())
@@ -138,8 +149,11 @@ impl Matrix {
     }
 
     async fn connect(&self) -> Result<Client, ChannelError> {
-        let perm = |what: &str, e: &dyn std::fmt::Display| ChannelError::Permanent(format!("matrix {what}: {e}"));
-        let hs = config::parse_homeserver(&self.config.homeserver).map_err(|e| perm("homeserver", &e))?;
+        let perm = |what: &str, e: &dyn std::fmt::Display| {
+            ChannelError::Permanent(format!("matrix {what}: {e}"))
+        };
+        let hs = config::parse_homeserver(&self.config.homeserver)
+            .map_err(|e| perm("homeserver", &e))?;
         let user_id = OwnedUserId::try_from(self.bot()).map_err(|e| perm("user_id", &e))?;
         std::fs::create_dir_all(&self.dir).map_err(|e| perm("state dir", &e))?;
         restrict(&self.dir, 0o700);
@@ -171,7 +185,13 @@ impl Matrix {
                     )));
                 }
                 let session = match cred {
-                    Credential::AccessToken(t) => MatrixSession { tokens: SessionTokens { access_token: t.clone(), refresh_token: None }, ..s },
+                    Credential::AccessToken(t) => MatrixSession {
+                        tokens: SessionTokens {
+                            access_token: t.clone(),
+                            refresh_token: None,
+                        },
+                        ..s
+                    },
                     Credential::Password(_) => s,
                 };
                 client.restore_session(session).await.map_err(classify)?;
@@ -184,26 +204,52 @@ impl Matrix {
                     .initial_device_display_name("approval-bridge")
                     .await
                     .map_err(|e| match classify(e) {
-                        ChannelError::Permanent(m) => ChannelError::Permanent(format!("matrix login as {user_id} failed: {m}")),
+                        ChannelError::Permanent(m) => ChannelError::Permanent(format!(
+                            "matrix login as {user_id} failed: {m}"
+                        )),
                         e => e,
                     })?;
                 tracing::info!(device_id = ?client.device_id(), "matrix logged in with a new device");
             }
             (None, Credential::AccessToken(t)) => {
-                let tokens = SessionTokens { access_token: t.clone(), refresh_token: None };
+                let tokens = SessionTokens {
+                    access_token: t.clone(),
+                    refresh_token: None,
+                };
                 // Learn the token's device id with a throwaway client, then restore for real.
-                let probe = Client::builder().homeserver_url(hs.as_str()).build().await.map_err(|e| perm("client", &e))?;
+                let probe = Client::builder()
+                    .homeserver_url(hs.as_str())
+                    .build()
+                    .await
+                    .map_err(|e| perm("client", &e))?;
                 probe
-                    .restore_session(MatrixSession { meta: SessionMeta { user_id: user_id.clone(), device_id: "PROBE".into() }, tokens: tokens.clone() })
+                    .restore_session(MatrixSession {
+                        meta: SessionMeta {
+                            user_id: user_id.clone(),
+                            device_id: "PROBE".into(),
+                        },
+                        tokens: tokens.clone(),
+                    })
                     .await
                     .map_err(classify)?;
                 let who = probe.whoami().await.map_err(classify_http)?;
                 if who.user_id != user_id {
-                    return Err(ChannelError::Permanent(format!("matrix.access_token belongs to {}, not {user_id}", who.user_id)));
+                    return Err(ChannelError::Permanent(format!(
+                        "matrix.access_token belongs to {}, not {user_id}",
+                        who.user_id
+                    )));
                 }
-                let device_id = who.device_id.ok_or_else(|| ChannelError::Permanent("matrix.access_token has no device".into()))?;
+                let device_id = who.device_id.ok_or_else(|| {
+                    ChannelError::Permanent("matrix.access_token has no device".into())
+                })?;
                 client
-                    .restore_session(MatrixSession { meta: SessionMeta { user_id: user_id.clone(), device_id }, tokens })
+                    .restore_session(MatrixSession {
+                        meta: SessionMeta {
+                            user_id: user_id.clone(),
+                            device_id,
+                        },
+                        tokens,
+                    })
                     .await
                     .map_err(classify)?;
             }
@@ -213,14 +259,28 @@ impl Matrix {
             write_private(&session_path, &text).map_err(|e| perm("session.json", &e))?;
         }
         client.whoami().await.map_err(classify_http)?;
-        let first = client.sync_once(SyncSettings::default().timeout(Duration::ZERO)).await.map_err(classify)?;
+        let first = client
+            .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+            .await
+            .map_err(classify)?;
         *self.initial.lock().unwrap_or_else(|e| e.into_inner()) = Some(first);
         Ok(client)
     }
 
     /// The direct room with `owner`, once they have joined it.
-    async fn joined_dm(&self, client: &Client, owner: &OwnedUserId, approval: &Approval) -> Result<Room, ChannelError> {
-        let lock = self.dm_locks.lock().await.entry(owner.to_string()).or_default().clone();
+    async fn joined_dm(
+        &self,
+        client: &Client,
+        owner: &OwnedUserId,
+        approval: &Approval,
+    ) -> Result<Room, ChannelError> {
+        let lock = self
+            .dm_locks
+            .lock()
+            .await
+            .entry(owner.to_string())
+            .or_default()
+            .clone();
         let _one = lock.lock().await;
         let known = self
             .rooms
@@ -229,21 +289,31 @@ impl Matrix {
             .iter()
             .find(|(_, o)| o.as_str() == owner.as_str())
             .map(|(r, _)| r.clone());
-        let room = match known.and_then(|r| client.get_room(&r)).or_else(|| client.get_dm_room(owner)) {
+        let room = match known
+            .and_then(|r| client.get_room(&r))
+            .or_else(|| client.get_dm_room(owner))
+        {
             Some(r) => r,
             None => {
                 tracing::info!(%owner, "creating an encrypted direct room");
                 client.create_dm(owner).await.map_err(classify)?
             }
         };
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.room_id().to_owned(), owner.to_string());
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.room_id().to_owned(), owner.to_string());
         let limit = now_ms() + self.options.max_join_wait.as_millis() as i64;
         let deadline = approval.expires_at_ms.map_or(limit, |e| e.min(limit));
         let mut invited = false;
         loop {
             match membership(client, room.room_id(), owner).await?.as_deref() {
                 Some("join") => return Ok(room),
-                Some("ban") => return Err(ChannelError::Permanent(format!("{owner} is banned from the bot's direct room"))),
+                Some("ban") => {
+                    return Err(ChannelError::Permanent(format!(
+                        "{owner} is banned from the bot's direct room"
+                    )));
+                }
                 Some("invite") => {}
                 _ if !invited => {
                     room.invite_user_by_id(owner).await.map_err(classify)?;
@@ -253,7 +323,10 @@ impl Matrix {
             }
             if now_ms() >= deadline {
                 return Err(ChannelError::Transient {
-                    message: format!("{owner} has not joined the direct room {} yet", room.room_id()),
+                    message: format!(
+                        "{owner} has not joined the direct room {} yet",
+                        room.room_id()
+                    ),
                     retry_after: Some(self.options.join_poll),
                 });
             }
@@ -263,7 +336,12 @@ impl Matrix {
 
     /// The approval id of our prompt `event`, or `None` when it is not one of ours.
     async fn prompt_of(&self, room: &Room, event: &OwnedEventId) -> Option<ApprovalId> {
-        if let Some(known) = self.prompts.lock().unwrap_or_else(|e| e.into_inner()).get(event) {
+        if let Some(known) = self
+            .prompts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(event)
+        {
             return known.clone();
         }
         let ev = match room.event(event, None).await {
@@ -275,15 +353,27 @@ impl Matrix {
         };
         let v: Value = ev.raw().deserialize_as().ok()?;
         let id = (v["sender"].as_str() == Some(self.bot()))
-            .then(|| v["content"][PROMPT_KEY]["id"].as_str().map(|s| ApprovalId(s.to_owned())))
+            .then(|| {
+                v["content"][PROMPT_KEY]["id"]
+                    .as_str()
+                    .map(|s| ApprovalId(s.to_owned()))
+            })
             .flatten();
-        self.prompts.lock().unwrap_or_else(|e| e.into_inner()).insert(event.clone(), id.clone());
+        self.prompts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event.clone(), id.clone());
         id
     }
 
     /// Whose DM `room` is: (chat, in_dm).
     fn room_owner(&self, room: &Room) -> (String, bool) {
-        if let Some(o) = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).get(room.room_id()) {
+        if let Some(o) = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room.room_id())
+        {
             return (o.clone(), true);
         }
         let targets = room.direct_targets();
@@ -326,10 +416,17 @@ impl Matrix {
                     return None;
                 };
                 let prompt = MessageRef {
-                    target: Target { channel: NAME.to_owned(), chat },
+                    target: Target {
+                        channel: NAME.to_owned(),
+                        chat,
+                    },
                     message: format!("{}|{target}", room.room_id()),
                 };
-                (Request::Decide { id, decision }, Via::Prompt(prompt), key.to_owned())
+                (
+                    Request::Decide { id, decision },
+                    Via::Prompt(prompt),
+                    key.to_owned(),
+                )
             }
             "m.room.message" => {
                 if content["m.relates_to"]["rel_type"].as_str() == Some("m.replace") {
@@ -337,12 +434,23 @@ impl Matrix {
                 }
                 let body = content["body"].as_str()?;
                 let request = command(body)?;
-                (request, Via::Command { chat: room.room_id().to_string() }, body.to_owned())
+                (
+                    request,
+                    Via::Command {
+                        chat: room.room_id().to_string(),
+                    },
+                    body.to_owned(),
+                )
             }
             _ => return None,
         };
         if self.config.strict {
-            let verified = ev.encryption_info().is_some_and(|i| matches!(i.verification_state, matrix_sdk::deserialized_responses::VerificationState::Verified));
+            let verified = ev.encryption_info().is_some_and(|i| {
+                matches!(
+                    i.verification_state,
+                    matrix_sdk::deserialized_responses::VerificationState::Verified
+                )
+            });
             if !verified {
                 request = Request::Malformed {
                     raw,
@@ -350,22 +458,39 @@ impl Matrix {
                 };
             }
         }
-        let display = match room.get_member_no_sync(&OwnedUserId::try_from(sender).ok()?).await {
+        let display = match room
+            .get_member_no_sync(&OwnedUserId::try_from(sender).ok()?)
+            .await
+        {
             Ok(Some(m)) => m.display_name().map(str::to_owned),
             _ => None,
         };
         Some(Answer {
-            responder: Responder { channel: NAME.to_owned(), user_id: sender.to_owned(), display },
+            responder: Responder {
+                channel: NAME.to_owned(),
+                user_id: sender.to_owned(),
+                display,
+            },
             request,
             via,
             in_dm,
-            reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{}|{event_id}", room.room_id()) },
+            reply: ReplyTo {
+                channel: NAME.to_owned(),
+                handle: format!("{}|{event_id}", room.room_id()),
+            },
         })
     }
 
-    async fn handle_sync(&self, client: &Client, resp: SyncResponse, answers: &mpsc::Sender<Answer>) -> bool {
+    async fn handle_sync(
+        &self,
+        client: &Client,
+        resp: SyncResponse,
+        answers: &mpsc::Sender<Answer>,
+    ) -> bool {
         for (room_id, update) in resp.rooms.joined {
-            let Some(room) = client.get_room(&room_id) else { continue };
+            let Some(room) = client.get_room(&room_id) else {
+                continue;
+            };
             for ev in &update.timeline.events {
                 if let Some(a) = self.decode(&room, ev).await
                     && answers.send(a).await.is_err()
@@ -381,16 +506,29 @@ impl Matrix {
 /// `<room id>|<event id>` → both, or `None`.
 fn split_ref(s: &str) -> Option<(OwnedRoomId, OwnedEventId)> {
     let (r, e) = s.split_once('|')?;
-    Some((OwnedRoomId::try_from(r).ok()?, OwnedEventId::try_from(e).ok()?))
+    Some((
+        OwnedRoomId::try_from(r).ok()?,
+        OwnedEventId::try_from(e).ok()?,
+    ))
 }
 
 /// The user's membership in the room as the homeserver sees it now (`None`: never a member).
-async fn membership(client: &Client, room: &RoomId, user: &OwnedUserId) -> Result<Option<String>, ChannelError> {
-    let req = get_state_event_for_key::v3::Request::new(room.to_owned(), StateEventType::RoomMember, user.to_string());
+async fn membership(
+    client: &Client,
+    room: &RoomId,
+    user: &OwnedUserId,
+) -> Result<Option<String>, ChannelError> {
+    let req = get_state_event_for_key::v3::Request::new(
+        room.to_owned(),
+        StateEventType::RoomMember,
+        user.to_string(),
+    );
     match client.send(req).await {
         Ok(resp) => {
             let v: Value = serde_json::from_str(resp.event_or_content.get()).unwrap_or_default();
-            let m = v.get("membership").or_else(|| v.pointer("/content/membership"));
+            let m = v
+                .get("membership")
+                .or_else(|| v.pointer("/content/membership"));
             Ok(m.and_then(Value::as_str).map(str::to_owned))
         }
         Err(e) if e.client_api_error_kind() == Some(&ErrorKind::NotFound) => Ok(None),
@@ -408,13 +546,21 @@ pub fn command(text: &str) -> Option<Request> {
         "/pending" => Some(Request::ListPending),
         "/approve" => Some(match args.as_slice() {
             [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                Some(decision) => Request::Decide {
+                    id: ApprovalId((*id).to_owned()),
+                    decision,
+                },
                 None => Request::Malformed {
                     raw: text.to_owned(),
-                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                    why: format!(
+                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                    ),
                 },
             },
-            _ => Request::Malformed { raw: text.to_owned(), why: "expected /approve <id> allow-once|allow-always|deny".into() },
+            _ => Request::Malformed {
+                raw: text.to_owned(),
+                why: "expected /approve <id> allow-once|allow-always|deny".into(),
+            },
         }),
         _ => None,
     }
@@ -438,13 +584,22 @@ fn classify_http(e: HttpError) -> ChannelError {
                     _ => None,
                 },
             },
-            _ if api.status_code.is_server_error() => ChannelError::Transient { message: e.to_string(), retry_after: None },
+            _ if api.status_code.is_server_error() => ChannelError::Transient {
+                message: e.to_string(),
+                retry_after: None,
+            },
             _ => ChannelError::Permanent(e.to_string()),
         };
     }
     match e {
-        HttpError::Reqwest(_) => ChannelError::Transient { message: e.to_string(), retry_after: None },
-        HttpError::Api(_) => ChannelError::Transient { message: e.to_string(), retry_after: None },
+        HttpError::Reqwest(_) => ChannelError::Transient {
+            message: e.to_string(),
+            retry_after: None,
+        },
+        HttpError::Api(_) => ChannelError::Transient {
+            message: e.to_string(),
+            retry_after: None,
+        },
         e => ChannelError::Permanent(e.to_string()),
     }
 }
@@ -480,7 +635,10 @@ impl Channel for Matrix {
         self.config
             .effective_targets()
             .into_iter()
-            .map(|u| Target { channel: NAME.to_owned(), chat: u.0 })
+            .map(|u| Target {
+                channel: NAME.to_owned(),
+                chat: u.0,
+            })
             .collect()
     }
 
@@ -491,13 +649,27 @@ impl Channel for Matrix {
     async fn health(&self) -> Result<String, ChannelError> {
         let client = self.client().await?;
         let who = client.whoami().await.map_err(classify_http)?;
-        let mut desc = format!("{} (device {})", who.user_id, who.device_id.as_deref().map_or("?", |d| d.as_str()));
+        let mut desc = format!(
+            "{} (device {})",
+            who.user_id,
+            who.device_id.as_deref().map_or("?", |d| d.as_str())
+        );
         for t in self.config.effective_targets() {
-            let Ok(owner) = OwnedUserId::try_from(t.as_str()) else { continue };
+            let Ok(owner) = OwnedUserId::try_from(t.as_str()) else {
+                continue;
+            };
             let state = match client.get_dm_room(&owner) {
                 None => "no direct room yet".to_owned(),
                 Some(room) => match membership(client, room.room_id(), &owner).await {
-                    Ok(Some(m)) => format!("{m} in {}{}", room.room_id(), if room.encryption_state().is_encrypted() { ", encrypted" } else { "" }),
+                    Ok(Some(m)) => format!(
+                        "{m} in {}{}",
+                        room.room_id(),
+                        if room.encryption_state().is_encrypted() {
+                            ", encrypted"
+                        } else {
+                            ""
+                        }
+                    ),
                     Ok(None) => format!("not invited to {}", room.room_id()),
                     Err(e) => format!("unknown ({e})"),
                 },
@@ -508,33 +680,57 @@ impl Channel for Matrix {
     }
 
     #[tracing::instrument(skip_all, fields(target = %target, approval = %approval.id))]
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
-        let owner = OwnedUserId::try_from(target.chat.as_str())
-            .map_err(|_| ChannelError::Permanent(format!("{:?} is not a Matrix user id", target.chat)))?;
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError> {
+        let owner = OwnedUserId::try_from(target.chat.as_str()).map_err(|_| {
+            ChannelError::Permanent(format!("{:?} is not a Matrix user id", target.chat))
+        })?;
         let client = self.client().await?;
         let room = self.joined_dm(client, &owner, approval).await?;
         let rendered = render::render(approval, render::Footer::Pending);
         let mut content = html_content("m.text", &rendered);
         content[PROMPT_KEY] = json!({"id": approval.id.as_str()});
-        let sent = room.send_raw("m.room.message", content).await.map_err(classify)?;
+        let sent = room
+            .send_raw("m.room.message", content)
+            .await
+            .map_err(classify)?;
         let event_id = sent.response.event_id;
-        self.prompts.lock().unwrap_or_else(|e| e.into_inner()).insert(event_id.clone(), Some(approval.id.clone()));
+        self.prompts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event_id.clone(), Some(approval.id.clone()));
         for d in render::seeded(approval) {
             let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": render::emoji(d)}});
             if let Err(e) = room.send_raw("m.reaction", reaction).await {
                 tracing::warn!(error = %e, decision = %d, "could not seed a reaction; the /approve line still works");
             }
         }
-        Ok(MessageRef { target: target.clone(), message: format!("{}|{event_id}", room.room_id()) })
+        Ok(MessageRef {
+            target: target.clone(),
+            message: format!("{}|{event_id}", room.room_id()),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(message = %prompt.message, approval = %approval.id))]
-    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
         let Some((room_id, event_id)) = split_ref(&prompt.message) else {
-            return Err(ChannelError::MessageGone(format!("{:?} is not <room>|<event>", prompt.message)));
+            return Err(ChannelError::MessageGone(format!(
+                "{:?} is not <room>|<event>",
+                prompt.message
+            )));
         };
         let client = self.client().await?;
-        let room = client.get_room(&room_id).ok_or_else(|| ChannelError::MessageGone(format!("room {room_id} unknown")))?;
+        let room = client
+            .get_room(&room_id)
+            .ok_or_else(|| ChannelError::MessageGone(format!("room {room_id} unknown")))?;
         match room.event(&event_id, None).await {
             Ok(ev) => {
                 let v: Value = ev.raw().deserialize_as().unwrap_or_default();
@@ -548,41 +744,61 @@ impl Channel for Matrix {
             Err(e) => return Err(classify(e)),
         }
         let r = render::render(approval, render::Footer::Finished(outcome));
-        let starred = render::Rendered { body: format!("* {}", r.body), html: format!("* {}", r.html) };
+        let starred = render::Rendered {
+            body: format!("* {}", r.body),
+            html: format!("* {}", r.html),
+        };
         let mut content = html_content("m.text", &starred);
         content["m.new_content"] = html_content("m.text", &r);
         content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": event_id});
-        room.send_raw("m.room.message", content).await.map_err(classify)?;
+        room.send_raw("m.room.message", content)
+            .await
+            .map_err(classify)?;
         // Remove the seeded reactions so nothing looks actionable.
         let opts = RelationsOptions {
             include_relations: IncludeRelations::RelationsOfType(RelationType::Annotation),
             limit: Some(100u32.into()),
             ..Default::default()
         };
-        let related = room.relations(event_id.clone(), opts).await.map_err(classify)?;
+        let related = room
+            .relations(event_id.clone(), opts)
+            .await
+            .map_err(classify)?;
         for ev in related.chunk {
             let v: Value = ev.raw().deserialize_as().unwrap_or_default();
-            if v["sender"].as_str() != Some(self.bot()) || v.pointer("/unsigned/redacted_because").is_some() {
+            if v["sender"].as_str() != Some(self.bot())
+                || v.pointer("/unsigned/redacted_because").is_some()
+            {
                 continue;
             }
-            if let Some(id) = v["event_id"].as_str().and_then(|s| OwnedEventId::try_from(s).ok()) {
-                room.redact(&id, Some("approval finished"), None).await.map_err(classify_http)?;
+            if let Some(id) = v["event_id"]
+                .as_str()
+                .and_then(|s| OwnedEventId::try_from(s).ok())
+            {
+                room.redact(&id, Some("approval finished"), None)
+                    .await
+                    .map_err(classify_http)?;
             }
         }
         Ok(())
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
-        let (room_id, event_id) =
-            split_ref(&to.handle).ok_or_else(|| ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle)))?;
+        let (room_id, event_id) = split_ref(&to.handle).ok_or_else(|| {
+            ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle))
+        })?;
         let client = self.client().await?;
-        let room = client.get_room(&room_id).ok_or_else(|| ChannelError::Permanent(format!("room {room_id} unknown")))?;
+        let room = client
+            .get_room(&room_id)
+            .ok_or_else(|| ChannelError::Permanent(format!("room {room_id} unknown")))?;
         let content = json!({
             "msgtype": "m.notice",
             "body": notice.text(),
             "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
         });
-        room.send_raw("m.room.message", content).await.map_err(classify)?;
+        room.send_raw("m.room.message", content)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -606,7 +822,11 @@ impl Channel for Matrix {
                 }
             }
         };
-        let first = self.initial.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let first = self
+            .initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(resp) = first
             && !self.handle_sync(client, resp, &answers).await
         {
@@ -629,7 +849,10 @@ impl Channel for Matrix {
                 }
                 Err(e) => {
                     let hint = match classify(e) {
-                        ChannelError::Transient { retry_after, message } => {
+                        ChannelError::Transient {
+                            retry_after,
+                            message,
+                        } => {
                             tracing::warn!(error = %message, "matrix sync failed; backing off");
                             retry_after
                         }
@@ -658,10 +881,28 @@ mod tests {
     #[test]
     fn commands_decode() {
         let id = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
-        assert_eq!(command(&format!(" /approve {id} always ")), Some(Request::Decide { id: ApprovalId(id.into()), decision: Decision::AllowAlways }));
-        assert_eq!(command(&format!("/APPROVE {id} Deny")), Some(Request::Decide { id: ApprovalId(id.into()), decision: Decision::Deny }));
-        assert!(matches!(command("/approve x maybe"), Some(Request::Malformed { .. })));
-        assert!(matches!(command("/approve"), Some(Request::Malformed { .. })));
+        assert_eq!(
+            command(&format!(" /approve {id} always ")),
+            Some(Request::Decide {
+                id: ApprovalId(id.into()),
+                decision: Decision::AllowAlways
+            })
+        );
+        assert_eq!(
+            command(&format!("/APPROVE {id} Deny")),
+            Some(Request::Decide {
+                id: ApprovalId(id.into()),
+                decision: Decision::Deny
+            })
+        );
+        assert!(matches!(
+            command("/approve x maybe"),
+            Some(Request::Malformed { .. })
+        ));
+        assert!(matches!(
+            command("/approve"),
+            Some(Request::Malformed { .. })
+        ));
         assert_eq!(command("/pending"), Some(Request::ListPending));
         assert_eq!(command("hello /approve x deny"), None);
     }

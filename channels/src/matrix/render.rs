@@ -22,7 +22,10 @@ pub fn emoji(d: Decision) -> &'static str {
 
 /// Seeding order: ✅ ❌ ♾️, only those offered.
 pub fn seeded(a: &Approval) -> Vec<Decision> {
-    [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways].into_iter().filter(|d| a.offers(*d)).collect()
+    [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways]
+        .into_iter()
+        .filter(|d| a.offers(*d))
+        .collect()
 }
 
 /// Reads a reaction key: variation selectors and skin tones are ignored; anything else is
@@ -108,7 +111,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         Kind::Plugin | Kind::System => html.push_str(&format!("<br><b>{}</b>", escape(&command))),
     }
     if total > MAX_COMMAND_CHARS {
-        let note = format!("✂️ Cut: showing {} of {total} characters.", MAX_COMMAND_CHARS - 1);
+        let note = format!(
+            "✂️ Cut: showing {} of {total} characters.",
+            MAX_COMMAND_CHARS - 1
+        );
         body.push_str(&format!("\n{note}"));
         html.push_str(&format!("<br><i>{note}</i>"));
     }
@@ -123,7 +129,13 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     if let Some(d) = &a.description {
         line("description", &cap(d, 600), false);
     }
-    for (name, v) in [("cwd", &a.cwd), ("agent", &a.agent_id), ("host", &a.host), ("node", &a.node_id), ("session", &a.session_key)] {
+    for (name, v) in [
+        ("cwd", &a.cwd),
+        ("agent", &a.agent_id),
+        ("host", &a.host),
+        ("node", &a.node_id),
+        ("session", &a.session_key),
+    ] {
         if let Some(v) = v {
             line(name, &cap(v, 300), true);
         }
@@ -141,15 +153,33 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     match footer {
         Footer::Pending => {
             let offered = seeded(a);
-            let reacts: Vec<String> = offered.iter().map(|d| format!("{} {}", emoji(*d), d.label().to_lowercase())).collect();
-            let words: Vec<&str> = Decision::ALL.iter().filter(|d| a.offers(**d)).map(|d| d.as_str()).collect();
+            let reacts: Vec<String> = offered
+                .iter()
+                .map(|d| format!("{} {}", emoji(*d), d.label().to_lowercase()))
+                .collect();
+            let words: Vec<&str> = Decision::ALL
+                .iter()
+                .filter(|d| a.offers(**d))
+                .map(|d| d.as_str())
+                .collect();
             let cmd = format!("/approve {id} {}", words.join("|"));
-            body.push_str(&format!("\n\nReact {} — or send: {cmd}", reacts.join(" · ")));
-            html.push_str(&format!("<br><br>React {} — or send: <code>{}</code>", reacts.join(" · "), escape(&cmd)));
+            body.push_str(&format!(
+                "\n\nReact {} — or send: {cmd}",
+                reacts.join(" · ")
+            ));
+            html.push_str(&format!(
+                "<br><br>React {} — or send: <code>{}</code>",
+                reacts.join(" · "),
+                escape(&cmd)
+            ));
         }
         Footer::Finished(o) => {
             let summary = cap(&o.summary(), 400);
-            body.push_str(&format!("\nid: {id}\n\n{} {summary} · {}", icon(o), utc(o.at_ms())));
+            body.push_str(&format!(
+                "\nid: {id}\n\n{} {summary} · {}",
+                icon(o),
+                utc(o.at_ms())
+            ));
             html.push_str(&format!(
                 "<br><b>id</b> <code>{}</code><br><br>{} <b>{}</b> · {}",
                 escape(&id),
@@ -164,7 +194,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
 
 fn icon(o: &Outcome) -> &'static str {
     match o {
-        Outcome::Decided { decision: Decision::Deny, .. } => "⛔",
+        Outcome::Decided {
+            decision: Decision::Deny,
+            ..
+        } => "⛔",
         Outcome::Decided { .. } => "✅",
         Outcome::Expired { .. } => "⌛",
         Outcome::Gone { .. } => "⚪",
@@ -185,7 +218,12 @@ pub fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -216,18 +254,43 @@ mod tests {
 
     #[test]
     fn request_text_is_escaped_in_html_and_verbatim_in_body() {
-        let r = render(&approval("echo '<a href=\"x\">@room</a>' & ls", &Decision::ALL), Footer::Pending);
-        assert!(r.body.contains("echo '<a href=\"x\">@room</a>' & ls"), "{}", r.body);
-        assert!(r.html.contains("echo &#39;&lt;a href=&quot;x&quot;&gt;@room&lt;/a&gt;&#39; &amp; ls"), "{}", r.html);
+        let r = render(
+            &approval("echo '<a href=\"x\">@room</a>' & ls", &Decision::ALL),
+            Footer::Pending,
+        );
+        assert!(
+            r.body.contains("echo '<a href=\"x\">@room</a>' & ls"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.html
+                .contains("echo &#39;&lt;a href=&quot;x&quot;&gt;@room&lt;/a&gt;&#39; &amp; ls"),
+            "{}",
+            r.html
+        );
         assert!(!r.html.contains("<a "));
         assert!(r.html.contains("/srv/&lt;x&gt;") && r.html.contains("deletes &lt;files&gt;"));
-        assert!(r.body.contains("/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|allow-always|deny"), "{}", r.body);
-        assert!(r.body.contains("expires: 2023-11-14 22:13:20 UTC"), "{}", r.body);
+        assert!(
+            r.body.contains(
+                "/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|allow-always|deny"
+            ),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains("expires: 2023-11-14 22:13:20 UTC"),
+            "{}",
+            r.body
+        );
     }
 
     #[test]
     fn footer_lists_only_offered_decisions() {
-        let r = render(&approval("ls", &[Decision::AllowOnce, Decision::Deny]), Footer::Pending);
+        let r = render(
+            &approval("ls", &[Decision::AllowOnce, Decision::Deny]),
+            Footer::Pending,
+        );
         assert!(r.body.contains("React ✅ allow once · ❌ deny — or send: /approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny"), "{}", r.body);
     }
 

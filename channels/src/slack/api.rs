@@ -45,7 +45,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { transient_attempts: 4, backoff: Duration::from_millis(500), max_retry_after: Duration::from_secs(600) }
+        RetryPolicy {
+            transient_attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(600),
+        }
     }
 }
 
@@ -76,10 +80,23 @@ impl ApiError {
     pub fn classify(self) -> ChannelError {
         let message = self.to_string();
         match self {
-            ApiError::RateLimited(d) => ChannelError::Transient { message, retry_after: Some(d) },
-            ref e if e.is_transient() => ChannelError::Transient { message, retry_after: None },
+            ApiError::RateLimited(d) => ChannelError::Transient {
+                message,
+                retry_after: Some(d),
+            },
+            ref e if e.is_transient() => ChannelError::Transient {
+                message,
+                retry_after: None,
+            },
             ApiError::Slack(ref e)
-                if matches!(e.as_str(), "message_not_found" | "cant_update_message" | "channel_not_found" | "edit_window_closed" | "is_archived") =>
+                if matches!(
+                    e.as_str(),
+                    "message_not_found"
+                        | "cant_update_message"
+                        | "channel_not_found"
+                        | "edit_window_closed"
+                        | "is_archived"
+                ) =>
             {
                 ChannelError::MessageGone(message)
             }
@@ -130,7 +147,13 @@ impl Api {
 
     /// Calls `method` until it succeeds or fails for good. `channel` names the channel a
     /// message goes to (throttled per channel); `None` for other calls.
-    pub async fn call(&self, method: &'static str, token: Token, channel: Option<&str>, body: Body) -> Result<Value, ApiError> {
+    pub async fn call(
+        &self,
+        method: &'static str,
+        token: Token,
+        channel: Option<&str>,
+        body: Body,
+    ) -> Result<Value, ApiError> {
         let mut transient = 0;
         let mut waited = Duration::ZERO;
         loop {
@@ -144,7 +167,12 @@ impl Api {
             };
             match err {
                 ApiError::RateLimited(d) if waited < self.policy.max_retry_after => {
-                    tracing::warn!(method, channel, retry_after_s = d.as_secs_f64(), "slack rate limit; waiting");
+                    tracing::warn!(
+                        method,
+                        channel,
+                        retry_after_s = d.as_secs_f64(),
+                        "slack rate limit; waiting"
+                    );
                     waited += d;
                     tokio::time::sleep(d).await;
                 }
@@ -164,13 +192,19 @@ impl Api {
             Token::Bot => &self.bot_token,
             Token::App => &self.app_token,
         };
-        let req = self.http.post(format!("{}/{method}", self.base)).bearer_auth(token);
+        let req = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .bearer_auth(token);
         let req = match body {
             Body::Form(f) => req.form(f),
             Body::Json(v) => req.json(v),
         };
         // reqwest errors name the URL, never the headers: the token stays out of them.
-        let resp = req.send().await.map_err(|e| ApiError::Transport(format!("{method}: {e}")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(format!("{method}: {e}")))?;
         let status = resp.status().as_u16();
         if status == 429 {
             let secs = resp
@@ -187,11 +221,16 @@ impl Api {
         if status != 200 {
             return Err(ApiError::Status(status));
         }
-        let v: Value = resp.json().await.map_err(|e| ApiError::Transport(format!("{method}: unreadable answer: {e}")))?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| ApiError::Transport(format!("{method}: unreadable answer: {e}")))?;
         if v["ok"].as_bool() == Some(true) {
             Ok(v)
         } else {
-            Err(ApiError::Slack(v["error"].as_str().unwrap_or("unknown_error").to_owned()))
+            Err(ApiError::Slack(
+                v["error"].as_str().unwrap_or("unknown_error").to_owned(),
+            ))
         }
     }
 }
@@ -202,16 +241,41 @@ mod tests {
 
     #[test]
     fn errors_are_classified() {
-        for gone in ["message_not_found", "cant_update_message", "channel_not_found"] {
-            assert!(matches!(ApiError::Slack(gone.into()).classify(), ChannelError::MessageGone(_)), "{gone}");
+        for gone in [
+            "message_not_found",
+            "cant_update_message",
+            "channel_not_found",
+        ] {
+            assert!(
+                matches!(
+                    ApiError::Slack(gone.into()).classify(),
+                    ChannelError::MessageGone(_)
+                ),
+                "{gone}"
+            );
         }
-        assert!(matches!(ApiError::Slack("invalid_auth".into()).classify(), ChannelError::Permanent(_)));
-        assert!(matches!(ApiError::Slack("internal_error".into()).classify(), ChannelError::Transient { .. }));
-        assert!(matches!(ApiError::Transport("x".into()).classify(), ChannelError::Transient { retry_after: None, .. }));
+        assert!(matches!(
+            ApiError::Slack("invalid_auth".into()).classify(),
+            ChannelError::Permanent(_)
+        ));
+        assert!(matches!(
+            ApiError::Slack("internal_error".into()).classify(),
+            ChannelError::Transient { .. }
+        ));
+        assert!(matches!(
+            ApiError::Transport("x".into()).classify(),
+            ChannelError::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
         assert!(matches!(
             ApiError::RateLimited(Duration::from_secs(3)).classify(),
             ChannelError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3)
         ));
-        assert!(matches!(ApiError::Status(404).classify(), ChannelError::Permanent(_)));
+        assert!(matches!(
+            ApiError::Status(404).classify(),
+            ChannelError::Permanent(_)
+        ));
     }
 }

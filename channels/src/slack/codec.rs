@@ -55,7 +55,9 @@ pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String,
         Kind::Exec => (EXEC_TAG, id.as_str()),
         Kind::Plugin => (
             PLUGIN_TAG,
-            id.as_str().strip_prefix(PLUGIN_ID_PREFIX).ok_or_else(|| CodecError::BadId(id.to_string()))?,
+            id.as_str()
+                .strip_prefix(PLUGIN_ID_PREFIX)
+                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
         ),
         Kind::System => (SYSTEM_TAG, id.as_str()),
     };
@@ -90,7 +92,8 @@ pub fn decode(action_id: &str, value: &str) -> Result<Action, CodecError> {
     if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
         return Err(CodecError::BadId(wire_id.to_owned()));
     }
-    let decision = Decision::parse(decision).ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
+    let decision = Decision::parse(decision)
+        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
     let id = match kind {
         Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
         Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
@@ -102,7 +105,9 @@ pub fn decode(action_id: &str, value: &str) -> Result<Action, CodecError> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_BYTES
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -125,21 +130,45 @@ mod tests {
         for (kind, id) in ids {
             for d in Decision::ALL {
                 let data = encode(kind, &id, d).unwrap();
-                assert_eq!(dec(&data).unwrap(), Action { kind, id: id.clone(), decision: d });
+                assert_eq!(
+                    dec(&data).unwrap(),
+                    Action {
+                        kind,
+                        id: id.clone(),
+                        decision: d
+                    }
+                );
             }
         }
-        assert_eq!(encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(), format!("exec_approve:{UUID}:deny"));
         assert_eq!(
-            encode(Kind::Plugin, &ApprovalId(format!("plugin:{UUID}")), Decision::AllowAlways).unwrap(),
+            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(),
+            format!("exec_approve:{UUID}:deny")
+        );
+        assert_eq!(
+            encode(
+                Kind::Plugin,
+                &ApprovalId(format!("plugin:{UUID}")),
+                Decision::AllowAlways
+            )
+            .unwrap(),
             format!("plugin_approve:{UUID}:allow-always")
         );
     }
 
     #[test]
     fn encoding_refuses_rather_than_truncates() {
-        assert_eq!(encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny), Err(CodecError::BadId("x y".into())));
-        assert!(matches!(encode(Kind::Exec, &ApprovalId("a".repeat(129)), Decision::Deny), Err(CodecError::BadId(_))));
-        assert!(matches!(encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny), Err(CodecError::BadId(_))));
+        assert_eq!(
+            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny),
+            Err(CodecError::BadId("x y".into()))
+        );
+        assert!(matches!(
+            encode(Kind::Exec, &ApprovalId("a".repeat(129)), Decision::Deny),
+            Err(CodecError::BadId(_))
+        ));
+        assert!(matches!(
+            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny),
+            Err(CodecError::BadId(_))
+        ));
     }
 
     #[test]
@@ -151,9 +180,18 @@ mod tests {
             ("evil_approve:abc:deny", CodecError::UnknownForm),
             ("exec_approve::deny", CodecError::BadId(String::new())),
             ("exec_approve:a:b:deny", CodecError::BadId("a:b".into())),
-            ("exec_approve:<@U123>:deny", CodecError::BadId("<@U123>".into())),
-            ("exec_approve:abc:allow", CodecError::UnknownDecision("allow".into())),
-            ("exec_approve:abc:", CodecError::UnknownDecision(String::new())),
+            (
+                "exec_approve:<@U123>:deny",
+                CodecError::BadId("<@U123>".into()),
+            ),
+            (
+                "exec_approve:abc:allow",
+                CodecError::UnknownDecision("allow".into()),
+            ),
+            (
+                "exec_approve:abc:",
+                CodecError::UnknownDecision(String::new()),
+            ),
         ];
         for (data, want) in cases {
             assert_eq!(dec(data).as_ref(), Err(want), "{data:?}");
@@ -161,7 +199,10 @@ mod tests {
         let over = format!("exec_approve:{}:deny", "a".repeat(300));
         assert_eq!(dec(&over), Err(CodecError::TooLong(over.len())));
         let good = format!("exec_approve:{UUID}:deny");
-        assert_eq!(decode(&good, &format!("exec_approve:{UUID}:allow-once")), Err(CodecError::Mismatch));
+        assert_eq!(
+            decode(&good, &format!("exec_approve:{UUID}:allow-once")),
+            Err(CodecError::Mismatch)
+        );
         assert_eq!(decode("approve", &good), Err(CodecError::Mismatch));
     }
 }

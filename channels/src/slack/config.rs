@@ -46,16 +46,24 @@ fn default_api_url() -> String {
 impl SlackConfig {
     /// The users whose DM receives prompts.
     pub fn effective_targets(&self) -> Vec<UserId> {
-        self.targets.clone().unwrap_or_else(|| self.allow_from.clone())
+        self.targets
+            .clone()
+            .unwrap_or_else(|| self.allow_from.clone())
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.allow_from.is_empty() {
-            return Err(ConfigError::new("allow_from", "is empty: nobody could decide; add your Slack member id (U…)"));
+            return Err(ConfigError::new(
+                "allow_from",
+                "is empty: nobody could decide; add your Slack member id (U…)",
+            ));
         }
         if self.effective_targets().is_empty() {
-            return Err(ConfigError::new("targets", "is empty: no DM would receive prompts"));
+            return Err(ConfigError::new(
+                "targets",
+                "is empty: no DM would receive prompts",
+            ));
         }
         if self.http_listen.is_some() {
             return Err(ConfigError::new(
@@ -69,9 +77,13 @@ impl SlackConfig {
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
+    let u = url::Url::parse(s)
+        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new("api_url", format!("{s:?} must be http:// or https://")));
+        return Err(ConfigError::new(
+            "api_url",
+            format!("{s:?} must be http:// or https://"),
+        ));
     }
     Ok(u)
 }
@@ -81,7 +93,10 @@ pub fn check_token(field: &'static str, token: &str, prefix: &str) -> Result<(),
     if token.starts_with(prefix) {
         Ok(())
     } else {
-        Err(ConfigError::new(field, format!("does not start with {prefix:?} (is it the other Slack token?)")))
+        Err(ConfigError::new(
+            field,
+            format!("does not start with {prefix:?} (is it the other Slack token?)"),
+        ))
     }
 }
 
@@ -95,7 +110,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { field, message: message.into() }
+        ConfigError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -121,9 +139,12 @@ impl UserId {
         let ok = t.len() >= 5
             && t.len() <= 24
             && matches!(t.as_bytes()[0], b'U' | b'W')
-            && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            && t.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if !ok {
-            return Err(format!("{s:?} is not a Slack user id (expected e.g. \"U0123ABCD\")"));
+            return Err(format!(
+                "{s:?} is not a Slack user id (expected e.g. \"U0123ABCD\")"
+            ));
         }
         Ok(UserId(t.to_owned()))
     }
@@ -173,7 +194,10 @@ mod tests {
 
     #[test]
     fn user_ids_are_checked_precisely() {
-        assert_eq!(UserId::parse("slack:W0ENTERPRISE1").unwrap().0, "W0ENTERPRISE1");
+        assert_eq!(
+            UserId::parse("slack:W0ENTERPRISE1").unwrap().0,
+            "W0ENTERPRISE1"
+        );
         let cases = [
             ("@alice", "looks like a name"),
             ("alice", "looks like a name"),
@@ -202,7 +226,10 @@ mod tests {
     fn config_errors_name_the_field() {
         let mut j = base();
         j["allow_from"] = serde_json::json!([]);
-        assert_eq!(parse(j).unwrap().validate().unwrap_err().field, "allow_from");
+        assert_eq!(
+            parse(j).unwrap().validate().unwrap_err().field,
+            "allow_from"
+        );
         let mut j = base();
         j["targets"] = serde_json::json!([]);
         assert_eq!(parse(j).unwrap().validate().unwrap_err().field, "targets");
@@ -225,6 +252,9 @@ mod tests {
     fn swapped_tokens_are_caught() {
         assert!(check_token("bot_token", "xoxb-1-2", "xoxb-").is_ok());
         let e = check_token("app_token", "xoxb-1-2", "xapp-").unwrap_err();
-        assert_eq!(e.to_string(), "slack.app_token does not start with \"xapp-\" (is it the other Slack token?)");
+        assert_eq!(
+            e.to_string(),
+            "slack.app_token does not start with \"xapp-\" (is it the other Slack token?)"
+        );
     }
 }

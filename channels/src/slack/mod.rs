@@ -28,8 +28,8 @@ use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use api::{Api, Body, Token};
 pub use api::RetryPolicy;
+use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -73,22 +73,39 @@ pub struct Slack {
 impl Slack {
     /// Builds the adapter from its config and the resolved tokens (the config holds only
     /// the secrets' references). No I/O: call `health` to check the bot token.
-    pub fn new(config: &SlackConfig, bot_token: &str, app_token: &str) -> Result<Slack, ConfigError> {
+    pub fn new(
+        config: &SlackConfig,
+        bot_token: &str,
+        app_token: &str,
+    ) -> Result<Slack, ConfigError> {
         Self::with_options(config, bot_token, app_token, Options::default())
     }
 
-    pub fn with_options(config: &SlackConfig, bot_token: &str, app_token: &str, options: Options) -> Result<Slack, ConfigError> {
+    pub fn with_options(
+        config: &SlackConfig,
+        bot_token: &str,
+        app_token: &str,
+        options: Options,
+    ) -> Result<Slack, ConfigError> {
         config.validate()?;
         config::check_token("bot_token", bot_token, "xoxb-")?;
         config::check_token("app_token", app_token, "xapp-")?;
         let base = config::parse_api_url(&config.api_url)?;
         Ok(Slack {
-            api: Arc::new(Api::new(base.as_str(), bot_token, app_token, options.retry.clone())),
+            api: Arc::new(Api::new(
+                base.as_str(),
+                bot_token,
+                app_token,
+                options.retry.clone(),
+            )),
             allow_from: config.allow_from.iter().map(|u| u.0.clone()).collect(),
             targets: config
                 .effective_targets()
                 .into_iter()
-                .map(|u| Target { channel: NAME.to_owned(), chat: u.0 })
+                .map(|u| Target {
+                    channel: NAME.to_owned(),
+                    chat: u.0,
+                })
                 .collect(),
             options,
             dm_owner: Mutex::new(HashMap::new()),
@@ -98,20 +115,38 @@ impl Slack {
 
     /// The IM channel between the bot and `user` (`conversations.open`; cached).
     async fn open_dm(&self, user: &str) -> Result<String, ChannelError> {
-        if let Some(c) = self.dm_of.lock().unwrap_or_else(|e| e.into_inner()).get(user) {
+        if let Some(c) = self
+            .dm_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+        {
             return Ok(c.clone());
         }
         let v = self
             .api
-            .call("conversations.open", Token::Bot, None, Body::Form(vec![("users", user.to_owned())]))
+            .call(
+                "conversations.open",
+                Token::Bot,
+                None,
+                Body::Form(vec![("users", user.to_owned())]),
+            )
             .await
             .map_err(api::ApiError::classify)?;
         let channel = v["channel"]["id"]
             .as_str()
-            .ok_or_else(|| ChannelError::Permanent("conversations.open answered without a channel id".into()))?
+            .ok_or_else(|| {
+                ChannelError::Permanent("conversations.open answered without a channel id".into())
+            })?
             .to_owned();
-        self.dm_of.lock().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), channel.clone());
-        self.dm_owner.lock().unwrap_or_else(|e| e.into_inner()).insert(channel.clone(), user.to_owned());
+        self.dm_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.to_owned(), channel.clone());
+        self.dm_owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), user.to_owned());
         Ok(channel)
     }
 
@@ -126,7 +161,11 @@ impl Slack {
     }
 
     fn target_of(&self, channel: &str) -> Option<String> {
-        self.dm_owner.lock().unwrap_or_else(|e| e.into_inner()).get(channel).cloned()
+        self.dm_owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .cloned()
     }
 
     /// Decodes one envelope's payload into answers.
@@ -134,13 +173,18 @@ impl Slack {
         let payload = &envelope["payload"];
         match envelope["type"].as_str() {
             Some("interactive") if payload["type"].as_str() == Some("block_actions") => {
-                let channel = payload["container"]["channel_id"].as_str().or_else(|| payload["channel"]["id"].as_str()).unwrap_or_default();
+                let channel = payload["container"]["channel_id"]
+                    .as_str()
+                    .or_else(|| payload["channel"]["id"].as_str())
+                    .unwrap_or_default();
                 if channel.starts_with('D') && self.target_of(channel).is_none() {
                     self.learn_target_dms().await;
                 }
                 receive::block_actions(payload, |c| self.target_of(c))
             }
-            Some("events_api") => receive::message_event(&payload["event"]).into_iter().collect(),
+            Some("events_api") => receive::message_event(&payload["event"])
+                .into_iter()
+                .collect(),
             Some(other) => {
                 tracing::debug!(envelope_type = other, "ignored Socket Mode envelope");
                 Vec::new()
@@ -165,38 +209,78 @@ impl Channel for Slack {
     }
 
     async fn health(&self) -> Result<String, ChannelError> {
-        let v = self.api.call("auth.test", Token::Bot, None, Body::Form(Vec::new())).await.map_err(|e| match e {
-            api::ApiError::Slack(code) if matches!(code.as_str(), "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked") => {
-                ChannelError::Permanent(format!("Slack rejected the bot token (auth.test: {code}); check slack.bot_token"))
-            }
-            e => e.classify(),
-        })?;
+        let v = self
+            .api
+            .call("auth.test", Token::Bot, None, Body::Form(Vec::new()))
+            .await
+            .map_err(|e| match e {
+                api::ApiError::Slack(code)
+                    if matches!(
+                        code.as_str(),
+                        "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked"
+                    ) =>
+                {
+                    ChannelError::Permanent(format!(
+                        "Slack rejected the bot token (auth.test: {code}); check slack.bot_token"
+                    ))
+                }
+                e => e.classify(),
+            })?;
         let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
-        Ok(format!("@{} ({}) in {} ({})", s("user"), s("user_id"), s("team"), s("team_id")))
+        Ok(format!(
+            "@{} ({}) in {} ({})",
+            s("user"),
+            s("user_id"),
+            s("team"),
+            s("team_id")
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(target = %target, approval = %approval.id))]
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError> {
         if !UserId::is_valid(&target.chat) {
-            return Err(ChannelError::Permanent(format!("{:?} is not a Slack user id", target.chat)));
+            return Err(ChannelError::Permanent(format!(
+                "{:?} is not a Slack user id",
+                target.chat
+            )));
         }
         let channel = self.open_dm(&target.chat).await?;
         let r = render::render(approval, render::Footer::Pending);
         let body = json!({"channel": channel, "text": r.text, "blocks": r.blocks, "unfurl_links": false, "unfurl_media": false});
         let v = self
             .api
-            .call("chat.postMessage", Token::Bot, Some(&channel), Body::Json(body))
+            .call(
+                "chat.postMessage",
+                Token::Bot,
+                Some(&channel),
+                Body::Json(body),
+            )
             .await
             .map_err(api::ApiError::classify)?;
-        let ts = v["ts"].as_str().ok_or_else(|| ChannelError::Permanent("chat.postMessage answered without ts".into()))?;
+        let ts = v["ts"].as_str().ok_or_else(|| {
+            ChannelError::Permanent("chat.postMessage answered without ts".into())
+        })?;
         let ch = v["channel"].as_str().unwrap_or(&channel);
-        Ok(MessageRef { target: target.clone(), message: receive::message_id(ch, ts) })
+        Ok(MessageRef {
+            target: target.clone(),
+            message: receive::message_id(ch, ts),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(message = %prompt.message, approval = %approval.id))]
-    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
-        let (channel, ts) = receive::split_message_id(&prompt.message)
-            .ok_or_else(|| ChannelError::MessageGone(format!("{:?} is not a Slack message id", prompt.message)))?;
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
+        let (channel, ts) = receive::split_message_id(&prompt.message).ok_or_else(|| {
+            ChannelError::MessageGone(format!("{:?} is not a Slack message id", prompt.message))
+        })?;
         let r = render::render(approval, render::Footer::Finished(outcome));
         let body = json!({"channel": channel, "ts": ts, "text": r.text, "blocks": r.blocks});
         self.api
@@ -211,12 +295,20 @@ impl Channel for Slack {
         if let Some(rest) = to.handle.strip_prefix(receive::EPH_PREFIX) {
             let mut parts = rest.splitn(3, ':');
             let (Some(channel), Some(user)) = (parts.next(), parts.next()) else {
-                return Err(ChannelError::Permanent(format!("bad reply handle {:?}", to.handle)));
+                return Err(ChannelError::Permanent(format!(
+                    "bad reply handle {:?}",
+                    to.handle
+                )));
             };
             let body = json!({"channel": channel, "user": user, "text": text});
             return self
                 .api
-                .call("chat.postEphemeral", Token::Bot, Some(channel), Body::Json(body))
+                .call(
+                    "chat.postEphemeral",
+                    Token::Bot,
+                    Some(channel),
+                    Body::Json(body),
+                )
                 .await
                 .map(|_| ())
                 .map_err(api::ApiError::classify);
@@ -226,12 +318,20 @@ impl Channel for Slack {
             let body = json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
             return self
                 .api
-                .call("chat.postMessage", Token::Bot, Some(channel), Body::Json(body))
+                .call(
+                    "chat.postMessage",
+                    Token::Bot,
+                    Some(channel),
+                    Body::Json(body),
+                )
                 .await
                 .map(|_| ())
                 .map_err(api::ApiError::classify);
         }
-        Err(ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle)))
+        Err(ChannelError::Permanent(format!(
+            "unknown reply handle {:?}",
+            to.handle
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

@@ -38,16 +38,36 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// A `block_actions` payload: one `Answer` per action (Slack sends one per press).
 /// `target_of` maps an IM channel id to the user whose DM it is (the prompt's target).
 pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>) -> Vec<Answer> {
-    let Some(user) = str_at(payload, &["user", "id"]) else { return Vec::new() };
-    let display = str_at(payload, &["user", "username"]).or_else(|| str_at(payload, &["user", "name"])).map(|n| format!("@{n}"));
-    let responder = Responder { channel: NAME.to_owned(), user_id: user.to_owned(), display };
-    let channel = str_at(payload, &["container", "channel_id"]).or_else(|| str_at(payload, &["channel", "id"])).unwrap_or_default();
-    let ts = str_at(payload, &["container", "message_ts"]).or_else(|| str_at(payload, &["message", "ts"])).unwrap_or_default();
-    let ephemeral = payload["container"]["is_ephemeral"].as_bool().unwrap_or(false);
+    let Some(user) = str_at(payload, &["user", "id"]) else {
+        return Vec::new();
+    };
+    let display = str_at(payload, &["user", "username"])
+        .or_else(|| str_at(payload, &["user", "name"]))
+        .map(|n| format!("@{n}"));
+    let responder = Responder {
+        channel: NAME.to_owned(),
+        user_id: user.to_owned(),
+        display,
+    };
+    let channel = str_at(payload, &["container", "channel_id"])
+        .or_else(|| str_at(payload, &["channel", "id"]))
+        .unwrap_or_default();
+    let ts = str_at(payload, &["container", "message_ts"])
+        .or_else(|| str_at(payload, &["message", "ts"]))
+        .unwrap_or_default();
+    let ephemeral = payload["container"]["is_ephemeral"]
+        .as_bool()
+        .unwrap_or(false);
     // Our prompts live only in the bot's IMs (`D…`); only the DM's owner and the bot see one.
     let in_dm = channel.starts_with('D') && !ephemeral;
     let chat = target_of(channel).unwrap_or_else(|| channel.to_owned());
-    let via = Via::Prompt(MessageRef { target: Target { channel: NAME.to_owned(), chat }, message: message_id(channel, ts) });
+    let via = Via::Prompt(MessageRef {
+        target: Target {
+            channel: NAME.to_owned(),
+            chat,
+        },
+        message: message_id(channel, ts),
+    });
     let actions = payload["actions"].as_array().cloned().unwrap_or_default();
     actions
         .iter()
@@ -56,16 +76,28 @@ pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>
             let action_id = action["action_id"].as_str().unwrap_or_default();
             let value = action["value"].as_str().unwrap_or_default();
             let request = match codec::decode(action_id, value) {
-                Ok(a) => Request::Decide { id: a.id, decision: a.decision },
-                Err(e) => Request::Malformed { raw: value.chars().take(300).collect(), why: e.to_string() },
+                Ok(a) => Request::Decide {
+                    id: a.id,
+                    decision: a.decision,
+                },
+                Err(e) => Request::Malformed {
+                    raw: value.chars().take(300).collect(),
+                    why: e.to_string(),
+                },
             };
-            let unique = action["action_ts"].as_str().map(str::to_owned).unwrap_or_else(|| format!("{ts}.{i}"));
+            let unique = action["action_ts"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{ts}.{i}"));
             Answer {
                 responder: responder.clone(),
                 request,
                 via: via.clone(),
                 in_dm,
-                reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{EPH_PREFIX}{channel}:{user}:{unique}") },
+                reply: ReplyTo {
+                    channel: NAME.to_owned(),
+                    handle: format!("{EPH_PREFIX}{channel}:{user}:{unique}"),
+                },
             }
         })
         .collect()
@@ -74,7 +106,10 @@ pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>
 /// An Events API `message` event: `/approve <id> <decision>` or `/pending`, else `None`.
 /// Messages from bots (ours included) and edits are ignored.
 pub fn message_event(event: &Value) -> Option<Answer> {
-    if event["type"].as_str() != Some("message") || event.get("bot_id").is_some_and(|b| !b.is_null()) || event.get("subtype").is_some() {
+    if event["type"].as_str() != Some("message")
+        || event.get("bot_id").is_some_and(|b| !b.is_null())
+        || event.get("subtype").is_some()
+    {
         return None;
     }
     let user = str_at(event, &["user"])?;
@@ -82,12 +117,21 @@ pub fn message_event(event: &Value) -> Option<Answer> {
     let channel = str_at(event, &["channel"])?;
     let ts = str_at(event, &["ts"]).unwrap_or_default();
     Some(Answer {
-        responder: Responder { channel: NAME.to_owned(), user_id: user.to_owned(), display: None },
+        responder: Responder {
+            channel: NAME.to_owned(),
+            user_id: user.to_owned(),
+            display: None,
+        },
         request,
-        via: Via::Command { chat: channel.to_owned() },
+        via: Via::Command {
+            chat: channel.to_owned(),
+        },
         // Slack delivers `message.im` events only for the bot's own IMs.
         in_dm: event["channel_type"].as_str() == Some("im"),
-        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{MSG_PREFIX}{channel}:{ts}") },
+        reply: ReplyTo {
+            channel: NAME.to_owned(),
+            handle: format!("{MSG_PREFIX}{channel}:{ts}"),
+        },
     })
 }
 
@@ -101,13 +145,21 @@ pub fn command(text: &str) -> Option<Request> {
         "/pending" => Some(Request::ListPending),
         "/approve" => Some(match args.as_slice() {
             [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                Some(decision) => Request::Decide {
+                    id: ApprovalId((*id).to_owned()),
+                    decision,
+                },
                 None => Request::Malformed {
                     raw: text.to_owned(),
-                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                    why: format!(
+                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                    ),
                 },
             },
-            _ => Request::Malformed { raw: text.to_owned(), why: "expected /approve <id> allow-once|allow-always|deny".into() },
+            _ => Request::Malformed {
+                raw: text.to_owned(),
+                why: "expected /approve <id> allow-once|allow-always|deny".into(),
+            },
         }),
         _ => None,
     }
@@ -135,17 +187,28 @@ mod tests {
     #[test]
     fn a_press_in_the_owners_dm_decodes() {
         let data = format!("exec_approve:{UUID}:deny");
-        let a = block_actions(&press("U1", "D1", &data, &data), |c| (c == "D1").then(|| "U1".to_owned()));
+        let a = block_actions(&press("U1", "D1", &data, &data), |c| {
+            (c == "D1").then(|| "U1".to_owned())
+        });
         assert_eq!(a.len(), 1);
         let a = &a[0];
-        assert_eq!(a.request, Request::Decide { id: ApprovalId(UUID.into()), decision: Decision::Deny });
+        assert_eq!(
+            a.request,
+            Request::Decide {
+                id: ApprovalId(UUID.into()),
+                decision: Decision::Deny
+            }
+        );
         assert!(a.in_dm);
         assert_eq!(a.responder.user_id, "U1");
         assert_eq!(a.responder.display.as_deref(), Some("@ann"));
         assert_eq!(
             a.via,
             Via::Prompt(MessageRef {
-                target: Target { channel: "slack".into(), chat: "U1".into() },
+                target: Target {
+                    channel: "slack".into(),
+                    chat: "U1".into()
+                },
                 message: "D1|1700000000.000100".into()
             })
         );
@@ -155,19 +218,45 @@ mod tests {
     #[test]
     fn forged_and_foreign_presses_are_marked() {
         let data = format!("exec_approve:{UUID}:deny");
-        let forged = block_actions(&press("U1", "D1", &data, &format!("exec_approve:{UUID}:allow-always")), |_| None);
+        let forged = block_actions(
+            &press(
+                "U1",
+                "D1",
+                &data,
+                &format!("exec_approve:{UUID}:allow-always"),
+            ),
+            |_| None,
+        );
         assert!(matches!(forged[0].request, Request::Malformed { .. }));
         let channel = block_actions(&press("U1", "C1", &data, &data), |_| None);
         assert!(!channel[0].in_dm, "a public channel is not a DM");
-        assert_eq!(channel[0].via, Via::Prompt(MessageRef { target: Target { channel: "slack".into(), chat: "C1".into() }, message: "C1|1700000000.000100".into() }));
-        assert!(block_actions(&json!({"type": "block_actions"}), |_| None).is_empty(), "no user, no answer");
+        assert_eq!(
+            channel[0].via,
+            Via::Prompt(MessageRef {
+                target: Target {
+                    channel: "slack".into(),
+                    chat: "C1".into()
+                },
+                message: "C1|1700000000.000100".into()
+            })
+        );
+        assert!(
+            block_actions(&json!({"type": "block_actions"}), |_| None).is_empty(),
+            "no user, no answer"
+        );
     }
 
     #[test]
     fn im_messages_decode_and_others_are_ignored() {
         let ev = json!({"type": "message", "channel_type": "im", "channel": "D1", "user": "U1", "text": format!("/approve {UUID} always"), "ts": "1.2"});
         let a = message_event(&ev).unwrap();
-        assert_eq!(a.request, Request::Decide { id: ApprovalId(UUID.into()), decision: Decision::AllowAlways });
+        assert_eq!(
+            a.request,
+            Request::Decide {
+                id: ApprovalId(UUID.into()),
+                decision: Decision::AllowAlways
+            }
+        );
         assert!(a.in_dm);
         assert_eq!(a.reply.handle, "msg:D1:1.2");
         let mut bot = ev.clone();
@@ -179,15 +268,32 @@ mod tests {
         let mut chan = ev.clone();
         chan["channel_type"] = json!("channel");
         assert!(!message_event(&chan).unwrap().in_dm);
-        assert!(message_event(&json!({"type": "message", "user": "U1", "channel": "D1", "text": "hello"})).is_none());
+        assert!(
+            message_event(
+                &json!({"type": "message", "user": "U1", "channel": "D1", "text": "hello"})
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn commands_parse() {
         assert_eq!(command("/pending"), Some(Request::ListPending));
-        assert!(matches!(command("/approve abc"), Some(Request::Malformed { .. })));
-        assert!(matches!(command("/approve abc allow"), Some(Request::Malformed { .. })));
-        assert_eq!(command("/APPROVE x Deny"), Some(Request::Decide { id: ApprovalId("x".into()), decision: Decision::Deny }));
+        assert!(matches!(
+            command("/approve abc"),
+            Some(Request::Malformed { .. })
+        ));
+        assert!(matches!(
+            command("/approve abc allow"),
+            Some(Request::Malformed { .. })
+        ));
+        assert_eq!(
+            command("/APPROVE x Deny"),
+            Some(Request::Decide {
+                id: ApprovalId("x".into()),
+                decision: Decision::Deny
+            })
+        );
         assert_eq!(command("please /approve x deny"), None);
     }
 }

@@ -161,10 +161,17 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     field("node", &a.node_id, 100);
     field("session", &a.session_key, 150);
     if !a.warnings.is_empty() {
-        let w: Vec<String> = a.warnings.iter().map(|w| format!("⚠️ {}", escape_capped(w, 300))).collect();
+        let w: Vec<String> = a
+            .warnings
+            .iter()
+            .map(|w| format!("⚠️ {}", escape_capped(w, 300)))
+            .collect();
         let mut joined = w.join("\n");
         if joined.chars().count() > MAX_CONTEXT_CHARS {
-            joined = joined.chars().take(MAX_CONTEXT_CHARS - 40).collect::<String>();
+            joined = joined
+                .chars()
+                .take(MAX_CONTEXT_CHARS - 40)
+                .collect::<String>();
             // Never leave a partial escape at the cut.
             if let Some(amp) = joined.rfind('&')
                 && !joined[amp..].contains(';')
@@ -176,7 +183,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         context.push(mrkdwn(joined));
     }
     if !a.risk_kinds.is_empty() {
-        context.push(mrkdwn(format!("*risk* {}", escape_capped(&a.risk_kinds.join(", "), 300))));
+        context.push(mrkdwn(format!(
+            "*risk* {}",
+            escape_capped(&a.risk_kinds.join(", "), 300)
+        )));
     }
     if let Some(exp) = a.expires_at_ms {
         context.push(mrkdwn(format!("*expires* {}", utc(exp))));
@@ -208,13 +218,24 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
                 })
                 .collect();
             if !buttons.is_empty() {
-                blocks.push(json!({"type": "actions", "block_id": "approval_actions", "elements": buttons}));
+                blocks.push(
+                    json!({"type": "actions", "block_id": "approval_actions", "elements": buttons}),
+                );
             }
-            let ds: Vec<&str> = Decision::ALL.iter().filter(|d| a.offers(**d)).map(|d| d.as_str()).collect();
+            let ds: Vec<&str> = Decision::ALL
+                .iter()
+                .filter(|d| a.offers(**d))
+                .map(|d| d.as_str())
+                .collect();
             blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("Or send `/approve {id} {}`", ds.join("|")))]}));
         }
         Footer::Finished(o) => {
-            blocks.push(section(format!("{} *{}* · {}", icon(o), escape_capped(&o.summary(), 400), utc(o.at_ms()))));
+            blocks.push(section(format!(
+                "{} *{}* · {}",
+                icon(o),
+                escape_capped(&o.summary(), 400),
+                utc(o.at_ms())
+            )));
             blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("*id* `{id}`"))]}));
         }
     }
@@ -228,13 +249,23 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         Footer::Pending => format!("{what}: {}", escape_capped(&a.command, 200)),
         Footer::Finished(o) => format!("{what}: {}", escape_capped(&o.summary(), 200)),
     };
-    Rendered { text, blocks: Value::Array(blocks), cut }
+    Rendered {
+        text,
+        blocks: Value::Array(blocks),
+        cut,
+    }
 }
 
 fn icon(o: &Outcome) -> &'static str {
     match o {
-        Outcome::Decided { decision: Decision::Deny, .. } => "⛔",
-        Outcome::Decided { by: Decider::Responder(_) | Decider::Elsewhere { .. }, .. } => "✅",
+        Outcome::Decided {
+            decision: Decision::Deny,
+            ..
+        } => "⛔",
+        Outcome::Decided {
+            by: Decider::Responder(_) | Decider::Elsewhere { .. },
+            ..
+        } => "✅",
         Outcome::Expired { .. } => "⌛",
         Outcome::Gone { .. } => "⚪",
     }
@@ -253,7 +284,12 @@ pub fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -287,15 +323,27 @@ mod tests {
     /// Snapshot helper: the blocks as compact JSON lines.
     #[track_caller]
     fn check(r: &Rendered, expect: &str) {
-        let got: Vec<String> = r.blocks.as_array().unwrap().iter().map(|b| b.to_string()).collect();
+        let got: Vec<String> = r
+            .blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
         let got = got.join("\n");
         assert_eq!(got, expect.trim(), "\n--- got ---\n{got}\n");
     }
 
     #[test]
     fn escape_neutralises_mentions_links_and_fences() {
-        assert_eq!(escape("<!channel> <@U123> <https://x|y> a&b"), "&lt;!channel&gt; &lt;@U123&gt; &lt;https://x|y&gt; a&amp;b");
-        assert_eq!(escape("```x```"), "\u{200B}`\u{200B}\u{200B}`\u{200B}\u{200B}`\u{200B}x\u{200B}`\u{200B}\u{200B}`\u{200B}\u{200B}`\u{200B}");
+        assert_eq!(
+            escape("<!channel> <@U123> <https://x|y> a&b"),
+            "&lt;!channel&gt; &lt;@U123&gt; &lt;https://x|y&gt; a&amp;b"
+        );
+        assert_eq!(
+            escape("```x```"),
+            "\u{200B}`\u{200B}\u{200B}`\u{200B}\u{200B}`\u{200B}x\u{200B}`\u{200B}\u{200B}`\u{200B}\u{200B}`\u{200B}"
+        );
         assert!(!escape("a``` *b* ```").contains("``"));
     }
 
@@ -317,7 +365,11 @@ mod tests {
     fn finished_prompt_has_no_buttons_and_shows_the_outcome() {
         let o = Outcome::Decided {
             decision: Decision::Deny,
-            by: Decider::Responder(Responder { channel: "slack".into(), user_id: "U0123ABCD".into(), display: Some("<@U999>".into()) }),
+            by: Decider::Responder(Responder {
+                channel: "slack".into(),
+                user_id: "U0123ABCD".into(),
+                display: Some("<@U999>".into()),
+            }),
             at_ms: 1_795_000_005_000,
         };
         let mut a = exec("ls");
@@ -337,7 +389,10 @@ mod tests {
 {"elements":[{"text":"*id* `0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11`","type":"mrkdwn","verbatim":true}],"type":"context"}
 "#,
         );
-        assert_eq!(r.text, "Exec approval: Denied by &lt;@U999&gt; (U0123ABCD) via slack");
+        assert_eq!(
+            r.text,
+            "Exec approval: Denied by &lt;@U999&gt; (U0123ABCD) via slack"
+        );
     }
 
     #[test]
@@ -346,7 +401,11 @@ mod tests {
         let r = render(&exec(&command), Footer::Pending);
         assert!(r.cut);
         let t = r.blocks[1]["text"]["text"].as_str().unwrap();
-        assert!(t.chars().count() <= MAX_SECTION_CHARS, "{}", t.chars().count());
+        assert!(
+            t.chars().count() <= MAX_SECTION_CHARS,
+            "{}",
+            t.chars().count()
+        );
         assert!(t.ends_with("\n✂️ cut: the command has 8000 characters```"));
         let before = t.split('…').next().unwrap();
         let amp = before.rfind('&').unwrap();
@@ -357,7 +416,9 @@ mod tests {
     #[test]
     fn many_warnings_fit_one_context_element() {
         let mut a = exec("x");
-        a.warnings = (0..50).map(|i| format!("{i} {}", "&".repeat(100))).collect();
+        a.warnings = (0..50)
+            .map(|i| format!("{i} {}", "&".repeat(100)))
+            .collect();
         let r = render(&a, Footer::Pending);
         for b in r.blocks.as_array().unwrap() {
             for e in b["elements"].as_array().into_iter().flatten() {

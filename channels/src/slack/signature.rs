@@ -25,7 +25,8 @@ pub enum SignatureError {
 
 /// The signature Slack would send for `body` at `timestamp`.
 pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(b"v0:");
     mac.update(timestamp.as_bytes());
     mac.update(b":");
@@ -34,16 +35,28 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
 }
 
 /// Verifies one request. `now` is Unix seconds.
-pub fn verify(secret: &str, timestamp: Option<&str>, signature: Option<&str>, body: &[u8], now: i64) -> Result<(), SignatureError> {
-    let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SignatureError::Missing) };
-    let t: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+pub fn verify(
+    secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let (Some(ts), Some(sig)) = (timestamp, signature) else {
+        return Err(SignatureError::Missing);
+    };
+    let t: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     let skew = (now - t).abs();
     if skew > MAX_SKEW_SECS {
         return Err(SignatureError::Stale(skew));
     }
     let hex_sig = sig.strip_prefix("v0=").ok_or(SignatureError::Mismatch)?;
     let raw = hex::decode(hex_sig).map_err(|_| SignatureError::Mismatch)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(b"v0:");
     mac.update(ts.as_bytes());
     mac.update(b":");
@@ -65,25 +78,67 @@ mod tests {
     #[test]
     fn slacks_documented_example_verifies() {
         assert_eq!(sign(SECRET, TS, BODY.as_bytes()), SIG);
-        assert_eq!(verify(SECRET, Some(TS), Some(SIG), BODY.as_bytes(), 1531420618 + 10), Ok(()));
+        assert_eq!(
+            verify(
+                SECRET,
+                Some(TS),
+                Some(SIG),
+                BODY.as_bytes(),
+                1531420618 + 10
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn everything_else_is_rejected() {
         let now = 1531420618;
         let b = BODY.as_bytes();
-        assert_eq!(verify(SECRET, None, Some(SIG), b, now), Err(SignatureError::Missing));
-        assert_eq!(verify(SECRET, Some(TS), None, b, now), Err(SignatureError::Missing));
-        assert_eq!(verify(SECRET, Some("soon"), Some(SIG), b, now), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(SECRET, Some(TS), Some(SIG), b, now + 301), Err(SignatureError::Stale(301)));
-        assert_eq!(verify(SECRET, Some(TS), Some(SIG), b, now - 301), Err(SignatureError::Stale(301)));
-        assert_eq!(verify("other-secret", Some(TS), Some(SIG), b, now), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, Some(TS), Some(SIG), b"token=tampered", now), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, Some(TS), Some(&SIG.replace("v0=", "v1=")), b, now), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, Some(TS), Some("v0=zz"), b, now), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, Some(TS), Some(&SIG[..20]), b, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(SECRET, None, Some(SIG), b, now),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), None, b, now),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(SECRET, Some("soon"), Some(SIG), b, now),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(SIG), b, now + 301),
+            Err(SignatureError::Stale(301))
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(SIG), b, now - 301),
+            Err(SignatureError::Stale(301))
+        );
+        assert_eq!(
+            verify("other-secret", Some(TS), Some(SIG), b, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(SIG), b"token=tampered", now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(&SIG.replace("v0=", "v1=")), b, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some("v0=zz"), b, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(&SIG[..20]), b, now),
+            Err(SignatureError::Mismatch)
+        );
         // A valid signature for another timestamp does not carry over.
         let other = sign(SECRET, "1531420619", b);
-        assert_eq!(verify(SECRET, Some(TS), Some(&other), b, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(&other), b, now),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

@@ -51,12 +51,19 @@ impl Seen {
     }
 }
 
-pub(super) async fn run(slack: &Slack, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+pub(super) async fn run(
+    slack: &Slack,
+    answers: mpsc::Sender<Answer>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     tokio::select! {
         _ = shutdown.recv() => return,
         _ = slack.learn_target_dms() => {}
     }
-    let mut seen = Seen { order: VecDeque::new(), set: HashSet::new() };
+    let mut seen = Seen {
+        order: VecDeque::new(),
+        set: HashSet::new(),
+    };
     let mut backoff = slack.options.backoff;
     loop {
         let result = tokio::select! {
@@ -84,14 +91,29 @@ pub(super) async fn run(slack: &Slack, answers: mpsc::Sender<Answer>, mut shutdo
     }
 }
 
-async fn session(slack: &Slack, answers: &mpsc::Sender<Answer>, seen: &mut Seen) -> Result<End, String> {
+async fn session(
+    slack: &Slack,
+    answers: &mpsc::Sender<Answer>,
+    seen: &mut Seen,
+) -> Result<End, String> {
     let v = slack
         .api
-        .call("apps.connections.open", Token::App, None, Body::Form(Vec::new()))
+        .call(
+            "apps.connections.open",
+            Token::App,
+            None,
+            Body::Form(Vec::new()),
+        )
         .await
-        .map_err(|e| format!("apps.connections.open: {e} (check slack.app_token and that Socket Mode is on)"))?;
-    let url = v["url"].as_str().ok_or("apps.connections.open answered without a url")?;
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("socket mode connect: {e}"))?;
+        .map_err(|e| {
+            format!("apps.connections.open: {e} (check slack.app_token and that Socket Mode is on)")
+        })?;
+    let url = v["url"]
+        .as_str()
+        .ok_or("apps.connections.open answered without a url")?;
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| format!("socket mode connect: {e}"))?;
     if let Ok(s) = match ws.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(s) => Ok(s),
         _ => Err(()),
@@ -124,7 +146,9 @@ async fn session(slack: &Slack, answers: &mpsc::Sender<Answer>, seen: &mut Seen)
         last_heard = tokio::time::Instant::now();
         let text = match frame {
             Message::Text(t) => t,
-            Message::Close(c) if !greeted => return Err(format!("closed by server before hello: {c:?}")),
+            Message::Close(c) if !greeted => {
+                return Err(format!("closed by server before hello: {c:?}"));
+            }
             Message::Close(c) => return Ok(End::Reconnect(format!("closed by server: {c:?}"))),
             _ => continue,
         };
@@ -135,18 +159,28 @@ async fn session(slack: &Slack, answers: &mpsc::Sender<Answer>, seen: &mut Seen)
         match env["type"].as_str() {
             Some("hello") => {
                 greeted = true;
-                tracing::info!(connections = env["num_connections"].as_u64(), "slack socket mode connected");
+                tracing::info!(
+                    connections = env["num_connections"].as_u64(),
+                    "slack socket mode connected"
+                );
                 continue;
             }
             Some("disconnect") => {
-                return Ok(End::Reconnect(format!("disconnect: {}", env["reason"].as_str().unwrap_or("?"))));
+                return Ok(End::Reconnect(format!(
+                    "disconnect: {}",
+                    env["reason"].as_str().unwrap_or("?")
+                )));
             }
             _ => {}
         }
-        let Some(envelope_id) = env["envelope_id"].as_str() else { continue };
+        let Some(envelope_id) = env["envelope_id"].as_str() else {
+            continue;
+        };
         // Ack first: Slack's 3-second deadline must not depend on the engine.
         let ack = json!({"envelope_id": envelope_id}).to_string();
-        sink.send(Message::Text(ack.into())).await.map_err(|e| format!("socket mode ack: {e}"))?;
+        sink.send(Message::Text(ack.into()))
+            .await
+            .map_err(|e| format!("socket mode ack: {e}"))?;
         if !seen.insert(envelope_id) {
             tracing::debug!(envelope_id, "retried envelope ignored");
             continue;

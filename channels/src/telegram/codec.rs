@@ -86,7 +86,8 @@ pub fn decode(data: &str) -> Result<Callback, CodecError> {
     if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
         return Err(CodecError::BadId(wire_id.to_owned()));
     }
-    let decision = Decision::parse(decision).ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
+    let decision = Decision::parse(decision)
+        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
     let id = match kind {
         Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
         Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
@@ -98,7 +99,9 @@ pub fn decode(data: &str) -> Result<Callback, CodecError> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_BYTES
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -128,8 +131,19 @@ mod tests {
         for (kind, id) in ids {
             for d in Decision::ALL {
                 let data = encode(kind, &id, d).unwrap();
-                assert!(data.len() <= MAX_CALLBACK_BYTES, "{data} is {} bytes", data.len());
-                assert_eq!(decode(&data).unwrap(), Callback { kind, id: id.clone(), decision: d });
+                assert!(
+                    data.len() <= MAX_CALLBACK_BYTES,
+                    "{data} is {} bytes",
+                    data.len()
+                );
+                assert_eq!(
+                    decode(&data).unwrap(),
+                    Callback {
+                        kind,
+                        id: id.clone(),
+                        decision: d
+                    }
+                );
             }
         }
     }
@@ -146,16 +160,30 @@ mod tests {
     #[test]
     fn encoding_refuses_rather_than_truncates() {
         let long = ApprovalId("a".repeat(45));
-        assert_eq!(encode(Kind::Exec, &long, Decision::AllowAlways), Err(CodecError::TooLong(71)));
+        assert_eq!(
+            encode(Kind::Exec, &long, Decision::AllowAlways),
+            Err(CodecError::TooLong(71))
+        );
         let bad = ApprovalId("x y".into());
-        assert_eq!(encode(Kind::Exec, &bad, Decision::Deny), Err(CodecError::BadId("x y".into())));
+        assert_eq!(
+            encode(Kind::Exec, &bad, Decision::Deny),
+            Err(CodecError::BadId("x y".into()))
+        );
         let unprefixed = ApprovalId::from(UUID);
-        assert!(matches!(encode(Kind::Plugin, &unprefixed, Decision::Deny), Err(CodecError::BadId(_))));
+        assert!(matches!(
+            encode(Kind::Plugin, &unprefixed, Decision::Deny),
+            Err(CodecError::BadId(_))
+        ));
     }
 
     #[test]
     fn always_alias_decodes_to_allow_always() {
-        assert_eq!(decode(&format!("exec_approve:{UUID}:always")).unwrap().decision, Decision::AllowAlways);
+        assert_eq!(
+            decode(&format!("exec_approve:{UUID}:always"))
+                .unwrap()
+                .decision,
+            Decision::AllowAlways
+        );
     }
 
     #[test]
@@ -168,10 +196,22 @@ mod tests {
             ("evil_approve:abc:deny", CodecError::UnknownForm),
             ("exec_approve::deny", CodecError::BadId(String::new())),
             ("exec_approve:a:b:deny", CodecError::BadId("a:b".into())),
-            ("exec_approve:<b>x</b>:deny", CodecError::BadId("<b>x</b>".into())),
-            ("exec_approve:abc:allow", CodecError::UnknownDecision("allow".into())),
-            ("exec_approve:abc:Allow-Once", CodecError::UnknownDecision("Allow-Once".into())),
-            ("exec_approve:abc:", CodecError::UnknownDecision(String::new())),
+            (
+                "exec_approve:<b>x</b>:deny",
+                CodecError::BadId("<b>x</b>".into()),
+            ),
+            (
+                "exec_approve:abc:allow",
+                CodecError::UnknownDecision("allow".into()),
+            ),
+            (
+                "exec_approve:abc:Allow-Once",
+                CodecError::UnknownDecision("Allow-Once".into()),
+            ),
+            (
+                "exec_approve:abc:",
+                CodecError::UnknownDecision(String::new()),
+            ),
         ];
         for (data, want) in cases {
             assert_eq!(decode(data).as_ref(), Err(want), "{data:?}");

@@ -43,10 +43,16 @@ impl TelegramConfig {
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.allow_from.is_empty() {
-            return Err(ConfigError::new("allow_from", "is empty: nobody could decide; add your numeric Telegram user id"));
+            return Err(ConfigError::new(
+                "allow_from",
+                "is empty: nobody could decide; add your numeric Telegram user id",
+            ));
         }
         if self.effective_targets().is_empty() {
-            return Err(ConfigError::new("targets", "is empty: no chat would receive prompts"));
+            return Err(ConfigError::new(
+                "targets",
+                "is empty: no chat would receive prompts",
+            ));
         }
         parse_api_url(&self.api_url)?;
         Ok(())
@@ -54,9 +60,13 @@ impl TelegramConfig {
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
+    let u = url::Url::parse(s)
+        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new("api_url", format!("{s:?} must be http:// or https://")));
+        return Err(ConfigError::new(
+            "api_url",
+            format!("{s:?} must be http:// or https://"),
+        ));
     }
     Ok(u)
 }
@@ -71,7 +81,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { field, message: message.into() }
+        ConfigError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -98,13 +111,24 @@ impl fmt::Display for ChatId {
 /// Strips `tg:` / `telegram:` and parses the rest as an integer, with a precise error.
 fn parse_prefixed(s: &str, what: &str) -> Result<i64, String> {
     let t = s.trim();
-    let digits = t.strip_prefix("telegram:").or_else(|| t.strip_prefix("tg:")).unwrap_or(t);
-    if digits.starts_with('@') || (!digits.is_empty() && digits.chars().all(|c| c.is_alphanumeric() || c == '_') && !digits.chars().any(|c| c.is_ascii_digit() || c == '-')) {
+    let digits = t
+        .strip_prefix("telegram:")
+        .or_else(|| t.strip_prefix("tg:"))
+        .unwrap_or(t);
+    if digits.starts_with('@')
+        || (!digits.is_empty()
+            && digits.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && !digits.chars().any(|c| c.is_ascii_digit() || c == '-'))
+    {
         return Err(format!(
             "{s:?} looks like a username; {what} must be numeric ids (usernames can be renamed). Message @userinfobot to learn yours"
         ));
     }
-    digits.parse::<i64>().map_err(|_| format!("{s:?} is not a numeric Telegram {what} (expected e.g. 123456789 or \"tg:123456789\")"))
+    digits.parse::<i64>().map_err(|_| {
+        format!(
+            "{s:?} is not a numeric Telegram {what} (expected e.g. 123456789 or \"tg:123456789\")"
+        )
+    })
 }
 
 impl UserId {
@@ -144,7 +168,10 @@ impl<T> de::Visitor<'_> for IdVisitor<T> {
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
         if v > i64::MAX as u64 {
-            return Err(E::custom(format!("{v} is out of range for a Telegram {}", self.1)));
+            return Err(E::custom(format!(
+                "{v} is out of range for a Telegram {}",
+                self.1
+            )));
         }
         (self.0)(&v.to_string()).map_err(E::custom)
     }
@@ -180,9 +207,15 @@ mod tests {
             "allow_from": [111111111, "tg:222", "telegram:333", "444"],
         }))
         .unwrap();
-        assert_eq!(c.allow_from, vec![UserId(111111111), UserId(222), UserId(333), UserId(444)]);
+        assert_eq!(
+            c.allow_from,
+            vec![UserId(111111111), UserId(222), UserId(333), UserId(444)]
+        );
         assert_eq!(c.api_url, DEFAULT_API_URL);
-        assert_eq!(c.effective_targets(), vec![ChatId(111111111), ChatId(222), ChatId(333), ChatId(444)]);
+        assert_eq!(
+            c.effective_targets(),
+            vec![ChatId(111111111), ChatId(222), ChatId(333), ChatId(444)]
+        );
         c.validate().unwrap();
     }
 
@@ -192,23 +225,40 @@ mod tests {
             (serde_json::json!("@alice"), "looks like a username"),
             (serde_json::json!("alice"), "looks like a username"),
             (serde_json::json!("tg:@alice"), "looks like a username"),
-            (serde_json::json!("discord:123"), "is not a numeric Telegram user id"),
-            (serde_json::json!("12ab"), "is not a numeric Telegram user id"),
+            (
+                serde_json::json!("discord:123"),
+                "is not a numeric Telegram user id",
+            ),
+            (
+                serde_json::json!("12ab"),
+                "is not a numeric Telegram user id",
+            ),
             (serde_json::json!(-1001234), "user ids are positive"),
             (serde_json::json!(0), "user ids are positive"),
-            (serde_json::json!(1.5), "a numeric Telegram user id or a string"),
-            (serde_json::json!(true), "a numeric Telegram user id or a string"),
+            (
+                serde_json::json!(1.5),
+                "a numeric Telegram user id or a string",
+            ),
+            (
+                serde_json::json!(true),
+                "a numeric Telegram user id or a string",
+            ),
         ];
         for (v, want) in cases {
-            let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]})).unwrap_err();
+            let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [v.clone()]}))
+                .unwrap_err();
             assert!(err.contains(want), "{v}: {err}");
         }
     }
 
     #[test]
     fn literal_tokens_are_refused() {
-        let err = parse(serde_json::json!({"bot_token": "123:ABC", "allow_from": [1]})).unwrap_err();
-        assert!(err.contains("secrets are not written in the config"), "{err}");
+        let err =
+            parse(serde_json::json!({"bot_token": "123:ABC", "allow_from": [1]})).unwrap_err();
+        assert!(
+            err.contains("secrets are not written in the config"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -219,11 +269,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_urls_are_errors() {
-        let err = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "allowFrom": [2]})).unwrap_err();
+        let err =
+            parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "allowFrom": [2]}))
+                .unwrap_err();
         assert!(err.contains("unknown field `allowFrom`"), "{err}");
-        let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": [1], "api_url": "ftp://x"})).unwrap();
-        assert_eq!(c.validate().unwrap_err().to_string(), "telegram.api_url \"ftp://x\" must be http:// or https://");
+        let c = parse(
+            serde_json::json!({"bot_token": "env:X", "allow_from": [1], "api_url": "ftp://x"}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "telegram.api_url \"ftp://x\" must be http:// or https://"
+        );
         let c = parse(serde_json::json!({"bot_token": "env:X", "allow_from": []})).unwrap();
-        assert!(c.validate().unwrap_err().to_string().starts_with("telegram.allow_from is empty"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("telegram.allow_from is empty")
+        );
     }
 }

@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use bridge::approval::{Approval, Decision, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
 use teloxide::payloads::{
-    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
+    SendMessageSetters,
 };
 use teloxide::requests::{Request as _, Requester};
 use teloxide::types::{
@@ -51,7 +52,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { poll_timeout: Duration::from_secs(10), max_poll_backoff: Duration::from_secs(30), retry: RetryPolicy::default() }
+        Options {
+            poll_timeout: Duration::from_secs(10),
+            max_poll_backoff: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -73,7 +78,11 @@ impl Telegram {
         Self::with_options(config, bot_token, Options::default())
     }
 
-    pub fn with_options(config: &TelegramConfig, bot_token: &str, options: Options) -> Result<Telegram, ConfigError> {
+    pub fn with_options(
+        config: &TelegramConfig,
+        bot_token: &str,
+        options: Options,
+    ) -> Result<Telegram, ConfigError> {
         config.validate()?;
         let mut api_url = config::parse_api_url(&config.api_url)?;
         // teloxide joins `bot<token>/<method>` onto the URL: keep a trailing slash.
@@ -88,7 +97,10 @@ impl Telegram {
             targets: config
                 .effective_targets()
                 .iter()
-                .map(|c| Target { channel: NAME.to_owned(), chat: c.0.to_string() })
+                .map(|c| Target {
+                    channel: NAME.to_owned(),
+                    chat: c.0.to_string(),
+                })
                 .collect(),
             throttle: Arc::new(send::Throttle::new(bot_token, options.retry.clone())),
             options,
@@ -101,23 +113,27 @@ impl Telegram {
         let row = Decision::ALL
             .iter()
             .filter(|d| approval.offers(**d))
-            .map(|d| Ok(InlineKeyboardButton::callback(d.label(), codec::encode(approval.kind, &approval.id, *d)?)))
+            .map(|d| {
+                Ok(InlineKeyboardButton::callback(
+                    d.label(),
+                    codec::encode(approval.kind, &approval.id, *d)?,
+                ))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(InlineKeyboardMarkup::new([row]))
     }
 
     fn chat_id(target_chat: &str) -> Result<i64, ChannelError> {
-        target_chat
-            .parse::<i64>()
-            .map_err(|_| ChannelError::Permanent(format!("{target_chat:?} is not a Telegram chat id")))
+        target_chat.parse::<i64>().map_err(|_| {
+            ChannelError::Permanent(format!("{target_chat:?} is not a Telegram chat id"))
+        })
     }
 
     fn message_id(prompt: &MessageRef) -> Result<(i64, MessageId), ChannelError> {
         let chat = Self::chat_id(&prompt.target.chat)?;
-        let id = prompt
-            .message
-            .parse::<i32>()
-            .map_err(|_| ChannelError::MessageGone(format!("{:?} is not a Telegram message id", prompt.message)))?;
+        let id = prompt.message.parse::<i32>().map_err(|_| {
+            ChannelError::MessageGone(format!("{:?} is not a Telegram message id", prompt.message))
+        })?;
         Ok((chat, MessageId(id)))
     }
 
@@ -139,19 +155,34 @@ impl Telegram {
     }
 
     fn link_preview_off() -> LinkPreviewOptions {
-        LinkPreviewOptions { is_disabled: true, url: None, prefer_small_media: false, prefer_large_media: false, show_above_text: false }
+        LinkPreviewOptions {
+            is_disabled: true,
+            url: None,
+            prefer_small_media: false,
+            prefer_large_media: false,
+            show_above_text: false,
+        }
     }
 }
 
 /// Background send of the full command as `command.txt`, replying to the prompt.
-async fn send_full_command(bot: Bot, throttle: Arc<send::Throttle>, chat: i64, prompt: MessageId, approval: Approval) {
+async fn send_full_command(
+    bot: Bot,
+    throttle: Arc<send::Throttle>,
+    chat: i64,
+    prompt: MessageId,
+    approval: Approval,
+) {
     let caption = format!("Full command of approval {}", approval.id);
     let res = throttle
         .call(Some(chat), "sendDocument", || {
-            bot.send_document(ChatId(chat), InputFile::memory(approval.command.clone().into_bytes()).file_name("command.txt"))
-                .caption(caption.clone())
-                .reply_parameters(ReplyParameters::new(prompt).allow_sending_without_reply())
-                .send()
+            bot.send_document(
+                ChatId(chat),
+                InputFile::memory(approval.command.clone().into_bytes()).file_name("command.txt"),
+            )
+            .caption(caption.clone())
+            .reply_parameters(ReplyParameters::new(prompt).allow_sending_without_reply())
+            .send()
         })
         .await;
     if let Err(e) = res {
@@ -171,18 +202,29 @@ impl Channel for Telegram {
 
     fn allows(&self, user_id: &str) -> bool {
         // Only the canonical decimal form counts: "042" or "+42" is not user 42.
-        user_id.parse::<u64>().is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        user_id
+            .parse::<u64>()
+            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
     }
 
     async fn health(&self) -> Result<String, ChannelError> {
         let me = self.get_me().await?;
-        Ok(format!("@{} (id {})", me.user.username.as_deref().unwrap_or("?"), me.user.id.0))
+        Ok(format!(
+            "@{} (id {})",
+            me.user.username.as_deref().unwrap_or("?"),
+            me.user.id.0
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(target = %target, approval = %approval.id))]
-    async fn deliver(&self, target: &Target, approval: &Approval) -> Result<MessageRef, ChannelError> {
+    async fn deliver(
+        &self,
+        target: &Target,
+        approval: &Approval,
+    ) -> Result<MessageRef, ChannelError> {
         let chat = Self::chat_id(&target.chat)?;
-        let keyboard = Self::keyboard(approval).map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
+        let keyboard = Self::keyboard(approval)
+            .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
         let rendered = render::render(approval, render::Footer::Pending);
         let msg = self
             .throttle
@@ -198,13 +240,27 @@ impl Channel for Telegram {
             .map_err(|e| self.throttle.classify(e))?;
         if rendered.cut {
             // After the prompt, without holding up `deliver` for the chat's next slot.
-            tokio::spawn(send_full_command(self.bot.clone(), self.throttle.clone(), chat, msg.id, approval.clone()));
+            tokio::spawn(send_full_command(
+                self.bot.clone(),
+                self.throttle.clone(),
+                chat,
+                msg.id,
+                approval.clone(),
+            ));
         }
-        Ok(MessageRef { target: target.clone(), message: msg.id.0.to_string() })
+        Ok(MessageRef {
+            target: target.clone(),
+            message: msg.id.0.to_string(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
-    async fn finish(&self, prompt: &MessageRef, approval: &Approval, outcome: &Outcome) -> Result<(), ChannelError> {
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
         let (chat, message) = Self::message_id(prompt)?;
         let rendered = render::render(approval, render::Footer::Finished(outcome));
         // No reply_markup: Telegram drops the inline keyboard with the edit.
@@ -229,7 +285,10 @@ impl Channel for Telegram {
         if let Some(query) = to.handle.strip_prefix(receive::CB_PREFIX) {
             let alert = matches!(notice, Notice::Refused(_) | Notice::AlreadyFinished { .. });
             let short: String = if text.chars().count() > MAX_CALLBACK_ANSWER_CHARS {
-                text.chars().take(MAX_CALLBACK_ANSWER_CHARS - 1).chain(['…']).collect()
+                text.chars()
+                    .take(MAX_CALLBACK_ANSWER_CHARS - 1)
+                    .chain(['…'])
+                    .collect()
             } else {
                 text
             };
@@ -237,7 +296,11 @@ impl Channel for Telegram {
             return self
                 .throttle
                 .call(None, "answerCallbackQuery", || {
-                    self.bot.answer_callback_query(query.clone()).text(short.clone()).show_alert(alert).send()
+                    self.bot
+                        .answer_callback_query(query.clone())
+                        .text(short.clone())
+                        .show_alert(alert)
+                        .send()
                 })
                 .await
                 .map(|_| ())
@@ -253,9 +316,14 @@ impl Channel for Telegram {
             return self
                 .throttle
                 .call(Some(chat), "sendMessage", || {
-                    let mut req = self.bot.send_message(ChatId(chat), text.clone()).link_preview_options(Self::link_preview_off());
+                    let mut req = self
+                        .bot
+                        .send_message(ChatId(chat), text.clone())
+                        .link_preview_options(Self::link_preview_off());
                     if let Some(m) = reply_to {
-                        req = req.reply_parameters(ReplyParameters::new(m).allow_sending_without_reply());
+                        req = req.reply_parameters(
+                            ReplyParameters::new(m).allow_sending_without_reply(),
+                        );
                     }
                     req.send()
                 })
@@ -263,15 +331,19 @@ impl Channel for Telegram {
                 .map(|_| ())
                 .map_err(|e| self.throttle.classify(e));
         }
-        Err(ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle)))
+        Err(ChannelError::Permanent(format!(
+            "unknown reply handle {:?}",
+            to.handle
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]
     async fn run(&self, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
         if self.username.get().is_none()
-            && let Err(e) = self.get_me().await {
-                tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
-            }
+            && let Err(e) = self.get_me().await
+        {
+            tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
+        }
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_millis(500);
         let timeout = self.options.poll_timeout.as_secs() as u32;
@@ -295,20 +367,25 @@ impl Channel for Telegram {
                         offset = offset.max(u.id.as_offset());
                         let answer = match &u.kind {
                             UpdateKind::CallbackQuery(q) => Some(receive::callback(q)),
-                            UpdateKind::Message(m) => receive::message(m, self.username.get().map(String::as_str)),
+                            UpdateKind::Message(m) => {
+                                receive::message(m, self.username.get().map(String::as_str))
+                            }
                             _ => None,
                         };
                         if let Some(a) = answer
-                            && answers.send(a).await.is_err() {
-                                return;
-                            }
+                            && answers.send(a).await.is_err()
+                        {
+                            return;
+                        }
                     }
                     continue;
                 }
                 Err(RequestError::RetryAfter(s)) => s.duration(),
                 Err(e) => {
                     if matches!(e, RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) {
-                        tracing::error!("another process polls this bot's updates; give the bridge its own bot token");
+                        tracing::error!(
+                            "another process polls this bot's updates; give the bridge its own bot token"
+                        );
                     } else {
                         tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off");
                     }

@@ -20,7 +20,11 @@ pub fn responder(u: &User) -> Responder {
         Some(name) => format!("@{name}"),
         None => u.full_name(),
     };
-    Responder { channel: NAME.to_owned(), user_id: u.id.0.to_string(), display: Some(display) }
+    Responder {
+        channel: NAME.to_owned(),
+        user_id: u.id.0.to_string(),
+        display: Some(display),
+    }
 }
 
 fn in_dm(chat: &Chat, user: &User) -> bool {
@@ -32,7 +36,10 @@ pub fn callback(q: &CallbackQuery) -> Answer {
     let (via, in_dm) = match &q.message {
         Some(m) => (
             Via::Prompt(MessageRef {
-                target: Target { channel: NAME.to_owned(), chat: m.chat().id.0.to_string() },
+                target: Target {
+                    channel: NAME.to_owned(),
+                    chat: m.chat().id.0.to_string(),
+                },
                 message: m.id().0.to_string(),
             }),
             in_dm(m.chat(), &q.from),
@@ -40,18 +47,33 @@ pub fn callback(q: &CallbackQuery) -> Answer {
         // A button on an inline-mode message: never one of our prompts.
         None => (
             Via::Prompt(MessageRef {
-                target: Target { channel: NAME.to_owned(), chat: String::new() },
+                target: Target {
+                    channel: NAME.to_owned(),
+                    chat: String::new(),
+                },
                 message: q.inline_message_id.clone().unwrap_or_default(),
             }),
             false,
         ),
     };
     let request = match (&q.data, &q.message) {
-        (None, _) => Request::Malformed { raw: String::new(), why: "callback query without data".into() },
-        (Some(raw), None) => Request::Malformed { raw: raw.clone(), why: "press on an inline message".into() },
+        (None, _) => Request::Malformed {
+            raw: String::new(),
+            why: "callback query without data".into(),
+        },
+        (Some(raw), None) => Request::Malformed {
+            raw: raw.clone(),
+            why: "press on an inline message".into(),
+        },
         (Some(raw), Some(_)) => match codec::decode(raw) {
-            Ok(cb) => Request::Decide { id: cb.id, decision: cb.decision },
-            Err(e) => Request::Malformed { raw: raw.clone(), why: e.to_string() },
+            Ok(cb) => Request::Decide {
+                id: cb.id,
+                decision: cb.decision,
+            },
+            Err(e) => Request::Malformed {
+                raw: raw.clone(),
+                why: e.to_string(),
+            },
         },
     };
     Answer {
@@ -59,7 +81,10 @@ pub fn callback(q: &CallbackQuery) -> Answer {
         request,
         via,
         in_dm,
-        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CB_PREFIX}{}", q.id.0) },
+        reply: ReplyTo {
+            channel: NAME.to_owned(),
+            handle: format!("{CB_PREFIX}{}", q.id.0),
+        },
     }
 }
 
@@ -74,7 +99,10 @@ pub fn message(m: &Message, bot_username: Option<&str>) -> Option<Answer> {
         request,
         via: Via::Command { chat: chat.clone() },
         in_dm: in_dm(&m.chat, from),
-        reply: ReplyTo { channel: NAME.to_owned(), handle: format!("{CHAT_PREFIX}{chat}:{}", m.id.0) },
+        reply: ReplyTo {
+            channel: NAME.to_owned(),
+            handle: format!("{CHAT_PREFIX}{chat}:{}", m.id.0),
+        },
     })
 }
 
@@ -88,18 +116,24 @@ pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
         None => (head, None),
     };
     if let (Some(a), Some(me)) = (addressee, bot_username)
-        && !a.eq_ignore_ascii_case(me) {
-            return None;
-        }
+        && !a.eq_ignore_ascii_case(me)
+    {
+        return None;
+    }
     let args: Vec<&str> = words.collect();
     match cmd.to_ascii_lowercase().as_str() {
         "/pending" => Some(Request::ListPending),
         "/approve" => Some(match args.as_slice() {
             [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide { id: ApprovalId((*id).to_owned()), decision },
+                Some(decision) => Request::Decide {
+                    id: ApprovalId((*id).to_owned()),
+                    decision,
+                },
                 None => Request::Malformed {
                     raw: text.to_owned(),
-                    why: format!("unknown decision {decision:?}; use allow-once, allow-always or deny"),
+                    why: format!(
+                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                    ),
                 },
             },
             _ => Request::Malformed {
@@ -120,12 +154,18 @@ mod tests {
         let id = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
         for (text, d) in [
             (format!("/approve {id} allow-once"), Decision::AllowOnce),
-            (format!("  /approve@approval_bot {id} always "), Decision::AllowAlways),
+            (
+                format!("  /approve@approval_bot {id} always "),
+                Decision::AllowAlways,
+            ),
             (format!("/APPROVE@Approval_Bot {id} Deny"), Decision::Deny),
         ] {
             assert_eq!(
                 command(&text, Some("approval_bot")),
-                Some(Request::Decide { id: ApprovalId(id.into()), decision: d }),
+                Some(Request::Decide {
+                    id: ApprovalId(id.into()),
+                    decision: d
+                }),
                 "{text}"
             );
         }
@@ -133,12 +173,26 @@ mod tests {
 
     #[test]
     fn other_approve_shapes_are_malformed_and_other_text_is_ignored() {
-        for text in ["/approve", "/approve abc", "/approve abc allow", "/approve a b c"] {
-            assert!(matches!(command(text, None), Some(Request::Malformed { .. })), "{text}");
+        for text in [
+            "/approve",
+            "/approve abc",
+            "/approve abc allow",
+            "/approve a b c",
+        ] {
+            assert!(
+                matches!(command(text, None), Some(Request::Malformed { .. })),
+                "{text}"
+            );
         }
         assert_eq!(command("/pending", None), Some(Request::ListPending));
-        assert_eq!(command("/pending@approval_bot", Some("approval_bot")), Some(Request::ListPending));
-        assert_eq!(command("/approve@other_bot x deny", Some("approval_bot")), None);
+        assert_eq!(
+            command("/pending@approval_bot", Some("approval_bot")),
+            Some(Request::ListPending)
+        );
+        assert_eq!(
+            command("/approve@other_bot x deny", Some("approval_bot")),
+            None
+        );
         assert_eq!(command("hello /approve x deny", None), None);
         assert_eq!(command("/approved x deny", None), None);
         assert_eq!(command("", None), None);

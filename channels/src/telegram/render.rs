@@ -114,7 +114,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     }
     let field = |tail: &mut String, name: &str, v: &Option<String>, cap: usize| {
         if let Some(v) = v {
-            tail.push_str(&format!("\n<b>{name}</b> <code>{}</code>", escape_capped(v, cap)));
+            tail.push_str(&format!(
+                "\n<b>{name}</b> <code>{}</code>",
+                escape_capped(v, cap)
+            ));
         }
     };
     field(&mut tail, "cwd", &a.cwd, 300);
@@ -126,14 +129,20 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     for (i, w) in a.warnings.iter().enumerate() {
         let line = format!("\n⚠️ {}", escape_capped(w, 300.min(warn_budget)));
         if warn_budget < 40 {
-            tail.push_str(&format!("\n⚠️ … and {} more warnings", a.warnings.len() - i));
+            tail.push_str(&format!(
+                "\n⚠️ … and {} more warnings",
+                a.warnings.len() - i
+            ));
             break;
         }
         warn_budget = warn_budget.saturating_sub(utf16_len(&line));
         tail.push_str(&line);
     }
     if !a.risk_kinds.is_empty() {
-        tail.push_str(&format!("\n<b>risk</b> {}", escape_capped(&a.risk_kinds.join(", "), 300)));
+        tail.push_str(&format!(
+            "\n<b>risk</b> {}",
+            escape_capped(&a.risk_kinds.join(", "), 300)
+        ));
     }
     if let Some(exp) = a.expires_at_ms {
         tail.push_str(&format!("\n<b>expires</b> {}", utc(exp)));
@@ -141,12 +150,24 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let id = escape_capped(a.id.as_str(), 80);
     match footer {
         Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL.iter().filter(|d| a.offers(**d)).map(|d| d.as_str()).collect();
-            tail.push_str(&format!("\n\nOr send <code>/approve {id} {}</code>", ds.join("|")));
+            let ds: Vec<&str> = Decision::ALL
+                .iter()
+                .filter(|d| a.offers(**d))
+                .map(|d| d.as_str())
+                .collect();
+            tail.push_str(&format!(
+                "\n\nOr send <code>/approve {id} {}</code>",
+                ds.join("|")
+            ));
         }
         Footer::Finished(o) => {
             tail.push_str(&format!("\n<b>id</b> <code>{id}</code>"));
-            tail.push_str(&format!("\n\n{} <b>{}</b> · {}", icon(o), escape_capped(&o.summary(), 400), utc(o.at_ms())));
+            tail.push_str(&format!(
+                "\n\n{} <b>{}</b> · {}",
+                icon(o),
+                escape_capped(&o.summary(), 400),
+                utc(o.at_ms())
+            ));
         }
     }
 
@@ -158,7 +179,9 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         let total = a.command.chars().count();
         // The marker's digits are bounded by `total`'s, so size it with `total` twice.
         let marker_for = |shown: usize| {
-            format!("\n<i>✂️ Cut: showing {shown} of {total} characters; the full text follows as command.txt.</i>")
+            format!(
+                "\n<i>✂️ Cut: showing {shown} of {total} characters; the full text follows as command.txt.</i>"
+            )
         };
         let budget = MAX_MESSAGE_UTF16.saturating_sub(fixed + utf16_len(&marker_for(total)) + 1);
         let (prefix, shown) = escape_prefix(&a.command, budget);
@@ -176,8 +199,14 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
 
 fn icon(o: &Outcome) -> &'static str {
     match o {
-        Outcome::Decided { decision: Decision::Deny, .. } => "⛔",
-        Outcome::Decided { by: Decider::Responder(_) | Decider::Elsewhere { .. }, .. } => "✅",
+        Outcome::Decided {
+            decision: Decision::Deny,
+            ..
+        } => "⛔",
+        Outcome::Decided {
+            by: Decider::Responder(_) | Decider::Elsewhere { .. },
+            ..
+        } => "✅",
         Outcome::Expired { .. } => "⌛",
         Outcome::Gone { .. } => "⚪",
     }
@@ -197,7 +226,12 @@ pub fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -285,7 +319,9 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
         );
         check(
             &a,
-            Footer::Finished(&Outcome::Expired { at_ms: 1_795_000_120_000 }),
+            Footer::Finished(&Outcome::Expired {
+                at_ms: 1_795_000_120_000,
+            }),
             "🔐 <b>Exec approval</b> · ⏰ <b>cron run</b>
 <pre><code>ls</code></pre>
 <b>cwd</b> <code>/srv/app</code>
@@ -334,18 +370,28 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
         let command = format!("{hostile}{}", "é😀<&>".repeat(1000)); // 5000-char tail
         let r = render(&exec(&command), Footer::Pending);
         assert!(r.cut);
-        assert!(utf16_len(&r.html) <= MAX_MESSAGE_UTF16, "{}", utf16_len(&r.html));
+        assert!(
+            utf16_len(&r.html) <= MAX_MESSAGE_UTF16,
+            "{}",
+            utf16_len(&r.html)
+        );
         assert!(r.html.starts_with(
             "🔐 <b>Exec approval</b>\n<pre><code>echo '&lt;b&gt;bold&lt;/b&gt;' '&lt;/code&gt;&lt;/pre&gt;&lt;a href=\"tg://user?id=1\"&gt;x&lt;/a&gt;' &amp;amp; é😀&lt;&amp;&gt;"
         ));
         let total = command.chars().count();
-        assert!(r.html.contains(&format!(" of {total} characters; the full text follows as command.txt.</i>")));
+        assert!(r.html.contains(&format!(
+            " of {total} characters; the full text follows as command.txt.</i>"
+        )));
         assert!(r.html.ends_with("allow-once|deny</code>"));
         assert_valid_telegram_html(&r.html);
         // The cut leaves no partial escape before the ellipsis.
         let before = r.html.split("…</code></pre>").next().unwrap();
         let last_amp = before.rfind('&').unwrap();
-        assert!(before[last_amp..].contains(';'), "dangling escape: {}", &before[last_amp..]);
+        assert!(
+            before[last_amp..].contains(';'),
+            "dangling escape: {}",
+            &before[last_amp..]
+        );
         // And it is not wasteful: the command fills most of the message.
         assert!(utf16_len(&r.html) > MAX_MESSAGE_UTF16 - 20);
     }
@@ -354,7 +400,9 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
     fn many_huge_fields_still_fit() {
         let mut a = exec(&"x".repeat(10_000));
         a.cwd = Some("&".repeat(5000));
-        a.warnings = (0..50).map(|i| format!("{i} {}", "<".repeat(500))).collect();
+        a.warnings = (0..50)
+            .map(|i| format!("{i} {}", "<".repeat(500)))
+            .collect();
         a.risk_kinds = vec!["r".repeat(1000)];
         a.session_key = Some(">".repeat(1000));
         let r = render(&a, Footer::Finished(&Outcome::Gone { at_ms: 0 }));
@@ -385,7 +433,9 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
             let s = &rest[i..];
             if let Some(after) = s.strip_prefix('&') {
                 assert!(
-                    ["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| s.starts_with(e)),
+                    ["&amp;", "&lt;", "&gt;", "&quot;"]
+                        .iter()
+                        .any(|e| s.starts_with(e)),
                     "bad entity at {:?}",
                     &s[..s.len().min(10)]
                 );
@@ -397,7 +447,10 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
             if let Some(name) = tag.strip_prefix('/') {
                 assert_eq!(stack.pop(), Some(name), "misnested </{name}>");
             } else {
-                assert!(["b", "i", "code", "pre"].contains(&tag), "unexpected tag <{tag}>");
+                assert!(
+                    ["b", "i", "code", "pre"].contains(&tag),
+                    "unexpected tag <{tag}>"
+                );
                 stack.push(tag);
             }
             rest = &s[end + 1..];

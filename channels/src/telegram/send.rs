@@ -33,7 +33,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { transient_attempts: 4, backoff: Duration::from_millis(500), max_retry_after: Duration::from_secs(600) }
+        RetryPolicy {
+            transient_attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(600),
+        }
     }
 }
 
@@ -59,7 +63,12 @@ impl Throttle {
 
     /// Runs `call` until it succeeds or fails for good. `chat` names the chat a message
     /// goes to (throttled); `None` for calls that send no message (callback answers).
-    pub async fn call<T, F, Fut>(&self, chat: Option<i64>, what: &'static str, call: F) -> Result<T, RequestError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        chat: Option<i64>,
+        what: &'static str,
+        call: F,
+    ) -> Result<T, RequestError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, RequestError>>,
@@ -78,7 +87,12 @@ impl Throttle {
             match &err {
                 RequestError::RetryAfter(s) if waited < self.policy.max_retry_after => {
                     let wait = s.duration().max(Duration::from_millis(100));
-                    tracing::warn!(method = what, chat, retry_after_s = s.seconds(), "telegram rate limit; waiting");
+                    tracing::warn!(
+                        method = what,
+                        chat,
+                        retry_after_s = s.seconds(),
+                        "telegram rate limit; waiting"
+                    );
                     waited += wait;
                     tokio::time::sleep(wait).await;
                 }
@@ -102,10 +116,18 @@ impl Throttle {
     pub fn classify(&self, e: RequestError) -> ChannelError {
         let message = self.redact(&e);
         match e {
-            RequestError::RetryAfter(s) => ChannelError::Transient { message, retry_after: Some(s.duration()) },
-            ref e if is_transient(e) => ChannelError::Transient { message, retry_after: None },
+            RequestError::RetryAfter(s) => ChannelError::Transient {
+                message,
+                retry_after: Some(s.duration()),
+            },
+            ref e if is_transient(e) => ChannelError::Transient {
+                message,
+                retry_after: None,
+            },
             RequestError::Api(
-                ApiError::MessageToEditNotFound | ApiError::MessageIdInvalid | ApiError::MessageCantBeEdited,
+                ApiError::MessageToEditNotFound
+                | ApiError::MessageIdInvalid
+                | ApiError::MessageCantBeEdited,
             ) => ChannelError::MessageGone(message),
             _ => ChannelError::Permanent(message),
         }
@@ -117,16 +139,26 @@ fn is_transient(e: &RequestError) -> bool {
         RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => true,
         RequestError::Api(ApiError::Unknown(text)) => {
             let t = text.to_ascii_lowercase();
-            ["internal server error", "bad gateway", "gateway timeout", "service unavailable", "too many requests"]
-                .iter()
-                .any(|p| t.contains(p))
+            [
+                "internal server error",
+                "bad gateway",
+                "gateway timeout",
+                "service unavailable",
+                "too many requests",
+            ]
+            .iter()
+            .any(|p| t.contains(p))
         }
         _ => false,
     }
 }
 
 pub fn redact(text: &str, token: &str) -> String {
-    if token.is_empty() { text.to_owned() } else { text.replace(token, "<redacted>") }
+    if token.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(token, "<redacted>")
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +168,10 @@ mod tests {
     #[test]
     fn token_never_survives_in_error_text() {
         assert_eq!(
-            redact("error sending request for url (https://api.telegram.org/bot123:ABC/sendMessage)", "123:ABC"),
+            redact(
+                "error sending request for url (https://api.telegram.org/bot123:ABC/sendMessage)",
+                "123:ABC"
+            ),
             "error sending request for url (https://api.telegram.org/bot<redacted>/sendMessage)"
         );
     }
@@ -144,12 +179,21 @@ mod tests {
     #[test]
     fn stale_messages_are_gone_and_limits_are_transient() {
         let t = Throttle::new("t", RetryPolicy::default());
-        assert!(matches!(t.classify(RequestError::Api(ApiError::MessageToEditNotFound)), ChannelError::MessageGone(_)));
-        assert!(matches!(t.classify(RequestError::Api(ApiError::MessageCantBeEdited)), ChannelError::MessageGone(_)));
+        assert!(matches!(
+            t.classify(RequestError::Api(ApiError::MessageToEditNotFound)),
+            ChannelError::MessageGone(_)
+        ));
+        assert!(matches!(
+            t.classify(RequestError::Api(ApiError::MessageCantBeEdited)),
+            ChannelError::MessageGone(_)
+        ));
         assert!(matches!(
             t.classify(RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(3))),
             ChannelError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3)
         ));
-        assert!(matches!(t.classify(RequestError::Api(ApiError::ChatNotFound)), ChannelError::Permanent(_)));
+        assert!(matches!(
+            t.classify(RequestError::Api(ApiError::ChatNotFound)),
+            ChannelError::Permanent(_)
+        ));
     }
 }
