@@ -2,6 +2,7 @@
 //! it with an outcome, tell a responder something) and what a channel hands back (an
 //! `Answer`). Adapters translate; only the engine decides.
 
+pub mod action;
 pub mod memory;
 
 use std::fmt;

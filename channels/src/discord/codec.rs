@@ -13,6 +13,7 @@
 //! typed error, which the adapter turns into `Request::Malformed` for the engine to audit.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::channel::action::{self, ActionError, Limit};
 
 /// Discord's limit on `custom_id`.
 pub const MAX_CUSTOM_ID: usize = 100;
@@ -20,18 +21,14 @@ pub const MAX_CUSTOM_ID: usize = 100;
 /// Longest id that fits the longest tag and decision (`system_approve:` + `:allow-always`).
 const MAX_ID_BYTES: usize = MAX_CUSTOM_ID - "system_approve:".len() - ":allow-always".len();
 
-const EXEC_TAG: &str = "exec_approve";
-const PLUGIN_TAG: &str = "plugin_approve";
-const SYSTEM_TAG: &str = "system_approve";
-const PLUGIN_ID_PREFIX: &str = "plugin:";
-
 /// A button's meaning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Button {
-    pub kind: Kind,
-    pub id: ApprovalId,
-    pub decision: Decision,
-}
+pub type Button = action::Action;
+
+const LIMIT: Limit = Limit {
+    max: MAX_CUSTOM_ID,
+    in_bytes: false,
+    max_id_bytes: MAX_ID_BYTES,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -45,60 +42,25 @@ pub enum CodecError {
     UnknownDecision(String),
 }
 
+impl From<ActionError> for CodecError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::TooLong(n) => CodecError::TooLong(n),
+            ActionError::BadId(id) => CodecError::BadId(id),
+            ActionError::UnknownForm => CodecError::UnknownForm,
+            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
+        }
+    }
+}
+
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    let (tag, wire_id) = match kind {
-        Kind::Exec => (EXEC_TAG, id.as_str()),
-        Kind::Plugin => (
-            PLUGIN_TAG,
-            id.as_str()
-                .strip_prefix(PLUGIN_ID_PREFIX)
-                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
-        ),
-        Kind::System => (SYSTEM_TAG, id.as_str()),
-    };
-    if !valid_id(wire_id) {
-        return Err(CodecError::BadId(id.to_string()));
-    }
-    let data = format!("{tag}:{wire_id}:{}", decision.as_str());
-    if data.len() > MAX_CUSTOM_ID {
-        return Err(CodecError::TooLong(data.len()));
-    }
-    Ok(data)
+    Ok(action::encode(kind, id, decision, LIMIT)?)
 }
 
 /// Decodes a `custom_id`; trusts nothing beyond its shape (the engine checks the rest).
 pub fn decode(data: &str) -> Result<Button, CodecError> {
-    if data.chars().count() > MAX_CUSTOM_ID {
-        return Err(CodecError::TooLong(data.chars().count()));
-    }
-    let (tag, rest) = data.split_once(':').ok_or(CodecError::UnknownForm)?;
-    let (wire_id, decision) = rest.rsplit_once(':').ok_or(CodecError::UnknownForm)?;
-    let kind = match tag {
-        EXEC_TAG => Kind::Exec,
-        PLUGIN_TAG => Kind::Plugin,
-        SYSTEM_TAG => Kind::System,
-        _ => return Err(CodecError::UnknownForm),
-    };
-    if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
-        return Err(CodecError::BadId(wire_id.to_owned()));
-    }
-    let decision = Decision::parse(decision)
-        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
-    let id = match kind {
-        Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
-        Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
-    };
-    Ok(Button { kind, id, decision })
-}
-
-/// Ids travel verbatim, so only a conservative alphabet is allowed.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_BYTES
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    Ok(action::decode(data, LIMIT)?)
 }
 
 #[cfg(test)]

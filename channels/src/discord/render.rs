@@ -262,7 +262,7 @@ pub fn components(a: &Approval) -> Result<Value, super::codec::CodecError> {
                 "custom_id": super::codec::encode(a.kind, &a.id, *d)?,
             }))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, super::codec::CodecError>>()?;
     Ok(json!([{"type": 1, "components": buttons}]))
 }
 

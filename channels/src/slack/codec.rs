@@ -15,6 +15,7 @@
 //! `Request::Malformed`, so the engine audits and refuses it.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::channel::action::{self, ActionError, Limit};
 
 /// Slack's limit on `action_id`, in characters.
 pub const MAX_ACTION_ID: usize = 255;
@@ -22,18 +23,14 @@ pub const MAX_ACTION_ID: usize = 255;
 /// Longest approval id accepted (a UUID is 36).
 const MAX_ID_BYTES: usize = 128;
 
-const EXEC_TAG: &str = "exec_approve";
-const PLUGIN_TAG: &str = "plugin_approve";
-const SYSTEM_TAG: &str = "system_approve";
-const PLUGIN_ID_PREFIX: &str = "plugin:";
-
 /// A button's meaning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
-    pub kind: Kind,
-    pub id: ApprovalId,
-    pub decision: Decision,
-}
+pub type Action = action::Action;
+
+const LIMIT: Limit = Limit {
+    max: MAX_ACTION_ID,
+    in_bytes: false,
+    max_id_bytes: MAX_ID_BYTES,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -49,26 +46,20 @@ pub enum CodecError {
     Mismatch,
 }
 
+impl From<ActionError> for CodecError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::TooLong(n) => CodecError::TooLong(n),
+            ActionError::BadId(id) => CodecError::BadId(id),
+            ActionError::UnknownForm => CodecError::UnknownForm,
+            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
+        }
+    }
+}
+
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    let (tag, wire_id) = match kind {
-        Kind::Exec => (EXEC_TAG, id.as_str()),
-        Kind::Plugin => (
-            PLUGIN_TAG,
-            id.as_str()
-                .strip_prefix(PLUGIN_ID_PREFIX)
-                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
-        ),
-        Kind::System => (SYSTEM_TAG, id.as_str()),
-    };
-    if !valid_id(wire_id) {
-        return Err(CodecError::BadId(id.to_string()));
-    }
-    let data = format!("{tag}:{wire_id}:{}", decision.as_str());
-    if data.chars().count() > MAX_ACTION_ID {
-        return Err(CodecError::TooLong(data.chars().count()));
-    }
-    Ok(data)
+    Ok(action::encode(kind, id, decision, LIMIT)?)
 }
 
 /// Decodes a pressed button from its `action_id` and `value`; trusts nothing beyond the
@@ -77,37 +68,7 @@ pub fn decode(action_id: &str, value: &str) -> Result<Action, CodecError> {
     if action_id != value {
         return Err(CodecError::Mismatch);
     }
-    let n = value.chars().count();
-    if n > MAX_ACTION_ID {
-        return Err(CodecError::TooLong(n));
-    }
-    let (tag, rest) = value.split_once(':').ok_or(CodecError::UnknownForm)?;
-    let (wire_id, decision) = rest.rsplit_once(':').ok_or(CodecError::UnknownForm)?;
-    let kind = match tag {
-        EXEC_TAG => Kind::Exec,
-        PLUGIN_TAG => Kind::Plugin,
-        SYSTEM_TAG => Kind::System,
-        _ => return Err(CodecError::UnknownForm),
-    };
-    if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
-        return Err(CodecError::BadId(wire_id.to_owned()));
-    }
-    let decision = Decision::parse(decision)
-        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
-    let id = match kind {
-        Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
-        Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
-    };
-    Ok(Action { kind, id, decision })
-}
-
-/// Ids travel verbatim, so only a conservative alphabet is allowed.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_BYTES
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    Ok(action::decode(value, LIMIT)?)
 }
 
 #[cfg(test)]

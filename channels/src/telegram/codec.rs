@@ -15,6 +15,7 @@
 //! adapter turns that into a `Request::Malformed` so the engine audits and refuses it.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::channel::action::{self, ActionError, Limit};
 
 /// Telegram's limit on `callback_data`, in bytes.
 pub const MAX_CALLBACK_BYTES: usize = 64;
@@ -22,18 +23,14 @@ pub const MAX_CALLBACK_BYTES: usize = 64;
 /// Longest approval id the decoder accepts (a UUID is 36); anything longer cannot fit.
 const MAX_ID_BYTES: usize = 48;
 
-const EXEC_TAG: &str = "exec_approve";
-const PLUGIN_TAG: &str = "plugin_approve";
-const SYSTEM_TAG: &str = "system_approve";
-const PLUGIN_ID_PREFIX: &str = "plugin:";
-
 /// A button's meaning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callback {
-    pub kind: Kind,
-    pub id: ApprovalId,
-    pub decision: Decision,
-}
+pub type Callback = action::Action;
+
+const LIMIT: Limit = Limit {
+    max: MAX_CALLBACK_BYTES,
+    in_bytes: true,
+    max_id_bytes: MAX_ID_BYTES,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -47,61 +44,25 @@ pub enum CodecError {
     UnknownDecision(String),
 }
 
+impl From<ActionError> for CodecError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::TooLong(n) => CodecError::TooLong(n),
+            ActionError::BadId(id) => CodecError::BadId(id),
+            ActionError::UnknownForm => CodecError::UnknownForm,
+            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
+        }
+    }
+}
+
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    let (tag, wire_id) = match kind {
-        Kind::Exec => (EXEC_TAG, id.as_str()),
-        Kind::Plugin => (
-            PLUGIN_TAG,
-            id.as_str()
-                .strip_prefix(PLUGIN_ID_PREFIX)
-                .ok_or_else(|| CodecError::BadId(id.to_string()))?,
-        ),
-        Kind::System => (SYSTEM_TAG, id.as_str()),
-    };
-    if !valid_id(wire_id) {
-        return Err(CodecError::BadId(id.to_string()));
-    }
-    let data = format!("{tag}:{wire_id}:{}", decision.as_str());
-    if data.len() > MAX_CALLBACK_BYTES {
-        return Err(CodecError::TooLong(data.len()));
-    }
-    Ok(data)
+    Ok(action::encode(kind, id, decision, LIMIT)?)
 }
 
 /// Decodes callback data; never trusts it beyond its shape (the engine checks the rest).
 pub fn decode(data: &str) -> Result<Callback, CodecError> {
-    if data.len() > MAX_CALLBACK_BYTES {
-        return Err(CodecError::TooLong(data.len()));
-    }
-    let (tag, rest) = data.split_once(':').ok_or(CodecError::UnknownForm)?;
-    let (wire_id, decision) = rest.rsplit_once(':').ok_or(CodecError::UnknownForm)?;
-    let kind = match tag {
-        EXEC_TAG => Kind::Exec,
-        PLUGIN_TAG => Kind::Plugin,
-        SYSTEM_TAG => Kind::System,
-        _ => return Err(CodecError::UnknownForm),
-    };
-    // Exec and plugin ids never contain `:` once the tag is off; system ids might.
-    if !valid_id(wire_id) || (kind != Kind::System && wire_id.contains(':')) {
-        return Err(CodecError::BadId(wire_id.to_owned()));
-    }
-    let decision = Decision::parse(decision)
-        .ok_or_else(|| CodecError::UnknownDecision(decision.to_owned()))?;
-    let id = match kind {
-        Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
-        Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
-    };
-    Ok(Callback { kind, id, decision })
-}
-
-/// Ids travel verbatim, so only a conservative alphabet is allowed.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_BYTES
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    Ok(action::decode(data, LIMIT)?)
 }
 
 #[cfg(test)]

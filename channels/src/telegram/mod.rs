@@ -119,7 +119,7 @@ impl Telegram {
                     codec::encode(approval.kind, &approval.id, *d)?,
                 ))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, codec::CodecError>>()?;
         Ok(InlineKeyboardMarkup::new([row]))
     }
 
