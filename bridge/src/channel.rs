@@ -170,6 +170,14 @@ impl Notice {
     }
 }
 
+/// One approval's row in a digest, as the digest should now show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestRow {
+    pub approval: Approval,
+    /// `None` while pending: the row keeps its buttons.
+    pub outcome: Option<Outcome>,
+}
+
 /// A channel error, classified by whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -216,6 +224,41 @@ pub trait Channel: Send + Sync + 'static {
         target: &Target,
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError>;
+
+    /// Most approvals one digest message can carry; 1 (the default) means the channel
+    /// sends no digests and every approval gets its own prompt.
+    fn digest_capacity(&self) -> usize {
+        1
+    }
+
+    /// Delivers approvals that queued up for one target, first first, in one message: a
+    /// digest with a row and buttons per approval. Returns the message and how many of
+    /// the approvals it carries: at least 1, and 1 means a plain prompt for the first
+    /// (the channel sends one when the first does not fit a digest row).
+    async fn deliver_digest(
+        &self,
+        target: &Target,
+        approvals: &[Approval],
+    ) -> Result<(MessageRef, usize), ChannelError> {
+        let first = approvals
+            .first()
+            .ok_or_else(|| ChannelError::Permanent("empty digest".into()))?;
+        Ok((self.deliver(target, first).await?, 1))
+    }
+
+    /// Rewrites a digest so every row shows its state: buttons while pending, the
+    /// outcome once ended. `rows` are the digest's rows in their original order.
+    async fn update_digest(
+        &self,
+        prompt: &MessageRef,
+        rows: &[DigestRow],
+    ) -> Result<(), ChannelError> {
+        let _ = (prompt, rows);
+        Err(ChannelError::Permanent(format!(
+            "channel {} sends no digests",
+            self.name()
+        )))
+    }
 
     /// Rewrites a prompt to show the outcome and removes its buttons.
     async fn finish(

@@ -1,8 +1,10 @@
 //! The approval lifecycle, and the only place that decides. One loop consumes `Input`s
 //! (gateway events, answers, completions of its own I/O tasks) and keeps, per approval,
 //! the prompts sent and the outcome; slow I/O runs on spawned tasks that report back.
+//! Deliveries queue per target (one in flight each); approvals that queue up while a
+//! target is busy go out together as one digest where the channel supports it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
 use crate::channel::{
-    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, ReplyTo, Request, Target, Via,
+    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, Refusal, ReplyTo, Request,
+    Target, Via,
 };
 use crate::gateway::{GatewayError, GatewayEvent, Resolver};
 use crate::policy::{self, Facts};
@@ -18,20 +21,27 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
 
 /// Everything that can move the engine. Completions (`Delivered`, `Finished`,
-/// `ResolveDone`, `Retry`) come from tasks the engine itself spawned.
+/// `DigestUpdated`, `ResolveDone`, `Retry`) come from tasks the engine itself spawned.
 #[derive(Debug)]
 pub enum Input {
     Gateway(GatewayEvent),
     Answer(Answer),
+    /// A delivery of `ids` (one prompt, or a digest) to `target` reported back; `Ok`
+    /// carries the message and how many of `ids`, first first, it holds.
     Delivered {
-        id: ApprovalId,
         target: Target,
-        result: Result<MessageRef, ChannelError>,
-        took: Duration,
+        ids: Vec<ApprovalId>,
+        result: Result<(MessageRef, usize), ChannelError>,
     },
     Finished {
         id: ApprovalId,
         prompt: MessageRef,
+        result: Result<(), ChannelError>,
+    },
+    /// A digest was rewritten to show the outcomes of `ended`.
+    DigestUpdated {
+        prompt: MessageRef,
+        ended: Vec<ApprovalId>,
         result: Result<(), ChannelError>,
     },
     ResolveDone {
@@ -48,8 +58,13 @@ pub enum Input {
 /// Work to try again after a transient fault.
 #[derive(Debug)]
 pub enum Retry {
-    Deliver { id: ApprovalId, target: Target },
-    Finish { id: ApprovalId, prompt: MessageRef },
+    /// The target's delivery queue, paused after a transient fault.
+    Lane(Target),
+    Finish {
+        id: ApprovalId,
+        prompt: MessageRef,
+    },
+    Digest(MessageRef),
 }
 
 /// The gateway link as the engine last heard of it; `/healthz` and `check` read it.
@@ -67,9 +82,9 @@ pub struct LinkStatus {
 
 #[derive(Debug)]
 enum PromptState {
-    Delivering {
-        attempt: u32,
-    },
+    /// Waiting in the target's delivery queue.
+    Queued,
+    Delivering,
     Sent(MessageRef),
     Finishing {
         prompt: MessageRef,
@@ -86,7 +101,7 @@ impl PromptState {
             PromptState::Sent(m)
             | PromptState::Finishing { prompt: m, .. }
             | PromptState::Finished(m) => Some(m),
-            PromptState::Delivering { .. } | PromptState::Failed => None,
+            PromptState::Queued | PromptState::Delivering | PromptState::Failed => None,
         }
     }
 }
@@ -125,6 +140,26 @@ impl Entry {
     }
 }
 
+/// One target's delivery queue: approvals waiting for a prompt there, first first.
+#[derive(Debug, Default)]
+struct Lane {
+    queue: VecDeque<ApprovalId>,
+    /// A delivery is in flight, or the lane waits out a transient fault.
+    busy: bool,
+    /// Transient faults in a row.
+    failures: u32,
+}
+
+/// A digest message and the approvals with a row in it. Rows stay in memory until every
+/// row has ended and been shown, so each rewrite shows them all.
+#[derive(Debug)]
+struct Digest {
+    members: Vec<ApprovalId>,
+    /// A rewrite is in flight (or waits out a transient fault).
+    updating: bool,
+    failures: u32,
+}
+
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_FINISH_ATTEMPTS: u32 = 12;
 /// How long a shutdown waits for in-flight deliveries and edits to report back.
@@ -140,7 +175,11 @@ pub struct Engine {
     tx: mpsc::Sender<Input>,
     rx: mpsc::Receiver<Input>,
     link: watch::Sender<LinkStatus>,
+    lanes: HashMap<Target, Lane>,
+    digests: HashMap<MessageRef, Digest>,
     inflight: usize,
+    /// Shutting down: in-flight work reports back, no new work starts.
+    draining: bool,
     ready_logged: bool,
 }
 
@@ -156,20 +195,29 @@ impl Engine {
         let (tx, rx) = mpsc::channel(1024);
         let (link, link_rx) = watch::channel(LinkStatus::default());
         let mut entries = HashMap::new();
+        let mut digests: HashMap<MessageRef, Digest> = HashMap::new();
         for open in store.open_approvals()? {
-            let prompts = open
-                .prompts
-                .into_iter()
-                .map(|(m, finished)| {
-                    let state = if finished {
-                        PromptState::Finished(m.clone())
-                    } else {
-                        PromptState::Sent(m.clone())
-                    };
-                    (m.target, state)
-                })
-                .collect();
             let id = open.approval.id.clone();
+            let mut prompts = BTreeMap::new();
+            for p in open.prompts {
+                if p.digest {
+                    digests
+                        .entry(p.message.clone())
+                        .or_insert_with(|| Digest {
+                            members: Vec::new(),
+                            updating: false,
+                            failures: 0,
+                        })
+                        .members
+                        .push(id.clone());
+                }
+                let state = if p.finished {
+                    PromptState::Finished(p.message.clone())
+                } else {
+                    PromptState::Sent(p.message.clone())
+                };
+                prompts.insert(p.message.target, state);
+            }
             entries.insert(
                 id,
                 Entry {
@@ -196,7 +244,10 @@ impl Engine {
             tx: tx.clone(),
             rx,
             link,
+            lanes: HashMap::new(),
+            digests,
             inflight: 0,
+            draining: false,
             ready_logged: false,
         };
         engine.metrics.pending.set(engine.pending_count() as i64);
@@ -223,12 +274,14 @@ impl Engine {
             }
             self.handle(input);
         }
+        self.draining = true;
         let deadline = tokio::time::Instant::now() + DRAIN;
         while self.inflight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(
                     input @ (Input::Delivered { .. }
                     | Input::Finished { .. }
+                    | Input::DigestUpdated { .. }
                     | Input::ResolveDone { .. }),
                 )) => self.handle(input),
                 Ok(Some(_)) => {}
@@ -243,17 +296,24 @@ impl Engine {
             Input::Gateway(ev) => self.on_gateway(ev),
             Input::Answer(a) => self.on_answer(a),
             Input::Delivered {
-                id,
                 target,
+                ids,
                 result,
-                took,
             } => {
                 self.inflight -= 1;
-                self.on_delivered(id, target, result, took)
+                self.on_delivered(target, ids, result)
             }
             Input::Finished { id, prompt, result } => {
                 self.inflight -= 1;
                 self.on_finished(id, prompt, result)
+            }
+            Input::DigestUpdated {
+                prompt,
+                ended,
+                result,
+            } => {
+                self.inflight -= 1;
+                self.on_digest_updated(prompt, ended, result)
             }
             Input::ResolveDone {
                 answer,
@@ -265,8 +325,19 @@ impl Engine {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
-            Input::Retry(Retry::Deliver { id, target }) => self.deliver(&id, &target),
+            Input::Retry(Retry::Lane(target)) => {
+                if let Some(lane) = self.lanes.get_mut(&target) {
+                    lane.busy = false;
+                }
+                self.pump(&target);
+            }
             Input::Retry(Retry::Finish { id, prompt }) => self.finish_one(&id, &prompt),
+            Input::Retry(Retry::Digest(prompt)) => {
+                if let Some(d) = self.digests.get_mut(&prompt) {
+                    d.updating = false;
+                }
+                self.update_digest(&prompt);
+            }
             Input::Shutdown => {}
         }
         self.metrics.pending.set(self.pending_count() as i64);
@@ -393,7 +464,7 @@ impl Engine {
             .filter(|t| !entry.prompts.contains_key(t))
             .collect();
         for target in missing {
-            self.deliver(&id, &target);
+            self.enqueue(&id, &target);
         }
     }
 
@@ -460,40 +531,73 @@ impl Engine {
 
     // ---- delivery and finishing ----
 
-    fn deliver(&mut self, id: &ApprovalId, target: &Target) {
+    /// Puts `id` in `target`'s delivery queue.
+    fn enqueue(&mut self, id: &ApprovalId, target: &Target) {
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
-        if entry.outcome.is_some() {
+        if entry.outcome.is_some() || entry.prompts.contains_key(target) {
+            return;
+        }
+        entry.prompts.insert(target.clone(), PromptState::Queued);
+        self.lanes
+            .entry(target.clone())
+            .or_default()
+            .queue
+            .push_back(id.clone());
+        self.pump(target);
+    }
+
+    /// Starts the next delivery to `target` unless one is in flight: one prompt, or a
+    /// digest of everything that queued up, up to the channel's digest capacity.
+    fn pump(&mut self, target: &Target) {
+        if self.draining {
             return;
         }
         let Some(channel) = self.channels.get(&target.channel).cloned() else {
             tracing::error!(%target, "no channel for target");
             return;
         };
-        let attempt = match entry.prompts.get(target) {
-            None => 0,
-            Some(PromptState::Delivering { attempt }) => attempt + 1,
-            Some(_) => return,
+        let Some(lane) = self.lanes.get_mut(target) else {
+            return;
         };
-        entry
-            .prompts
-            .insert(target.clone(), PromptState::Delivering { attempt });
-        let (approval, target, tx, seen) = (
-            entry.approval.clone(),
-            target.clone(),
-            self.tx.clone(),
-            entry.seen,
-        );
+        if lane.busy {
+            return;
+        }
+        let capacity = channel.digest_capacity().max(1);
+        let mut ids = Vec::new();
+        let mut approvals = Vec::new();
+        while ids.len() < capacity
+            && let Some(id) = lane.queue.pop_front()
+        {
+            // Skips approvals that ended while queued.
+            if let Some(entry) = self.entries.get_mut(&id)
+                && entry.outcome.is_none()
+                && matches!(entry.prompts.get(target), Some(PromptState::Queued))
+            {
+                entry
+                    .prompts
+                    .insert(target.clone(), PromptState::Delivering);
+                approvals.push(entry.approval.clone());
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        lane.busy = true;
+        let (target, tx) = (target.clone(), self.tx.clone());
         self.inflight += 1;
         tokio::spawn(async move {
-            let result = channel.deliver(&target, &approval).await;
+            let result = match approvals.as_slice() {
+                [one] => channel.deliver(&target, one).await.map(|m| (m, 1)),
+                many => channel.deliver_digest(&target, many).await,
+            };
             let _ = tx
                 .send(Input::Delivered {
-                    id: approval.id.clone(),
                     target,
+                    ids,
                     result,
-                    took: seen.elapsed(),
                 })
                 .await;
         });
@@ -501,58 +605,110 @@ impl Engine {
 
     fn on_delivered(
         &mut self,
-        id: ApprovalId,
         target: Target,
-        result: Result<MessageRef, ChannelError>,
-        took: Duration,
+        ids: Vec<ApprovalId>,
+        result: Result<(MessageRef, usize), ChannelError>,
     ) {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let attempt = match entry.prompts.get(&target) {
-            Some(PromptState::Delivering { attempt }) => *attempt,
-            _ => 0,
-        };
+        let lane = self.lanes.entry(target.clone()).or_default();
         match result {
-            Ok(prompt) => {
-                if let Err(e) = self.store.insert_prompt(&id, &prompt, now_ms()) {
-                    tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+            Ok((prompt, carried)) => {
+                lane.busy = false;
+                lane.failures = 0;
+                let carried = carried.clamp(1, ids.len());
+                // What the message does not carry goes back to the front of the queue.
+                self.requeue(&target, &ids[carried..]);
+                let carried = &ids[..carried];
+                if carried.len() > 1 {
+                    self.digests.insert(
+                        prompt.clone(),
+                        Digest {
+                            members: carried.to_vec(),
+                            updating: false,
+                            failures: 0,
+                        },
+                    );
                 }
-                Event::Delivered {
-                    id: &id,
-                    target: &target,
-                    message: &prompt.message,
-                    after: took,
+                for id in carried {
+                    self.on_prompt_sent(id, &prompt);
                 }
-                .emit(&self.store, &self.metrics);
-                let ended = entry.outcome.is_some();
-                entry
-                    .prompts
-                    .insert(target.clone(), PromptState::Sent(prompt.clone()));
-                if ended {
-                    self.finish_one(&id, &prompt);
-                }
-                self.release_held(&id, &target);
             }
             Err(err) => {
-                let will_retry = err.is_transient() && entry.outcome.is_none();
-                Event::DeliveryFailed {
-                    id: &id,
-                    target: &target,
-                    error: err.to_string(),
-                    will_retry,
-                }
-                .emit(&self.store, &self.metrics);
+                let will_retry = err.is_transient();
                 if will_retry {
-                    let delay = backoff(attempt, retry_hint(&err));
-                    self.later(delay, Input::Retry(Retry::Deliver { id, target }));
+                    let delay = backoff(lane.failures, retry_hint(&err));
+                    lane.failures += 1;
+                    self.later(delay, Input::Retry(Retry::Lane(target.clone())));
                 } else {
-                    entry.prompts.insert(target.clone(), PromptState::Failed);
-                    self.release_held(&id, &target);
-                    self.forget_if_done(&id);
+                    lane.busy = false;
+                }
+                for id in &ids {
+                    let Some(entry) = self.entries.get_mut(id) else {
+                        continue;
+                    };
+                    Event::DeliveryFailed {
+                        id,
+                        target: &target,
+                        error: err.to_string(),
+                        will_retry: will_retry && entry.outcome.is_none(),
+                    }
+                    .emit(&self.store, &self.metrics);
+                    if !will_retry {
+                        entry.prompts.insert(target.clone(), PromptState::Failed);
+                        self.release_held(id, &target);
+                        self.forget_if_done(id);
+                    }
+                }
+                if will_retry {
+                    self.requeue(&target, &ids);
                 }
             }
         }
+        self.pump(&target);
+    }
+
+    /// Puts `ids` back at the front of `target`'s queue, in order; those that ended in
+    /// the meantime will never be sent.
+    fn requeue(&mut self, target: &Target, ids: &[ApprovalId]) {
+        let lane = self.lanes.entry(target.clone()).or_default();
+        for id in ids.iter().rev() {
+            let Some(entry) = self.entries.get_mut(id) else {
+                continue;
+            };
+            if entry.outcome.is_some() {
+                entry.prompts.remove(target);
+            } else {
+                entry.prompts.insert(target.clone(), PromptState::Queued);
+                lane.queue.push_front(id.clone());
+            }
+        }
+        for id in ids {
+            self.forget_if_done(id);
+        }
+    }
+
+    /// Records that `prompt` (a plain prompt or a digest) shows approval `id`.
+    fn on_prompt_sent(&mut self, id: &ApprovalId, prompt: &MessageRef) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = self.store.insert_prompt(id, prompt, now_ms()) {
+            tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+        }
+        Event::Delivered {
+            id,
+            target: &prompt.target,
+            message: &prompt.message,
+            after: entry.seen.elapsed(),
+        }
+        .emit(&self.store, &self.metrics);
+        let ended = entry.outcome.is_some();
+        entry
+            .prompts
+            .insert(prompt.target.clone(), PromptState::Sent(prompt.clone()));
+        if ended {
+            self.finish_one(id, prompt);
+        }
+        self.release_held(id, &prompt.target);
     }
 
     /// Judges the presses held while the delivery to `target` was in flight.
@@ -570,9 +726,13 @@ impl Engine {
     }
 
     fn finish_all(&mut self, id: &ApprovalId) {
-        let Some(entry) = self.entries.get(id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
+        // Never sent, and now never will be.
+        entry
+            .prompts
+            .retain(|_, p| !matches!(p, PromptState::Queued));
         let sent: Vec<MessageRef> = entry
             .prompts
             .values()
@@ -588,6 +748,9 @@ impl Engine {
     }
 
     fn finish_one(&mut self, id: &ApprovalId, prompt: &MessageRef) {
+        if self.digests.contains_key(prompt) {
+            return self.update_digest(prompt);
+        }
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
@@ -633,45 +796,195 @@ impl Engine {
         prompt: MessageRef,
         result: Result<(), ChannelError>,
     ) {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let attempt = match entry.prompts.get(&prompt.target) {
+        let attempt = match self
+            .entries
+            .get(&id)
+            .and_then(|e| e.prompts.get(&prompt.target))
+        {
             Some(PromptState::Finishing { attempt, .. }) => *attempt,
             _ => 0,
         };
-        let note = match &result {
+        if let Err(e) = &result
+            && e.is_transient()
+            && attempt + 1 < MAX_FINISH_ATTEMPTS
+        {
+            tracing::warn!(%id, target = %prompt.target, error = %e, "could not edit prompt; retrying");
+            let delay = backoff(attempt, retry_hint(e));
+            self.later(delay, Input::Retry(Retry::Finish { id, prompt }));
+            return;
+        }
+        self.prompt_shows_outcome(&id, &prompt, &result);
+        self.forget_if_done(&id);
+    }
+
+    /// Records that `prompt` now shows `id`'s outcome (or that trying gave up).
+    fn prompt_shows_outcome(
+        &mut self,
+        id: &ApprovalId,
+        prompt: &MessageRef,
+        result: &Result<(), ChannelError>,
+    ) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let note = match result {
             Ok(()) => "edited",
             Err(ChannelError::MessageGone(_)) => "message gone",
-            Err(e) if e.is_transient() && attempt + 1 < MAX_FINISH_ATTEMPTS => {
-                tracing::warn!(%id, target = %prompt.target, error = %e, "could not edit prompt; retrying");
-                let delay = backoff(attempt, retry_hint(e));
-                self.later(delay, Input::Retry(Retry::Finish { id, prompt }));
-                return;
-            }
             Err(e) => {
                 tracing::error!(%id, target = %prompt.target, error = %e, "could not edit prompt; giving up");
                 "edit failed"
             }
         };
-        if let Err(e) = self.store.prompt_finished(&prompt, now_ms()) {
+        if let Err(e) = self.store.prompt_finished(id, prompt, now_ms()) {
             tracing::error!(%id, error = %e, "could not persist finished prompt");
         }
         Event::Finished {
-            id: &id,
+            id,
             target: &prompt.target,
             note,
         }
         .emit(&self.store, &self.metrics);
         entry
             .prompts
-            .insert(prompt.target.clone(), PromptState::Finished(prompt));
-        self.forget_if_done(&id);
+            .insert(prompt.target.clone(), PromptState::Finished(prompt.clone()));
     }
 
+    /// Rewrites a digest to show the rows that ended since its last rewrite; one rewrite
+    /// per digest at a time, so a burst of outcomes costs one or two edits.
+    fn update_digest(&mut self, prompt: &MessageRef) {
+        let Some(digest) = self.digests.get_mut(prompt) else {
+            return;
+        };
+        if digest.updating {
+            return; // the rewrite in flight reports back, then this runs again
+        }
+        let ended: Vec<ApprovalId> = digest
+            .members
+            .iter()
+            .filter(|id| {
+                self.entries.get(*id).is_some_and(|e| {
+                    e.outcome.is_some()
+                        && matches!(e.prompts.get(&prompt.target), Some(PromptState::Sent(_)))
+                })
+            })
+            .cloned()
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        let Some(channel) = self.channels.get(&prompt.target.channel).cloned() else {
+            for id in &ended {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.prompts
+                        .insert(prompt.target.clone(), PromptState::Finished(prompt.clone()));
+                }
+            }
+            return;
+        };
+        let rows: Vec<DigestRow> = digest
+            .members
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .map(|e| DigestRow {
+                approval: e.approval.clone(),
+                outcome: e.outcome.clone(),
+            })
+            .collect();
+        for id in &ended {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.prompts.insert(
+                    prompt.target.clone(),
+                    PromptState::Finishing {
+                        prompt: prompt.clone(),
+                        attempt: digest.failures,
+                    },
+                );
+            }
+        }
+        digest.updating = true;
+        let (prompt, tx) = (prompt.clone(), self.tx.clone());
+        self.inflight += 1;
+        tokio::spawn(async move {
+            let result = channel.update_digest(&prompt, &rows).await;
+            let _ = tx
+                .send(Input::DigestUpdated {
+                    prompt,
+                    ended,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn on_digest_updated(
+        &mut self,
+        prompt: MessageRef,
+        ended: Vec<ApprovalId>,
+        result: Result<(), ChannelError>,
+    ) {
+        let Some(digest) = self.digests.get_mut(&prompt) else {
+            return;
+        };
+        if let Err(e) = &result
+            && e.is_transient()
+            && digest.failures + 1 < MAX_FINISH_ATTEMPTS
+        {
+            tracing::warn!(target = %prompt.target, message = %prompt.message, error = %e, "could not rewrite digest; retrying");
+            let delay = backoff(digest.failures, retry_hint(e));
+            digest.failures += 1;
+            for id in &ended {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.prompts
+                        .insert(prompt.target.clone(), PromptState::Sent(prompt.clone()));
+                }
+            }
+            self.later(delay, Input::Retry(Retry::Digest(prompt)));
+            return;
+        }
+        digest.updating = false;
+        digest.failures = 0;
+        for id in &ended {
+            self.prompt_shows_outcome(id, &prompt, &result);
+        }
+        // Rows that ended while this rewrite was in flight.
+        self.update_digest(&prompt);
+        for id in &ended {
+            self.forget_if_done(id);
+        }
+    }
+
+    /// Drops a finished approval from memory; rows of a digest go together, once every
+    /// row shows its outcome.
     fn forget_if_done(&mut self, id: &ApprovalId) {
-        if self.entries.get(id).is_some_and(Entry::done) {
-            self.entries.remove(id);
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
+        if !entry.done() {
+            return;
+        }
+        let digests: Vec<MessageRef> = entry
+            .prompts
+            .values()
+            .filter_map(PromptState::message)
+            .filter(|m| self.digests.contains_key(*m))
+            .cloned()
+            .collect();
+        for m in &digests {
+            let all_done = self.digests[m]
+                .members
+                .iter()
+                .all(|other| self.entries.get(other).is_none_or(Entry::done));
+            if !all_done {
+                return;
+            }
+        }
+        self.entries.remove(id);
+        for m in digests {
+            if let Some(d) = self.digests.remove(&m) {
+                for other in d.members {
+                    self.forget_if_done(&other);
+                }
+            }
         }
     }
 
@@ -754,7 +1067,7 @@ impl Engine {
         if let (Via::Prompt(msg), Some(entry)) = (&answer.via, self.entries.get_mut(&id))
             && matches!(
                 entry.prompts.get(&msg.target),
-                Some(PromptState::Delivering { .. })
+                Some(PromptState::Delivering)
             )
         {
             entry.held.push(answer);

@@ -25,8 +25,17 @@ pub enum StoreError {
 pub struct OpenApproval {
     pub approval: Approval,
     pub outcome: Option<Outcome>,
-    /// Every prompt sent for it, with whether it already shows the outcome.
-    pub prompts: Vec<(MessageRef, bool)>,
+    pub prompts: Vec<StoredPrompt>,
+}
+
+/// A prompt sent for an open approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPrompt {
+    pub message: MessageRef,
+    /// It already shows this approval's outcome.
+    pub finished: bool,
+    /// The message is a digest: other approvals have rows in it too.
+    pub digest: bool,
 }
 
 /// One line of the audit log.
@@ -147,10 +156,16 @@ impl Store {
     }
 
     /// Marks a prompt as showing its approval's outcome.
-    pub fn prompt_finished(&self, prompt: &MessageRef, at_ms: i64) -> Result<(), StoreError> {
+    pub fn prompt_finished(
+        &self,
+        id: &ApprovalId,
+        prompt: &MessageRef,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE prompts SET finished_ms = ?4 WHERE channel = ?1 AND chat = ?2 AND message = ?3",
+            "UPDATE prompts SET finished_ms = ?5 WHERE approval_id = ?1 AND channel = ?2 AND chat = ?3 AND message = ?4",
             params![
+                id.as_str(),
                 prompt.target.channel,
                 prompt.target.chat,
                 prompt.message,
@@ -172,7 +187,9 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         let mut prompts = conn.prepare(
-            "SELECT channel, chat, message, finished_ms IS NOT NULL FROM prompts WHERE approval_id = ?1 ORDER BY channel, chat",
+            "SELECT channel, chat, message, finished_ms IS NOT NULL,
+                    (SELECT COUNT(*) FROM prompts q WHERE q.channel = p.channel AND q.chat = p.chat AND q.message = p.message) > 1
+               FROM prompts p WHERE approval_id = ?1 ORDER BY channel, chat",
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, body, outcome) in rows {
@@ -180,16 +197,17 @@ impl Store {
             let outcome = outcome.map(|o| serde_json::from_str(&o)).transpose()?;
             let prompts = prompts
                 .query_map([&id], |r| {
-                    Ok((
-                        MessageRef {
+                    Ok(StoredPrompt {
+                        message: MessageRef {
                             target: Target {
                                 channel: r.get(0)?,
                                 chat: r.get(1)?,
                             },
                             message: r.get(2)?,
                         },
-                        r.get::<_, bool>(3)?,
-                    ))
+                        finished: r.get(3)?,
+                        digest: r.get(4)?,
+                    })
                 })?
                 .collect::<Result<_, _>>()?;
             out.push(OpenApproval {
@@ -293,7 +311,14 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let open = s.open_approvals().unwrap();
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].prompts, vec![(prompt("1", "10"), false)]);
+        assert_eq!(
+            open[0].prompts,
+            vec![StoredPrompt {
+                message: prompt("1", "10"),
+                finished: false,
+                digest: false
+            }]
+        );
 
         let outcome = Outcome::Decided {
             decision: Decision::Deny,
@@ -307,9 +332,34 @@ mod tests {
             s.open_approvals().unwrap()[0].outcome,
             Some(outcome.clone())
         );
-        s.prompt_finished(&prompt("1", "10"), 11).unwrap();
+        s.prompt_finished(&"a".into(), &prompt("1", "10"), 11)
+            .unwrap();
         assert!(s.open_approvals().unwrap().is_empty());
         assert_eq!(s.outcome(&"a".into()).unwrap(), Some(outcome));
+    }
+
+    #[test]
+    fn a_digest_row_finishes_alone() {
+        let s = Store::in_memory().unwrap();
+        for id in ["a", "b"] {
+            s.insert_approval(&approval(id)).unwrap();
+            s.insert_prompt(&id.into(), &prompt("1", "10"), 5).unwrap();
+        }
+        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 9 })
+            .unwrap();
+        s.prompt_finished(&"a".into(), &prompt("1", "10"), 11)
+            .unwrap();
+        let open = s.open_approvals().unwrap();
+        assert_eq!(open.len(), 1, "only b is still open");
+        assert_eq!(open[0].approval.id, "b".into());
+        assert_eq!(
+            open[0].prompts,
+            vec![StoredPrompt {
+                message: prompt("1", "10"),
+                finished: false,
+                digest: true
+            }]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use super::{Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target};
 use crate::approval::{Approval, ApprovalId, Outcome};
 
 #[derive(Default)]
@@ -18,6 +18,11 @@ struct State {
     notices: Vec<(ReplyTo, Notice)>,
     /// Transient failures still to return from `deliver`.
     fail_deliveries: u32,
+    digest_capacity: usize,
+    /// Each digest sent: the message and the approvals it carries.
+    digests: Vec<(MessageRef, Vec<ApprovalId>)>,
+    /// Each digest rewrite: the message and its rows' outcomes.
+    digest_updates: Vec<(MessageRef, Vec<(ApprovalId, Option<Outcome>)>)>,
 }
 
 pub struct MemoryChannel {
@@ -25,6 +30,8 @@ pub struct MemoryChannel {
     targets: Vec<Target>,
     allow: HashSet<String>,
     state: Mutex<State>,
+    /// Held by a test to keep deliveries in flight (so approvals queue up behind them).
+    pub gate: tokio::sync::Mutex<()>,
 }
 
 impl MemoryChannel {
@@ -41,9 +48,17 @@ impl MemoryChannel {
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
             state: Mutex::new(State {
                 next_message: 100,
+                digest_capacity: 1,
                 ..State::default()
             }),
+            gate: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Lets one digest carry up to `capacity` approvals.
+    pub fn with_digests(self, capacity: usize) -> MemoryChannel {
+        self.state().digest_capacity = capacity;
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -66,6 +81,30 @@ impl MemoryChannel {
     pub fn notices(&self) -> Vec<(ReplyTo, Notice)> {
         self.state().notices.clone()
     }
+
+    pub fn digests(&self) -> Vec<(MessageRef, Vec<ApprovalId>)> {
+        self.state().digests.clone()
+    }
+
+    pub fn digest_updates(&self) -> Vec<(MessageRef, Vec<(ApprovalId, Option<Outcome>)>)> {
+        self.state().digest_updates.clone()
+    }
+
+    fn next_message(&self, target: &Target) -> Result<MessageRef, ChannelError> {
+        let mut s = self.state();
+        if s.fail_deliveries > 0 {
+            s.fail_deliveries -= 1;
+            return Err(ChannelError::Transient {
+                message: "scripted failure".into(),
+                retry_after: None,
+            });
+        }
+        s.next_message += 1;
+        Ok(MessageRef {
+            target: target.clone(),
+            message: s.next_message.to_string(),
+        })
+    }
 }
 
 #[async_trait]
@@ -86,26 +125,50 @@ impl Channel for MemoryChannel {
         Ok(format!("memory channel {}", self.name))
     }
 
+    fn digest_capacity(&self) -> usize {
+        self.state().digest_capacity
+    }
+
     async fn deliver(
         &self,
         target: &Target,
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError> {
-        let mut s = self.state();
-        if s.fail_deliveries > 0 {
-            s.fail_deliveries -= 1;
-            return Err(ChannelError::Transient {
-                message: "scripted failure".into(),
-                retry_after: None,
-            });
-        }
-        s.next_message += 1;
-        let m = MessageRef {
-            target: target.clone(),
-            message: s.next_message.to_string(),
-        };
-        s.delivered.push((approval.id.clone(), m.clone()));
+        let _open = self.gate.lock().await;
+        let m = self.next_message(target)?;
+        self.state()
+            .delivered
+            .push((approval.id.clone(), m.clone()));
         Ok(m)
+    }
+
+    async fn deliver_digest(
+        &self,
+        target: &Target,
+        approvals: &[Approval],
+    ) -> Result<(MessageRef, usize), ChannelError> {
+        let _open = self.gate.lock().await;
+        let m = self.next_message(target)?;
+        let mut s = self.state();
+        for a in approvals {
+            s.delivered.push((a.id.clone(), m.clone()));
+        }
+        let ids = approvals.iter().map(|a| a.id.clone()).collect();
+        s.digests.push((m.clone(), ids));
+        Ok((m, approvals.len()))
+    }
+
+    async fn update_digest(
+        &self,
+        prompt: &MessageRef,
+        rows: &[DigestRow],
+    ) -> Result<(), ChannelError> {
+        let rows = rows
+            .iter()
+            .map(|r| (r.approval.id.clone(), r.outcome.clone()))
+            .collect();
+        self.state().digest_updates.push((prompt.clone(), rows));
+        Ok(())
     }
 
     async fn finish(

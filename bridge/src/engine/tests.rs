@@ -26,7 +26,11 @@ struct Rig {
 }
 
 fn rig_with(store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
-    let chan = Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER]));
+    rig_on(MemoryChannel::new("mem", &[OWNER], &[OWNER]), store, gw)
+}
+
+fn rig_on(chan: MemoryChannel, store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
+    let chan = Arc::new(chan);
     let (engine, tx, link) = Engine::new(
         vec![chan.clone() as Arc<dyn Channel>],
         gw.clone(),
@@ -590,4 +594,177 @@ async fn press_arriving_before_the_delivery_is_recorded_still_counts() {
             decision: Decision::AllowOnce
         }
     );
+}
+
+/// A rig whose channel sends digests of up to `capacity` rows.
+fn digest_rig(capacity: usize, store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig {
+    rig_on(
+        MemoryChannel::new("mem", &[OWNER], &[OWNER]).with_digests(capacity),
+        store,
+        gw,
+    )
+}
+
+impl Rig {
+    /// Requests `ids` while the first delivery is held in flight, so the rest queue up.
+    async fn request_burst(&self, ids: &[&str]) {
+        let gate = self.chan.gate.lock().await;
+        for id in ids {
+            self.gw.add(&(*id).into());
+            self.send(Input::Gateway(GatewayEvent::Requested(approval(
+                id,
+                &["allow-once", "deny"],
+            ))))
+            .await;
+        }
+        // Every request is in the engine before the first delivery may finish.
+        self.wait(|r| ids.iter().all(|id| !r.audit_events(id).is_empty()))
+            .await;
+        drop(gate);
+        self.wait(|r| r.chan.delivered().len() == ids.len()).await;
+    }
+
+    fn ended_rows(&self) -> usize {
+        self.chan
+            .digest_updates()
+            .last()
+            .map(|(_, rows)| rows.iter().filter(|(_, o)| o.is_some()).count())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn approvals_queued_behind_a_busy_target_go_out_as_one_digest() {
+    let r = digest_rig(
+        10,
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    );
+    r.request_burst(&["g1", "g2", "g3", "g4", "g5", "g6"]).await;
+    let digests = r.chan.digests();
+    assert_eq!(digests.len(), 1, "one digest for what queued up");
+    let (digest, rows) = &digests[0];
+    let row_ids: Vec<&str> = rows.iter().map(ApprovalId::as_str).collect();
+    assert_eq!(row_ids, ["g2", "g3", "g4", "g5", "g6"], "in request order");
+    assert_ne!(
+        r.chan.delivered()[0].1,
+        *digest,
+        "the first had its own prompt"
+    );
+
+    // A press on a digest row decides that approval only and rewrites the digest.
+    r.send(Input::Answer(answer(
+        OWNER,
+        "g4",
+        Decision::Deny,
+        Via::Prompt(digest.clone()),
+    )))
+    .await;
+    r.wait(|r| r.ended_rows() == 1).await;
+    assert_eq!(r.gw.decision(&"g4".into()), Some(Decision::Deny));
+    assert_eq!(r.gw.decision(&"g3".into()), None);
+    let (edited, shown) = r.chan.digest_updates().pop().unwrap();
+    assert_eq!(edited, *digest);
+    assert_eq!(shown.len(), 5, "every row is shown");
+    assert!(
+        r.chan.finished().is_empty(),
+        "a digest is rewritten, not finished"
+    );
+
+    // The rest end elsewhere at once: few rewrites, and in the end every row shows its outcome.
+    for id in ["g2", "g3", "g5", "g6"] {
+        r.send(Input::Gateway(GatewayEvent::Ended {
+            id: id.into(),
+            outcome: Outcome::Expired { at_ms: 5 },
+        }))
+        .await;
+    }
+    r.wait(|r| r.ended_rows() == 5).await;
+    assert!(
+        r.chan.digest_updates().len() <= 5,
+        "outcomes arriving together share rewrites"
+    );
+    for id in ["g2", "g3", "g4", "g5", "g6"] {
+        r.wait(|r| r.audit_events(id).contains(&"finished".to_owned()))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_digest_carries_at_most_the_channel_capacity() {
+    let r = digest_rig(
+        3,
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    );
+    r.request_burst(&["h1", "h2", "h3", "h4", "h5", "h6", "h7"])
+        .await;
+    let sizes: Vec<usize> = r.chan.digests().iter().map(|(_, ids)| ids.len()).collect();
+    assert_eq!(sizes, [3, 3]);
+}
+
+#[tokio::test]
+async fn an_approval_ending_while_queued_is_never_sent() {
+    let r = digest_rig(
+        10,
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    );
+    let gate = r.chan.gate.lock().await;
+    for id in ["q1", "q2", "q3"] {
+        r.send(Input::Gateway(GatewayEvent::Requested(approval(
+            id,
+            &["deny"],
+        ))))
+        .await;
+    }
+    r.send(Input::Gateway(GatewayEvent::Ended {
+        id: "q2".into(),
+        outcome: Outcome::Expired { at_ms: 5 },
+    }))
+    .await;
+    r.wait(|r| r.audit_events("q2").contains(&"ended".to_owned()))
+        .await;
+    drop(gate);
+    r.wait(|r| r.chan.delivered().len() == 2).await;
+    let sent: Vec<String> = r
+        .chan
+        .delivered()
+        .iter()
+        .map(|(id, _)| id.0.clone())
+        .collect();
+    assert_eq!(sent, ["q1", "q3"]);
+}
+
+#[tokio::test]
+async fn digest_rows_survive_a_restart() {
+    let r = digest_rig(
+        10,
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    );
+    r.request_burst(&["k1", "k2", "k3"]).await;
+    let digest = r.chan.digests()[0].0.clone();
+    let (store, gw) = r.stop().await;
+
+    let r = digest_rig(10, store, gw);
+    r.send(Input::Gateway(GatewayEvent::Snapshot(vec![
+        approval("k1", &["allow-once", "deny"]),
+        approval("k2", &["allow-once", "deny"]),
+        approval("k3", &["allow-once", "deny"]),
+    ])))
+    .await;
+    r.send(Input::Answer(answer(
+        OWNER,
+        "k3",
+        Decision::AllowOnce,
+        Via::Prompt(digest.clone()),
+    )))
+    .await;
+    r.wait(|r| r.ended_rows() == 1).await;
+    assert_eq!(r.gw.decision(&"k3".into()), Some(Decision::AllowOnce));
+    assert!(r.chan.delivered().is_empty(), "no duplicate after restart");
+    let (edited, rows) = r.chan.digest_updates().pop().unwrap();
+    assert_eq!(edited, digest);
+    assert_eq!(rows.len(), 2, "both open rows of the digest are shown");
 }
