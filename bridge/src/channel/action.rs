@@ -63,7 +63,7 @@ pub fn encode(
         ),
         Kind::System => (SYSTEM_TAG, id.as_str()),
     };
-    if !valid_id(wire_id, limit) {
+    if !valid_id(kind, wire_id, limit) {
         return Err(ActionError::BadId(id.to_string()));
     }
     let data = format!("{tag}:{wire_id}:{}", decision.as_str());
@@ -88,8 +88,7 @@ pub fn decode(data: &str, limit: Limit) -> Result<Action, ActionError> {
         SYSTEM_TAG => Kind::System,
         _ => return Err(ActionError::UnknownForm),
     };
-    // Exec and plugin ids never contain `:` once the tag is off; system ids might.
-    if !valid_id(wire_id, limit) || (kind != Kind::System && wire_id.contains(':')) {
+    if !valid_id(kind, wire_id, limit) {
         return Err(ActionError::BadId(wire_id.to_owned()));
     }
     let decision = Decision::parse(decision)
@@ -101,11 +100,47 @@ pub fn decode(data: &str, limit: Limit) -> Result<Action, ActionError> {
     Ok(Action { kind, id, decision })
 }
 
-/// Ids travel verbatim, so only a conservative alphabet is allowed.
-fn valid_id(id: &str, limit: Limit) -> bool {
+/// Ids travel verbatim, so only a conservative alphabet is allowed. Exec and plugin ids
+/// (the latter without its prefix) never contain `:`; system ids might. Encode and decode
+/// share this check, so every payload encoded decodes back.
+fn valid_id(kind: Kind, id: &str, limit: Limit) -> bool {
     !id.is_empty()
         && id.len() <= limit.max_id_bytes
+        && (kind == Kind::System || !id.contains(':'))
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Limit = Limit {
+        max: 64,
+        in_bytes: true,
+        max_id_bytes: 48,
+    };
+
+    /// Found by channels/tests/prop_codecs.rs: `exec_approve:::deny` was encoded for the
+    /// exec id `:`, and decoding refused it, so the button could never be answered.
+    #[test]
+    fn encode_refuses_what_decode_would_refuse() {
+        for (kind, id) in [
+            (Kind::Exec, ":"),
+            (Kind::Exec, "a:b"),
+            (Kind::Plugin, "plugin:a:b"),
+        ] {
+            let id = ApprovalId::from(id);
+            assert_eq!(
+                encode(kind, &id, Decision::Deny, LIMIT),
+                Err(ActionError::BadId(id.to_string()))
+            );
+        }
+        let id = ApprovalId::from("a:b");
+        let data = encode(Kind::System, &id, Decision::Deny, LIMIT).unwrap();
+        assert_eq!(data, "system_approve:a:b:deny");
+        let back = decode(&data, LIMIT).unwrap();
+        assert_eq!((back.kind, back.id), (Kind::System, id));
+    }
 }
