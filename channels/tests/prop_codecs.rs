@@ -1,0 +1,106 @@
+//! Property tests of the button codecs (Telegram callback data, Discord custom_id, Slack
+//! action): round trips for every kind, id and decision, the platform limits, no panics.
+
+use bridge::approval::{ApprovalId, Decision, Kind};
+use proptest::prelude::*;
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Exec), Just(Kind::Plugin), Just(Kind::System)]
+}
+
+fn decision() -> impl Strategy<Value = Decision> {
+    proptest::sample::select(Decision::ALL.to_vec())
+}
+
+/// A kind and an id of it: UUIDs as the gateway sends them, or anything from the codec's
+/// alphabet (colons included); plugin ids carry their `plugin:` prefix.
+fn kind_and_id() -> impl Strategy<Value = (Kind, ApprovalId)> {
+    let uuid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+    let raw = prop_oneof![uuid, "[A-Za-z0-9._:-]{1,140}"];
+    (kind(), raw).prop_map(|(k, s)| match k {
+        Kind::Plugin => (k, ApprovalId(format!("plugin:{s}"))),
+        _ => (k, ApprovalId(s)),
+    })
+}
+
+/// Arbitrary text, and text shaped like a payload so decode gets past the tag.
+fn payload() -> impl Strategy<Value = String> {
+    let shaped = "(exec|plugin|system|evil)_approve:[ -~]{0,120}:(allow-once|allow-always|always|deny|[a-z]{0,5})";
+    prop_oneof![any::<String>(), shaped]
+}
+
+/// The properties every channel's codec has; `len` measures in the platform's unit.
+macro_rules! codec_props {
+    ($feature:literal, $channel:ident, $max:expr, $len:expr, $decode:expr) => {
+        #[cfg(feature = $feature)]
+        mod $channel {
+            use super::*;
+            use channels::$channel::codec;
+
+            fn is_uuid(id: &ApprovalId) -> bool {
+                let s = id.as_str().strip_prefix("plugin:").unwrap_or(id.as_str());
+                s.len() == 36 && s.bytes().filter(|b| *b == b'-').count() == 4
+            }
+
+            proptest! {
+                #[test]
+                fn encode_then_decode_is_identity((kind, id) in kind_and_id(), d in decision()) {
+                    match codec::encode(kind, &id, d) {
+                        Ok(data) => {
+                            prop_assert!($len(&data) <= $max, "{} over {}", data, $max);
+                            let a = $decode(&data);
+                            prop_assert_eq!(a.map(|a| (a.kind, a.id, a.decision)), Ok((kind, id, d)));
+                        }
+                        Err(e) => prop_assert!(!is_uuid(&id), "uuid {id} refused: {e:?}"),
+                    }
+                }
+
+                #[test]
+                fn decode_never_panics_nor_exceeds_the_limit(s in payload()) {
+                    if let Ok(a) = $decode(&s) {
+                        prop_assert!($len(&s) <= $max);
+                        if !s.ends_with(":always") {
+                            prop_assert_eq!(codec::encode(a.kind, &a.id, a.decision), Ok(s));
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+fn bytes(s: &str) -> usize {
+    s.len()
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+codec_props!(
+    "telegram",
+    telegram,
+    codec::MAX_CALLBACK_BYTES,
+    bytes,
+    codec::decode
+);
+codec_props!(
+    "discord",
+    discord,
+    codec::MAX_CUSTOM_ID,
+    chars,
+    codec::decode
+);
+codec_props!("slack", slack, codec::MAX_ACTION_ID, chars, |s: &str| {
+    codec::decode(s, s)
+});
+
+#[cfg(feature = "slack")]
+proptest! {
+    #[test]
+    fn slack_halves_that_differ_are_a_mismatch(a in payload(), b in payload()) {
+        use channels::slack::codec::{decode, CodecError};
+        prop_assume!(a != b);
+        prop_assert_eq!(decode(&a, &b), Err(CodecError::Mismatch));
+    }
+}
