@@ -79,6 +79,15 @@ impl Decision {
         }
     }
 
+    /// One-glyph form: Matrix's reaction key, the short button of a digest row.
+    pub fn emoji(self) -> &'static str {
+        match self {
+            Decision::AllowOnce => "✅",
+            Decision::Deny => "❌",
+            Decision::AllowAlways => "♾️",
+        }
+    }
+
     /// Past tense, for outcome lines ("Allowed once by ...").
     pub fn past(self) -> &'static str {
         match self {

@@ -445,3 +445,70 @@ async fn typed_commands_work_in_the_dm_and_sigterm_exits_cleanly() {
         "a secret reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_for_one_owner_goes_out_as_digests_within_telegrams_limits() {
+    let w = world().await;
+    // As Telegram does: a second write to a chat within a second answers 429.
+    w.tg.enforce_chat_gap(Some(Duration::from_secs(1)));
+    const N: usize = 12;
+    let commands: Vec<String> = (0..N).map(|i| format!("echo burst-{i}")).collect();
+    let reqs =
+        futures_util::future::join_all(commands.iter().map(|c| w.op.request_exec(c, 120_000)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+    // Every approval gets buttons, wherever they are.
+    let button_of = |msgs: &[Message], id: &ApprovalId| {
+        let data = format!("exec_approve:{id}:allow-once");
+        msgs.iter()
+            .find(|m| m.buttons().iter().any(|(_, d)| *d == data))
+            .map(|m| (m.clone(), data))
+    };
+    w.tg.wait_for(WAIT, "every approval actionable", |v| {
+        let msgs: Vec<Message> = v.bot_messages(OWNER).into_iter().cloned().collect();
+        reqs.iter()
+            .all(|r| button_of(&msgs, &r.id).is_some())
+            .then_some(())
+    })
+    .await;
+    let sends = w.tg.calls_to("sendMessage");
+    assert!(
+        sends.len() < N / 2,
+        "{N} approvals took {} messages",
+        sends.len()
+    );
+    let msgs = w.tg.bot_messages(OWNER);
+    let digest = msgs.iter().max_by_key(|m| m.buttons().len()).unwrap();
+    assert!(digest.buttons().len() >= 6, "a digest holds several rows");
+    assert!(
+        digest.text.contains("exec approvals pending"),
+        "{}",
+        digest.text
+    );
+
+    let presses: Vec<(Message, String)> = reqs
+        .iter()
+        .map(|r| button_of(&msgs, &r.id).unwrap())
+        .collect();
+    for (m, data) in &presses {
+        w.press(m, OWNER, data);
+    }
+    for r in reqs {
+        assert_eq!(r.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    }
+    let shown =
+        w.tg.wait_message(
+            OWNER,
+            digest.message_id,
+            WAIT,
+            "digest shows every outcome",
+            |m| m.buttons().is_empty(),
+        )
+        .await;
+    assert!(shown.text.contains("all ended"), "{}", shown.text);
+    assert!(shown.text.contains("Allowed once"), "{}", shown.text);
+    let limited = w.tg.calls().iter().filter(|c| c.status == 429).count();
+    assert_eq!(limited, 0, "the bridge kept within the chat's rate");
+}

@@ -249,7 +249,7 @@ impl Fixture for MatrixFixture {
     }
 
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
-        self.react(prompt, user, render::emoji(decision)).await;
+        self.react(prompt, user, decision.emoji()).await;
     }
 
     async fn press_raw(&self, prompt: &MessageRef, user: &str, raw: &str) {

@@ -703,7 +703,7 @@ impl Channel for Matrix {
             .unwrap_or_else(|e| e.into_inner())
             .insert(event_id.clone(), Some(approval.id.clone()));
         for d in render::seeded(approval) {
-            let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": render::emoji(d)}});
+            let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": d.emoji()}});
             if let Err(e) = room.send_raw("m.reaction", reaction).await {
                 tracing::warn!(error = %e, decision = %d, "could not seed a reaction; the /approve line still works");
             }

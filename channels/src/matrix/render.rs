@@ -11,15 +11,6 @@ use bridge::approval::{Approval, Decision, Kind, Outcome};
 /// Longest command shown, in characters.
 pub const MAX_COMMAND_CHARS: usize = 6000;
 
-/// The reaction key seeded for each decision.
-pub fn emoji(d: Decision) -> &'static str {
-    match d {
-        Decision::AllowOnce => "✅",
-        Decision::Deny => "❌",
-        Decision::AllowAlways => "♾️",
-    }
-}
-
 /// Seeding order: ✅ ❌ ♾️, only those offered.
 pub fn seeded(a: &Approval) -> Vec<Decision> {
     [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways]
@@ -155,7 +146,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
             let offered = seeded(a);
             let reacts: Vec<String> = offered
                 .iter()
-                .map(|d| format!("{} {}", emoji(*d), d.label().to_lowercase()))
+                .map(|d| format!("{} {}", d.emoji(), d.label().to_lowercase()))
                 .collect();
             let words: Vec<&str> = Decision::ALL
                 .iter()
@@ -315,7 +306,7 @@ mod tests {
         assert_eq!(decision_of("✅✅"), None);
         assert_eq!(decision_of(""), None);
         for d in Decision::ALL {
-            assert_eq!(decision_of(emoji(d)), Some(d));
+            assert_eq!(decision_of(d.emoji()), Some(d));
         }
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! - [`codec`]: callback data, one form per approval kind, ≤ 64 bytes.
 //! - [`render`]: HTML prompts, escaped and cut within Telegram's limits.
+//! - [`digest`]: one message with a row per approval once several queue for a chat.
 //! - [`send`]: throttle (governor), retry-after, backoff, error classes.
 //! - [`receive`]: updates → `Answer`s.
 
 pub mod codec;
 pub mod config;
+pub mod digest;
 pub mod receive;
 pub mod render;
 pub mod send;
@@ -18,7 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge::approval::{Approval, Decision, Outcome};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::channel::{
+    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
+};
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters,
@@ -32,6 +36,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, TelegramConfig};
+use send::Dest;
 pub use send::RetryPolicy;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -123,6 +128,12 @@ impl Telegram {
         Ok(InlineKeyboardMarkup::new([row]))
     }
 
+    fn digest(rows: &[DigestRow]) -> Result<(String, InlineKeyboardMarkup), ChannelError> {
+        let keyboard = digest::keyboard(rows)
+            .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
+        Ok((digest::render(rows), keyboard))
+    }
+
     fn chat_id(target_chat: &str) -> Result<i64, ChannelError> {
         target_chat.parse::<i64>().map_err(|_| {
             ChannelError::Permanent(format!("{target_chat:?} is not a Telegram chat id"))
@@ -140,7 +151,7 @@ impl Telegram {
     async fn get_me(&self) -> Result<teloxide::types::Me, ChannelError> {
         let me = self
             .throttle
-            .call(None, "getMe", || self.bot.get_me().send())
+            .call(Dest::Nothing, "getMe", || self.bot.get_me().send())
             .await
             .map_err(|e| match e {
                 RequestError::Api(ApiError::InvalidToken) => ChannelError::Permanent(
@@ -175,7 +186,7 @@ async fn send_full_command(
 ) {
     let caption = format!("Full command of approval {}", approval.id);
     let res = throttle
-        .call(Some(chat), "sendDocument", || {
+        .call(Dest::Chat(chat), "sendDocument", || {
             bot.send_document(
                 ChatId(chat),
                 InputFile::memory(approval.command.clone().into_bytes()).file_name("command.txt"),
@@ -228,7 +239,7 @@ impl Channel for Telegram {
         let rendered = render::render(approval, render::Footer::Pending);
         let msg = self
             .throttle
-            .call(Some(chat), "sendMessage", || {
+            .call(Dest::Prompt(chat), "sendMessage", || {
                 self.bot
                     .send_message(ChatId(chat), rendered.html.clone())
                     .parse_mode(ParseMode::Html)
@@ -254,6 +265,81 @@ impl Channel for Telegram {
         })
     }
 
+    fn digest_capacity(&self) -> usize {
+        digest::MAX_ROWS
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target, approvals = approvals.len()))]
+    async fn deliver_digest(
+        &self,
+        target: &Target,
+        approvals: &[Approval],
+    ) -> Result<(MessageRef, usize), ChannelError> {
+        let n = digest::take(approvals);
+        let Some(first) = approvals.first() else {
+            return Err(ChannelError::Permanent("empty digest".into()));
+        };
+        if n < 2 {
+            return Ok((self.deliver(target, first).await?, 1));
+        }
+        let chat = Self::chat_id(&target.chat)?;
+        let rows: Vec<DigestRow> = approvals[..n]
+            .iter()
+            .map(|a| DigestRow {
+                approval: a.clone(),
+                outcome: None,
+            })
+            .collect();
+        let (html, keyboard) = Self::digest(&rows)?;
+        let msg = self
+            .throttle
+            .call(Dest::Prompt(chat), "sendMessage", || {
+                self.bot
+                    .send_message(ChatId(chat), html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off())
+                    .reply_markup(keyboard.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| self.throttle.classify(e))?;
+        let prompt = MessageRef {
+            target: target.clone(),
+            message: msg.id.0.to_string(),
+        };
+        Ok((prompt, n))
+    }
+
+    #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message))]
+    async fn update_digest(
+        &self,
+        prompt: &MessageRef,
+        rows: &[DigestRow],
+    ) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(prompt)?;
+        let (html, keyboard) = Self::digest(rows)?;
+        // Without buttons left, no reply_markup: the edit drops the keyboard.
+        let keyboard = (!keyboard.inline_keyboard.is_empty()).then_some(keyboard);
+        let res = self
+            .throttle
+            .call(Dest::Chat(chat), "editMessageText", || {
+                let mut req = self
+                    .bot
+                    .edit_message_text(ChatId(chat), message, html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off());
+                if let Some(k) = &keyboard {
+                    req = req.reply_markup(k.clone());
+                }
+                req.send()
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
     async fn finish(
         &self,
@@ -266,7 +352,7 @@ impl Channel for Telegram {
         // No reply_markup: Telegram drops the inline keyboard with the edit.
         let res = self
             .throttle
-            .call(Some(chat), "editMessageText", || {
+            .call(Dest::Chat(chat), "editMessageText", || {
                 self.bot
                     .edit_message_text(ChatId(chat), message, rendered.html.clone())
                     .parse_mode(ParseMode::Html)
@@ -295,7 +381,7 @@ impl Channel for Telegram {
             let query = CallbackQueryId(query.to_owned());
             return self
                 .throttle
-                .call(None, "answerCallbackQuery", || {
+                .call(Dest::Nothing, "answerCallbackQuery", || {
                     self.bot
                         .answer_callback_query(query.clone())
                         .text(short.clone())
@@ -315,7 +401,7 @@ impl Channel for Telegram {
             // Plain text (no parse mode): nothing in it can be read as markup.
             return self
                 .throttle
-                .call(Some(chat), "sendMessage", || {
+                .call(Dest::Chat(chat), "sendMessage", || {
                     let mut req = self
                         .bot
                         .send_message(ChatId(chat), text.clone())

@@ -62,7 +62,7 @@ pub fn utf16_len(s: &str) -> usize {
 }
 
 /// Escapes `s`, keeping the result within `max_units` UTF-16 units (an ellipsis marks a cut).
-fn escape_capped(s: &str, max_units: usize) -> String {
+pub(crate) fn escape_capped(s: &str, max_units: usize) -> String {
     let total: usize = s.chars().map(escaped_units).sum();
     if total <= max_units {
         return escape(s);
@@ -197,7 +197,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     Rendered { html, cut }
 }
 
-fn icon(o: &Outcome) -> &'static str {
+pub(crate) fn icon(o: &Outcome) -> &'static str {
     match o {
         Outcome::Decided {
             decision: Decision::Deny,

@@ -2,18 +2,23 @@
 //!
 //! The throttle sits innermost: every chat-directed call first waits for its chat's slot
 //! (1 message per chat per second, with a small margin so network jitter cannot make two
-//! sends arrive closer than a second) and for the bot-wide slot (30 per second). A 429's
+//! sends arrive closer than a second) and for the bot-wide slot (30 per second, governor).
+//! Prompts go first: a chat's slot goes to a waiting prompt before any edit or notice,
+//! which is why the per-chat spacing is our own small scheduler. A 429's
 //! `retry_after` is honoured by sleeping and sending again; network faults and 5xx answers
 //! are retried with exponential backoff. Nothing is dropped, only delayed, up to a bound
 //! after which the caller gets a transient error it may retry itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bridge::channel::ChannelError;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use teloxide::{ApiError, RequestError};
+use tokio::time::Instant;
 
 /// Per-chat spacing: Telegram's "about one message per second" per chat, plus a margin.
 pub const PER_CHAT_PERIOD: Duration = Duration::from_millis(1050);
@@ -41,8 +46,33 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Where a call sends a message, which decides its place in the throttle.
+#[derive(Debug, Clone, Copy)]
+pub enum Dest {
+    /// A prompt (or digest) to this chat: ahead of everything else for the chat.
+    Prompt(i64),
+    /// Any other message or edit in this chat.
+    Chat(i64),
+    /// Sends no message (getMe, callback answers): not throttled.
+    Nothing,
+}
+
+/// How long a call held behind a prompt waits before looking again.
+const YIELD: Duration = Duration::from_millis(20);
+/// Above this many chats remembered, idle ones are forgotten.
+const MAX_IDLE_CHATS: usize = 1024;
+
+/// One chat's spacing.
+#[derive(Debug, Default)]
+struct Slot {
+    /// When the chat may get its next message.
+    next: Option<Instant>,
+    /// Prompts waiting for this chat.
+    prompts_waiting: usize,
+}
+
 pub struct Throttle {
-    per_chat: DefaultKeyedRateLimiter<i64>,
+    chats: Mutex<HashMap<i64, Slot>>,
     global: DefaultDirectRateLimiter,
     policy: RetryPolicy,
     /// The bot token, to scrub from error texts (reqwest errors carry the URL).
@@ -51,21 +81,54 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(token: &str, policy: RetryPolicy) -> Throttle {
-        let per_chat = Quota::with_period(PER_CHAT_PERIOD).expect("non-zero period");
         let global = Quota::per_second(NonZeroU32::new(GLOBAL_PER_SECOND).expect("non-zero"));
         Throttle {
-            per_chat: RateLimiter::keyed(per_chat),
+            chats: Mutex::new(HashMap::new()),
             global: RateLimiter::direct(global),
             policy,
             token: token.to_owned(),
         }
     }
 
-    /// Runs `call` until it succeeds or fails for good. `chat` names the chat a message
-    /// goes to (throttled); `None` for calls that send no message (callback answers).
+    fn chats(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Slot>> {
+        self.chats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for `dest`'s turn: the chat's next slot (which a waiting prompt takes before
+    /// anything else), then the bot-wide slot.
+    async fn turn(&self, dest: Dest) {
+        let (chat, prompt) = match dest {
+            Dest::Nothing => return,
+            Dest::Prompt(chat) => (chat, true),
+            Dest::Chat(chat) => (chat, false),
+        };
+        loop {
+            let wake = {
+                let now = Instant::now();
+                let mut chats = self.chats();
+                if chats.len() > MAX_IDLE_CHATS {
+                    chats.retain(|_, s| s.prompts_waiting > 0 || s.next.is_some_and(|n| n > now));
+                }
+                let slot = chats.entry(chat).or_default();
+                let free_at = slot.next.unwrap_or(now);
+                if !prompt && slot.prompts_waiting > 0 {
+                    free_at.max(now) + YIELD
+                } else if free_at <= now {
+                    slot.next = Some(now + PER_CHAT_PERIOD);
+                    break;
+                } else {
+                    free_at
+                }
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+        self.global.until_ready().await;
+    }
+
+    /// Runs `call` until it succeeds or fails for good, each attempt in `dest`'s turn.
     pub async fn call<T, F, Fut>(
         &self,
-        chat: Option<i64>,
+        dest: Dest,
         what: &'static str,
         call: F,
     ) -> Result<T, RequestError>
@@ -73,13 +136,18 @@ impl Throttle {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, RequestError>>,
     {
+        let _first = match dest {
+            Dest::Prompt(chat) => Some(PromptFirst::new(self, chat)),
+            _ => None,
+        };
+        let chat = match dest {
+            Dest::Prompt(c) | Dest::Chat(c) => Some(c),
+            Dest::Nothing => None,
+        };
         let mut transient = 0;
         let mut waited = Duration::ZERO;
         loop {
-            if let Some(chat) = chat {
-                self.per_chat.until_key_ready(&chat).await;
-                self.global.until_ready().await;
-            }
+            self.turn(dest).await;
             let err = match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -134,6 +202,27 @@ impl Throttle {
     }
 }
 
+/// Marks a prompt as waiting for its chat until dropped; other calls for the chat wait.
+struct PromptFirst<'a> {
+    throttle: &'a Throttle,
+    chat: i64,
+}
+
+impl<'a> PromptFirst<'a> {
+    fn new(throttle: &'a Throttle, chat: i64) -> PromptFirst<'a> {
+        throttle.chats().entry(chat).or_default().prompts_waiting += 1;
+        PromptFirst { throttle, chat }
+    }
+}
+
+impl Drop for PromptFirst<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.throttle.chats().get_mut(&self.chat) {
+            slot.prompts_waiting = slot.prompts_waiting.saturating_sub(1);
+        }
+    }
+}
+
 fn is_transient(e: &RequestError) -> bool {
     match e {
         RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => true,
@@ -164,6 +253,36 @@ pub fn redact(text: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_waiting_prompt_takes_the_chat_slot_before_an_earlier_edit() {
+        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let send = |dest: Dest, what: &'static str| {
+            let (t, log) = (t.clone(), log.clone());
+            tokio::spawn(async move {
+                t.call(dest, what, || async {
+                    log.lock().unwrap().push((what, Instant::now()));
+                    Ok::<_, RequestError>(())
+                })
+                .await
+            })
+        };
+        send(Dest::Prompt(7), "prompt 1").await.unwrap().unwrap();
+        let edit = send(Dest::Chat(7), "edit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let prompt = send(Dest::Prompt(7), "prompt 2");
+        let elsewhere = send(Dest::Chat(8), "other chat");
+        for task in [edit, prompt, elsewhere] {
+            task.await.unwrap().unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        let order: Vec<&str> = log.iter().map(|(w, _)| *w).collect();
+        assert_eq!(order, ["prompt 1", "other chat", "prompt 2", "edit"]);
+        assert!(log[2].1 - log[0].1 >= PER_CHAT_PERIOD);
+        assert!(log[3].1 - log[2].1 >= PER_CHAT_PERIOD);
+    }
 
     #[test]
     fn token_never_survives_in_error_text() {

@@ -1,0 +1,232 @@
+//! Digests: once several approvals wait for one chat, they share one message with a
+//! numbered row and a row of buttons per approval, so a burst is actionable after one
+//! send instead of one per second. Only approvals a row shows in full may join one.
+
+use bridge::approval::{Approval, Decision, Kind};
+use bridge::channel::DigestRow;
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
+
+use super::codec::{self, CodecError};
+use super::render::{MAX_MESSAGE_UTF16, escape, escape_capped, icon, utc, utf16_len};
+
+/// Most rows per digest: three buttons a row stays within Telegram's 100 per keyboard.
+pub const MAX_ROWS: usize = 25;
+/// Longest command a row shows, in UTF-16 units after escaping; longer ones get a prompt.
+const MAX_COMMAND_UNITS: usize = 160;
+/// Longest cwd, agent or host a row shows.
+const MAX_CONTEXT_UNITS: usize = 80;
+/// Room kept per row for its outcome line, so rewrites never outgrow the message.
+const OUTCOME_UNITS: usize = 130;
+const HEAD_UNITS: usize = 80;
+const FOOTER: &str = "\n\nEach button names its row. /pending lists the ids for /approve.";
+
+/// Whether a digest row can show `a` in full: a one-line exec command with no warnings,
+/// risk notes or description (those get a prompt of their own).
+pub fn fits(a: &Approval) -> bool {
+    let short = |s: &str, max: usize| !s.contains('\n') && utf16_len(&escape(s)) <= max;
+    a.kind == Kind::Exec
+        && a.warnings.is_empty()
+        && a.risk_kinds.is_empty()
+        && a.description.is_none()
+        && a.severity.is_none()
+        && short(&a.command, MAX_COMMAND_UNITS)
+        && [&a.cwd, &a.agent_id, &a.host]
+            .iter()
+            .all(|f| f.as_deref().is_none_or(|v| short(v, MAX_CONTEXT_UNITS)))
+}
+
+/// How many of `approvals`, first first, one digest carries: the leading run that fits
+/// rows, within the row limit and the message length with room for every outcome.
+pub fn take(approvals: &[Approval]) -> usize {
+    let mut used = HEAD_UNITS + utf16_len(FOOTER);
+    let mut n = 0;
+    for a in approvals.iter().take(MAX_ROWS) {
+        if !fits(a) {
+            break;
+        }
+        let row = utf16_len(&row(n, a)) + OUTCOME_UNITS;
+        if used + row > MAX_MESSAGE_UTF16 {
+            break;
+        }
+        used += row;
+        n += 1;
+    }
+    n
+}
+
+/// A row without its outcome: number, command, context.
+fn row(i: usize, a: &Approval) -> String {
+    let mut s = format!("\n\n<b>{}.</b> <code>{}</code>", i + 1, escape(&a.command));
+    let mut context: Vec<String> = [("agent", &a.agent_id), ("cwd", &a.cwd), ("host", &a.host)]
+        .into_iter()
+        .filter_map(|(name, v)| {
+            v.as_deref()
+                .map(|v| format!("{name} <code>{}</code>", escape(v)))
+        })
+        .collect();
+    if a.cron {
+        context.push("⏰ cron run".into());
+    }
+    if let Some(exp) = a.expires_at_ms {
+        context.push(format!("expires {}", utc(exp)));
+    }
+    if !context.is_empty() {
+        s.push('\n');
+        s.push_str(&context.join(" · "));
+    }
+    s
+}
+
+/// The digest's HTML: a count, then every row, each with its outcome once ended.
+pub fn render(rows: &[DigestRow]) -> String {
+    let pending = rows.iter().filter(|r| r.outcome.is_none()).count();
+    let mut html = if pending > 0 {
+        format!(
+            "🔐 <b>{pending} of {} exec approvals pending</b>",
+            rows.len()
+        )
+    } else {
+        format!("🔐 <b>{} exec approvals</b> · all ended", rows.len())
+    };
+    for (i, r) in rows.iter().enumerate() {
+        html.push_str(&row(i, &r.approval));
+        if let Some(o) = &r.outcome {
+            html.push_str(&format!(
+                "\n{} <b>{}</b>",
+                icon(o),
+                escape_capped(&o.summary(), OUTCOME_UNITS - 10)
+            ));
+        }
+    }
+    if pending > 0 {
+        html.push_str(FOOTER);
+    }
+    html
+}
+
+/// One keyboard row per pending approval; each button shows its decision and row number.
+pub fn keyboard(rows: &[DigestRow]) -> Result<InlineKeyboardMarkup, CodecError> {
+    let mut keyboard = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.outcome.is_some() {
+            continue;
+        }
+        let a = &r.approval;
+        let buttons = Decision::ALL
+            .into_iter()
+            .filter(|d| a.offers(*d))
+            .map(|d| {
+                Ok(InlineKeyboardButton::callback(
+                    format!("{} {}", d.emoji(), i + 1),
+                    codec::encode(a.kind, &a.id, d)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, CodecError>>()?;
+        keyboard.push(buttons);
+    }
+    Ok(InlineKeyboardMarkup::new(keyboard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge::approval::{ApprovalId, Decider, Outcome, Responder};
+
+    fn exec(i: usize, command: &str) -> Approval {
+        Approval {
+            id: ApprovalId(format!("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e{i:02}")),
+            kind: Kind::Exec,
+            command: command.to_owned(),
+            cwd: Some("/srv/app".into()),
+            host: None,
+            node_id: None,
+            agent_id: Some("main".into()),
+            session_key: None,
+            description: None,
+            severity: None,
+            warnings: vec![],
+            risk_kinds: vec![],
+            cron: false,
+            allowed_decisions: Decision::ALL.to_vec(),
+            created_at_ms: 1_795_000_000_000,
+            expires_at_ms: None,
+        }
+    }
+
+    fn pending(a: Approval) -> DigestRow {
+        DigestRow {
+            approval: a,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn rows_show_commands_escaped_and_buttons_name_their_row() {
+        let rows = vec![
+            pending(exec(1, "echo <b>hi</b> & bye")),
+            DigestRow {
+                approval: exec(2, "ls"),
+                outcome: Some(Outcome::Decided {
+                    decision: Decision::Deny,
+                    by: Decider::Responder(Responder {
+                        channel: "telegram".into(),
+                        user_id: "42".into(),
+                        display: Some("<owner>".into()),
+                    }),
+                    at_ms: 1,
+                }),
+            },
+            pending(exec(3, "pwd")),
+        ];
+        let html = render(&rows);
+        assert!(html.starts_with("🔐 <b>2 of 3 exec approvals pending</b>"));
+        assert!(html.contains("<b>1.</b> <code>echo &lt;b&gt;hi&lt;/b&gt; &amp; bye</code>"));
+        assert!(html.contains("agent <code>main</code> · cwd <code>/srv/app</code>"));
+        assert!(html.contains("⛔ <b>Denied by &lt;owner&gt;"), "{html}");
+        let kb = keyboard(&rows).unwrap().inline_keyboard;
+        assert_eq!(kb.len(), 2, "no buttons for the ended row");
+        let labels: Vec<&str> = kb[1].iter().map(|b| b.text.as_str()).collect();
+        assert_eq!(labels, ["✅ 3", "♾️ 3", "❌ 3"]);
+    }
+
+    #[test]
+    fn only_short_plain_commands_join_and_the_message_stays_within_limits() {
+        let long = "x".repeat(MAX_COMMAND_UNITS + 1);
+        let mut warned = exec(9, "rm -rf /");
+        warned.warnings.push("deletes files".into());
+        assert!(!fits(&exec(1, &long)));
+        assert!(!fits(&exec(1, "echo a\necho b")));
+        assert!(!fits(&warned));
+        assert!(fits(&exec(1, "echo ok")));
+
+        let burst: Vec<Approval> = (0..60).map(|i| exec(i, &"y".repeat(150))).collect();
+        let n = take(&burst);
+        assert!((2..=MAX_ROWS).contains(&n), "{n}");
+        // Every row ended with the longest outcome line still fits.
+        let ended: Vec<DigestRow> = burst[..n]
+            .iter()
+            .map(|a| DigestRow {
+                approval: a.clone(),
+                outcome: Some(Outcome::Decided {
+                    decision: Decision::AllowAlways,
+                    by: Decider::Responder(Responder {
+                        channel: "telegram".into(),
+                        user_id: "4".repeat(20),
+                        display: Some("&".repeat(200)),
+                    }),
+                    at_ms: 1,
+                }),
+            })
+            .collect();
+        assert!(utf16_len(&render(&ended)) <= MAX_MESSAGE_UTF16);
+
+        let mut mixed = vec![exec(1, "a"), exec(2, "b"), warned, exec(4, "c")];
+        assert_eq!(
+            take(&mixed),
+            2,
+            "a digest stops before a row that does not fit"
+        );
+        mixed.rotate_left(2);
+        assert_eq!(take(&mixed), 0);
+    }
+}
