@@ -135,7 +135,14 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     }
 
     let mut fields: Vec<Value> = Vec::new();
+    // Discord refuses an embed with a blank field value (e.g. `riskKinds: [""]`): a
+    // zero-width space stands in for it.
     let mut field = |name: &str, value: String| {
+        let value = if value.trim().is_empty() {
+            ZWSP.to_string()
+        } else {
+            value
+        };
         fields.push(json!({"name": name, "value": value, "inline": false}))
     };
     let text = |v: &Option<String>, cap: usize| v.as_deref().map(|v| escape_capped(v, cap));
@@ -343,6 +350,25 @@ mod tests {
             created_at_ms: 0,
             expires_at_ms: Some(1_795_000_120_000),
         }
+    }
+
+    /// Found by channels/tests/prop_escaping.rs: `riskKinds: [""]` made an empty `risk`
+    /// field, and Discord refuses the whole embed for it.
+    #[test]
+    fn blank_field_values_become_a_zero_width_space() {
+        let mut a = exec("ls");
+        a.risk_kinds = vec![String::new()];
+        a.cwd = Some(" ".into());
+        let e = embed(&a, Footer::Pending);
+        for f in e["fields"].as_array().unwrap() {
+            assert!(!f["value"].as_str().unwrap().trim().is_empty(), "{f}");
+        }
+        let risk = e["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "risk");
+        assert_eq!(risk.unwrap()["value"], ZWSP.to_string());
     }
 
     #[track_caller]
