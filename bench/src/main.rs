@@ -62,6 +62,7 @@ async fn main() -> Result<()> {
         report.add(*kind, "start-up to ready (ms)", vec![s.startup_ms]);
         report.add(*kind, "RSS idle (MB)", vec![s.rss_mb()]);
         workload::sequential(&s, args.sequential, &mut report).await?;
+        workload::overhead(&s, &mut report).await?;
         workload::burst(&s, args.burst, &mut report).await?;
         report.add(*kind, "RSS after burst (MB)", vec![s.rss_mb()]);
         drop(s);

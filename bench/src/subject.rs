@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bridge::approval::ApprovalId;
 use serde_json::json;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::fake_telegram::{FakeTelegram, Message};
@@ -106,14 +107,22 @@ impl Subject {
             .cloned()
     }
 
-    /// The callback data of the Allow once button.
-    pub fn allow_once(m: &Message) -> Option<String> {
-        m.buttons()
+    /// The callback data of approval `id`'s Allow once button: in a digest, the button
+    /// naming `id`; in a prompt for one approval, its only Allow once button.
+    pub fn allow_once(m: &Message, id: &ApprovalId) -> Option<String> {
+        let once: Vec<String> = m
+            .buttons()
             .into_iter()
-            .find(|(label, data)| {
+            .filter(|(label, data)| {
                 label.to_lowercase().contains("once") || data.contains("allow-once")
             })
             .map(|(_, d)| d)
+            .collect();
+        match once.iter().find(|d| d.contains(id.as_str())) {
+            Some(d) => Some(d.clone()),
+            None if once.len() == 1 => once.into_iter().next(),
+            None => None,
+        }
     }
 
     /// When the prompt for `message_id` first became actionable, per the fake's call log.

@@ -43,7 +43,7 @@ pub async fn sequential(s: &Subject, n: usize, report: &mut Report) -> Result<()
             .actionable_at(prompt.message_id, &marker)
             .context("prompt send not recorded")?;
         to_prompt.push(ms(at.duration_since(t0)));
-        let data = Subject::allow_once(&prompt).context("no Allow once button")?;
+        let data = Subject::allow_once(&prompt, &req.id).context("no Allow once button")?;
         let t1 = Instant::now();
         s.tg.press(OWNER, OWNER, prompt.message_id, &data);
         let decision = req.outcome(Duration::from_secs(60)).await?;
@@ -106,8 +106,8 @@ pub async fn burst(s: &Subject, n: usize, report: &mut Report) -> Result<()> {
         actionable.push(ms(at.duration_since(t0)));
     }
     let t1 = Instant::now();
-    for (_, p) in &prompts {
-        let data = Subject::allow_once(p).context("no Allow once button")?;
+    for (i, p) in &prompts {
+        let data = Subject::allow_once(p, &reqs[*i].id).context("no Allow once button")?;
         s.tg.press(OWNER, OWNER, p.message_id, &data);
     }
     let shown: std::collections::HashSet<usize> = prompts.iter().map(|(i, _)| *i).collect();
@@ -236,4 +236,49 @@ async fn wait_requested(b: &BridgeProcess, n: usize) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The bridge's own time on its hot paths, from its `overhead_seconds` histogram: p50 and
+/// p95 as the upper bound of the bucket holding them (buckets double from 1 µs).
+pub async fn overhead(s: &Subject, report: &mut Report) -> Result<()> {
+    let Some(b) = &s.bridge else {
+        return Ok(());
+    };
+    let text = b.metrics().await.context("bridge metrics")?;
+    for path in ["prompt", "resolve"] {
+        let mut buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("approval_bridge_overhead_seconds_bucket")
+                    && l.contains(&format!("path=\"{path}\""))
+            })
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+        if total == 0.0 {
+            bail!("the bridge recorded no {path} overhead");
+        }
+        for (q, name) in [(0.5, "p50"), (0.95, "p95")] {
+            let bound = buckets
+                .iter()
+                .find(|(_, n)| *n >= q * total)
+                .map(|(le, _)| le * 1e6)
+                .unwrap_or(f64::INFINITY);
+            report.add(
+                s.kind,
+                &format!("bridge overhead, {path}: {name} at most (µs, {total} samples)"),
+                vec![bound],
+            );
+        }
+    }
+    Ok(())
 }

@@ -329,7 +329,7 @@ impl Engine {
                 if let Some(lane) = self.lanes.get_mut(&target) {
                     lane.busy = false;
                 }
-                self.pump(&target);
+                self.pump(&target, false);
             }
             Input::Retry(Retry::Finish { id, prompt }) => self.finish_one(&id, &prompt),
             Input::Retry(Retry::Digest(prompt)) => {
@@ -540,17 +540,17 @@ impl Engine {
             return;
         }
         entry.prompts.insert(target.clone(), PromptState::Queued);
-        self.lanes
-            .entry(target.clone())
-            .or_default()
-            .queue
-            .push_back(id.clone());
-        self.pump(target);
+        let lane = self.lanes.entry(target.clone()).or_default();
+        let idle = !lane.busy && lane.queue.is_empty();
+        lane.queue.push_back(id.clone());
+        self.pump(target, idle);
     }
 
     /// Starts the next delivery to `target` unless one is in flight: one prompt, or a
     /// digest of everything that queued up, up to the channel's digest capacity.
-    fn pump(&mut self, target: &Target) {
+    /// `fresh`: the lane was idle when the first approval came, so the time since the
+    /// engine saw it is the bridge's own overhead (recorded as a metric).
+    fn pump(&mut self, target: &Target, fresh: bool) {
         if self.draining {
             return;
         }
@@ -586,9 +586,15 @@ impl Engine {
             return;
         }
         lane.busy = true;
-        let (target, tx) = (target.clone(), self.tx.clone());
+        let seen = (fresh && ids.len() == 1)
+            .then(|| self.entries.get(&ids[0]).map(|e| e.seen))
+            .flatten();
+        let (target, tx, metrics) = (target.clone(), self.tx.clone(), self.metrics.clone());
         self.inflight += 1;
         tokio::spawn(async move {
+            if let Some(seen) = seen {
+                metrics.overhead("prompt", seen.elapsed());
+            }
             let result = match approvals.as_slice() {
                 [one] => channel.deliver(&target, one).await.map(|m| (m, 1)),
                 many => channel.deliver_digest(&target, many).await,
@@ -663,7 +669,7 @@ impl Engine {
                 }
             }
         }
-        self.pump(&target);
+        self.pump(&target, false);
     }
 
     /// Puts `ids` back at the front of `target`'s queue, in order; those that ended in
@@ -721,7 +727,7 @@ impl Engine {
             .partition(|a| matches!(&a.via, Via::Prompt(m) if m.target == *target));
         entry.held = later;
         for answer in now {
-            self.on_decide(answer);
+            self.on_decide(answer, Instant::now());
         }
     }
 
@@ -997,6 +1003,7 @@ impl Engine {
     }
 
     fn on_answer(&mut self, answer: Answer) {
+        let received = Instant::now();
         let allowed = self.allows(&answer.responder);
         match answer.request.clone() {
             Request::ListPending => {
@@ -1043,12 +1050,13 @@ impl Engine {
                     decision: Some(decision),
                 }
                 .emit(&self.store, &self.metrics);
-                self.on_decide(answer)
+                self.on_decide(answer, received)
             }
         }
     }
 
-    fn on_decide(&mut self, answer: Answer) {
+    /// `received`: when the engine got the answer (the bridge's own time starts there).
+    fn on_decide(&mut self, answer: Answer, received: Instant) {
         let Request::Decide { id, decision } = answer.request.clone() else {
             return;
         };
@@ -1090,14 +1098,16 @@ impl Engine {
             return;
         };
         entry.resolving.push((answer.responder.clone(), decision));
-        let (resolver, tx, kind, started) = (
+        let (resolver, tx, kind, started, metrics) = (
             self.resolver.clone(),
             self.tx.clone(),
             entry.approval.kind,
             Instant::now(),
+            self.metrics.clone(),
         );
         self.inflight += 1;
         tokio::spawn(async move {
+            metrics.overhead("resolve", received.elapsed());
             let result = resolver.resolve(&id, kind, decision).await;
             let _ = tx
                 .send(Input::ResolveDone {

@@ -40,6 +40,11 @@ struct PromptLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     refusals: Family<ReasonLabel, Counter>,
     delivery_seconds: Family<ChannelLabel, Histogram>,
     resolve_seconds: Histogram,
+    overhead_seconds: Family<PathLabel, Histogram>,
     pub pending: Gauge,
     pub gateway_up: Gauge,
 }
@@ -76,6 +82,12 @@ impl Default for Metrics {
             refusals: Family::default(),
             delivery_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             resolve_seconds: Histogram::new(latency_buckets()),
+            // 1 µs to about 0.5 s.
+            overhead_seconds: Family::new_with_constructor(|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    1e-6, 2.0, 20,
+                ))
+            }),
             pending: Gauge::default(),
             gateway_up: Gauge::default(),
             registry: Mutex::new(Registry::default()),
@@ -108,6 +120,11 @@ impl Default for Metrics {
             m.resolve_seconds.clone(),
         );
         registry.register(
+            "overhead_seconds",
+            "The bridge's own time on the hot paths: path=prompt from an approval event to the channel's send, path=resolve from an answer to the gateway call",
+            m.overhead_seconds.clone(),
+        );
+        registry.register(
             "pending_approvals",
             "Approvals pending now",
             m.pending.clone(),
@@ -123,6 +140,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records the bridge's own time on a hot path (`prompt` or `resolve`).
+    pub fn overhead(&self, path: &'static str, took: std::time::Duration) {
+        self.overhead_seconds
+            .get_or_create(&PathLabel { path })
+            .observe(took.as_secs_f64());
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
