@@ -1,0 +1,35 @@
+//! Slack button presses: `codec::decode(action_id, value)` on anything; only equal halves
+//! decode, within 255 characters, and what decodes re-encodes to the same button.
+#![no_main]
+
+use channels::slack::codec::{self, CodecError, MAX_ACTION_ID};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Input `action_id\0value` exercises the mismatch check; without `\0` both are equal.
+    let (action_id, value) = text.split_once('\0').unwrap_or((text, text));
+    let decoded = codec::decode(action_id, value);
+    if action_id != value {
+        assert_eq!(decoded, Err(CodecError::Mismatch));
+        return;
+    }
+    let Ok(action) = decoded else {
+        return;
+    };
+    assert!(value.chars().count() <= MAX_ACTION_ID, "accepted {value:?}");
+    if let Ok(again) = codec::encode(action.kind, &action.id, action.decision) {
+        assert!(again.chars().count() <= MAX_ACTION_ID);
+        assert_eq!(codec::decode(&again, &again).as_ref(), Ok(&action));
+        if !value.ends_with(":always") {
+            assert_eq!(again, value);
+        }
+    } else {
+        assert!(
+            value.ends_with(":always"),
+            "decoded {value:?} cannot be re-encoded"
+        );
+    }
+});
