@@ -123,7 +123,7 @@ mod telegram {
 #[cfg(feature = "matrix")]
 mod matrix {
     use super::*;
-    use channels::matrix::render::{Footer, escape, render};
+    use channels::matrix::render::{Footer, Rendered, escape, render};
 
     proptest! {
         #[test]
@@ -141,17 +141,56 @@ mod matrix {
             prop_assert!(entities_only(&html, &["amp", "lt", "gt", "quot", "#39"]));
         }
 
-        /// render.rs: "Matrix caps an event at 65 536 bytes (encryption adds a third)". Fails:
-        /// the caps count characters, not bytes (6000 × U+0001 is 72 000 bytes of JSON).
+        /// render.rs: "Matrix caps an event at 65 536 bytes (encryption adds a third)": the
+        /// prompt, and the edit that finishes it (a `* ` fallback plus `m.new_content`).
         #[test]
-        #[ignore = "known bug: matrix::render caps characters, not bytes"]
-        fn prompt_event_fits_65536_bytes_encrypted(a in approval(), o in of(outcome())) {
-            let r = render(&a, o.as_ref().map_or(Footer::Pending, Footer::Finished));
-            let content = json!({"msgtype": "m.text", "body": r.body,
+        fn events_fit_65536_bytes_encrypted(a in approval(), o in outcome()) {
+            let json = |r: &Rendered| json!({"msgtype": "m.text", "body": r.body,
                 "format": "org.matrix.custom.html", "formatted_body": r.html});
-            let n = serde_json::to_string(&content).unwrap().len();
-            prop_assert!(n * 4 / 3 + 1024 <= 65_536, "content is {} bytes", n);
+            let size = |v: Value| serde_json::to_string(&v).unwrap().len() * 4 / 3 + 2048;
+            let prompt = render(&a, Footer::Pending);
+            prop_assert!(size(json(&prompt)) <= 65_536, "prompt: {}", size(json(&prompt)));
+            let r = render(&a, Footer::Finished(&o));
+            let starred = Rendered { body: format!("* {}", r.body), html: format!("* {}", r.html) };
+            let mut edit = json(&starred);
+            edit["m.new_content"] = json(&r);
+            prop_assert!(size(edit.clone()) <= 65_536, "edit: {}", size(edit));
         }
+    }
+
+    /// Every text at its cap, in the heaviest characters: the edit still fits.
+    #[test]
+    fn heaviest_finished_edit_fits() {
+        let heavy = |n: usize| format!("{}{n}", "\u{1}".repeat(9000));
+        let a = Approval {
+            id: bridge::approval::ApprovalId(heavy(0)),
+            kind: Kind::Exec,
+            command: heavy(1),
+            cwd: Some(heavy(2)),
+            host: Some(heavy(3)),
+            node_id: Some(heavy(4)),
+            agent_id: Some(heavy(5)),
+            session_key: Some(heavy(6)),
+            description: Some(heavy(7)),
+            severity: Some(heavy(8)),
+            warnings: (10..30).map(heavy).collect(),
+            risk_kinds: vec![heavy(9)],
+            cron: true,
+            allowed_decisions: Decision::ALL.to_vec(),
+            created_at_ms: 0,
+            expires_at_ms: Some(i64::MIN),
+        };
+        let by = Decider::Elsewhere {
+            resolved_by: Some(heavy(31)),
+        };
+        let o = Outcome::Decided {
+            decision: Decision::Deny,
+            by,
+            at_ms: i64::MAX,
+        };
+        let r = render(&a, Footer::Finished(&o));
+        let n = serde_json::to_string(&(&r.body, &r.html)).unwrap().len();
+        assert!(2 * (n + 200) * 4 / 3 + 2048 <= 65_536, "{n} bytes per copy");
     }
 }
 

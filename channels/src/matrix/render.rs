@@ -3,13 +3,14 @@
 //! Every piece of request text is escaped in the HTML (`&`, `<`, `>`, `"`, `'`), so a command
 //! cannot forge markup, links or mentions; the plain body carries it verbatim. Long texts are
 //! cut on character boundaries before escaping, so no escape sequence is ever split. Matrix
-//! caps an event at 65 536 bytes (encryption adds a third): the caps below keep both bodies
-//! well inside that.
+//! caps an event at 65 536 bytes (encryption adds a third): each cap bounds a text's bytes in
+//! both bodies' JSON as well as its characters, which keeps the prompt event well inside that.
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 
-/// Longest command shown, in characters.
-pub const MAX_COMMAND_CHARS: usize = 6000;
+/// Longest command shown, in characters. With every other text at its cap too, the edit that
+/// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
+pub const MAX_COMMAND_CHARS: usize = 5000;
 
 /// Seeding order: ✅ ❌ ♾️, only those offered.
 pub fn seeded(a: &Approval) -> Vec<Decision> {
@@ -50,13 +51,48 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn cap(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
+/// The bytes one character adds to the event: its JSON form in `body` plus the JSON form of
+/// its escape in `formatted_body` (2 for an ASCII letter, 12 for a control character).
+fn weight(c: char) -> usize {
+    let json = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    let html = match c {
+        '&' | '\'' => 5,
+        '<' | '>' => 4,
+        '"' => 6,
+        c => json(c),
+    };
+    json(c) + html
+}
+
+/// At most `max` characters weighing no more than `max` ASCII letters would (plus the
+/// ellipsis), so no text can make the event bigger than plain text of the same caps;
+/// a cut ends with `…`. Also returns how many characters of `s` are kept.
+fn cap_counted(s: &str, max: usize) -> (String, usize) {
+    let budget = 2 * max + 4;
+    let (n, w) = s.chars().fold((0, 0), |(n, w), c| (n + 1, w + weight(c)));
+    if n <= max && w <= budget {
+        return (s.to_owned(), n);
     }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    let room = budget - weight('…');
+    let (mut t, mut used, mut kept) = (String::new(), 0, 0);
+    for c in s.chars().take(max.saturating_sub(1)) {
+        used += weight(c);
+        if used > room {
+            break;
+        }
+        t.push(c);
+        kept += 1;
+    }
     t.push('…');
-    t
+    (t, kept)
+}
+
+fn cap(s: &str, max: usize) -> String {
+    cap_counted(s, max).0
 }
 
 /// A rendered message: both bodies.
@@ -94,18 +130,15 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         html.push_str(" · ⏰ <b>cron run</b>");
     }
     let total = a.command.chars().count();
-    let command = cap(&a.command, MAX_COMMAND_CHARS);
+    let (command, shown) = cap_counted(&a.command, MAX_COMMAND_CHARS);
     body.push('\n');
     body.push_str(&command);
     match a.kind {
         Kind::Exec => html.push_str(&format!("<pre><code>{}</code></pre>", escape(&command))),
         Kind::Plugin | Kind::System => html.push_str(&format!("<br><b>{}</b>", escape(&command))),
     }
-    if total > MAX_COMMAND_CHARS {
-        let note = format!(
-            "✂️ Cut: showing {} of {total} characters.",
-            MAX_COMMAND_CHARS - 1
-        );
+    if shown < total {
+        let note = format!("✂️ Cut: showing {shown} of {total} characters.");
         body.push_str(&format!("\n{note}"));
         html.push_str(&format!("<br><i>{note}</i>"));
     }
@@ -292,6 +325,26 @@ mod tests {
         assert!(r.body.contains("✂️ Cut: showing"));
         assert!(r.html.len() < 40_000);
         assert!(!r.html.contains("&am…") && !r.html.contains("&…"));
+    }
+
+    /// Found by channels/tests/prop_escaping.rs: caps counted characters, so 6000 control
+    /// characters made 72 000 bytes of event JSON, over Matrix's 65 536 (M_TOO_LARGE).
+    #[test]
+    fn caps_bound_the_event_bytes_whatever_the_text() {
+        let size = |r: &Rendered| serde_json::to_string(&(&r.body, &r.html)).unwrap().len();
+        let plain = render(
+            &approval(&"a".repeat(9000), &Decision::ALL),
+            Footer::Pending,
+        );
+        assert!(plain.body.contains("showing 4999 of 9000 characters"));
+        for c in ['\u{1}', '"', '<', '&', '😀'] {
+            let r = render(
+                &approval(&c.to_string().repeat(9000), &Decision::ALL),
+                Footer::Pending,
+            );
+            assert!(size(&r) <= size(&plain) + 16, "{c:?}: {} bytes", size(&r));
+            assert!(r.body.contains("✂️ Cut: showing"), "{c:?}");
+        }
     }
 
     #[test]
