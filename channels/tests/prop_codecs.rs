@@ -39,7 +39,11 @@ macro_rules! codec_props {
 
             fn is_uuid(id: &ApprovalId) -> bool {
                 let s = id.as_str().strip_prefix("plugin:").unwrap_or(id.as_str());
-                s.len() == 36 && s.bytes().filter(|b| *b == b'-').count() == 4
+                s.len() == 36
+                    && s.bytes().enumerate().all(|(i, b)| match i {
+                        8 | 13 | 18 | 23 => b == b'-',
+                        _ => b.is_ascii_hexdigit(),
+                    })
             }
 
             proptest! {
