@@ -621,8 +621,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// An empty `m.mentions` says the message mentions nobody, which also turns off the legacy
+/// push rules that read `@room` or a display name out of the (untrusted) body text.
 fn html_content(msgtype: &str, r: &render::Rendered) -> Value {
-    json!({"msgtype": msgtype, "body": r.body, "format": "org.matrix.custom.html", "formatted_body": r.html})
+    json!({"msgtype": msgtype, "body": r.body, "format": "org.matrix.custom.html",
+        "formatted_body": r.html, "m.mentions": {}})
 }
 
 #[async_trait]
@@ -794,6 +797,7 @@ impl Channel for Matrix {
         let content = json!({
             "msgtype": "m.notice",
             "body": notice.text(),
+            "m.mentions": {},
             "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
         });
         room.send_raw("m.room.message", content)
@@ -877,6 +881,15 @@ impl Channel for Matrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_mention_nobody_whatever_the_command_says() {
+        let r = render::Rendered {
+            body: "@room @owner:example.org".into(),
+            html: "@room".into(),
+        };
+        assert_eq!(html_content("m.text", &r)["m.mentions"], json!({}));
+    }
 
     #[test]
     fn commands_decode() {
