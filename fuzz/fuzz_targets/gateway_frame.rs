@@ -1,10 +1,11 @@
-//! Gateway text frames: `frames::parse`, then every event through `client::translate` and
-//! `Approval::from_gateway` for each kind, and every `res` through the error readers.
+//! Gateway text frames: `frames::parse`, every event through `client::translate` and
+//! `Approval::from_gateway` for each kind (then every channel's renderer), every `res` error.
 #![no_main]
 
 use bridge::approval::{Approval, Kind};
 use bridge::gateway::client::{resolved_outcome, translate};
 use bridge::gateway::frames::{self, Inbound};
+use channels::{discord, matrix, slack, telegram};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -18,10 +19,22 @@ fn check(a: &Approval) {
     }
 }
 
+/// Request text is untrusted: every renderer takes it without panicking, within its limits.
+fn render(a: &Approval) {
+    use telegram::render::{MAX_MESSAGE_UTF16, utf16_len};
+    let html = telegram::render::render(a, telegram::render::Footer::Pending).html;
+    assert!(utf16_len(&html) <= MAX_MESSAGE_UTF16);
+    let _ = matrix::render::render(a, matrix::render::Footer::Pending);
+    let _ = discord::render::embed(a, discord::render::Footer::Pending);
+    let _ = discord::render::components(a);
+    let _ = slack::render::render(a, slack::render::Footer::Pending);
+}
+
 fn approvals(payload: &Value) {
     for kind in [Kind::Exec, Kind::Plugin, Kind::System] {
         if let Ok(a) = Approval::from_gateway(kind, payload) {
             check(&a);
+            render(&a);
         }
     }
 }
