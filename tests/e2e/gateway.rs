@@ -339,7 +339,8 @@ async fn replays_what_was_requested_before_it_connected_and_recovers_from_a_gate
         })
         .await;
     assert!(!reason.is_empty());
-    assert!(!link.client.is_connected());
+    // Not `!is_connected()` here: the client may already be back by the time the test
+    // reads the event (CI saw that race). The next Connected/Ready proves the reconnect.
     let (missing, pending) = link.ready().await;
     assert!(missing.is_empty());
     assert!(
