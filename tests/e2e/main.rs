@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod clock;
 mod daemon;
 mod discord;
 mod gateway;
