@@ -21,11 +21,25 @@ use crate::http::{self, ChannelHealth, Health};
 /// How long shutdown waits for the engine to store in-flight prompts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
-pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if !f.is_empty() => EnvFilter::try_new(f).context("RUST_LOG")?,
+/// Libraries that log raw wire bytes at trace level: tungstenite prints every WebSocket
+/// frame, among them the gateway `connect` (gateway token, device signature) and Discord's
+/// IDENTIFY (bot token). Capped at debug whatever the filter asks: secrets are never logged.
+const WIRE_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+/// The log filter from `RUST_LOG` (if set) or `log.level`, with [`WIRE_LOGGERS`] capped.
+pub fn log_filter(spec: Option<&str>, cfg: &LogConfig) -> anyhow::Result<EnvFilter> {
+    let mut filter = match spec {
+        Some(f) if !f.is_empty() => EnvFilter::try_new(f).context("RUST_LOG")?,
         _ => EnvFilter::try_new(cfg.level.as_deref().unwrap_or("info")).context("log.level")?,
     };
+    for target in WIRE_LOGGERS {
+        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    }
+    Ok(filter)
+}
+
+pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), cfg)?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -227,4 +241,47 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         .await
         .context("cannot listen for Ctrl-C")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn trace_logging_never_prints_websocket_frames() {
+        for spec in ["trace", "tungstenite=trace,trace"] {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(log_filter(Some(spec), &LogConfig::default()).unwrap())
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(target: "tungstenite::protocol", "Sending frame: SECRET-token");
+                tracing::trace!(target: "tokio_tungstenite", "SECRET-token");
+                tracing::trace!(target: "bridge::engine", "a trace line of our own");
+                tracing::debug!(target: "tungstenite::protocol", "Received close frame");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("SECRET"), "{spec}: {out}");
+            assert!(out.contains("a trace line of our own"), "{spec}: {out}");
+            assert!(out.contains("Received close frame"), "{spec}: {out}");
+        }
+    }
 }

@@ -8,5 +8,6 @@ mod daemon;
 mod discord;
 mod gateway;
 mod matrix;
+mod secrets;
 mod slack;
 mod telegram;

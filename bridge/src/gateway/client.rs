@@ -318,6 +318,17 @@ impl Client {
         }
         error!(code = %shape.code, detail = ?shape.detail_code(), message = %shape.message,
             next = ?shape.recommended_next_step(), "gateway refused the connection");
+        // So /healthz says why (e.g. a wrong gateway.token), not just "connecting".
+        let reason = format!(
+            "gateway refused the connection: {} {}",
+            shape.code, shape.message
+        );
+        if send(events, GatewayEvent::Disconnected { reason })
+            .await
+            .is_err()
+        {
+            return SessionEnd::Stop;
+        }
         SessionEnd::Retry { was_up: false }
     }
 
