@@ -178,6 +178,9 @@ pub struct Engine {
     lanes: HashMap<Target, Lane>,
     digests: HashMap<MessageRef, Digest>,
     inflight: usize,
+    /// Answers from allowed responders that arrived while a resolve of the same approval was
+    /// in flight; judged again once it reports back (see `on_decide`).
+    after_resolve: HashMap<ApprovalId, Vec<Answer>>,
     /// Shutting down: in-flight work reports back, no new work starts.
     draining: bool,
     ready_logged: bool,
@@ -247,6 +250,7 @@ impl Engine {
             lanes: HashMap::new(),
             digests,
             inflight: 0,
+            after_resolve: HashMap::new(),
             draining: false,
             ready_logged: false,
         };
@@ -1081,6 +1085,19 @@ impl Engine {
             entry.held.push(answer);
             return;
         }
+        // One resolve per approval at a time. The gateway answers a repeated resolve of the
+        // same approval (a double tap) with another success, so a second answer waits for
+        // the first one's result and is judged again then: it learns the outcome, or gets
+        // its own try if nothing was decided.
+        if allowed
+            && self
+                .entries
+                .get(&id)
+                .is_some_and(|e| !e.resolving.is_empty())
+        {
+            self.after_resolve.entry(id).or_default().push(answer);
+            return;
+        }
         let entry = self.entries.get(&id);
         let our_prompts = entry.map(Entry::our_prompts).unwrap_or_default();
         let facts = Facts {
@@ -1244,6 +1261,16 @@ impl Engine {
                 }
                 .emit(&self.store, &self.metrics);
                 self.notify(&answer.reply, Notice::Refused(Refusal::GatewayUnavailable));
+            }
+        }
+        if !self
+            .entries
+            .get(&id)
+            .is_some_and(|e| !e.resolving.is_empty())
+            && let Some(waiting) = self.after_resolve.remove(&id)
+        {
+            for answer in waiting {
+                self.on_decide(answer, Instant::now());
             }
         }
     }

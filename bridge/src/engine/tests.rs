@@ -768,3 +768,55 @@ async fn digest_rows_survive_a_restart() {
     assert_eq!(edited, digest);
     assert_eq!(rows.len(), 2, "both open rows of the digest are shown");
 }
+
+/// Found by the attack suite (tests/e2e/attacks.rs): the real gateway answers a second resolve
+/// of the same approval with another success, so a double tap was resolved, audited and
+/// acknowledged twice. A second answer now waits for the first resolve and learns its outcome.
+#[tokio::test]
+async fn a_double_tap_resolves_once() {
+    let r = rig();
+    let prompt = r.request("d1", &["allow-once", "deny"]).await;
+    for _ in 0..2 {
+        r.send(Input::Answer(answer(
+            OWNER,
+            "d1",
+            Decision::Deny,
+            Via::Prompt(prompt.clone()),
+        )))
+        .await;
+    }
+    r.wait(|r| r.chan.notices().len() == 2).await;
+    assert_eq!(
+        r.gw.calls(),
+        [("d1".into(), Decision::Deny)],
+        "one resolve call"
+    );
+    let notices: Vec<Notice> = r.chan.notices().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        notices[0],
+        Notice::Accepted {
+            id: "d1".into(),
+            decision: Decision::Deny
+        }
+    );
+    assert!(
+        matches!(
+            &notices[1],
+            Notice::AlreadyFinished {
+                outcome: Outcome::Decided {
+                    decision: Decision::Deny,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{:?}",
+        notices[1]
+    );
+    let resolved = r
+        .audit_events("d1")
+        .into_iter()
+        .filter(|e| e == "resolved")
+        .count();
+    assert_eq!(resolved, 1);
+}
