@@ -330,6 +330,27 @@ impl Operator {
         .await
     }
 
+    /// [`Operator::request_exec`] with `extra` merged into the request's params, e.g.
+    /// `{"ask": "always"}` (the gateway then offers only allow-once and deny).
+    pub async fn request_exec_with(
+        &self,
+        command: &str,
+        timeout_ms: u64,
+        extra: Value,
+    ) -> Result<PendingRequest> {
+        let mut params = json!({
+            "command": command, "host": "gateway", "timeoutMs": timeout_ms,
+            "twoPhase": true, "requireDeliveryRoute": false,
+        });
+        merge(&mut params, &extra);
+        self.request_two_phase(
+            "exec.approval.request",
+            "exec.approval.waitDecision",
+            params,
+        )
+        .await
+    }
+
     /// `plugin.approval.request {title, description, severity, timeoutMs, twoPhase: true}`, like
     /// `request_exec` (plugins have no `requireDeliveryRoute`: an approval client must be connected).
     pub async fn request_plugin(

@@ -16,18 +16,18 @@ use testkit::openclaw::{Gateway, GatewayConfig, Operator};
 use testkit::synapse::matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use testkit::synapse::{MatrixUser, Synapse};
 
-const BOT_PASSWORD: &str = "bot-password-1";
+pub(crate) const BOT_PASSWORD: &str = "bot-password-1";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A homeserver with the bot's account, an owner and a stranger (both logged in).
-struct Accounts {
-    hs: Synapse,
-    bot: String,
-    owner: MatrixUser,
-    stranger: MatrixUser,
+pub(crate) struct Accounts {
+    pub(crate) hs: Synapse,
+    pub(crate) bot: String,
+    pub(crate) owner: MatrixUser,
+    pub(crate) stranger: MatrixUser,
 }
 
-async fn accounts() -> Accounts {
+pub(crate) async fn accounts() -> Accounts {
     let hs = Synapse::start().await.expect("start Synapse");
     let bot = hs.register("bot", BOT_PASSWORD, false).await.unwrap();
     hs.register("owner", "owner-password", false).await.unwrap();
@@ -53,18 +53,18 @@ fn split(message: &str) -> (OwnedRoomId, OwnedEventId) {
 
 /// What a reader of the room sees of one prompt.
 #[derive(Debug, Clone)]
-struct Seen {
-    event_id: OwnedEventId,
+pub(crate) struct Seen {
+    pub(crate) event_id: OwnedEventId,
     encrypted: bool,
-    body: String,
-    html: String,
+    pub(crate) body: String,
+    pub(crate) html: String,
     /// The bot's live reactions, in order.
-    keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
 }
 
 /// The prompt `event` (or the bot's prompt for approval `id`) as `user` sees it now; waits
 /// until every bot event around it is decrypted.
-async fn seen(
+pub(crate) async fn seen(
     user: &MatrixUser,
     room: &OwnedRoomId,
     bot: &str,
@@ -129,7 +129,7 @@ async fn seen(
     }
 }
 
-fn is_prompt_for(id: &ApprovalId) -> impl Fn(&Value) -> bool + '_ {
+pub(crate) fn is_prompt_for(id: &ApprovalId) -> impl Fn(&Value) -> bool + '_ {
     move |v| v["content"][PROMPT_KEY]["id"] == id.as_str()
 }
 
@@ -456,7 +456,7 @@ struct World {
     room: Option<OwnedRoomId>,
 }
 
-fn matrix_toml(acc: &Accounts) -> String {
+pub(crate) fn matrix_toml(acc: &Accounts) -> String {
     format!(
         "[matrix]\nhomeserver = \"{}\"\nuser_id = \"{}\"\npassword = \"env:AB_TEST_MATRIX_PASSWORD\"\nallow_from = [\"{}\"]\n",
         acc.hs.url(),
@@ -498,7 +498,7 @@ async fn world_with(telegram: Option<&testkit::fake_telegram::FakeTelegram>) -> 
 
 /// The bridge binary: `AB_BRIDGE_EXE` when set (a copy taken right after the build, safe
 /// from concurrent builds sharing the target dir), else cargo's.
-fn bridge_exe() -> std::path::PathBuf {
+pub(crate) fn bridge_exe() -> std::path::PathBuf {
     std::env::var_os("AB_BRIDGE_EXE")
         .map(Into::into)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_approval-bridge").into())
