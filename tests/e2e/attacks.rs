@@ -20,7 +20,7 @@ use testkit::openclaw::{Gateway, GatewayConfig, Operator};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Who sends an attack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Who {
     Owner,
     /// Not in allowFrom.
@@ -1310,6 +1310,9 @@ mod matrix {
         bridge: BridgeProcess,
         /// The DM room, once the owner joined it (the bridge creates it with the first prompt).
         room: OwnedRoomId,
+        /// Each person's live reaction per (prompt, key): pressing again first takes it back,
+        /// as Matrix clients do (Synapse refuses the same annotation twice).
+        reactions: std::collections::HashMap<(Who, OwnedEventId, String), OwnedEventId>,
     }
 
     impl Drop for Mx {
@@ -1503,18 +1506,25 @@ mod matrix {
         async fn send(&mut self, a: &Attack, p: &Prompt) {
             let room = self.room.clone();
             let r = match a {
-                Attack::Press { who, data, .. } => self
-                    .user(*who)
-                    .react(&room, &p.event, data)
-                    .await
-                    .map(|_| ()),
+                Attack::Press { who, data, .. } => {
+                    let key = (*who, p.event.clone(), data.clone());
+                    if let Some(old) = self.reactions.remove(&key) {
+                        let _ = self.user(*who).redact(&room, &old).await;
+                    }
+                    match self.user(*who).react(&room, &p.event, data).await {
+                        Ok(ev) => {
+                            self.reactions.insert(key, ev);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Attack::Type { who, text } => {
                     self.user(*who).send_text(&room, text).await.map(|_| ())
                 }
             };
-            // Synapse refuses a second identical annotation by the same user; that is fine.
             if let Err(e) = r {
-                eprintln!("matrix attack {a:?} not sent: {e}");
+                panic!("matrix attack {a:?} not sent: {e}");
             }
         }
 
@@ -1589,7 +1599,10 @@ mod matrix {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn matrix_attacks_resolve_nothing() {
-        let (gw, acc) = tokio::join!(Gateway::start(GatewayConfig::default()), accounts());
+        // One after the other: both pick a free loopback port by binding and releasing it, so
+        // started together they can pick the same one (seen: the gateway's EADDRINUSE).
+        let acc = accounts().await;
+        let gw = Gateway::start(GatewayConfig::default()).await;
         let gw = gw.expect("start the OpenClaw gateway");
         acc.hs
             .register("lookalike", "lookalike-password", false)
@@ -1635,6 +1648,7 @@ mod matrix {
             lookalike,
             bridge,
             room: OwnedRoomId::try_from("!none:localhost").unwrap(),
+            reactions: Default::default(),
         })
         .await;
     }
