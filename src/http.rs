@@ -22,6 +22,8 @@ pub type ChannelHealth = Arc<Mutex<BTreeMap<String, Result<String, String>>>>;
 #[derive(Clone)]
 pub struct Health {
     pub link: watch::Receiver<LinkStatus>,
+    /// Its last write error means answers are being refused.
+    pub store: Arc<bridge::store::Store>,
     pub channels: ChannelHealth,
     pub metrics: Arc<Metrics>,
 }
@@ -45,6 +47,11 @@ impl Health {
             ));
         } else if !link.replayed {
             out.push("gateway: pending approvals not yet replayed".into());
+        }
+        if let Some(e) = self.store.fault() {
+            out.push(format!(
+                "store: cannot write the database ({e}); answers are refused until it is writable (disk full or read-only state.dir?)"
+            ));
         }
         for (name, h) in self
             .channels

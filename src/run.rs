@@ -168,7 +168,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (client, gw_task) = Client::spawn(opts, gw_tx, shutdown.subscribe())
         .context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
-    let (engine, input, link) = Engine::new(channels.clone(), client, store, metrics.clone())?;
+    let (engine, input, link) =
+        Engine::new(channels.clone(), client, store.clone(), metrics.clone())?;
 
     let forward = input.clone();
     tokio::spawn(async move {
@@ -196,6 +197,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(h) = &cfg.http {
         let health = Health {
             link,
+            store,
             channels: channel_health,
             metrics,
         };

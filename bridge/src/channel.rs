@@ -89,6 +89,9 @@ pub enum Refusal {
     GatewayUnavailable,
     /// The gateway refused the decision for another reason; nothing was decided.
     GatewayRejected,
+    /// The answer could not be written to the audit log (disk full, read-only database):
+    /// the bridge resolves nothing it cannot record.
+    StoreUnavailable,
 }
 
 impl Refusal {
@@ -103,6 +106,7 @@ impl Refusal {
             Refusal::Malformed => "malformed",
             Refusal::GatewayUnavailable => "gateway_unavailable",
             Refusal::GatewayRejected => "gateway_rejected",
+            Refusal::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -123,6 +127,10 @@ impl Refusal {
                 "The gateway could not be reached; nothing was decided. Try again shortly."
             }
             Refusal::GatewayRejected => "The gateway refused that decision; nothing was decided.",
+            Refusal::StoreUnavailable => {
+                "The bridge cannot write its database (disk full or read-only), so it cannot record \
+                 your answer; nothing was decided. Free the disk or fix the state directory, then answer again."
+            }
         }
     }
 }

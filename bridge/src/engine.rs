@@ -1048,12 +1048,18 @@ impl Engine {
                 self.notify(&answer.reply, Notice::Refused(reason));
             }
             Request::Decide { id, decision } => {
-                Event::Answered {
+                let recorded = Event::Answered {
                     id: Some(&id),
                     responder: &answer.responder,
                     decision: Some(decision),
                 }
-                .emit(&self.store, &self.metrics);
+                .try_emit(&self.store, &self.metrics);
+                // Fail closed: an answer the audit log cannot hold is not acted on.
+                if let Err(e) = recorded {
+                    tracing::error!(%id, user = %answer.responder.user_id, error = %e,
+                        "cannot record the answer in the database (disk full or read-only?); refusing it, the approval stays pending");
+                    return self.refuse(&answer, Some(&id), Refusal::StoreUnavailable);
+                }
                 self.on_decide(answer, received)
             }
         }

@@ -55,6 +55,8 @@ pub struct AuditRecord {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The last write's error, cleared by the next write that succeeds; `/healthz` reports it.
+    fault: Mutex<Option<String>>,
 }
 
 const SCHEMA: &str = "
@@ -112,7 +114,48 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            fault: Mutex::new(None),
         })
+    }
+
+    /// Why the last write failed, while no later write has succeeded (disk full,
+    /// read-only file): the bridge then refuses answers, since it cannot record them.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Remembers a write's result for [`Store::fault`].
+    fn wrote<T>(&self, r: Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let mut fault = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(v) => {
+                *fault = None;
+                Ok(v)
+            }
+            Err(e) => {
+                *fault = Some(e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Caps the database at its current size, as a full disk would (SQLite then answers
+    /// SQLITE_FULL to any write that needs a new page). For tests of the fail-closed path.
+    #[cfg(test)]
+    pub(crate) fn fill_up(&self) {
+        let conn = self.conn();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("page_count");
+        conn.pragma_update(None, "max_page_count", pages)
+            .expect("max_page_count");
+    }
+
+    #[cfg(test)]
+    pub(crate) fn unfill(&self) {
+        self.conn()
+            .pragma_update(None, "max_page_count", 1_000_000_000i64)
+            .expect("max_page_count");
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -124,20 +167,22 @@ impl Store {
     /// Records a pending approval. Returns false when it was already known.
     pub fn insert_approval(&self, a: &Approval) -> Result<bool, StoreError> {
         let body = serde_json::to_string(a)?;
-        let n = self.conn().execute(
+        let r = self.conn().execute(
             "INSERT OR IGNORE INTO approvals (id, body, created_ms) VALUES (?1, ?2, ?3)",
             params![a.id.as_str(), body, a.created_at_ms],
-        )?;
+        );
+        let n = self.wrote(r)?;
         Ok(n == 1)
     }
 
     /// Records how an approval ended (first write wins).
     pub fn set_outcome(&self, id: &ApprovalId, outcome: &Outcome) -> Result<(), StoreError> {
         let o = serde_json::to_string(outcome)?;
-        self.conn().execute(
+        let r = self.conn().execute(
             "UPDATE approvals SET outcome = ?2, ended_ms = ?3 WHERE id = ?1 AND outcome IS NULL",
             params![id.as_str(), o, outcome.at_ms()],
-        )?;
+        );
+        self.wrote(r)?;
         Ok(())
     }
 
@@ -148,10 +193,11 @@ impl Store {
         prompt: &MessageRef,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        let r = self.conn().execute(
             "INSERT OR IGNORE INTO prompts (approval_id, channel, chat, message, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id.as_str(), prompt.target.channel, prompt.target.chat, prompt.message, at_ms],
-        )?;
+        );
+        self.wrote(r)?;
         Ok(())
     }
 
@@ -162,7 +208,7 @@ impl Store {
         prompt: &MessageRef,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        let r = self.conn().execute(
             "UPDATE prompts SET finished_ms = ?5 WHERE approval_id = ?1 AND channel = ?2 AND chat = ?3 AND message = ?4",
             params![
                 id.as_str(),
@@ -171,7 +217,8 @@ impl Store {
                 prompt.message,
                 at_ms
             ],
-        )?;
+        );
+        self.wrote(r)?;
         Ok(())
     }
 
@@ -234,10 +281,11 @@ impl Store {
 
     /// Appends one audit record.
     pub fn audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
-        self.conn().execute(
+        let res = self.conn().execute(
             "INSERT INTO audit (at_ms, approval_id, event, channel, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![r.at_ms, r.approval_id, r.event, r.channel, r.actor, r.detail.to_string()],
-        )?;
+        );
+        self.wrote(res)?;
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
 use crate::channel::{Refusal, Target};
-use crate::store::{AuditRecord, Store};
+use crate::store::{AuditRecord, Store, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -209,9 +209,15 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// Logs, audits and counts the event. A failing audit write is logged, not fatal:
-    /// the decision path must not stop because the disk is full.
+    /// Logs, audits and counts the event. A failing audit write is logged (and shows on
+    /// `/healthz` through [`Store::fault`]); callers that must not act on an unrecorded
+    /// event use [`Event::try_emit`].
     pub fn emit(&self, store: &Store, metrics: &Metrics) {
+        let _ = self.try_emit(store, metrics);
+    }
+
+    /// As [`Event::emit`], returning whether the audit record was written.
+    pub fn try_emit(&self, store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
         let rec = self.record();
         match self {
             Event::Requested { approval } => {
@@ -318,9 +324,9 @@ impl Event<'_> {
                 tracing::debug!(event = "finished", %id, %target, note, "prompt shows the outcome");
             }
         }
-        if let Err(e) = store.audit(&rec) {
+        store.audit(&rec).inspect_err(|e| {
             tracing::error!(error = %e, event = rec.event, "audit write failed");
-        }
+        })
     }
 
     fn record(&self) -> AuditRecord {

@@ -11,4 +11,5 @@ mod gateway;
 mod matrix;
 mod secrets;
 mod slack;
+mod storage_faults;
 mod telegram;

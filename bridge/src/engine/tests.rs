@@ -378,6 +378,58 @@ async fn gateway_unreachable_never_decides() {
 }
 
 #[tokio::test]
+async fn an_answer_the_database_cannot_record_is_refused_not_resolved() {
+    let r = rig();
+    let prompt = r.request("full", &["allow-once", "deny"]).await;
+    // A full database: SQLite refuses any write that needs a new page.
+    r.store.fill_up();
+    // Fill the last pages with the smallest records there are.
+    let tiny = crate::store::AuditRecord {
+        at_ms: 1,
+        approval_id: None,
+        event: "f".into(),
+        channel: None,
+        actor: None,
+        detail: json!(null),
+    };
+    let filled = (0..100_000).position(|_| r.store.audit(&tiny).is_err());
+    assert!(filled.is_some(), "the database is full");
+    assert!(r.store.fault().is_some(), "the fault is remembered");
+    r.send(Input::Answer(answer(
+        OWNER,
+        "full",
+        Decision::AllowOnce,
+        Via::Prompt(prompt.clone()),
+    )))
+    .await;
+    r.wait(|r| !r.chan.notices().is_empty()).await;
+    assert_eq!(
+        r.chan.notices()[0].1,
+        Notice::Refused(Refusal::StoreUnavailable)
+    );
+    assert!(r.gw.calls().is_empty(), "nothing resolved at the gateway");
+    assert!(r.chan.finished().is_empty(), "the prompt stays actionable");
+    assert!(
+        r.store.fault().unwrap().contains("full"),
+        "{:?}",
+        r.store.fault()
+    );
+    // Room again: the same button works, and the answer is in the audit log.
+    r.store.unfill();
+    r.send(Input::Answer(answer(
+        OWNER,
+        "full",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.gw.decision(&"full".into()), Some(Decision::AllowOnce));
+    assert_eq!(r.store.fault(), None);
+    assert!(r.audit_events("full").contains(&"answered".to_string()));
+}
+
+#[tokio::test]
 async fn not_found_at_the_gateway_finishes_the_prompt_as_gone() {
     let r = rig();
     let prompt = r.request("a8", &["allow-once", "deny"]).await;
