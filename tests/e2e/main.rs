@@ -7,6 +7,7 @@ mod check;
 mod clock;
 mod daemon;
 mod discord;
+mod faults;
 mod gateway;
 mod matrix;
 mod secrets;
