@@ -65,7 +65,10 @@ async fn a_skewed_local_clock_decides_nothing() {
 
     // A request the ahead bridge sees as three days expired, the behind one as far off:
     // both prompt it, and only the owner's tap decides it.
-    let tapped = op.request_exec("echo decided by a tap", 120_000).await.unwrap();
+    let tapped = op
+        .request_exec("echo decided by a tap", 120_000)
+        .await
+        .unwrap();
     let on_ahead = prompt(&tg, AHEAD, &tapped.id).await;
     let on_behind = prompt(&tg, BEHIND, &tapped.id).await;
     tg.press(
@@ -91,7 +94,11 @@ async fn a_skewed_local_clock_decides_nothing() {
     let untouched = op.request_exec("echo left alone", 4_000).await.unwrap();
     let on_ahead = prompt(&tg, AHEAD, &untouched.id).await;
     let on_behind = prompt(&tg, BEHIND, &untouched.id).await;
-    assert_eq!(untouched.outcome(WAIT).await.unwrap(), None, "nobody decided");
+    assert_eq!(
+        untouched.outcome(WAIT).await.unwrap(),
+        None,
+        "nobody decided"
+    );
     for (owner, m) in [(AHEAD, &on_ahead), (BEHIND, &on_behind)] {
         let done = tg
             .wait_message(owner, m.message_id, WAIT, "expired prompt finished", |m| {

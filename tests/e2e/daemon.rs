@@ -512,3 +512,141 @@ async fn a_burst_for_one_owner_goes_out_as_digests_within_telegrams_limits() {
     let limited = w.tg.calls().iter().filter(|c| c.status == 429).count();
     assert_eq!(limited, 0, "the bridge kept within the chat's rate");
 }
+
+/// An agent floods 1,000 approvals at one owner: the bridge keeps within Telegram's per-chat
+/// rate, every approval becomes actionable exactly once, the owner gets a few dozen digest
+/// messages instead of a thousand, and every tap decides (1,000 taps at once: the bridge
+/// queues its resolves rather than overrun the gateway's request queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_flooding_1000_approvals_stays_within_limits_and_loses_none() {
+    const N: usize = 1000;
+    const SETTLE: Duration = Duration::from_secs(300);
+    let w = world().await;
+    w.tg.enforce_chat_gap(Some(Duration::from_secs(1)));
+    let t0 = std::time::Instant::now();
+    let commands: Vec<String> = (0..N).map(|i| format!("echo spam-{i}")).collect();
+    let mut reqs = Vec::with_capacity(N);
+    for chunk in commands.chunks(100) {
+        let batch =
+            futures_util::future::join_all(chunk.iter().map(|c| w.op.request_exec(c, 900_000)))
+                .await;
+        for r in batch {
+            reqs.push(r.expect("the gateway takes the request"));
+        }
+    }
+    let requested = t0.elapsed();
+
+    // Each approval's allow-once button, wherever it is: exactly one message carries it.
+    // Polled on a copy of the chat: scanning 1,000 ids inside the fake's lock would stall
+    // its HTTP handlers and time the bridge's calls out.
+    let datas: Vec<String> = reqs
+        .iter()
+        .map(|r| format!("exec_approve:{}:allow-once", r.id))
+        .collect();
+    let wanted: std::collections::HashSet<&str> = datas.iter().map(String::as_str).collect();
+    let carriers = |msgs: &[Message]| {
+        let mut at: std::collections::HashMap<&str, Vec<i64>> = std::collections::HashMap::new();
+        for m in msgs {
+            for (_, d) in m.buttons() {
+                if let Some(data) = wanted.get(d.as_str()) {
+                    at.entry(*data).or_default().push(m.message_id);
+                }
+            }
+        }
+        at
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    let placed = loop {
+        let at = carriers(&w.tg.bot_messages(OWNER));
+        if at.len() == N {
+            break at;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {N} approvals actionable",
+            at.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let actionable = t0.elapsed();
+    let duplicates = placed.values().filter(|m| m.len() > 1).count();
+    assert_eq!(duplicates, 0, "an approval has buttons in two messages");
+    let sends = w.tg.calls_to("sendMessage").len();
+    assert!(
+        sends <= N / 10,
+        "{N} approvals took {sends} messages: the owner is buried"
+    );
+
+    for data in &datas {
+        w.tg.press(OWNER, OWNER, placed[data.as_str()][0], data);
+    }
+    let mut decided = 0;
+    for r in reqs {
+        assert_eq!(
+            r.outcome(SETTLE).await.unwrap(),
+            Some(Decision::AllowOnce),
+            "every tap decides"
+        );
+        decided += 1;
+    }
+    let all_decided = t0.elapsed();
+    loop {
+        let live =
+            w.tg.bot_messages(OWNER)
+                .iter()
+                .filter(|m| !m.buttons().is_empty())
+                .count();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline + SETTLE,
+            "{live} messages still have buttons after every approval was decided"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Within Telegram's per-chat rate: no 10-second window holds more than 11 writes to the
+    // chat (the bridge spaces them 1.05 s apart; a loaded machine may bunch a few arrivals,
+    // and the fake's 429s for those are counted, not treated as excess).
+    let writes: Vec<std::time::Instant> =
+        w.tg.calls()
+            .iter()
+            .filter(|c| {
+                c.is("sendMessage") || c.is("editMessageText") || c.is("editMessageReplyMarkup")
+            })
+            .map(|c| c.at)
+            .collect();
+    let busiest = writes
+        .iter()
+        .map(|t0| {
+            writes
+                .iter()
+                .filter(|t| **t >= *t0 && t.duration_since(*t0) < Duration::from_secs(10))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= 11,
+        "{busiest} writes to one chat within 10 s: over Telegram's rate"
+    );
+    let limited = w.tg.calls().iter().filter(|c| c.status == 429).count();
+    let edits = w.tg.calls_to("editMessageText").len();
+    testkit::figures::record(
+        "spam-telegram",
+        &serde_json::json!({
+            "approvals": N,
+            "decided": decided,
+            "lost": N - decided,
+            "duplicate_prompts": duplicates,
+            "messages_sent": sends,
+            "edits": edits,
+            "rate_limited_429": limited,
+            "busiest_10s_writes": busiest,
+            "requested_ms": requested.as_millis() as u64,
+            "all_actionable_ms": actionable.as_millis() as u64,
+            "all_decided_ms": all_decided.as_millis() as u64,
+            "all_finished_ms": t0.elapsed().as_millis() as u64,
+        }),
+    );
+}

@@ -105,7 +105,19 @@ pub struct Client {
     opts: GatewayOptions,
     identity: DeviceIdentity,
     conn: Mutex<Option<Arc<Connection>>>,
+    /// Resolves in flight at once (see `RESOLVES_IN_FLIGHT`).
+    resolves: tokio::sync::Semaphore,
 }
+
+/// At most this many resolve calls in flight: the gateway admits 256 queued operator
+/// requests per process and answers the rest "server busy", so a burst of taps must queue
+/// here rather than there.
+const RESOLVES_IN_FLIGHT: usize = 32;
+
+/// How long a resolve keeps retrying while the gateway is unavailable (busy, reconnecting,
+/// timed out). Retrying sends the owner's own decision again, never another one; a resolve
+/// that did land the first time answers ALREADY_RESOLVED, which is terminal.
+const RESOLVE_RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 impl Client {
     /// Loads (or creates) the device identity in `opts.state_dir` and starts the link task.
@@ -120,6 +132,7 @@ impl Client {
             opts,
             identity,
             conn: Mutex::new(None),
+            resolves: tokio::sync::Semaphore::new(RESOLVES_IN_FLIGHT),
         });
         let task = tokio::spawn(client.clone().run(events, shutdown));
         Ok((client, task))
@@ -502,7 +515,26 @@ impl Resolver for Client {
         decision: Decision,
     ) -> Result<(), GatewayError> {
         let (method, params) = resolve_request(id, kind, decision);
-        let result = self.call(method, params).await;
+        let _turn = self
+            .resolves
+            .acquire()
+            .await
+            .map_err(|_| GatewayError::Unavailable("the client is shutting down".into()))?;
+        let deadline = tokio::time::Instant::now() + RESOLVE_RETRY_WINDOW;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let result = loop {
+            match self.call(method, params.clone()).await {
+                Err(GatewayError::Unavailable(why)) => {
+                    let pause = backoff.next();
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        break Err(GatewayError::Unavailable(why));
+                    }
+                    debug!(%id, error = %why, ?pause, "resolve: gateway unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                other => break other,
+            }
+        };
         match &result {
             Ok(_) => {
                 info!(%id, kind = kind.as_str(), %decision, "approval resolved at the gateway")
