@@ -3,6 +3,7 @@
 
 mod agent;
 mod attacks;
+mod chat_faults;
 mod check;
 mod clock;
 mod daemon;
