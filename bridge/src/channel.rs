@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::approval::{Approval, ApprovalId, Decision, Outcome, Responder};
+use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome, Responder};
 
 /// Where a channel sends prompts: one chat (DM) of one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,7 +39,14 @@ pub struct MessageRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Decide an approval.
-    Decide { id: ApprovalId, decision: Decision },
+    Decide {
+        id: ApprovalId,
+        decision: Decision,
+        /// The approval kind the answer claims (a button payload's tag), checked against the
+        /// approval's own. `None`: the answer's form carries no kind (a typed `/approve`, a
+        /// Matrix reaction).
+        kind: Option<Kind>,
+    },
     /// List pending approvals (`/pending`).
     ListPending,
     /// Something that looked like an answer but could not be read (forged or garbled
@@ -84,6 +91,9 @@ pub enum Refusal {
     UnknownApproval,
     NotOurPrompt,
     DecisionNotOffered,
+    /// The answer names another kind of approval than the one its id belongs to (a
+    /// `system_approve:` payload carrying an exec id): forged, never resolved.
+    WrongKind,
     Malformed,
     /// The gateway could not be reached; the approval stays pending.
     GatewayUnavailable,
@@ -103,6 +113,7 @@ impl Refusal {
             Refusal::UnknownApproval => "unknown_approval",
             Refusal::NotOurPrompt => "not_our_prompt",
             Refusal::DecisionNotOffered => "decision_not_offered",
+            Refusal::WrongKind => "wrong_kind",
             Refusal::Malformed => "malformed",
             Refusal::GatewayUnavailable => "gateway_unavailable",
             Refusal::GatewayRejected => "gateway_rejected",
@@ -120,6 +131,9 @@ impl Refusal {
             Refusal::UnknownApproval => "No pending approval with that id.",
             Refusal::NotOurPrompt => "That message is not an approval prompt of this bridge.",
             Refusal::DecisionNotOffered => "That decision is not offered for this approval.",
+            Refusal::WrongKind => {
+                "That answer is for another kind of approval than this one; nothing was decided."
+            }
             Refusal::Malformed => {
                 "Could not read that answer. Use the buttons or /approve <id> allow-once|allow-always|deny."
             }

@@ -1047,7 +1047,7 @@ impl Engine {
                 .emit(&self.store, &self.metrics);
                 self.notify(&answer.reply, Notice::Refused(reason));
             }
-            Request::Decide { id, decision } => {
+            Request::Decide { id, decision, .. } => {
                 let recorded = Event::Answered {
                     id: Some(&id),
                     responder: &answer.responder,
@@ -1067,7 +1067,12 @@ impl Engine {
 
     /// `received`: when the engine got the answer (the bridge's own time starts there).
     fn on_decide(&mut self, answer: Answer, received: Instant) {
-        let Request::Decide { id, decision } = answer.request.clone() else {
+        let Request::Decide {
+            id,
+            decision,
+            kind: claimed,
+        } = answer.request.clone()
+        else {
             return;
         };
         let allowed = self.allows(&answer.responder);
@@ -1113,6 +1118,7 @@ impl Engine {
             via: &answer.via,
             our_prompts: &our_prompts,
             decision,
+            kind: claimed,
         };
         if let Err(reason) = policy::authorize(&facts) {
             return self.refuse(&answer, Some(&id), reason);

@@ -1,7 +1,7 @@
 //! Who may decide what. Pure functions over the facts of one answer: the engine gathers
 //! them, `authorize` returns the verdict, nothing here does I/O.
 
-use crate::approval::{Approval, Decision};
+use crate::approval::{Approval, Decision, Kind};
 use crate::channel::{MessageRef, Refusal, Via};
 
 /// What the engine knows when an answer to decide arrives.
@@ -16,6 +16,8 @@ pub struct Facts<'a> {
     pub via: &'a Via,
     pub our_prompts: &'a [MessageRef],
     pub decision: Decision,
+    /// The kind the answer claims (a button payload's tag); `None` when its form carries none.
+    pub kind: Option<Kind>,
 }
 
 /// The verdict on one answer: `Ok` means resolve it with the gateway.
@@ -32,8 +34,86 @@ pub fn authorize(f: &Facts<'_>) -> Result<(), Refusal> {
     {
         return Err(Refusal::NotOurPrompt);
     }
+    if f.kind.is_some_and(|k| k != approval.kind) {
+        return Err(Refusal::WrongKind);
+    }
     if !approval.offers(f.decision) {
         return Err(Refusal::DecisionNotOffered);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::channel::Target;
+
+    fn exec(id: &str) -> Approval {
+        Approval::from_gateway(
+            Kind::Exec,
+            &json!({"id": id, "request": {"command": "true", "allowedDecisions": ["allow-once", "deny"]}, "createdAtMs": 1}),
+        )
+        .unwrap()
+    }
+
+    fn prompt() -> MessageRef {
+        MessageRef {
+            target: Target {
+                channel: "mem".into(),
+                chat: "1".into(),
+            },
+            message: "7".into(),
+        }
+    }
+
+    /// The owner, in a DM, on our prompt of a pending exec approval, claiming `kind`.
+    fn verdict(kind: Option<Kind>) -> Result<(), Refusal> {
+        let approval = exec("e1");
+        let via = Via::Prompt(prompt());
+        let ours = [prompt()];
+        authorize(&Facts {
+            allowed: true,
+            in_dm: true,
+            pending: Some(&approval),
+            via: &via,
+            our_prompts: &ours,
+            decision: Decision::AllowOnce,
+            kind,
+        })
+    }
+
+    #[test]
+    fn an_answer_claiming_another_kind_is_refused() {
+        assert_eq!(verdict(Some(Kind::System)), Err(Refusal::WrongKind));
+        assert_eq!(verdict(Some(Kind::Plugin)), Err(Refusal::WrongKind));
+    }
+
+    #[test]
+    fn an_answer_claiming_the_approvals_kind_is_allowed() {
+        assert_eq!(verdict(Some(Kind::Exec)), Ok(()));
+    }
+
+    #[test]
+    fn an_answer_without_a_kind_is_judged_on_the_rest() {
+        assert_eq!(verdict(None), Ok(()));
+    }
+
+    #[test]
+    fn a_stranger_claiming_another_kind_is_refused_as_a_stranger() {
+        let approval = exec("e1");
+        let via = Via::Prompt(prompt());
+        let ours = [prompt()];
+        let facts = Facts {
+            allowed: false,
+            in_dm: true,
+            pending: Some(&approval),
+            via: &via,
+            our_prompts: &ours,
+            decision: Decision::AllowOnce,
+            kind: Some(Kind::System),
+        };
+        assert_eq!(authorize(&facts), Err(Refusal::NotAllowed));
+    }
 }

@@ -45,6 +45,11 @@ pub trait Fixture {
     fn stranger(&self) -> String;
     /// The owner's direct chat with the bot.
     fn dm(&self) -> Target;
+    /// Whether a press names the approval's kind (a button payload's tag, which the engine
+    /// checks against the approval's); a reaction names none.
+    fn press_carries_kind(&self) -> bool {
+        true
+    }
     /// `user` presses the button (or reaction) for `decision` on `prompt`.
     async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision);
     /// `user` sends `raw` as the button payload of `prompt` (forged data).
@@ -59,6 +64,11 @@ pub trait Fixture {
     async fn delete(&self, prompt: &MessageRef);
     /// The text the responder behind `answer` was told (waits for it).
     async fn told(&self, answer: &Answer) -> String;
+}
+
+/// The kind a press on `a`'s prompt must carry in its `Request::Decide`.
+fn pressed_kind<F: Fixture>(f: &F, a: &Approval) -> Option<Kind> {
+    f.press_carries_kind().then_some(a.kind)
 }
 
 /// A sample exec approval with a fresh id.
@@ -214,7 +224,8 @@ pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
             ans.request,
             Request::Decide {
                 id: a.id.clone(),
-                decision: d
+                decision: d,
+                kind: pressed_kind(f, &a)
             }
         );
         assert_eq!(ans.via, Via::Prompt(prompt.clone()));
@@ -251,7 +262,8 @@ pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowAlways
+            decision: Decision::AllowAlways,
+            kind: pressed_kind(f, &a)
         }
     );
     ch.notify(&ans.reply, &Notice::Refused(Refusal::NotAllowed))
@@ -302,7 +314,8 @@ pub async fn unknown_id_decodes_for_the_engine_to_refuse<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: other.id.clone(),
-            decision: Decision::Deny
+            decision: Decision::Deny,
+            kind: None
         }
     );
     assert!(matches!(ans.via, Via::Command { .. }));
@@ -331,7 +344,8 @@ pub async fn text_commands_decode<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowAlways
+            decision: Decision::AllowAlways,
+            kind: None
         }
     );
     f.type_in_dm(&f.owner(), "/pending").await;
@@ -460,7 +474,8 @@ pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::Deny
+            decision: Decision::Deny,
+            kind: pressed_kind(f, &a)
         }
     );
     assert_eq!(ans.via, Via::Prompt(prompt.clone()));

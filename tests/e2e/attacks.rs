@@ -230,6 +230,10 @@ fn table<A: Arena>(
             format!("plugin_approve:{f}:allow-once"),
         ),
         (
+            "wrong kind (system tag)",
+            format!("system_approve:{f}:allow-once"),
+        ),
+        (
             "injected separator after",
             format!("exec_approve:{f}:allow-once:deny"),
         ),
@@ -256,9 +260,9 @@ fn table<A: Arena>(
             press(Who::Owner, Place::Dm, On::Full, data),
         ));
     }
-    // The system tag with an exec id decodes as a decision on that id: pressed by the owner on
-    // the owner's own prompt it counts like the real button (the tag is not checked against
-    // the approval's kind; noted as open in issue 6), so here a stranger tries it.
+    // The system tag with an exec id decodes as a decision on that id; its tag claims another
+    // kind than the approval's, so the owner's press above is refused (wrong_kind, issue 6).
+    // A stranger's is refused before its kind is looked at.
     t.push((
         "stranger presses forged: wrong kind (system tag)".into(),
         press(
@@ -598,6 +602,15 @@ async fn run<A: Arena>(arena: &mut A) {
         refused.len(),
         tally.told
     );
+    if rows
+        .iter()
+        .any(|(what, _)| what == "owner presses forged: wrong kind (system tag)")
+    {
+        assert!(
+            reasons.contains_key("wrong_kind"),
+            "{name}: the owner's wrong-kind press was not refused as such: {reasons:?}"
+        );
+    }
 }
 
 /// The bridge binary with `extra_toml` as its only channel section.

@@ -386,7 +386,8 @@ async fn gateway_drop_resumes_and_keeps_receiving() {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowOnce
+            decision: Decision::AllowOnce,
+            kind: Some(Kind::Exec)
         }
     );
     assert_eq!(f.fake.resumes(), 1, "resumed, not re-identified");

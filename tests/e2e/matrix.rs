@@ -225,6 +225,11 @@ impl MatrixFixture {
 }
 
 impl Fixture for MatrixFixture {
+    /// A reaction is on one prompt, which names the approval; it claims no kind.
+    fn press_carries_kind(&self) -> bool {
+        false
+    }
+
     fn channel(&self) -> Arc<dyn Channel> {
         self.channel.clone()
     }
@@ -340,7 +345,8 @@ async fn unknown_reactions_and_reactions_on_other_events_are_ignored() {
         ans.request,
         bridge::channel::Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowOnce
+            decision: Decision::AllowOnce,
+            kind: None
         }
     );
     assert!(

@@ -321,7 +321,8 @@ async fn envelopes_are_acked_within_three_seconds() {
             ans.request,
             Request::Decide {
                 id: a.id.clone(),
-                decision: d
+                decision: d,
+                kind: Some(Kind::Exec)
             }
         );
         let ack = f.fake.wait_ack(&env, WAIT).await;

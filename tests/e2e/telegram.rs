@@ -242,7 +242,8 @@ async fn plugin_and_system_prompts_fit_telegrams_limit() {
         ans.request,
         Request::Decide {
             id: p.id.clone(),
-            decision: Decision::AllowAlways
+            decision: Decision::AllowAlways,
+            kind: Some(Kind::Plugin)
         }
     );
     run.stop().await;

@@ -64,7 +64,13 @@ fn approval(id: &str, allowed: &[&str]) -> Approval {
     .unwrap()
 }
 
+/// A button press claims the kind of its payload (the rig's approvals are all exec); a
+/// typed command claims none.
 fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
+    let kind = match via {
+        Via::Prompt(_) => Some(Kind::Exec),
+        Via::Command { .. } => None,
+    };
     Answer {
         responder: Responder {
             channel: "mem".into(),
@@ -74,6 +80,7 @@ fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
         request: Request::Decide {
             id: id.into(),
             decision,
+            kind,
         },
         via,
         in_dm: true,
@@ -231,6 +238,59 @@ async fn every_refusal_reason_leaves_the_approval_pending() {
         assert_eq!(r.chan.notices()[i].1, Notice::Refused(want));
     }
     assert!(r.gw.calls().is_empty());
+}
+
+/// Issue 6: `system_approve:<exec id>:allow-once` (or a plugin tag) pressed by the owner on
+/// their own prompt must not resolve the exec approval.
+#[tokio::test]
+async fn owner_pressing_a_payload_of_another_kind_is_refused() {
+    let r = rig();
+    let prompt = r.request("k1", &["allow-once", "deny"]).await;
+    for (i, claimed) in [Kind::System, Kind::Plugin].into_iter().enumerate() {
+        let mut a = answer(
+            OWNER,
+            "k1",
+            Decision::AllowOnce,
+            Via::Prompt(prompt.clone()),
+        );
+        a.request = Request::Decide {
+            id: "k1".into(),
+            decision: Decision::AllowOnce,
+            kind: Some(claimed),
+        };
+        r.send(Input::Answer(a)).await;
+        r.wait(|r| r.chan.notices().len() > i).await;
+        assert_eq!(
+            r.chan.notices()[i].1,
+            Notice::Refused(Refusal::WrongKind),
+            "{claimed:?}"
+        );
+    }
+    assert!(r.gw.calls().is_empty(), "nothing may reach the gateway");
+    assert!(r.chan.finished().is_empty(), "the prompt stays open");
+    assert_eq!(r.gw.decision(&"k1".into()), None);
+    let refusals: Vec<_> = r
+        .store
+        .audit_log(Some(&"k1".into()))
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.event == "refused")
+        .map(|l| (l.actor, l.detail["reason"].clone()))
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![(Some(OWNER.to_owned()), json!("wrong_kind")); 2]
+    );
+    // Still pending: the right payload from the owner decides it.
+    r.send(Input::Answer(answer(
+        OWNER,
+        "k1",
+        Decision::Deny,
+        Via::Prompt(prompt),
+    )))
+    .await;
+    r.wait(|r| !r.chan.finished().is_empty()).await;
+    assert_eq!(r.gw.decision(&"k1".into()), Some(Decision::Deny));
 }
 
 #[tokio::test]

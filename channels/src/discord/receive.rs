@@ -102,6 +102,7 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
             Ok(b) => Request::Decide {
                 id: b.id,
                 decision: b.decision,
+                kind: Some(b.kind),
             },
             Err(e) => Request::Malformed {
                 raw: raw.chars().take(120).collect(),
@@ -165,6 +166,8 @@ pub fn command(text: &str) -> Option<Request> {
                 Some(decision) => Request::Decide {
                     id: ApprovalId((*id).to_owned()),
                     decision,
+                    // A typed command names no kind; the id alone says which approval.
+                    kind: None,
                 },
                 None => Request::Malformed {
                     raw: text.chars().take(200).collect(),
@@ -185,6 +188,7 @@ pub fn command(text: &str) -> Option<Request> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::Kind;
     use serde_json::json;
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
@@ -210,6 +214,43 @@ mod tests {
         (c == "1400000000000000001").then(|| "111111111111111111".to_owned())
     }
 
+    /// Issue 6: the custom_id's tag is the kind the press claims; the engine compares it
+    /// with the approval's, so a `system_approve:` payload carrying an exec id reaches it as such.
+    #[test]
+    fn a_press_carries_the_kind_its_tag_names() {
+        let user = json!({"id": "111111111111111111", "username": "ann"});
+        for (data, id, kind) in [
+            (
+                format!("exec_approve:{UUID}:deny"),
+                UUID.to_owned(),
+                Kind::Exec,
+            ),
+            (
+                format!("plugin_approve:{UUID}:deny"),
+                format!("plugin:{UUID}"),
+                Kind::Plugin,
+            ),
+            (
+                format!("system_approve:{UUID}:deny"),
+                UUID.to_owned(),
+                Kind::System,
+            ),
+        ] {
+            let a = interaction(&press(user.clone(), &data, false), dm_owner)
+                .unwrap()
+                .answer;
+            assert_eq!(
+                a.request,
+                Request::Decide {
+                    id: ApprovalId(id),
+                    decision: Decision::Deny,
+                    kind: Some(kind)
+                },
+                "{data}"
+            );
+        }
+    }
+
     #[test]
     fn a_press_in_a_dm_carries_the_true_id_and_the_prompt() {
         let user =
@@ -226,7 +267,8 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId::from(UUID),
-                decision: Decision::Deny
+                decision: Decision::Deny,
+                kind: Some(Kind::Exec)
             }
         );
         assert_eq!(a.responder.user_id, "111111111111111111");
@@ -268,7 +310,8 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId::from(UUID),
-                decision: Decision::AllowAlways
+                decision: Decision::AllowAlways,
+                kind: None
             }
         );
         assert!(a.in_dm);

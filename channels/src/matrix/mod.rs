@@ -423,7 +423,12 @@ impl Matrix {
                     message: format!("{}|{target}", room.room_id()),
                 };
                 (
-                    Request::Decide { id, decision },
+                    // A reaction names no kind: the prompt it is on names the approval.
+                    Request::Decide {
+                        id,
+                        decision,
+                        kind: None,
+                    },
                     Via::Prompt(prompt),
                     key.to_owned(),
                 )
@@ -549,6 +554,8 @@ pub fn command(text: &str) -> Option<Request> {
                 Some(decision) => Request::Decide {
                     id: ApprovalId((*id).to_owned()),
                     decision,
+                    // A typed command names no kind; the id alone says which approval.
+                    kind: None,
                 },
                 None => Request::Malformed {
                     raw: text.to_owned(),
@@ -898,14 +905,16 @@ mod tests {
             command(&format!(" /approve {id} always ")),
             Some(Request::Decide {
                 id: ApprovalId(id.into()),
-                decision: Decision::AllowAlways
+                decision: Decision::AllowAlways,
+                kind: None
             })
         );
         assert_eq!(
             command(&format!("/APPROVE {id} Deny")),
             Some(Request::Decide {
                 id: ApprovalId(id.into()),
-                decision: Decision::Deny
+                decision: Decision::Deny,
+                kind: None
             })
         );
         assert!(matches!(

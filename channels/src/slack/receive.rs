@@ -79,6 +79,7 @@ pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>
                 Ok(a) => Request::Decide {
                     id: a.id,
                     decision: a.decision,
+                    kind: Some(a.kind),
                 },
                 Err(e) => Request::Malformed {
                     raw: value.chars().take(300).collect(),
@@ -148,6 +149,8 @@ pub fn command(text: &str) -> Option<Request> {
                 Some(decision) => Request::Decide {
                     id: ApprovalId((*id).to_owned()),
                     decision,
+                    // A typed command names no kind; the id alone says which approval.
+                    kind: None,
                 },
                 None => Request::Malformed {
                     raw: text.to_owned(),
@@ -168,6 +171,7 @@ pub fn command(text: &str) -> Option<Request> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::Kind;
     use serde_json::json;
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
@@ -184,6 +188,42 @@ mod tests {
         })
     }
 
+    /// Issue 6: the payload's tag is the kind the press claims; the engine compares it with
+    /// the approval's, so a `system_approve:` payload carrying an exec id reaches it as such.
+    #[test]
+    fn a_press_carries_the_kind_its_tag_names() {
+        for (data, id, kind) in [
+            (
+                format!("exec_approve:{UUID}:deny"),
+                UUID.to_owned(),
+                Kind::Exec,
+            ),
+            (
+                format!("plugin_approve:{UUID}:deny"),
+                format!("plugin:{UUID}"),
+                Kind::Plugin,
+            ),
+            (
+                format!("system_approve:{UUID}:deny"),
+                UUID.to_owned(),
+                Kind::System,
+            ),
+        ] {
+            let a = block_actions(&press("U1", "D1", &data, &data), |c| {
+                (c == "D1").then(|| "U1".to_owned())
+            });
+            assert_eq!(
+                a[0].request,
+                Request::Decide {
+                    id: ApprovalId(id),
+                    decision: Decision::Deny,
+                    kind: Some(kind)
+                },
+                "{data}"
+            );
+        }
+    }
+
     #[test]
     fn a_press_in_the_owners_dm_decodes() {
         let data = format!("exec_approve:{UUID}:deny");
@@ -196,7 +236,8 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId(UUID.into()),
-                decision: Decision::Deny
+                decision: Decision::Deny,
+                kind: Some(Kind::Exec)
             }
         );
         assert!(a.in_dm);
@@ -254,7 +295,8 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId(UUID.into()),
-                decision: Decision::AllowAlways
+                decision: Decision::AllowAlways,
+                kind: None
             }
         );
         assert!(a.in_dm);
@@ -291,7 +333,8 @@ mod tests {
             command("/APPROVE x Deny"),
             Some(Request::Decide {
                 id: ApprovalId("x".into()),
-                decision: Decision::Deny
+                decision: Decision::Deny,
+                kind: None
             })
         );
         assert_eq!(command("please /approve x deny"), None);

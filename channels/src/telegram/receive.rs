@@ -69,6 +69,7 @@ pub fn callback(q: &CallbackQuery) -> Answer {
             Ok(cb) => Request::Decide {
                 id: cb.id,
                 decision: cb.decision,
+                kind: Some(cb.kind),
             },
             Err(e) => Request::Malformed {
                 raw: raw.clone(),
@@ -128,6 +129,8 @@ pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
                 Some(decision) => Request::Decide {
                     id: ApprovalId((*id).to_owned()),
                     decision,
+                    // A typed command names no kind; the id alone says which approval.
+                    kind: None,
                 },
                 None => Request::Malformed {
                     raw: text.to_owned(),
@@ -147,7 +150,65 @@ pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
 
 #[cfg(test)]
 mod tests {
+    use bridge::approval::Kind;
+    use serde_json::json;
+
     use super::*;
+
+    const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+
+    /// The owner (42) presses `data` on message 7 of their DM.
+    fn press(data: &str) -> CallbackQuery {
+        serde_json::from_value(json!({
+            "id": "9001",
+            "from": {"id": 42, "is_bot": false, "first_name": "Ann", "username": "ann"},
+            "chat_instance": "ci",
+            "data": data,
+            "message": {
+                "message_id": 7, "date": 1700000000, "text": "prompt",
+                "chat": {"id": 42, "type": "private", "first_name": "Ann"},
+                "from": {"id": 1, "is_bot": true, "first_name": "Bot", "username": "approval_bot"},
+            },
+        }))
+        .unwrap()
+    }
+
+    /// Issue 6: the tag is the kind the press claims; the engine compares it with the
+    /// approval's, so a `system_approve:` payload carrying an exec id must reach it as such.
+    #[test]
+    fn a_press_carries_the_kind_its_tag_names() {
+        for (data, id, kind) in [
+            (
+                format!("exec_approve:{UUID}:allow-once"),
+                UUID.to_owned(),
+                Kind::Exec,
+            ),
+            (
+                format!("plugin_approve:{UUID}:allow-once"),
+                format!("plugin:{UUID}"),
+                Kind::Plugin,
+            ),
+            (
+                format!("system_approve:{UUID}:allow-once"),
+                UUID.to_owned(),
+                Kind::System,
+            ),
+        ] {
+            let a = callback(&press(&data));
+            assert_eq!(
+                a.request,
+                Request::Decide {
+                    id: ApprovalId(id),
+                    decision: Decision::AllowOnce,
+                    kind: Some(kind)
+                },
+                "{data}"
+            );
+            assert!(a.in_dm);
+            assert_eq!(a.responder.user_id, "42");
+            assert_eq!(a.reply.handle, "cb:9001");
+        }
+    }
 
     #[test]
     fn approve_commands_decode() {
@@ -164,7 +225,8 @@ mod tests {
                 command(&text, Some("approval_bot")),
                 Some(Request::Decide {
                     id: ApprovalId(id.into()),
-                    decision: d
+                    decision: d,
+                    kind: None
                 }),
                 "{text}"
             );
