@@ -432,11 +432,11 @@ impl Engine {
     fn on_requested(&mut self, approval: Approval) {
         let id = approval.id.clone();
         if !self.entries.contains_key(&id) {
-            match self.store.insert_approval(&approval) {
-                Ok(true) => Event::Requested {
-                    approval: &approval,
-                }
-                .emit(&self.store, &self.metrics),
+            let requested = Event::Requested {
+                approval: &approval,
+            };
+            match self.store.insert_approval(&approval, &requested.record()) {
+                Ok(true) => requested.observe(&self.metrics),
                 Ok(false) => {} // known from before a restart whose state is already loaded
                 Err(e) => {
                     tracing::error!(%id, error = %e, "could not persist approval; prompting anyway")
@@ -511,14 +511,14 @@ impl Engine {
         if entry.outcome.is_some() {
             return;
         }
-        if let Err(e) = self.store.set_outcome(id, &outcome) {
-            tracing::error!(%id, error = %e, "could not persist outcome");
-        }
-        Event::Ended {
+        let ended = Event::Ended {
             approval: &entry.approval,
             outcome: &outcome,
+        };
+        if let Err(e) = self.store.set_outcome(id, &outcome, &ended.record()) {
+            tracing::error!(%id, error = %e, "could not persist outcome");
         }
-        .emit(&self.store, &self.metrics);
+        ended.observe(&self.metrics);
         let waiting = std::mem::take(&mut entry.waiting);
         entry.outcome = Some(outcome.clone());
         for to in waiting {

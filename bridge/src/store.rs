@@ -164,26 +164,53 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a pending approval. Returns false when it was already known.
-    pub fn insert_approval(&self, a: &Approval) -> Result<bool, StoreError> {
+    /// Records a pending approval and, in the same transaction, its audit record `audit`
+    /// (so a crash cannot leave one without the other). Returns false when it was already
+    /// known; then nothing is written.
+    pub fn insert_approval(&self, a: &Approval, audit: &AuditRecord) -> Result<bool, StoreError> {
         let body = serde_json::to_string(a)?;
-        let r = self.conn().execute(
+        self.audited(
             "INSERT OR IGNORE INTO approvals (id, body, created_ms) VALUES (?1, ?2, ?3)",
             params![a.id.as_str(), body, a.created_at_ms],
-        );
-        let n = self.wrote(r)?;
-        Ok(n == 1)
+            audit,
+        )
     }
 
-    /// Records how an approval ended (first write wins).
-    pub fn set_outcome(&self, id: &ApprovalId, outcome: &Outcome) -> Result<(), StoreError> {
+    /// Records how an approval ended (first write wins) and, in the same transaction, its
+    /// audit record. Returns false when an outcome was already recorded.
+    pub fn set_outcome(
+        &self,
+        id: &ApprovalId,
+        outcome: &Outcome,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
         let o = serde_json::to_string(outcome)?;
-        let r = self.conn().execute(
+        self.audited(
             "UPDATE approvals SET outcome = ?2, ended_ms = ?3 WHERE id = ?1 AND outcome IS NULL",
             params![id.as_str(), o, outcome.at_ms()],
-        );
-        self.wrote(r)?;
-        Ok(())
+            audit,
+        )
+    }
+
+    /// Runs one state change and, when it changed a row, appends `audit`: both or neither.
+    fn audited(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let r = (|| {
+            let tx = conn.transaction()?;
+            let changed = tx.execute(sql, args)? == 1;
+            if changed {
+                insert_audit(&tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })();
+        drop(conn);
+        self.wrote(r)
     }
 
     /// Records a sent prompt. One per (approval, target): a second is ignored.
@@ -281,12 +308,8 @@ impl Store {
 
     /// Appends one audit record.
     pub fn audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
-        let res = self.conn().execute(
-            "INSERT INTO audit (at_ms, approval_id, event, channel, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![r.at_ms, r.approval_id, r.event, r.channel, r.actor, r.detail.to_string()],
-        );
-        self.wrote(res)?;
-        Ok(())
+        let res = insert_audit(&self.conn(), r);
+        self.wrote(res)
     }
 
     /// The audit log in order, optionally for one approval.
@@ -322,10 +345,29 @@ impl Store {
     }
 }
 
+fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO audit (at_ms, approval_id, event, channel, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![r.at_ms, r.approval_id, r.event, r.channel, r.actor, r.detail.to_string()],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::approval::{Decider, Decision, Kind};
+
+    fn rec(id: &str, event: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms: 1,
+            approval_id: Some(id.into()),
+            event: event.into(),
+            channel: None,
+            actor: None,
+            detail: serde_json::Value::Null,
+        }
+    }
 
     fn approval(id: &str) -> Approval {
         Approval::from_gateway(
@@ -351,8 +393,14 @@ mod tests {
         let path = dir.path().join("bridge.sqlite");
         {
             let s = Store::open(&path).unwrap();
-            assert!(s.insert_approval(&approval("a")).unwrap());
-            assert!(!s.insert_approval(&approval("a")).unwrap());
+            assert!(
+                s.insert_approval(&approval("a"), &rec("a", "requested"))
+                    .unwrap()
+            );
+            assert!(
+                !s.insert_approval(&approval("a"), &rec("a", "requested"))
+                    .unwrap()
+            );
             s.insert_prompt(&"a".into(), &prompt("1", "10"), 5).unwrap();
             s.insert_prompt(&"a".into(), &prompt("1", "11"), 6).unwrap(); // duplicate target: ignored
         }
@@ -373,9 +421,14 @@ mod tests {
             by: Decider::Elsewhere { resolved_by: None },
             at_ms: 9,
         };
-        s.set_outcome(&"a".into(), &outcome).unwrap();
-        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 10 })
-            .unwrap(); // first write wins
+        s.set_outcome(&"a".into(), &outcome, &rec("a", "ended"))
+            .unwrap();
+        s.set_outcome(
+            &"a".into(),
+            &Outcome::Gone { at_ms: 10 },
+            &rec("a", "ended"),
+        )
+        .unwrap(); // first write wins
         assert_eq!(
             s.open_approvals().unwrap()[0].outcome,
             Some(outcome.clone())
@@ -387,13 +440,64 @@ mod tests {
     }
 
     #[test]
+    fn a_state_change_and_its_audit_record_are_written_together() {
+        let s = Store::in_memory().unwrap();
+        assert!(
+            s.insert_approval(&approval("a"), &rec("a", "requested"))
+                .unwrap()
+        );
+        assert!(
+            !s.insert_approval(&approval("a"), &rec("a", "requested"))
+                .unwrap()
+        );
+        let gone = Outcome::Gone { at_ms: 9 };
+        assert!(
+            s.set_outcome(&"a".into(), &gone, &rec("a", "ended"))
+                .unwrap()
+        );
+        assert!(
+            !s.set_outcome(&"a".into(), &gone, &rec("a", "ended"))
+                .unwrap()
+        );
+        let events: Vec<String> = s
+            .audit_log(Some(&"a".into()))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(
+            events,
+            ["requested", "ended"],
+            "one record per change, none for no-ops"
+        );
+
+        // A write that fails leaves neither the state change nor its record.
+        let b = approval("b");
+        s.fill_up();
+        let big = AuditRecord {
+            detail: serde_json::json!("x".repeat(64 * 1024)),
+            ..rec("b", "requested")
+        };
+        assert!(s.insert_approval(&b, &big).is_err());
+        assert!(s.audit_log(Some(&"b".into())).unwrap().is_empty());
+        assert!(
+            s.open_approvals()
+                .unwrap()
+                .iter()
+                .all(|o| o.approval.id != b.id),
+            "no approval row without its audit record"
+        );
+    }
+
+    #[test]
     fn a_digest_row_finishes_alone() {
         let s = Store::in_memory().unwrap();
         for id in ["a", "b"] {
-            s.insert_approval(&approval(id)).unwrap();
+            s.insert_approval(&approval(id), &rec(id, "requested"))
+                .unwrap();
             s.insert_prompt(&id.into(), &prompt("1", "10"), 5).unwrap();
         }
-        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 9 })
+        s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 9 }, &rec("a", "ended"))
             .unwrap();
         s.prompt_finished(&"a".into(), &prompt("1", "10"), 11)
             .unwrap();

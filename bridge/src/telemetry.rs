@@ -218,7 +218,16 @@ impl Event<'_> {
 
     /// As [`Event::emit`], returning whether the audit record was written.
     pub fn try_emit(&self, store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
+        self.observe(metrics);
         let rec = self.record();
+        store.audit(&rec).inspect_err(|e| {
+            tracing::error!(error = %e, event = rec.event, "audit write failed");
+        })
+    }
+
+    /// Logs and counts the event without auditing it: for callers that write the audit
+    /// record themselves, in one transaction with the state change it describes.
+    pub fn observe(&self, metrics: &Metrics) {
         match self {
             Event::Requested { approval } => {
                 metrics
@@ -324,12 +333,10 @@ impl Event<'_> {
                 tracing::debug!(event = "finished", %id, %target, note, "prompt shows the outcome");
             }
         }
-        store.audit(&rec).inspect_err(|e| {
-            tracing::error!(error = %e, event = rec.event, "audit write failed");
-        })
     }
 
-    fn record(&self) -> AuditRecord {
+    /// The audit record of this event.
+    pub fn record(&self) -> AuditRecord {
         let (event, id, channel, actor, detail) = match self {
             Event::Requested { approval } => (
                 "requested",
