@@ -7,7 +7,7 @@ use channels::{discord, matrix, slack, telegram};
 use libfuzzer_sys::fuzz_target;
 
 fn check(text: &str, r: &Option<Request>) {
-    let Some(Request::Decide { id, decision }) = r else {
+    let Some(Request::Decide { id, decision, .. }) = r else {
         return;
     };
     let id = id.as_str();
