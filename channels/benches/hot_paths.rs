@@ -81,6 +81,7 @@ fn callback_decode_authorize(c: &mut Criterion) {
                 via: black_box(&via),
                 our_prompts: black_box(&our_prompts),
                 decision: cb.decision,
+                kind: Some(cb.kind),
             };
             policy::authorize(&facts).expect("authorized");
             cb
