@@ -463,6 +463,8 @@ async fn run<A: Arena>(arena: &mut A) {
     let deny_full = arena.control(&p_full, Decision::Deny);
     arena.send(&genuine(deny_full.clone()), &p_full).await;
     let dup = arena.send(&genuine(deny_full.clone()), &p_full).await;
+    // Read before any other press, so an answer-by-order channel cannot mix it up.
+    let dup_told = arena.told(&dup).await;
     tally.cases.push("the owner's tap delivered twice".into());
     let allow_restricted = arena.control(&p_restricted, Decision::AllowOnce);
     arena
@@ -492,26 +494,27 @@ async fn run<A: Arena>(arena: &mut A) {
         }
     }
     // Replays after the resolution: the old allow-once press, by the owner and a stranger.
+    // One at a time, each answer read before the next press: channels that answer a press
+    // with a message of its own (Slack's ephemerals) are matched to presses by order.
     let allow_full = arena.control(&p_full, Decision::AllowOnce);
-    let mut late = vec![("the same tap's second delivery", dup)];
-    late.push((
-        "replay of allow-once after the resolution",
-        arena.send(&genuine(allow_full.clone()), &p_full).await,
-    ));
-    late.push((
-        "stranger replays allow-once after the resolution",
-        arena
-            .send(
-                &Attack::Press {
-                    who: Who::Stranger,
-                    place: Place::Dm,
-                    on: On::Full,
-                    data: allow_full,
-                },
-                &p_full,
-            )
-            .await,
-    ));
+    let replays = [
+        ("replay of allow-once after the resolution", Who::Owner),
+        (
+            "stranger replays allow-once after the resolution",
+            Who::Stranger,
+        ),
+    ];
+    let mut late = vec![("the same tap's second delivery", dup_told)];
+    for (what, who) in replays {
+        let press = Attack::Press {
+            who,
+            place: Place::Dm,
+            on: On::Full,
+            data: allow_full.clone(),
+        };
+        let sent = arena.send(&press, &p_full).await;
+        late.push((what, arena.told(&sent).await));
+    }
     tally
         .cases
         .push("replay of an old valid press after the resolution (owner)".into());
@@ -519,8 +522,8 @@ async fn run<A: Arena>(arena: &mut A) {
         .cases
         .push("replay of an old valid press after the resolution (stranger)".into());
     arena.barrier().await;
-    for (what, s) in &late {
-        if let Some(text) = arena.told(s).await {
+    for (what, text) in &late {
+        if let Some(text) = text {
             assert!(
                 !text.contains(Decision::AllowOnce.past()),
                 "{name}: {what}: {text}"
