@@ -89,6 +89,12 @@ trait Arena {
     async fn send(&mut self, a: &Attack, p: &Self::Prompt) -> Self::Sent;
     /// What the sender was told about it, when the channel answers every press; waits.
     async fn told(&self, s: &Self::Sent) -> Option<String>;
+    /// Whether `told` pairs answers with presses by arrival order only (Slack's ephemerals
+    /// name no press): then an answer to one press may be read as another's while several
+    /// are in flight, and the replay texts are not checked (the audit log still is).
+    fn answers_by_order(&self) -> bool {
+        false
+    }
     /// Whether the prompt still offers live controls.
     async fn live(&self, p: &Self::Prompt) -> bool;
     /// The owner asks `/pending` and waits for the answer: every input sent before it has
@@ -522,7 +528,7 @@ async fn run<A: Arena>(arena: &mut A) {
         .cases
         .push("replay of an old valid press after the resolution (stranger)".into());
     arena.barrier().await;
-    for (what, text) in &late {
+    for (what, text) in late.iter().filter(|_| !arena.answers_by_order()) {
         if let Some(text) = text {
             assert!(
                 !text.contains(Decision::AllowOnce.past()),
@@ -1104,6 +1110,10 @@ mod slack {
     }
 
     impl Arena for Sl {
+        fn answers_by_order(&self) -> bool {
+            true
+        }
+
         type Prompt = Prompt;
         type Sent = Sent;
 
