@@ -47,6 +47,14 @@ pub struct Call {
 
 impl Call {
     /// Case-insensitive method comparison.
+    /// One line for a failing test's output: when, status, method, params.
+    pub fn line(&self) -> String {
+        format!(
+            "{:?} {} {} {}",
+            self.at, self.status, self.method, self.params
+        )
+    }
+
     pub fn is(&self, method: &str) -> bool {
         self.method.eq_ignore_ascii_case(method)
     }

@@ -44,7 +44,7 @@ impl Drop for World {
                 .calls()
                 .iter()
                 .filter(|c| !c.is("getUpdates") || c.status != 200)
-                .map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params))
+                .map(|c| c.line())
                 .collect();
             eprintln!("---- telegram calls ----\n{}", calls.join("\n"));
         }

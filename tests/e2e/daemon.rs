@@ -45,12 +45,7 @@ impl Drop for World {
                 self.bridge.log(),
                 self.gw.log_path().display()
             );
-            let calls: Vec<String> = self
-                .tg
-                .calls()
-                .iter()
-                .map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params))
-                .collect();
+            let calls: Vec<String> = self.tg.calls().iter().map(|c| c.line()).collect();
             eprintln!("---- telegram calls ----\n{}", calls.join("\n"));
         }
     }

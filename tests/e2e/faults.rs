@@ -238,7 +238,7 @@ fn dump(bridge: &BridgeProcess, gw: &Gateway, tg: &FakeTelegram) {
         .iter()
         .rev()
         .take(200)
-        .map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params))
+        .map(|c| c.line())
         .collect();
     eprintln!(
         "---- telegram calls (last 200, newest first) ----\n{}",
@@ -265,7 +265,7 @@ fn dump_ids(bridge: &BridgeProcess, tg: &FakeTelegram, problems: &[&Vec<String>]
             .calls()
             .iter()
             .filter(|c| c.params.to_string().contains(id))
-            .map(|c| format!("{:?} {} {} {}", c.at, c.status, c.method, c.params))
+            .map(|c| c.line())
             .collect();
         eprintln!("---- telegram calls for {id} ----\n{}", calls.join("\n"));
     }
