@@ -247,6 +247,14 @@ pub trait Channel: Send + Sync + 'static {
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError>;
 
+    /// Waits until `target` could take a new prompt at once: a channel that spaces
+    /// messages per chat waits for the chat's next slot and keeps it for the prompt that
+    /// follows. The engine asks this of channels that send digests and only then chooses
+    /// what the digest carries, so everything that queued up meanwhile shares one message.
+    async fn ready(&self, target: &Target) {
+        let _ = target;
+    }
+
     /// Most approvals one digest message can carry; 1 (the default) means the channel
     /// sends no digests and every approval gets its own prompt.
     fn digest_capacity(&self) -> usize {

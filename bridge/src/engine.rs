@@ -2,7 +2,8 @@
 //! (gateway events, answers, completions of its own I/O tasks) and keeps, per approval,
 //! the prompts sent and the outcome; slow I/O runs on spawned tasks that report back.
 //! Deliveries queue per target (one in flight each); approvals that queue up while a
-//! target is busy go out together as one digest where the channel supports it.
+//! target is busy or waits for its turn go out together as one digest where the channel
+//! supports it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
 
 /// Everything that can move the engine. Completions (`Delivered`, `Finished`,
-/// `DigestUpdated`, `ResolveDone`, `Retry`) come from tasks the engine itself spawned.
+/// `DigestUpdated`, `ResolveDone`, `TargetReady`, `Retry`) come from tasks the engine
+/// itself spawned.
 #[derive(Debug)]
 pub enum Input {
     Gateway(GatewayEvent),
@@ -50,6 +52,13 @@ pub enum Input {
         decision: Decision,
         result: Result<(), GatewayError>,
         took: Duration,
+    },
+    /// `target` can take a prompt at once (see `Channel::ready`); `waited` is how long
+    /// that took, which is not the bridge's own overhead.
+    TargetReady {
+        target: Target,
+        fresh: bool,
+        waited: Duration,
     },
     Retry(Retry),
     Shutdown,
@@ -144,7 +153,8 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Lane {
     queue: VecDeque<ApprovalId>,
-    /// A delivery is in flight, or the lane waits out a transient fault.
+    /// A delivery is in flight, or the lane waits for the target's turn or out a
+    /// transient fault.
     busy: bool,
     /// Transient faults in a row.
     failures: u32,
@@ -329,6 +339,11 @@ impl Engine {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
+            Input::TargetReady {
+                target,
+                fresh,
+                waited,
+            } => self.send_next(&target, fresh, waited),
             Input::Retry(Retry::Lane(target)) => {
                 if let Some(lane) = self.lanes.get_mut(&target) {
                     lane.busy = false;
@@ -551,7 +566,9 @@ impl Engine {
     }
 
     /// Starts the next delivery to `target` unless one is in flight: one prompt, or a
-    /// digest of everything that queued up, up to the channel's digest capacity.
+    /// digest of everything that queued up, up to the channel's digest capacity. A
+    /// channel that sends digests is first asked to wait for the target's turn, so what
+    /// queues up meanwhile is chosen for the same message.
     /// `fresh`: the lane was idle when the first approval came, so the time since the
     /// engine saw it is the bridge's own overhead (recorded as a metric).
     fn pump(&mut self, target: &Target, fresh: bool) {
@@ -565,7 +582,38 @@ impl Engine {
         let Some(lane) = self.lanes.get_mut(target) else {
             return;
         };
-        if lane.busy {
+        if lane.busy || lane.queue.is_empty() {
+            return;
+        }
+        if channel.digest_capacity() <= 1 {
+            return self.send_next(target, fresh, Duration::ZERO);
+        }
+        lane.busy = true;
+        let (target, tx) = (target.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            channel.ready(&target).await;
+            let waited = start.elapsed();
+            let _ = tx
+                .send(Input::TargetReady {
+                    target,
+                    fresh,
+                    waited,
+                })
+                .await;
+        });
+    }
+
+    /// Takes the next prompt or digest off `target`'s queue and delivers it.
+    fn send_next(&mut self, target: &Target, fresh: bool, waited: Duration) {
+        let Some(channel) = self.channels.get(&target.channel).cloned() else {
+            return;
+        };
+        let Some(lane) = self.lanes.get_mut(target) else {
+            return;
+        };
+        lane.busy = false;
+        if self.draining {
             return;
         }
         let capacity = channel.digest_capacity().max(1);
@@ -597,7 +645,7 @@ impl Engine {
         self.inflight += 1;
         tokio::spawn(async move {
             if let Some(seen) = seen {
-                metrics.overhead("prompt", seen.elapsed());
+                metrics.overhead("prompt", seen.elapsed().saturating_sub(waited));
             }
             let result = match approvals.as_slice() {
                 [one] => channel.deliver(&target, one).await.map(|m| (m, 1)),

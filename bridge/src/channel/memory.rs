@@ -23,6 +23,8 @@ struct State {
     digests: Vec<(MessageRef, Vec<ApprovalId>)>,
     /// Each digest rewrite: the message and its rows' outcomes.
     digest_updates: Vec<(MessageRef, Vec<(ApprovalId, Option<Outcome>)>)>,
+    /// Deliveries started and not yet through the `gate`.
+    at_gate: usize,
 }
 
 pub struct MemoryChannel {
@@ -32,6 +34,9 @@ pub struct MemoryChannel {
     state: Mutex<State>,
     /// Held by a test to keep deliveries in flight (so approvals queue up behind them).
     pub gate: tokio::sync::Mutex<()>,
+    /// Held by a test to model a target that cannot take a message yet (a chat's rate
+    /// limit): `ready` waits for it.
+    pub turn: tokio::sync::Mutex<()>,
 }
 
 impl MemoryChannel {
@@ -52,6 +57,7 @@ impl MemoryChannel {
                 ..State::default()
             }),
             gate: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -90,6 +96,18 @@ impl MemoryChannel {
         self.state().digest_updates.clone()
     }
 
+    /// How many deliveries have started and wait at the `gate`.
+    pub fn at_gate(&self) -> usize {
+        self.state().at_gate
+    }
+
+    /// Passes the `gate`, counted in `at_gate` while waiting.
+    async fn through_gate(&self) {
+        self.state().at_gate += 1;
+        drop(self.gate.lock().await);
+        self.state().at_gate -= 1;
+    }
+
     fn next_message(&self, target: &Target) -> Result<MessageRef, ChannelError> {
         let mut s = self.state();
         if s.fail_deliveries > 0 {
@@ -125,6 +143,10 @@ impl Channel for MemoryChannel {
         Ok(format!("memory channel {}", self.name))
     }
 
+    async fn ready(&self, _: &Target) {
+        let _turn = self.turn.lock().await;
+    }
+
     fn digest_capacity(&self) -> usize {
         self.state().digest_capacity
     }
@@ -134,7 +156,7 @@ impl Channel for MemoryChannel {
         target: &Target,
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError> {
-        let _open = self.gate.lock().await;
+        self.through_gate().await;
         let m = self.next_message(target)?;
         self.state()
             .delivered
@@ -147,7 +169,7 @@ impl Channel for MemoryChannel {
         target: &Target,
         approvals: &[Approval],
     ) -> Result<(MessageRef, usize), ChannelError> {
-        let _open = self.gate.lock().await;
+        self.through_gate().await;
         let m = self.next_message(target)?;
         let mut s = self.state();
         for a in approvals {

@@ -721,7 +721,10 @@ impl Rig {
     /// Requests `ids` while the first delivery is held in flight, so the rest queue up.
     async fn request_burst(&self, ids: &[&str]) {
         let gate = self.chan.gate.lock().await;
-        for id in ids {
+        for (i, id) in ids.iter().enumerate() {
+            if i == 1 {
+                self.wait(|r| r.chan.at_gate() == 1).await;
+            }
             self.gw.add(&(*id).into());
             self.send(Input::Gateway(GatewayEvent::Requested(approval(
                 id,
@@ -803,6 +806,40 @@ async fn approvals_queued_behind_a_busy_target_go_out_as_one_digest() {
 }
 
 #[tokio::test]
+async fn what_queues_while_the_target_waits_for_its_turn_shares_one_digest() {
+    let r = digest_rig(
+        10,
+        Arc::new(Store::in_memory().unwrap()),
+        Arc::new(MemoryGateway::default()),
+    );
+    r.request_burst(&["t1"]).await;
+    // The chat's next slot is not free yet (a rate limit): the lane waits for it.
+    let turn = r.chan.turn.lock().await;
+    let ids = ["t2", "t3", "t4", "t5"];
+    for id in ids {
+        r.gw.add(&id.into());
+        r.send(Input::Gateway(GatewayEvent::Requested(approval(
+            id,
+            &["allow-once", "deny"],
+        ))))
+        .await;
+    }
+    r.wait(|r| ids.iter().all(|id| !r.audit_events(id).is_empty()))
+        .await;
+    assert_eq!(
+        r.chan.delivered().len(),
+        1,
+        "nothing goes out before the turn"
+    );
+    drop(turn);
+    r.wait(|r| r.chan.delivered().len() == 5).await;
+    let digests = r.chan.digests();
+    assert_eq!(digests.len(), 1);
+    let rows: Vec<&str> = digests[0].1.iter().map(ApprovalId::as_str).collect();
+    assert_eq!(rows, ids, "t2 waited for its turn with the rest, not alone");
+}
+
+#[tokio::test]
 async fn a_digest_carries_at_most_the_channel_capacity() {
     let r = digest_rig(
         3,
@@ -829,6 +866,7 @@ async fn an_approval_ending_while_queued_is_never_sent() {
             &["deny"],
         ))))
         .await;
+        r.wait(|r| r.chan.at_gate() == 1).await;
     }
     r.send(Input::Gateway(GatewayEvent::Ended {
         id: "q2".into(),

@@ -265,6 +265,12 @@ impl Channel for Telegram {
         })
     }
 
+    async fn ready(&self, target: &Target) {
+        if let Ok(chat) = Self::chat_id(&target.chat) {
+            self.throttle.ready(chat).await;
+        }
+    }
+
     fn digest_capacity(&self) -> usize {
         digest::MAX_ROWS
     }

@@ -4,7 +4,8 @@
 //! (1 message per chat per second, with a small margin so network jitter cannot make two
 //! sends arrive closer than a second) and for the bot-wide slot (30 per second, governor).
 //! Prompts go first: a chat's slot goes to a waiting prompt before any edit or notice,
-//! which is why the per-chat spacing is our own small scheduler. A 429's
+//! which is why the per-chat spacing is our own small scheduler; `ready` lets the engine
+//! wait for a chat's slot before it chooses a digest's rows. A 429's
 //! `retry_after` is honoured by sleeping and sending again; network faults and 5xx answers
 //! are retried with exponential backoff. Nothing is dropped, only delayed, up to a bound
 //! after which the caller gets a transient error it may retry itself.
@@ -59,6 +60,8 @@ pub enum Dest {
 
 /// How long a call held behind a prompt waits before looking again.
 const YIELD: Duration = Duration::from_millis(20);
+/// How long a free slot stays kept for the prompt that [`Throttle::ready`] announced.
+const PROMISE: Duration = Duration::from_millis(250);
 /// Above this many chats remembered, idle ones are forgotten.
 const MAX_IDLE_CHATS: usize = 1024;
 
@@ -69,6 +72,15 @@ struct Slot {
     next: Option<Instant>,
     /// Prompts waiting for this chat.
     prompts_waiting: usize,
+    /// Until then the free slot is kept for a prompt that `ready` announced.
+    promised: Option<Instant>,
+}
+
+impl Slot {
+    /// Whether a call that is not a prompt must let a prompt go first.
+    fn held_for_prompt(&self, now: Instant) -> bool {
+        self.prompts_waiting > 0 || self.promised.is_some_and(|p| p > now)
+    }
 }
 
 pub struct Throttle {
@@ -107,14 +119,17 @@ impl Throttle {
                 let now = Instant::now();
                 let mut chats = self.chats();
                 if chats.len() > MAX_IDLE_CHATS {
-                    chats.retain(|_, s| s.prompts_waiting > 0 || s.next.is_some_and(|n| n > now));
+                    chats.retain(|_, s| s.held_for_prompt(now) || s.next.is_some_and(|n| n > now));
                 }
                 let slot = chats.entry(chat).or_default();
                 let free_at = slot.next.unwrap_or(now);
-                if !prompt && slot.prompts_waiting > 0 {
+                if !prompt && slot.held_for_prompt(now) {
                     free_at.max(now) + YIELD
                 } else if free_at <= now {
                     slot.next = Some(now + PER_CHAT_PERIOD);
+                    if prompt {
+                        slot.promised = None;
+                    }
                     break;
                 } else {
                     free_at
@@ -123,6 +138,28 @@ impl Throttle {
             tokio::time::sleep_until(wake).await;
         }
         self.global.until_ready().await;
+    }
+
+    /// Waits until `chat` could take a prompt at once, then keeps the free slot for
+    /// that prompt for a moment ([`PROMISE`]) so no edit or notice takes it first. What
+    /// the prompt carries (a digest's rows) is best chosen after this.
+    pub async fn ready(&self, chat: i64) {
+        let _first = PromptFirst::new(self, chat);
+        loop {
+            let wake = {
+                let now = Instant::now();
+                let mut chats = self.chats();
+                let slot = chats.entry(chat).or_default();
+                match slot.next {
+                    Some(next) if next > now => next,
+                    _ => {
+                        slot.promised = Some(now + PROMISE);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(wake).await;
+        }
     }
 
     /// Runs `call` until it succeeds or fails for good, each attempt in `dest`'s turn.
@@ -282,6 +319,38 @@ mod tests {
         assert_eq!(order, ["prompt 1", "other chat", "prompt 2", "edit"]);
         assert!(log[2].1 - log[0].1 >= PER_CHAT_PERIOD);
         assert!(log[3].1 - log[2].1 >= PER_CHAT_PERIOD);
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_the_chat_slot_and_keeps_it_for_the_prompt() {
+        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let send = |dest: Dest, what: &'static str| {
+            let (t, log) = (t.clone(), log.clone());
+            tokio::spawn(async move {
+                t.call(dest, what, || async {
+                    log.lock().unwrap().push((what, Instant::now()));
+                    Ok::<_, RequestError>(())
+                })
+                .await
+            })
+        };
+        send(Dest::Prompt(7), "prompt").await.unwrap().unwrap();
+        t.ready(7).await;
+        let ready_at = Instant::now();
+        // An edit that comes after `ready` must not take the slot kept for the digest.
+        let edit = send(Dest::Chat(7), "edit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(Dest::Prompt(7), "digest").await.unwrap().unwrap();
+        edit.await.unwrap().unwrap();
+        let log = log.lock().unwrap().clone();
+        let order: Vec<&str> = log.iter().map(|(w, _)| *w).collect();
+        assert_eq!(order, ["prompt", "digest", "edit"]);
+        assert!(
+            ready_at - log[0].1 >= PER_CHAT_PERIOD,
+            "ready waited for the slot"
+        );
+        assert!(log[2].1 - log[1].1 >= PER_CHAT_PERIOD);
     }
 
     #[test]
