@@ -7,7 +7,7 @@ use bridge::channel::DigestRow;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 use super::codec::{self, CodecError};
-use super::render::{MAX_MESSAGE_UTF16, escape, escape_capped, icon, utc, utf16_len};
+use super::render::{MAX_MESSAGE_UTF16, escape, escape_capped, icon, utc, utf16_len, visible_len};
 
 /// Most rows per digest: three buttons a row stays within Telegram's 100 per keyboard.
 pub const MAX_ROWS: usize = 25;
@@ -15,8 +15,9 @@ pub const MAX_ROWS: usize = 25;
 const MAX_COMMAND_UNITS: usize = 160;
 /// Longest cwd, agent or host a row shows.
 const MAX_CONTEXT_UNITS: usize = 80;
-/// Room kept per row for its outcome line, so rewrites never outgrow the message.
-const OUTCOME_UNITS: usize = 130;
+/// Room kept per row for its outcome line (newline, icon, space, summary), so rewrites
+/// never outgrow the message.
+const OUTCOME_UNITS: usize = 64;
 const HEAD_UNITS: usize = 80;
 const FOOTER: &str = "\n\nEach button names its row. /pending lists the ids for /approve.";
 
@@ -36,15 +37,16 @@ pub fn fits(a: &Approval) -> bool {
 }
 
 /// How many of `approvals`, first first, one digest carries: the leading run that fits
-/// rows, within the row limit and the message length with room for every outcome.
+/// rows, within the row limit and the message length (the text Telegram shows) with room
+/// for every row's outcome in place of its context.
 pub fn take(approvals: &[Approval]) -> usize {
-    let mut used = HEAD_UNITS + utf16_len(FOOTER);
+    let mut used = HEAD_UNITS + visible_len(FOOTER);
     let mut n = 0;
     for a in approvals.iter().take(MAX_ROWS) {
         if !fits(a) {
             break;
         }
-        let row = utf16_len(&row(n, a)) + OUTCOME_UNITS;
+        let row = visible_len(&head(n, a)) + visible_len(&context(a)).max(OUTCOME_UNITS);
         if used + row > MAX_MESSAGE_UTF16 {
             break;
         }
@@ -54,9 +56,14 @@ pub fn take(approvals: &[Approval]) -> usize {
     n
 }
 
-/// A row without its outcome: number, command, context.
-fn row(i: usize, a: &Approval) -> String {
-    let mut s = format!("\n\n<b>{}.</b> <code>{}</code>", i + 1, escape(&a.command));
+/// A row's first line: number and command.
+fn head(i: usize, a: &Approval) -> String {
+    format!("\n\n<b>{}.</b> <code>{}</code>", i + 1, escape(&a.command))
+}
+
+/// A pending row's second line (empty when there is nothing to say): agent, cwd, host,
+/// cron, expiry. Once the row ends, its outcome takes this line's place.
+fn context(a: &Approval) -> String {
     let mut context: Vec<String> = [("agent", &a.agent_id), ("cwd", &a.cwd), ("host", &a.host)]
         .into_iter()
         .filter_map(|(name, v)| {
@@ -70,11 +77,11 @@ fn row(i: usize, a: &Approval) -> String {
     if let Some(exp) = a.expires_at_ms {
         context.push(format!("expires {}", utc(exp)));
     }
-    if !context.is_empty() {
-        s.push('\n');
-        s.push_str(&context.join(" · "));
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", context.join(" · "))
     }
-    s
 }
 
 /// The digest's HTML: a count, then every row, each with its outcome once ended.
@@ -89,13 +96,14 @@ pub fn render(rows: &[DigestRow]) -> String {
         format!("🔐 <b>{} exec approvals</b> · all ended", rows.len())
     };
     for (i, r) in rows.iter().enumerate() {
-        html.push_str(&row(i, &r.approval));
-        if let Some(o) = &r.outcome {
-            html.push_str(&format!(
+        html.push_str(&head(i, &r.approval));
+        match &r.outcome {
+            Some(o) => html.push_str(&format!(
                 "\n{} <b>{}</b>",
                 icon(o),
-                escape_capped(&o.summary(), OUTCOME_UNITS - 10)
-            ));
+                escape_capped(&o.summary(), OUTCOME_UNITS - 4)
+            )),
+            None => html.push_str(&context(&r.approval)),
         }
     }
     if pending > 0 {
@@ -218,7 +226,17 @@ mod tests {
                 }),
             })
             .collect();
-        assert!(utf16_len(&render(&ended)) <= MAX_MESSAGE_UTF16);
+        assert!(visible_len(&render(&ended)) <= MAX_MESSAGE_UTF16);
+
+        // A burst of ordinary commands fills a whole digest.
+        let typical: Vec<Approval> = (0..30)
+            .map(|i| Approval {
+                host: Some("gateway".into()),
+                expires_at_ms: Some(1_795_000_300_000),
+                ..exec(i, &format!("echo bench-burst-1a2b3c4d-{i}-end"))
+            })
+            .collect();
+        assert_eq!(take(&typical), MAX_ROWS);
 
         let mut mixed = vec![exec(1, "a"), exec(2, "b"), warned, exec(4, "c")];
         assert_eq!(

@@ -61,6 +61,25 @@ pub fn utf16_len(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
+/// UTF-16 units of the text Telegram shows for `html` we built, which is what its limit
+/// counts: tags count nothing and an escape (`&lt;`) one character. Only for our own HTML,
+/// where every `<` opens a tag and every `&` an escape.
+pub fn visible_len(html: &str) -> usize {
+    let mut units = 0;
+    let mut chars = html.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => chars.by_ref().take_while(|c| *c != '>').for_each(drop),
+            '&' => {
+                chars.by_ref().take_while(|c| *c != ';').for_each(drop);
+                units += 1;
+            }
+            c => units += c.len_utf16(),
+        }
+    }
+    units
+}
+
 /// Escapes `s`, keeping the result within `max_units` UTF-16 units (an ellipsis marks a cut).
 pub(crate) fn escape_capped(s: &str, max_units: usize) -> String {
     let total: usize = s.chars().map(escaped_units).sum();
@@ -267,6 +286,14 @@ mod tests {
     fn check(a: &Approval, footer: Footer<'_>, expect: &str) {
         let r = render(a, footer);
         assert_eq!(r.html, expect, "\n--- got ---\n{}\n", r.html);
+    }
+
+    #[test]
+    fn visible_length_counts_what_telegram_shows() {
+        assert_eq!(visible_len("<b>1.</b> <code>a &lt;b&gt; &amp;</code>"), 10);
+        assert_eq!(visible_len("🔐 ♾️"), 5, "UTF-16 units, not chars");
+        let html = escape("<i>&amp;</i>");
+        assert_eq!(visible_len(&html), 12);
     }
 
     #[test]
