@@ -3,6 +3,7 @@
 //! `Answer`). Adapters translate; only the engine decides.
 
 pub mod action;
+pub mod command;
 pub mod memory;
 
 use std::fmt;

@@ -7,7 +7,7 @@
 #[cfg(feature = "telegram")]
 pub mod telegram;
 
-#[cfg(feature = "matrix")]
+/// Always built: its config and rendering need no SDK; the adapter needs feature `matrix`.
 pub mod matrix;
 
 #[cfg(feature = "discord")]

@@ -5,8 +5,8 @@
 //! Every button press becomes an `Answer` (garbage included, as `Request::Malformed`), so
 //! the engine audits it and the presser is told exactly once through `notify`.
 
-use bridge::approval::{ApprovalId, Decision, Responder};
-use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via};
+use bridge::approval::Responder;
+use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via, command};
 use serde_json::Value;
 
 use super::{NAME, codec};
@@ -135,7 +135,7 @@ pub fn message(m: &Value) -> Option<Answer> {
     {
         return None;
     }
-    let request = command(str_at(m, &["content"])?)?;
+    let request = command::parse(str_at(m, &["content"])?)?;
     let responder = responder(author)?;
     let channel = str_at(m, &["channel_id"])?.to_owned();
     let id = str_at(m, &["id"]).unwrap_or_default();
@@ -153,42 +153,10 @@ pub fn message(m: &Value) -> Option<Answer> {
     })
 }
 
-/// Parses a command text. `None`: not a command of ours.
-pub fn command(text: &str) -> Option<Request> {
-    let text = text.trim();
-    let mut words = text.split_whitespace();
-    let head = words.next()?;
-    let args: Vec<&str> = words.collect();
-    match head.to_ascii_lowercase().as_str() {
-        "/pending" if args.is_empty() => Some(Request::ListPending),
-        "/approve" => Some(match args.as_slice() {
-            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide {
-                    id: ApprovalId((*id).to_owned()),
-                    decision,
-                    // A typed command names no kind; the id alone says which approval.
-                    kind: None,
-                },
-                None => Request::Malformed {
-                    raw: text.chars().take(200).collect(),
-                    why: format!(
-                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
-                    ),
-                },
-            },
-            _ => Request::Malformed {
-                raw: text.chars().take(200).collect(),
-                why: "expected /approve <id> allow-once|allow-always|deny".into(),
-            },
-        }),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::Kind;
+    use bridge::approval::{ApprovalId, Decision, Kind};
     use serde_json::json;
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
@@ -322,7 +290,5 @@ mod tests {
             message(&m("/approve x", false)).unwrap().request,
             Request::Malformed { .. }
         ));
-        assert_eq!(command("/pending"), Some(Request::ListPending));
-        assert_eq!(command("/approved x deny"), None);
     }
 }

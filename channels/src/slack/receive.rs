@@ -5,8 +5,8 @@
 //! Every button press becomes an `Answer` (garbage included, as `Request::Malformed`), so
 //! the engine audits it and tells the presser exactly once through `notify`.
 
-use bridge::approval::{ApprovalId, Decision, Responder};
-use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via};
+use bridge::approval::Responder;
+use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via, command};
 use serde_json::Value;
 
 use super::{NAME, codec};
@@ -114,7 +114,7 @@ pub fn message_event(event: &Value) -> Option<Answer> {
         return None;
     }
     let user = str_at(event, &["user"])?;
-    let request = command(str_at(event, &["text"])?)?;
+    let request = command::parse(str_at(event, &["text"])?)?;
     let channel = str_at(event, &["channel"])?;
     let ts = str_at(event, &["ts"]).unwrap_or_default();
     Some(Answer {
@@ -136,42 +136,10 @@ pub fn message_event(event: &Value) -> Option<Answer> {
     })
 }
 
-/// Parses a command text. `None`: not a command of ours.
-pub fn command(text: &str) -> Option<Request> {
-    let text = text.trim();
-    let mut words = text.split_whitespace();
-    let head = words.next()?;
-    let args: Vec<&str> = words.collect();
-    match head.to_ascii_lowercase().as_str() {
-        "/pending" => Some(Request::ListPending),
-        "/approve" => Some(match args.as_slice() {
-            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide {
-                    id: ApprovalId((*id).to_owned()),
-                    decision,
-                    // A typed command names no kind; the id alone says which approval.
-                    kind: None,
-                },
-                None => Request::Malformed {
-                    raw: text.to_owned(),
-                    why: format!(
-                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
-                    ),
-                },
-            },
-            _ => Request::Malformed {
-                raw: text.to_owned(),
-                why: "expected /approve <id> allow-once|allow-always|deny".into(),
-            },
-        }),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::Kind;
+    use bridge::approval::{ApprovalId, Decision, Kind};
     use serde_json::json;
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
@@ -316,27 +284,5 @@ mod tests {
             )
             .is_none()
         );
-    }
-
-    #[test]
-    fn commands_parse() {
-        assert_eq!(command("/pending"), Some(Request::ListPending));
-        assert!(matches!(
-            command("/approve abc"),
-            Some(Request::Malformed { .. })
-        ));
-        assert!(matches!(
-            command("/approve abc allow"),
-            Some(Request::Malformed { .. })
-        ));
-        assert_eq!(
-            command("/APPROVE x Deny"),
-            Some(Request::Decide {
-                id: ApprovalId("x".into()),
-                decision: Decision::Deny,
-                kind: None
-            })
-        );
-        assert_eq!(command("please /approve x deny"), None);
     }
 }

@@ -4,8 +4,8 @@
 //! Every callback query becomes an `Answer` (garbage included, as `Request::Malformed`),
 //! so the engine audits it and answers the query exactly once through `notify`.
 
-use bridge::approval::{ApprovalId, Decision, Responder};
-use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via};
+use bridge::approval::Responder;
+use bridge::channel::{Answer, MessageRef, ReplyTo, Request, Target, Via, command};
 use teloxide::types::{CallbackQuery, Chat, Message, User};
 
 use super::{NAME, codec};
@@ -107,50 +107,19 @@ pub fn message(m: &Message, bot_username: Option<&str>) -> Option<Answer> {
     })
 }
 
-/// Parses a command text. `None`: not a command of ours.
+/// Parses a command text. `None`: not a command of ours, or addressed to another bot
+/// (`/approve@other_bot`).
 pub fn command(text: &str, bot_username: Option<&str>) -> Option<Request> {
-    let text = text.trim();
-    let mut words = text.split_whitespace();
-    let head = words.next()?;
-    let (cmd, addressee) = match head.split_once('@') {
-        Some((c, a)) => (c, Some(a)),
-        None => (head, None),
-    };
-    if let (Some(a), Some(me)) = (addressee, bot_username)
-        && !a.eq_ignore_ascii_case(me)
-    {
-        return None;
-    }
-    let args: Vec<&str> = words.collect();
-    match cmd.to_ascii_lowercase().as_str() {
-        "/pending" => Some(Request::ListPending),
-        "/approve" => Some(match args.as_slice() {
-            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide {
-                    id: ApprovalId((*id).to_owned()),
-                    decision,
-                    // A typed command names no kind; the id alone says which approval.
-                    kind: None,
-                },
-                None => Request::Malformed {
-                    raw: text.to_owned(),
-                    why: format!(
-                        "unknown decision {decision:?}; use allow-once, allow-always or deny"
-                    ),
-                },
-            },
-            _ => Request::Malformed {
-                raw: text.to_owned(),
-                why: "expected /approve <id> allow-once|allow-always|deny".into(),
-            },
-        }),
-        _ => None,
-    }
+    command::parse_named(text, |head| match head.split_once('@') {
+        Some((_, to)) if bot_username.is_some_and(|me| !to.eq_ignore_ascii_case(me)) => None,
+        Some((cmd, _)) => Some(cmd),
+        None => Some(head),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use bridge::approval::Kind;
+    use bridge::approval::{ApprovalId, Decision, Kind};
     use serde_json::json;
 
     use super::*;

@@ -1,0 +1,115 @@
+//! The commands an owner can type on every channel: `/approve <id> <decision>` and
+//! `/pending`. One parser, so every channel reads the same text the same way; a channel
+//! whose commands carry an addressee (Telegram's `/approve@my_bot`) names it first.
+
+use super::Request;
+use crate::approval::{ApprovalId, Decision};
+
+/// Longest text a malformed command keeps for the audit log and the owner's notice.
+const MAX_RAW_CHARS: usize = 200;
+
+/// Parses a typed command. `None`: `text` is no command of ours.
+pub fn parse(text: &str) -> Option<Request> {
+    parse_named(text, Some)
+}
+
+/// Like [`parse`] for a channel whose command word carries more than the name: `name`
+/// maps the first word to the command's name, or to `None` when the command is not meant
+/// for this bridge.
+pub fn parse_named<'a>(
+    text: &'a str,
+    name: impl FnOnce(&'a str) -> Option<&'a str>,
+) -> Option<Request> {
+    let text = text.trim();
+    let mut words = text.split_whitespace();
+    let cmd = name(words.next()?)?.to_ascii_lowercase();
+    let args: Vec<&str> = words.collect();
+    let malformed = |why: String| Request::Malformed {
+        raw: text.chars().take(MAX_RAW_CHARS).collect(),
+        why,
+    };
+    match cmd.as_str() {
+        "/pending" => Some(Request::ListPending),
+        "/approve" => Some(match args.as_slice() {
+            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
+                Some(decision) => Request::Decide {
+                    id: ApprovalId((*id).to_owned()),
+                    decision,
+                    // A typed command names no kind; the id alone says which approval.
+                    kind: None,
+                },
+                None => malformed(format!(
+                    "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                )),
+            },
+            _ => malformed("expected /approve <id> allow-once|allow-always|deny".into()),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+
+    fn decide(decision: Decision) -> Option<Request> {
+        Some(Request::Decide {
+            id: ApprovalId(ID.into()),
+            decision,
+            kind: None,
+        })
+    }
+
+    #[test]
+    fn approve_reads_an_id_and_a_decision_in_any_case() {
+        assert_eq!(
+            parse(&format!("/approve {ID} allow-once")),
+            decide(Decision::AllowOnce)
+        );
+        assert_eq!(
+            parse(&format!(" /approve {ID} always ")),
+            decide(Decision::AllowAlways)
+        );
+        assert_eq!(
+            parse(&format!("/APPROVE {ID} Deny")),
+            decide(Decision::Deny)
+        );
+        assert_eq!(parse("/pending"), Some(Request::ListPending));
+    }
+
+    #[test]
+    fn other_approve_shapes_are_malformed_and_other_text_is_ignored() {
+        for text in [
+            "/approve",
+            "/approve abc",
+            "/approve abc allow",
+            "/approve x maybe",
+            "/approve a b c",
+        ] {
+            assert!(
+                matches!(parse(text), Some(Request::Malformed { .. })),
+                "{text}"
+            );
+        }
+        for text in ["hello /approve x deny", "/approved x deny", "", "  "] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+        let long = format!("/approve {} deny please", "x".repeat(5000));
+        let Some(Request::Malformed { raw, .. }) = parse(&long) else {
+            panic!("not malformed");
+        };
+        assert_eq!(raw.chars().count(), MAX_RAW_CHARS);
+    }
+
+    #[test]
+    fn a_named_command_is_read_only_when_the_channel_says_it_is_ours() {
+        let text = format!("/approve@me {ID} deny");
+        assert_eq!(
+            parse_named(&text, |head| head.strip_suffix("@me")),
+            decide(Decision::Deny)
+        );
+        assert_eq!(parse_named("/pending@other x", |_| None), None);
+    }
+}
