@@ -46,7 +46,6 @@ pub struct Call {
 }
 
 impl Call {
-    /// Case-insensitive method comparison.
     /// One line for a failing test's output: when, status, method, params.
     pub fn line(&self) -> String {
         format!(
@@ -55,6 +54,7 @@ impl Call {
         )
     }
 
+    /// Case-insensitive method comparison.
     pub fn is(&self, method: &str) -> bool {
         self.method.eq_ignore_ascii_case(method)
     }

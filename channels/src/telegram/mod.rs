@@ -5,11 +5,13 @@
 //! - [`render`]: HTML prompts, escaped and cut within Telegram's limits.
 //! - [`digest`]: one message with a row per approval once several queue for a chat.
 //! - [`send`]: throttle (governor), retry-after, backoff, error classes.
+//! - [`orphans`]: prompts a lost answer left behind, found by Telegram's message order.
 //! - [`receive`]: updates → `Answer`s.
 
 pub mod codec;
 pub mod config;
 pub mod digest;
+pub mod orphans;
 pub mod receive;
 pub mod render;
 pub mod send;
@@ -71,6 +73,7 @@ pub struct Telegram {
     allow_from: HashSet<u64>,
     targets: Vec<Target>,
     throttle: Arc<send::Throttle>,
+    orphans: Arc<orphans::Orphans>,
     options: Options,
     /// The bot's username (for `/approve@<bot>`), learned from `getMe`.
     username: OnceLock<String>,
@@ -108,6 +111,7 @@ impl Telegram {
                 })
                 .collect(),
             throttle: Arc::new(send::Throttle::new(bot_token, options.retry.clone())),
+            orphans: Arc::default(),
             options,
             username: OnceLock::new(),
         })
@@ -165,6 +169,49 @@ impl Telegram {
         Ok(me)
     }
 
+    /// Sends a prompt (or digest) ahead of other messages for the chat. A failed attempt
+    /// Telegram may have handled marks the chat; the first prompt sent after that has
+    /// the buttons of whatever orphans lie before it removed (see [`orphans`]).
+    async fn send_prompt(
+        &self,
+        chat: i64,
+        html: &str,
+        keyboard: &InlineKeyboardMarkup,
+    ) -> Result<MessageId, ChannelError> {
+        let msg = self
+            .throttle
+            .call(Dest::Prompt(chat), "sendMessage", || {
+                let sent = self
+                    .bot
+                    .send_message(ChatId(chat), html.to_owned())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off())
+                    .reply_markup(keyboard.clone())
+                    .send();
+                async move {
+                    let res = sent.await;
+                    if let Err(e) = &res
+                        && send::maybe_handled(e)
+                    {
+                        self.orphans.send_failed(chat);
+                    }
+                    res
+                }
+            })
+            .await
+            .map_err(|e| self.throttle.classify(e))?;
+        let suspects = self.orphans.prompt_sent(chat, msg.id.0);
+        if !suspects.is_empty() {
+            tokio::spawn(remove_buttons(
+                self.bot.clone(),
+                self.throttle.clone(),
+                chat,
+                suspects,
+            ));
+        }
+        Ok(msg.id)
+    }
+
     fn link_preview_off() -> LinkPreviewOptions {
         LinkPreviewOptions {
             is_disabled: true,
@@ -180,6 +227,7 @@ impl Telegram {
 async fn send_full_command(
     bot: Bot,
     throttle: Arc<send::Throttle>,
+    orphans: Arc<orphans::Orphans>,
     chat: i64,
     prompt: MessageId,
     approval: Approval,
@@ -196,8 +244,34 @@ async fn send_full_command(
             .send()
         })
         .await;
-    if let Err(e) = res {
-        tracing::warn!(chat, approval = %approval.id, error = %throttle.redact(&e), "could not send the full command as a file");
+    match res {
+        Ok(m) => orphans.saw(chat, m.id.0),
+        Err(e) => {
+            tracing::warn!(chat, approval = %approval.id, error = %throttle.redact(&e), "could not send the full command as a file")
+        }
+    }
+}
+
+/// Background removal of the buttons of messages that may be orphaned prompts.
+async fn remove_buttons(bot: Bot, throttle: Arc<send::Throttle>, chat: i64, ids: Vec<i32>) {
+    for id in ids {
+        let res = throttle
+            .call(Dest::Chat(chat), "editMessageReplyMarkup", || {
+                bot.edit_message_reply_markup(ChatId(chat), MessageId(id))
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) => tracing::info!(
+                chat,
+                message = id,
+                "removed the buttons of a prompt whose send looked failed"
+            ),
+            // A user's message, a message without buttons, or none at all.
+            Err(e) => {
+                tracing::debug!(chat, message = id, error = %throttle.redact(&e), "no orphan prompt")
+            }
+        }
     }
 }
 
@@ -237,31 +311,21 @@ impl Channel for Telegram {
         let keyboard = Self::keyboard(approval)
             .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
         let rendered = render::render(approval, render::Footer::Pending);
-        let msg = self
-            .throttle
-            .call(Dest::Prompt(chat), "sendMessage", || {
-                self.bot
-                    .send_message(ChatId(chat), rendered.html.clone())
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview_off())
-                    .reply_markup(keyboard.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| self.throttle.classify(e))?;
+        let id = self.send_prompt(chat, &rendered.html, &keyboard).await?;
         if rendered.cut {
             // After the prompt, without holding up `deliver` for the chat's next slot.
             tokio::spawn(send_full_command(
                 self.bot.clone(),
                 self.throttle.clone(),
+                self.orphans.clone(),
                 chat,
-                msg.id,
+                id,
                 approval.clone(),
             ));
         }
         Ok(MessageRef {
             target: target.clone(),
-            message: msg.id.0.to_string(),
+            message: id.0.to_string(),
         })
     }
 
@@ -297,21 +361,10 @@ impl Channel for Telegram {
             })
             .collect();
         let (html, keyboard) = Self::digest(&rows)?;
-        let msg = self
-            .throttle
-            .call(Dest::Prompt(chat), "sendMessage", || {
-                self.bot
-                    .send_message(ChatId(chat), html.clone())
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview_off())
-                    .reply_markup(keyboard.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| self.throttle.classify(e))?;
+        let id = self.send_prompt(chat, &html, &keyboard).await?;
         let prompt = MessageRef {
             target: target.clone(),
-            message: msg.id.0.to_string(),
+            message: id.0.to_string(),
         };
         Ok((prompt, n))
     }
@@ -420,7 +473,7 @@ impl Channel for Telegram {
                     req.send()
                 })
                 .await
-                .map(|_| ())
+                .map(|m| self.orphans.saw(chat, m.id.0))
                 .map_err(|e| self.throttle.classify(e));
         }
         Err(ChannelError::Permanent(format!(
@@ -460,6 +513,7 @@ impl Channel for Telegram {
                         let answer = match &u.kind {
                             UpdateKind::CallbackQuery(q) => Some(receive::callback(q)),
                             UpdateKind::Message(m) => {
+                                self.orphans.saw(m.chat.id.0, m.id.0);
                                 receive::message(m, self.username.get().map(String::as_str))
                             }
                             _ => None,

@@ -260,6 +260,12 @@ impl Drop for PromptFirst<'_> {
     }
 }
 
+/// Whether a failed call may still have been carried out by Telegram (its answer was
+/// lost or garbled): network faults and 5xx, not a refusal or a rate limit.
+pub fn maybe_handled(e: &RequestError) -> bool {
+    !matches!(e, RequestError::RetryAfter(_)) && is_transient(e)
+}
+
 fn is_transient(e: &RequestError) -> bool {
     match e {
         RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => true,

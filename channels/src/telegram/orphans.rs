@@ -1,0 +1,115 @@
+//! Prompts Telegram may show although their send failed. When the answer to a
+//! `sendMessage` is lost after Telegram stored the message, the retry makes a second
+//! prompt, and the first keeps live buttons the bridge never recorded. Telegram numbers a
+//! private chat's messages in order, so once a later prompt's send succeeds, every id
+//! between the last one seen before the failure and the new prompt, other than those seen
+//! since, may be such an orphan: [`Orphans::prompt_sent`] names them so the adapter can
+//! remove their buttons (an edit of a user's message or of a message without buttons
+//! fails harmlessly). Kept in memory, so a restart between a send and its record is not
+//! covered; with no id seen in a chat since start there is no safe floor and no sweep.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// Most ids one sweep edits: each edit takes one of the chat's one-per-second slots.
+pub const MAX_SWEEP: usize = 8;
+
+#[derive(Default)]
+pub struct Orphans {
+    chats: Mutex<HashMap<i64, Chat>>,
+}
+
+#[derive(Default)]
+struct Chat {
+    /// Highest message id seen in the chat, ours or the user's.
+    last: Option<i32>,
+    /// Set by a prompt send Telegram may have handled: the last id seen before it.
+    suspect_after: Option<i32>,
+    /// Ids seen since `suspect_after`: not orphans.
+    seen_since: BTreeSet<i32>,
+}
+
+impl Orphans {
+    fn with<R>(&self, chat: i64, f: impl FnOnce(&mut Chat) -> R) -> R {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        f(chats.entry(chat).or_default())
+    }
+
+    /// Message `id` exists in `chat` and is accounted for (a send's answer, an update).
+    pub fn saw(&self, chat: i64, id: i32) {
+        self.with(chat, |c| c.saw(id));
+    }
+
+    /// A prompt's send to `chat` failed in a way Telegram may still have handled.
+    pub fn send_failed(&self, chat: i64) {
+        self.with(chat, |c| {
+            if c.suspect_after.is_none() {
+                c.suspect_after = c.last;
+                if c.last.is_none() {
+                    tracing::warn!(
+                        chat,
+                        "a prompt send failed before any message id in this chat was known; if Telegram stored it, its buttons stay until it is pressed (refused)"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Prompt `id` was sent to `chat`: the ids that may be orphaned prompts, newest first.
+    pub fn prompt_sent(&self, chat: i64, id: i32) -> Vec<i32> {
+        self.with(chat, |c| {
+            let after = c.suspect_after.take();
+            let seen = std::mem::take(&mut c.seen_since);
+            c.saw(id);
+            let Some(after) = after else {
+                return Vec::new();
+            };
+            (after.saturating_add(1)..id)
+                .rev()
+                .filter(|i| !seen.contains(i))
+                .take(MAX_SWEEP)
+                .collect()
+        })
+    }
+}
+
+impl Chat {
+    fn saw(&mut self, id: i32) {
+        self.last = Some(self.last.map_or(id, |l| l.max(id)));
+        if self.suspect_after.is_some() {
+            self.seen_since.insert(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_between_the_last_seen_and_the_new_prompt_are_suspects() {
+        let o = Orphans::default();
+        o.saw(7, 10);
+        o.send_failed(7);
+        o.send_failed(7);
+        o.saw(7, 12); // a notice sent meanwhile
+        assert_eq!(o.prompt_sent(7, 14), [13, 11]);
+        // Swept once: the next prompt has nothing to sweep.
+        assert!(o.prompt_sent(7, 15).is_empty());
+        assert!(o.prompt_sent(8, 3).is_empty(), "other chats are untouched");
+    }
+
+    #[test]
+    fn no_floor_no_sweep_and_a_sweep_is_bounded() {
+        let o = Orphans::default();
+        o.send_failed(7);
+        assert!(
+            o.prompt_sent(7, 40).is_empty(),
+            "nothing seen before the failure"
+        );
+        o.send_failed(7);
+        let swept = o.prompt_sent(7, 100);
+        assert_eq!(swept.len(), MAX_SWEEP);
+        assert_eq!(swept[0], 99);
+    }
+}
