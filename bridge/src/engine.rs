@@ -1323,10 +1323,7 @@ impl Engine {
                 self.notify(&answer.reply, Notice::Refused(Refusal::GatewayUnavailable));
             }
         }
-        if !self
-            .entries
-            .get(&id)
-            .is_some_and(|e| !e.resolving.is_empty())
+        if self.entries.get(&id).is_none_or(|e| e.resolving.is_empty())
             && let Some(waiting) = self.after_resolve.remove(&id)
         {
             for answer in waiting {

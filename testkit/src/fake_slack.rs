@@ -616,6 +616,8 @@ fn flush_queue(shared: &Arc<Shared>, inner: &mut Inner) {
     }
 }
 
+// The handshake callback's error type is tungstenite's own `ErrorResponse`.
+#[allow(clippy::result_large_err)]
 async fn socket(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
     let mut path = String::new();
     let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {

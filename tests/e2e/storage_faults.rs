@@ -190,7 +190,7 @@ async fn full_disk_stops_answers_says_why_and_recovers() {
         let answered = audit
             .iter()
             .position(|a| a.event == "answered" && a.approval_id == r.approval_id);
-        if !answered.is_some_and(|a| a < at) {
+        if answered.is_none_or(|a| a >= at) {
             unrecorded += 1;
         }
     }

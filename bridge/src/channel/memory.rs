@@ -10,6 +10,9 @@ use tokio::sync::{broadcast, mpsc};
 use super::{Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target};
 use crate::approval::{Approval, ApprovalId, Outcome};
 
+/// A digest rewrite as recorded: the message and each row's outcome.
+pub type DigestUpdate = (MessageRef, Vec<(ApprovalId, Option<Outcome>)>);
+
 #[derive(Default)]
 struct State {
     next_message: u64,
@@ -22,7 +25,7 @@ struct State {
     /// Each digest sent: the message and the approvals it carries.
     digests: Vec<(MessageRef, Vec<ApprovalId>)>,
     /// Each digest rewrite: the message and its rows' outcomes.
-    digest_updates: Vec<(MessageRef, Vec<(ApprovalId, Option<Outcome>)>)>,
+    digest_updates: Vec<DigestUpdate>,
     /// Deliveries started and not yet through the `gate`.
     at_gate: usize,
 }
@@ -92,7 +95,7 @@ impl MemoryChannel {
         self.state().digests.clone()
     }
 
-    pub fn digest_updates(&self) -> Vec<(MessageRef, Vec<(ApprovalId, Option<Outcome>)>)> {
+    pub fn digest_updates(&self) -> Vec<DigestUpdate> {
         self.state().digest_updates.clone()
     }
 
