@@ -297,21 +297,36 @@ pub fn redact(text: &str, token: &str) -> String {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use tokio::task::JoinHandle;
+
+    type Log = Arc<Mutex<Vec<(&'static str, Instant)>>>;
+
+    fn recorder() -> (Arc<Throttle>, Log) {
+        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
+        (t, Log::default())
+    }
+
+    /// A call in `dest`'s turn that records when it went out.
+    fn timed_call(
+        t: &Arc<Throttle>,
+        log: &Log,
+        dest: Dest,
+        what: &'static str,
+    ) -> JoinHandle<Result<(), RequestError>> {
+        let (t, log) = (t.clone(), log.clone());
+        tokio::spawn(async move {
+            t.call(dest, what, || async {
+                log.lock().unwrap().push((what, Instant::now()));
+                Ok::<_, RequestError>(())
+            })
+            .await
+        })
+    }
 
     #[tokio::test]
     async fn a_waiting_prompt_takes_the_chat_slot_before_an_earlier_edit() {
-        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let send = |dest: Dest, what: &'static str| {
-            let (t, log) = (t.clone(), log.clone());
-            tokio::spawn(async move {
-                t.call(dest, what, || async {
-                    log.lock().unwrap().push((what, Instant::now()));
-                    Ok::<_, RequestError>(())
-                })
-                .await
-            })
-        };
+        let (t, log) = recorder();
+        let send = |dest, what| timed_call(&t, &log, dest, what);
         send(Dest::Prompt(7), "prompt 1").await.unwrap().unwrap();
         let edit = send(Dest::Chat(7), "edit");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -329,18 +344,8 @@ mod tests {
 
     #[tokio::test]
     async fn ready_waits_for_the_chat_slot_and_keeps_it_for_the_prompt() {
-        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let send = |dest: Dest, what: &'static str| {
-            let (t, log) = (t.clone(), log.clone());
-            tokio::spawn(async move {
-                t.call(dest, what, || async {
-                    log.lock().unwrap().push((what, Instant::now()));
-                    Ok::<_, RequestError>(())
-                })
-                .await
-            })
-        };
+        let (t, log) = recorder();
+        let send = |dest, what| timed_call(&t, &log, dest, what);
         send(Dest::Prompt(7), "prompt").await.unwrap().unwrap();
         t.ready(7).await;
         let ready_at = Instant::now();
