@@ -718,13 +718,9 @@ fn digest_rig(capacity: usize, store: Arc<Store>, gw: Arc<MemoryGateway>) -> Rig
 }
 
 impl Rig {
-    /// Requests `ids` while the first delivery is held in flight, so the rest queue up.
-    async fn request_burst(&self, ids: &[&str]) {
-        let gate = self.chan.gate.lock().await;
-        for (i, id) in ids.iter().enumerate() {
-            if i == 1 {
-                self.wait(|r| r.chan.at_gate() == 1).await;
-            }
+    /// Requests `ids` (allow-once or deny) and waits until the engine has recorded each.
+    async fn request_all(&self, ids: &[&str]) {
+        for id in ids {
             self.gw.add(&(*id).into());
             self.send(Input::Gateway(GatewayEvent::Requested(approval(
                 id,
@@ -732,9 +728,18 @@ impl Rig {
             ))))
             .await;
         }
-        // Every request is in the engine before the first delivery may finish.
         self.wait(|r| ids.iter().all(|id| !r.audit_events(id).is_empty()))
             .await;
+    }
+
+    /// Requests `ids` while the first delivery is held in flight, so the rest queue up.
+    async fn request_burst(&self, ids: &[&str]) {
+        let gate = self.chan.gate.lock().await;
+        let (first, rest) = ids.split_at(1);
+        self.request_all(first).await;
+        self.wait(|r| r.chan.at_gate() == 1).await;
+        // Every request is in the engine before the first delivery may finish.
+        self.request_all(rest).await;
         drop(gate);
         self.wait(|r| r.chan.delivered().len() == ids.len()).await;
     }
@@ -816,16 +821,7 @@ async fn what_queues_while_the_target_waits_for_its_turn_shares_one_digest() {
     // The chat's next slot is not free yet (a rate limit): the lane waits for it.
     let turn = r.chan.turn.lock().await;
     let ids = ["t2", "t3", "t4", "t5"];
-    for id in ids {
-        r.gw.add(&id.into());
-        r.send(Input::Gateway(GatewayEvent::Requested(approval(
-            id,
-            &["allow-once", "deny"],
-        ))))
-        .await;
-    }
-    r.wait(|r| ids.iter().all(|id| !r.audit_events(id).is_empty()))
-        .await;
+    r.request_all(&ids).await;
     assert_eq!(
         r.chan.delivered().len(),
         1,
