@@ -224,6 +224,10 @@ impl ChannelError {
     }
 }
 
+/// How many of a target's last recorded prompts [`Channel::resume`] is handed: an orphan
+/// among them whose sweep kills kept cutting short is still found by later restarts.
+pub const RESUME_PROMPTS: usize = 8;
+
 /// One chat service. Implementations own their wire formats, escaping and rate limits.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
@@ -247,6 +251,14 @@ pub trait Channel: Send + Sync + 'static {
         target: &Target,
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError>;
+
+    /// Called once at start with the prompts the store recorded before it, the last
+    /// [`RESUME_PROMPTS`] per target. A channel whose chats number messages in order
+    /// (Telegram) uses them to find prompts a kill left unrecorded, between a send and its
+    /// record, and removes their buttons.
+    fn resume(&self, recorded: &[MessageRef]) {
+        let _ = recorded;
+    }
 
     /// Waits until `target` could take a new prompt at once: a channel that spaces
     /// messages per chat waits for the chat's next slot and keeps it for the prompt that

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
 use crate::channel::{
-    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, Refusal, ReplyTo, Request,
-    Target, Via,
+    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, RESUME_PROMPTS, Refusal, ReplyTo,
+    Request, Target, Via,
 };
 use crate::gateway::{GatewayError, GatewayEvent, Resolver};
 use crate::policy::{self, Facts};
@@ -244,10 +244,19 @@ impl Engine {
                 },
             );
         }
-        let channels = channels
+        let recorded = store.recent_prompts(RESUME_PROMPTS)?;
+        let channels: HashMap<String, Arc<dyn Channel>> = channels
             .into_iter()
             .map(|c| (c.name().to_owned(), c))
             .collect();
+        for (name, channel) in &channels {
+            let mine: Vec<MessageRef> = recorded
+                .iter()
+                .filter(|m| &m.target.channel == name)
+                .cloned()
+                .collect();
+            channel.resume(&mine);
+        }
         let engine = Engine {
             channels,
             resolver,

@@ -293,6 +293,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The last `per_target` distinct prompt messages recorded in each target, newest first.
+    pub fn recent_prompts(&self, per_target: usize) -> Result<Vec<MessageRef>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT channel, chat, message FROM (
+                SELECT channel, chat, message,
+                       ROW_NUMBER() OVER (PARTITION BY channel, chat ORDER BY MAX(rowid) DESC) AS n
+                  FROM prompts GROUP BY channel, chat, message)
+              WHERE n <= ?1 ORDER BY channel, chat, n",
+        )?;
+        let rows = stmt
+            .query_map([per_target as i64], |r| {
+                Ok(MessageRef {
+                    target: Target {
+                        channel: r.get(0)?,
+                        chat: r.get(1)?,
+                    },
+                    message: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// How a finished approval ended, if the store knows it.
     pub fn outcome(&self, id: &ApprovalId) -> Result<Option<Outcome>, StoreError> {
         let o: Option<Option<String>> = self
@@ -437,6 +461,30 @@ mod tests {
             .unwrap();
         assert!(s.open_approvals().unwrap().is_empty());
         assert_eq!(s.outcome(&"a".into()).unwrap(), Some(outcome));
+    }
+
+    #[test]
+    fn recent_prompts_are_the_last_few_messages_of_each_target_newest_first() {
+        let s = Store::in_memory().unwrap();
+        for (id, chat, msg) in [
+            ("a", "1", "10"),
+            ("b", "1", "12"),
+            ("c", "1", "12"), // a digest: two rows, one message
+            ("d", "1", "15"),
+            ("e", "2", "3"),
+        ] {
+            s.insert_approval(&approval(id), &rec(id, "requested"))
+                .unwrap();
+            s.insert_prompt(&id.into(), &prompt(chat, msg), 1).unwrap();
+        }
+        let got: Vec<(String, String)> = s
+            .recent_prompts(2)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.target.chat, m.message))
+            .collect();
+        let want = [("1", "15"), ("1", "12"), ("2", "3")];
+        assert_eq!(got, want.map(|(c, m)| (c.to_owned(), m.to_owned())));
     }
 
     #[test]

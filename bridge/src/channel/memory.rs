@@ -28,6 +28,8 @@ struct State {
     digest_updates: Vec<DigestUpdate>,
     /// Deliveries started and not yet through the `gate`.
     at_gate: usize,
+    /// What `resume` was handed at start.
+    resumed: Vec<MessageRef>,
 }
 
 pub struct MemoryChannel {
@@ -99,6 +101,10 @@ impl MemoryChannel {
         self.state().digest_updates.clone()
     }
 
+    pub fn resumed(&self) -> Vec<MessageRef> {
+        self.state().resumed.clone()
+    }
+
     /// How many deliveries have started and wait at the `gate`.
     pub fn at_gate(&self) -> usize {
         self.state().at_gate
@@ -136,6 +142,10 @@ impl Channel for MemoryChannel {
 
     fn targets(&self) -> Vec<Target> {
         self.targets.clone()
+    }
+
+    fn resume(&self, recorded: &[MessageRef]) {
+        self.state().resumed = recorded.to_vec();
     }
 
     fn allows(&self, user_id: &str) -> bool {

@@ -570,6 +570,11 @@ async fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
     let (store, gw) = r.stop().await;
     // A new engine on the same store: the same approval replayed, the old button pressed.
     let r = rig_with(store, gw);
+    assert_eq!(
+        r.chan.resumed(),
+        [prompt.clone()],
+        "the channel learns what was recorded before the restart"
+    );
     r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval(
         "d1",
         &["allow-once", "deny"],

@@ -252,11 +252,13 @@ async fn send_full_command(
     }
 }
 
-/// Background removal of the buttons of messages that may be orphaned prompts.
+/// Background removal of the buttons of messages that may be orphaned prompts, ahead of
+/// other edits: live buttons on an approval the bridge does not track are worse than a late
+/// outcome.
 async fn remove_buttons(bot: Bot, throttle: Arc<send::Throttle>, chat: i64, ids: Vec<i32>) {
     for id in ids {
         let res = throttle
-            .call(Dest::Chat(chat), "editMessageReplyMarkup", || {
+            .call(Dest::Prompt(chat), "editMessageReplyMarkup", || {
                 bot.edit_message_reply_markup(ChatId(chat), MessageId(id))
                     .send()
             })
@@ -327,6 +329,29 @@ impl Channel for Telegram {
             target: target.clone(),
             message: id.0.to_string(),
         })
+    }
+
+    fn resume(&self, recorded: &[MessageRef]) {
+        for target in &self.targets {
+            let Ok(chat) = Self::chat_id(&target.chat) else {
+                continue;
+            };
+            let ids: Vec<i32> = recorded
+                .iter()
+                .filter(|m| m.target == *target)
+                .filter_map(|m| Self::message_id(m).ok())
+                .map(|(_, id)| id.0)
+                .collect();
+            let suspects = self.orphans.resume(chat, &ids);
+            if !suspects.is_empty() {
+                tokio::spawn(remove_buttons(
+                    self.bot.clone(),
+                    self.throttle.clone(),
+                    chat,
+                    suspects,
+                ));
+            }
+        }
     }
 
     async fn ready(&self, target: &Target) {

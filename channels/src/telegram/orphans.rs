@@ -5,8 +5,9 @@
 //! between the last one seen before the failure and the new prompt, other than those seen
 //! since, may be such an orphan: [`Orphans::prompt_sent`] names them so the adapter can
 //! remove their buttons (an edit of a user's message or of a message without buttons
-//! fails harmlessly). Kept in memory, so a restart between a send and its record is not
-//! covered; with no id seen in a chat since start there is no safe floor and no sweep.
+//! fails harmlessly). A restart starts from the prompts the store recorded
+//! ([`Orphans::resume`]): a kill between a send and its record leaves an id among or above
+//! them unrecorded, swept at start or with the first prompt after the restart.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -38,6 +39,25 @@ impl Orphans {
     /// Message `id` exists in `chat` and is accounted for (a send's answer, an update).
     pub fn saw(&self, chat: i64, id: i32) {
         self.with(chat, |c| c.saw(id));
+    }
+
+    /// The bridge (re)started; `recorded` are the last prompt ids the store holds for
+    /// `chat` (none for a chat it never prompted). An id between them that is not recorded
+    /// may be a prompt a kill left between its send and its record (or one whose sweep a
+    /// kill cut short): returned, newest first, to sweep at once. Ids above them are
+    /// suspects until the chat's next prompt bounds them.
+    pub fn resume(&self, chat: i64, recorded: &[i32]) -> Vec<i32> {
+        let top = recorded.iter().copied().max().unwrap_or(0);
+        let floor = recorded.iter().copied().min().unwrap_or(0);
+        self.with(chat, |c| {
+            c.suspect_after = Some(c.suspect_after.map_or(top, |s| s.min(top)));
+            c.last = Some(c.last.map_or(top, |l| l.max(top)));
+            (floor.saturating_add(1)..top)
+                .rev()
+                .filter(|i| !recorded.contains(i))
+                .take(MAX_SWEEP)
+                .collect()
+        })
     }
 
     /// A prompt's send to `chat` failed in a way Telegram may still have handled.
@@ -111,5 +131,19 @@ mod tests {
         let swept = o.prompt_sent(7, 100);
         assert_eq!(swept.len(), MAX_SWEEP);
         assert_eq!(swept[0], 99);
+    }
+
+    #[test]
+    fn after_a_restart_unrecorded_ids_among_and_above_the_recorded_prompts_are_suspects() {
+        let o = Orphans::default();
+        // Recorded 20 and 23: 21 and 22 may be orphans (sweep now); whatever lies between 23
+        // and the next prompt too (sweep then).
+        assert_eq!(o.resume(7, &[23, 20]), [22, 21]);
+        o.saw(7, 25); // an update of this run: the owner's message
+        assert_eq!(o.prompt_sent(7, 27), [26, 24]);
+        assert!(o.prompt_sent(7, 28).is_empty());
+        // A chat without a recorded prompt: everything before its first prompt is suspect.
+        assert!(o.resume(8, &[]).is_empty());
+        assert_eq!(o.prompt_sent(8, 3), [2, 1]);
     }
 }

@@ -50,7 +50,8 @@ impl Default for RetryPolicy {
 /// Where a call sends a message, which decides its place in the throttle.
 #[derive(Debug, Clone, Copy)]
 pub enum Dest {
-    /// A prompt (or digest) to this chat: ahead of everything else for the chat.
+    /// A prompt (or digest) to this chat, or an orphan's buttons removed: ahead of
+    /// everything else for the chat.
     Prompt(i64),
     /// Any other message or edit in this chat.
     Chat(i64),
