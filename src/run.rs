@@ -18,8 +18,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::Config;
 use crate::http::{self, ChannelHealth, Health};
 
-/// How long shutdown waits for the engine to store in-flight prompts.
+/// How long shutdown waits for the engine to finish what is in flight (prompts to store,
+/// resolves to hear back from, edits).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long shutdown then waits for the gateway link and the channels to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Libraries that log raw wire bytes at trace level: tungstenite prints every WebSocket
 /// frame, among them the gateway `connect` (gateway token, device signature) and Discord's
@@ -163,9 +166,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     check_channels(&channels, &channel_health).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let (shutdown, _) = broadcast::channel::<()>(1);
+    // Shutdown comes in two steps: `intake` stops the channels' receiving, `link` (after the
+    // engine drained, since an in-flight resolve needs it) the gateway link and /healthz.
+    let (intake, _) = broadcast::channel::<()>(1);
+    let (link_stop, _) = broadcast::channel::<()>(1);
     let (gw_tx, mut gw_rx) = mpsc::channel(1024);
-    let (client, gw_task) = Client::spawn(opts, gw_tx, shutdown.subscribe())
+    let (client, gw_task) = Client::spawn(opts, gw_tx, link_stop.subscribe())
         .context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
     let (engine, input, link) =
@@ -182,7 +188,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (answer_tx, mut answer_rx) = mpsc::channel(1024);
     let mut channel_tasks = Vec::new();
     for c in &channels {
-        let (c, tx, stop) = (c.clone(), answer_tx.clone(), shutdown.subscribe());
+        let (c, tx, stop) = (c.clone(), answer_tx.clone(), intake.subscribe());
         channel_tasks.push(tokio::spawn(async move { c.run(tx, stop).await }));
     }
     drop(answer_tx);
@@ -201,7 +207,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             channels: channel_health,
             metrics,
         };
-        let (addr, stop) = (h.listen, shutdown.subscribe());
+        let (addr, stop) = (h.listen, link_stop.subscribe());
         // Bind now so a taken port fails the start instead of a silent missing listener.
         let serve = http::serve(addr, health, stop);
         tokio::spawn(async move {
@@ -213,11 +219,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let engine_task = tokio::spawn(engine.run());
 
     wait_for_signal().await?;
-    tracing::info!("shutting down");
-    let _ = shutdown.send(());
+    tracing::info!("shutting down: taking no new answers, finishing what is in flight");
+    let _ = intake.send(());
     let _ = input.send(Input::Shutdown).await;
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let _ = engine_task.await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, engine_task).await;
+    let _ = link_stop.send(());
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
         let _ = gw_task.await;
         for t in channel_tasks {
             let _ = t.await;

@@ -88,6 +88,18 @@ impl Gateway {
         self.child.as_ref()?.id()
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the gateway's process group: its sockets stay
+    /// open and nothing is answered meanwhile.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(pid) = self.pid() {
+            let sig = if frozen { "-STOP" } else { "-CONT" };
+            let _ = std::process::Command::new("kill")
+                .args([sig, "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// Kills the gateway without starting it again.
     pub fn stop(&mut self) {
         self.kill();

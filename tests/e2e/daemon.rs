@@ -2,7 +2,7 @@
 //! OpenClaw gateway, and the fake Telegram Bot API on 127.0.0.1 standing in for the owner's
 //! phone. Each test gets its own gateway, bot server and state directory.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
 use bridge::store::Store;
@@ -439,6 +439,45 @@ async fn typed_commands_work_in_the_dm_and_sigterm_exits_cleanly() {
         !log.contains(w.gw.token()) && !log.contains(BOT_TOKEN),
         "a secret reached the log"
     );
+}
+
+/// SIGTERM while a resolve waits for the gateway's answer: the bridge stops taking answers
+/// but keeps its gateway link until the engine drained, so the decision lands, is audited
+/// `resolved` (not `resolve_failed`) and the prompt shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_resolve_waits_for_the_gateways_answer() {
+    let mut w = world().await;
+    let req = w.op.request_exec("echo stopping", 60_000).await.unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.gw.freeze(true);
+    w.tap(&prompt, Decision::AllowOnce);
+    let deadline = Instant::now() + WAIT;
+    while !w.audit().iter().any(|r| r.event == "answered") {
+        assert!(Instant::now() < deadline, "the press was never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let thaw = async {
+        // Long enough for the bridge to act on SIGTERM before the gateway answers.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        w.gw.freeze(false);
+    };
+    let (clean, ()) = tokio::join!(w.bridge.terminate(Duration::from_secs(15)), thaw);
+    assert!(clean.unwrap(), "clean exit on SIGTERM:\n{}", w.bridge.log());
+    let id = req.id.clone();
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    let events: Vec<String> = w
+        .audit()
+        .into_iter()
+        .filter(|r| r.approval_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.event)
+        .collect();
+    assert!(
+        events.iter().any(|e| e == "resolved") && !events.iter().any(|e| e == "resolve_failed"),
+        "{events:?}\n{}",
+        w.bridge.log()
+    );
+    w.finished(&prompt, "prompt finished before the bridge exited")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
