@@ -20,6 +20,8 @@ use bridge::channel::{
 };
 use tokio::sync::{broadcast, mpsc};
 
+use crate::service_faults::{Faults, Moment};
+
 /// How long a check waits for one answer or fake-side effect.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -64,6 +66,12 @@ pub trait Fixture {
     async fn delete(&self, prompt: &MessageRef);
     /// The text the responder behind `answer` was told (waits for it).
     async fn told(&self, answer: &Answer) -> String;
+}
+
+/// A fixture whose fake service can inject faults (5xx storms, slow answers, dropped
+/// connections). Matrix runs against a real Synapse and has none.
+pub trait FaultyFixture: Fixture {
+    fn faults(&self) -> &Faults;
 }
 
 /// The kind a press on `a`'s prompt must carry in its `Request::Decide`.
@@ -500,6 +508,94 @@ pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
         .expect("finish after restart");
     assert!(f.prompt_state(&prompt).await.decisions.is_empty());
     run.stop().await;
+}
+
+/// How a call under an injected fault may end: done, or failed as transient (the engine
+/// retries those). A permanent error would leave an approval without a prompt, or a prompt
+/// with live buttons after it ended.
+fn transient_or_done<T>(what: &str, r: &Result<T, ChannelError>) {
+    if let Err(e) = r {
+        assert!(
+            e.is_transient(),
+            "{what}: must fail as transient, got {e:?}"
+        );
+    }
+}
+
+/// A flaky service: 5xx answers (the service's JSON and a proxy's HTML page), a slow answer,
+/// and connections dropped before or after the service handled the call. `deliver` and
+/// `finish` either get through or fail as transient; once the fault is gone the same call
+/// works and the prompt shows what it should.
+pub async fn service_faults_fail_as_transient<F: FaultyFixture>(f: &F) {
+    let ch = f.channel();
+    let storm = Duration::from_millis(1500);
+    type Arm = fn(&Faults, Duration);
+    let cases: [(&str, Arm); 6] = [
+        ("500 storm", |x, d| x.storm(500, d)),
+        ("502 storm (HTML)", |x, d| x.storm(502, d)),
+        ("503 storm (HTML)", |x, d| x.storm(503, d)),
+        ("slow answer", |x, _| {
+            x.slow_next(1, Duration::from_secs(2), Moment::AfterProcessing)
+        }),
+        ("dropped before handling", |x, _| {
+            x.drop_next(1, Moment::BeforeProcessing)
+        }),
+        ("dropped after handling", |x, _| {
+            x.drop_next(1, Moment::AfterProcessing)
+        }),
+    ];
+    for (what, arm) in cases {
+        let a = approval(&Decision::ALL);
+        let before = f.faults().injected();
+        arm(f.faults(), storm);
+        let sent = ch.deliver(&f.dm(), &a).await;
+        eprintln!("{what}: deliver -> {:?}", sent.as_ref().map(|p| &p.message));
+        transient_or_done(&format!("{what}: deliver"), &sent);
+        assert!(f.faults().injected() > before, "{what}: the fault acted");
+        tokio::time::sleep(storm).await;
+        let prompt = match sent {
+            Ok(p) => p,
+            Err(_) => ch
+                .deliver(&f.dm(), &a)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: deliver after the fault: {e}")),
+        };
+        assert_eq!(
+            f.prompt_state(&prompt).await.decisions,
+            Decision::ALL,
+            "{what}: the prompt shows its buttons"
+        );
+
+        let o = Outcome::Gone { at_ms: 0 };
+        let before = f.faults().injected();
+        arm(f.faults(), storm);
+        let finished = ch.finish(&prompt, &a, &o).await;
+        eprintln!("{what}: finish -> {finished:?}");
+        transient_or_done(&format!("{what}: finish"), &finished);
+        assert!(
+            f.faults().injected() > before,
+            "{what}: the fault acted on finish"
+        );
+        tokio::time::sleep(storm).await;
+        if finished.is_err() {
+            ch.finish(&prompt, &a, &o)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: finish after the fault: {e}"));
+        }
+        assert!(
+            f.prompt_state(&prompt).await.decisions.is_empty(),
+            "{what}: finished prompt keeps no buttons"
+        );
+    }
+}
+
+/// Generates the service-fault checks for a channel whose fake injects faults (a
+/// [`FaultyFixture`]).
+#[macro_export]
+macro_rules! channel_fault_conformance {
+    ($fixture:expr) => {
+        $crate::channel_conformance!(@tests $fixture; service_faults_fail_as_transient);
+    };
 }
 
 /// Generates the conformance tests for one channel from a fixture-building expression

@@ -33,6 +33,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::service_faults::{Faults, html_status, serve_with};
+
 /// Discord's interaction response deadline.
 pub const INTERACTION_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -300,6 +302,11 @@ struct Inner {
     connections: u32,
 }
 
+/// The guild the bot shares with users, for presses from a guild channel.
+pub const GUILD_ID: &str = "1600000000000000001";
+/// A text channel in [`GUILD_ID`].
+pub const GUILD_CHANNEL: &str = "1500000000000000001";
+
 struct Shared {
     token: String,
     bot: Value,
@@ -307,6 +314,7 @@ struct Shared {
     ws_url: Mutex<String>,
     heartbeat_ms: u64,
     inner: Mutex<Inner>,
+    faults: Faults,
     version: watch::Sender<u64>,
 }
 
@@ -435,6 +443,7 @@ impl FakeDiscord {
             ws_url: Mutex::new(String::new()),
             heartbeat_ms,
             inner: Mutex::new(Inner::default()),
+            faults: Faults::default(),
             version: watch::channel(0).0,
         });
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -496,10 +505,21 @@ impl FakeDiscord {
     /// `user` presses the button with `custom_id` on message `message_id` (in whatever
     /// channel it is; a DM). Returns the interaction id.
     pub fn press(&self, user: &User, message_id: &str, custom_id: &str) -> String {
+        self.press_where(user, message_id, custom_id, false)
+    }
+
+    /// `user` presses the button with `custom_id` on a copy of message `message_id` in a
+    /// text channel of a guild the bot is in ([`GUILD_ID`], [`GUILD_CHANNEL`]): the
+    /// interaction carries `guild_id` and `member.user` instead of `user`, as Discord sends.
+    pub fn press_in_guild(&self, user: &User, message_id: &str, custom_id: &str) -> String {
+        self.press_where(user, message_id, custom_id, true)
+    }
+
+    fn press_where(&self, user: &User, message_id: &str, custom_id: &str, guild: bool) -> String {
         let mut inner = self.shared.lock();
         let id = Shared::snowflake(&mut inner);
         let token = format!("aW50ZXJhY3Rpb246{id}:{}", uuid::Uuid::new_v4().simple());
-        let (channel_id, message) = match inner.messages.get(message_id) {
+        let (channel_id, mut message) = match inner.messages.get(message_id) {
             Some(m) => (m.channel_id.clone(), message_json(m, &self.shared.bot)),
             None => {
                 let c = Shared::dm_of(&mut inner, &user.id);
@@ -521,7 +541,7 @@ impl FakeDiscord {
             },
         );
         drop(inner);
-        let d = json!({
+        let mut d = json!({
             "id": id, "application_id": self.shared.app_id, "type": 3, "token": token, "version": 1,
             "channel_id": channel_id,
             "channel": {"id": channel_id, "type": 1, "flags": 0, "last_message_id": message_id, "recipients": [user.json()]},
@@ -533,6 +553,28 @@ impl FakeDiscord {
             "authorizing_integration_owners": {"1": user.id},
             "context": 1, "attachment_size_limit": 10_485_760,
         });
+        if guild {
+            message["channel_id"] = json!(GUILD_CHANNEL);
+            let o = d.as_object_mut().expect("object");
+            o.remove("user");
+            o.insert("guild_id".into(), json!(GUILD_ID));
+            o.insert("channel_id".into(), json!(GUILD_CHANNEL));
+            o.insert(
+                "channel".into(),
+                json!({"id": GUILD_CHANNEL, "type": 0, "guild_id": GUILD_ID, "name": "general", "flags": 0}),
+            );
+            o.insert(
+                "member".into(),
+                json!({"user": user.json(), "roles": [], "permissions": "2248473465835073", "joined_at": "2026-11-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}),
+            );
+            o.insert("message".into(), message);
+            o.insert(
+                "authorizing_integration_owners".into(),
+                json!({"0": GUILD_ID}),
+            );
+            o.insert("context".into(), json!(0));
+            o.insert("guild_locale".into(), json!("en-US"));
+        }
         self.shared.dispatch("INTERACTION_CREATE", d);
         self.shared.bump();
         id
@@ -574,6 +616,13 @@ impl FakeDiscord {
     pub fn delete_message(&self, id: &str) {
         self.shared.lock().messages.remove(id);
         self.shared.bump();
+    }
+
+    /// Faults to inject into REST calls (5xx storms, slow answers, dropped connections). A
+    /// storm hits every call: 500 with Discord's JSON error, 502/503/504 with an HTML page as
+    /// Cloudflare answers; slow answers and drops hit message sends and edits.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
     }
 
     /// The next `n` message writes (create/edit) answer 429 with `retry_after` seconds;
@@ -811,19 +860,35 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Some(p) => (true, p.to_owned()),
         None => (false, full.clone()),
     };
-    let mut extra = HeaderMap::new();
-    let (status, answer) = if !versioned {
-        error(404, 0, "404: Not Found")
-    } else if path.starts_with("/webhooks/")
-        || path.starts_with("/interactions/")
-        || auth == format!("Bot {}", shared.token)
-    {
-        route(&shared, &method, &path, &body, &mut extra)
-    } else {
-        error(401, 0, "401: Unauthorized")
-    };
+    let at = Instant::now();
+    let fault = shared.faults.take(is_write(&method, &path), at);
+    let (status, resp) = serve_with(fault, storm_reply, || async {
+        let mut extra = HeaderMap::new();
+        let (status, answer) = if !versioned {
+            error(404, 0, "404: Not Found")
+        } else if path.starts_with("/webhooks/")
+            || path.starts_with("/interactions/")
+            || auth == format!("Bot {}", shared.token)
+        {
+            route(&shared, &method, &path, &body, &mut extra)
+        } else {
+            error(401, 0, "401: Unauthorized")
+        };
+        let mut resp = if status == 204 {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(answer),
+            )
+                .into_response()
+        };
+        resp.headers_mut().extend(extra);
+        (status, resp)
+    })
+    .await;
     shared.lock().calls.push(Call {
-        at: Instant::now(),
+        at,
         method: method.to_string(),
         path,
         versioned,
@@ -831,17 +896,26 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         status,
     });
     shared.bump();
-    let mut resp = if status == 204 {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            axum::Json(answer),
-        )
-            .into_response()
-    };
-    resp.headers_mut().extend(extra);
     resp
+}
+
+/// A call that sends or edits a message (what slow answers and drops hit).
+fn is_write(method: &Method, path: &str) -> bool {
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        (method.as_str(), seg.as_slice()),
+        ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _])
+    )
+}
+
+/// A 5xx answer: Discord's JSON error for 500, Cloudflare's HTML page otherwise.
+fn storm_reply(status: u16) -> Response {
+    if status == 500 {
+        let (_, body) = error(500, 0, "500: Internal Server Error");
+        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+    } else {
+        html_status(status)
+    }
 }
 
 fn route(
@@ -853,11 +927,7 @@ fn route(
 ) -> (u16, Value) {
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut inner = shared.lock();
-    let is_write = matches!(
-        (method.as_str(), seg.as_slice()),
-        ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _])
-    );
-    if is_write && inner.rate_limit.0 > 0 {
+    if is_write(method, path) && inner.rate_limit.0 > 0 {
         inner.rate_limit.0 -= 1;
         let (_, after, global) = inner.rate_limit;
         extra.insert(

@@ -34,6 +34,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::service_faults::{Faults, html_status, serve_with};
+
 pub const TEAM_ID: &str = "T0FAKETEAM";
 pub const BOT_USER: &str = "U0BOTUSER";
 pub const BOT_ID: &str = "B0BOTID";
@@ -170,6 +172,7 @@ struct Shared {
     app_token: String,
     ws_url: String,
     inner: Mutex<Inner>,
+    faults: Faults,
     version: watch::Sender<u64>,
 }
 
@@ -263,6 +266,7 @@ impl FakeSlack {
                 next_envelope: 1,
                 ..Inner::default()
             }),
+            faults: Faults::default(),
             version: watch::channel(0).0,
         });
         let app = Router::new()
@@ -303,6 +307,13 @@ impl FakeSlack {
 
     /// The next `n` calls to `method` (or to any method, with `""`) answer HTTP 429 with
     /// `Retry-After: secs`.
+    /// Faults to inject into Web API calls (5xx storms with an HTML page, slow answers,
+    /// dropped connections). A storm hits every call, slow answers and drops hit message
+    /// posts and updates.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
     pub fn rate_limit_next(&self, method: &str, n: u32, secs: u64) {
         self.shared
             .lock()
@@ -832,6 +843,9 @@ fn validate_blocks(blocks: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Calls that post or edit a message (what slow answers and drops hit).
+const WRITE_METHODS: &[&str] = &["chat.postMessage", "chat.update", "chat.postEphemeral"];
+
 enum Answer {
     Ok(Value),
     Err(&'static str),
@@ -856,54 +870,60 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let params = parse_body(&ctype, &body);
-    let answer = {
-        let mut inner = s.lock();
-        let limited =
-            ["", method.as_str()]
-                .into_iter()
-                .find_map(|k| match inner.rate_limits.get_mut(k) {
+    let fault = s.faults.take(WRITE_METHODS.contains(&method.as_str()), at);
+    let mut error = None;
+    let (status, resp) = serve_with(fault, html_status, || async {
+        let params = parse_body(&ctype, &body);
+        let answer = {
+            let mut inner = s.lock();
+            let limited = ["", method.as_str()].into_iter().find_map(|k| {
+                match inner.rate_limits.get_mut(k) {
                     Some((n, secs)) if *n > 0 => {
                         *n -= 1;
                         Some(*secs)
                     }
                     _ => None,
-                });
-        match (limited, params) {
-            (Some(secs), _) => Answer::RateLimited(secs),
-            (None, Err(e)) => {
-                tracing::warn!(error = %e, "fake slack: bad body");
-                Answer::Err("invalid_form_data")
+                }
+            });
+            match (limited, params) {
+                (Some(secs), _) => Answer::RateLimited(secs),
+                (None, Err(e)) => {
+                    tracing::warn!(error = %e, "fake slack: bad body");
+                    Answer::Err("invalid_form_data")
+                }
+                (None, Ok(ref p)) => dispatch(&s, &mut inner, &method, &token, p),
             }
-            (None, Ok(ref p)) => dispatch(&s, &mut inner, &method, &token, p),
-        }
-    };
+        };
+        let (status, err, resp) = match answer {
+            Answer::Ok(mut v) => {
+                v["ok"] = json!(true);
+                (200, None, (StatusCode::OK, axum::Json(v)).into_response())
+            }
+            Answer::Err(code) => (
+                200,
+                Some(code.to_owned()),
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({"ok": false, "error": code})),
+                )
+                    .into_response(),
+            ),
+            Answer::RateLimited(secs) => (
+                429,
+                Some("ratelimited".to_owned()),
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs.to_string())],
+                    axum::Json(json!({"ok": false, "error": "ratelimited"})),
+                )
+                    .into_response(),
+            ),
+        };
+        error = err;
+        (status, resp)
+    })
+    .await;
     let params = parse_body(&ctype, &body).unwrap_or(Value::Null);
-    let (status, error, resp) = match answer {
-        Answer::Ok(mut v) => {
-            v["ok"] = json!(true);
-            (200, None, (StatusCode::OK, axum::Json(v)).into_response())
-        }
-        Answer::Err(code) => (
-            200,
-            Some(code.to_owned()),
-            (
-                StatusCode::OK,
-                axum::Json(json!({"ok": false, "error": code})),
-            )
-                .into_response(),
-        ),
-        Answer::RateLimited(secs) => (
-            429,
-            Some("ratelimited".to_owned()),
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, secs.to_string())],
-                axum::Json(json!({"ok": false, "error": "ratelimited"})),
-            )
-                .into_response(),
-        ),
-    };
     s.lock().calls.push(Call {
         at,
         method,

@@ -24,6 +24,8 @@ use axum::routing::any;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use crate::service_faults::{Faults, html_status, serve_with};
+
 /// Methods that put or change a message in a chat: these are rate limited.
 const WRITE_METHODS: &[&str] = &[
     "sendmessage",
@@ -143,69 +145,6 @@ impl User {
     }
 }
 
-/// When an injected fault acts relative to the fake's own work on the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moment {
-    /// Before the fake looks at the call: nothing happens to any message.
-    BeforeProcessing,
-    /// After the fake did the work (the message exists): only the answer is lost or late.
-    AfterProcessing,
-}
-
-/// Faults injected into calls, as a flaky Bot API or network would.
-#[derive(Default)]
-struct Faults {
-    /// Every call (long polls too) answers this HTTP status until the instant.
-    storm: Option<(Instant, u16)>,
-    /// The next `n` message-writing calls answer only after a delay.
-    slow_next: Option<(u32, Duration, Moment)>,
-    /// The next `n` message-writing calls lose their connection without an answer.
-    drop_next: Option<(u32, Moment)>,
-    /// Faults that acted so far.
-    injected: u64,
-}
-
-/// What an injected fault does to one call.
-enum Fault {
-    Status(u16),
-    Slow(Duration, Moment),
-    Drop(Moment),
-}
-
-impl Faults {
-    fn take(&mut self, method: &str, at: Instant) -> Option<Fault> {
-        if let Some((until, status)) = self.storm {
-            if at < until {
-                self.injected += 1;
-                return Some(Fault::Status(status));
-            }
-            self.storm = None;
-        }
-        if !WRITE_METHODS.contains(&method) {
-            return None;
-        }
-        if let Some((n, moment)) = &mut self.drop_next {
-            let fault = Fault::Drop(*moment);
-            *n -= 1;
-            if *n == 0 {
-                self.drop_next = None;
-            }
-            self.injected += 1;
-            return Some(fault);
-        }
-        if let Some((n, delay, moment)) = &mut self.slow_next {
-            let fault = Fault::Slow(*delay, *moment);
-            *n -= 1;
-            if *n == 0 {
-                self.slow_next = None;
-            }
-            self.injected += 1;
-            return Some(fault);
-        }
-        None
-    }
-}
-
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
@@ -222,7 +161,6 @@ struct Inner {
     callback_answers: HashMap<String, Vec<Value>>,
     rate_limit_next: (u32, u32),
     min_chat_gap: Option<Duration>,
-    faults: Faults,
     last_write: HashMap<i64, Instant>,
 }
 
@@ -230,6 +168,7 @@ struct Shared {
     token: String,
     bot: Value,
     inner: Mutex<Inner>,
+    faults: Faults,
     version: watch::Sender<u64>,
 }
 
@@ -314,6 +253,7 @@ impl FakeTelegram {
                 next_update_id: 100_000,
                 ..Inner::default()
             }),
+            faults: Faults::default(),
             version: watch::channel(0).0,
         });
         let app = Router::new()
@@ -463,29 +403,11 @@ impl FakeTelegram {
         self.shared.lock().min_chat_gap = gap;
     }
 
-    /// A 5xx storm: every call, long polls included, answers `status` (500 with Telegram's
-    /// JSON error body, 502/503/504 with an HTML page as a proxy in front would) for `lasting`.
-    pub fn storm(&self, status: u16, lasting: Duration) {
-        self.shared.lock().faults.storm = Some((Instant::now() + lasting, status));
-    }
-
-    /// The next `n` message-writing calls answer after `delay` (past the client's timeout
-    /// for a timeout). `BeforeProcessing`: the call is handled after the wait, or never if
-    /// the client gave up and closed the connection; `AfterProcessing`: it is handled at
-    /// once and only the answer is late.
-    pub fn slow_next(&self, n: u32, delay: Duration, moment: Moment) {
-        self.shared.lock().faults.slow_next = (n > 0).then_some((n, delay, moment));
-    }
-
-    /// The next `n` message-writing calls lose their connection without an answer, before
-    /// or after the fake handled them (then the message exists, but the client cannot know).
-    pub fn drop_next(&self, n: u32, moment: Moment) {
-        self.shared.lock().faults.drop_next = (n > 0).then_some((n, moment));
-    }
-
-    /// How many calls an injected fault (storm, slow, drop) has hit so far.
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.lock().faults.injected
+    /// Faults to inject (5xx storms, slow answers, dropped connections). A storm hits every
+    /// call, long polls included: 500 with Telegram's JSON error body, 502/503/504 with an
+    /// HTML page as a proxy in front would; slow answers and drops hit message writes.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
     }
 
     /// Every call so far.
@@ -710,50 +632,17 @@ async fn handle(
         Err(e) => return reply(Err(bad(e))).1,
     };
     let lower = method.to_ascii_lowercase();
-    let fault = s.lock().faults.take(&lower, at);
-    let record = |status: u16, params: Value| {
-        s.lock().calls.push(Call {
-            at,
-            method: method.clone(),
-            params,
-            status,
-        });
-        s.bump();
-    };
-    match fault {
-        None => {}
-        Some(Fault::Status(status)) => {
-            record(status, params);
-            return storm_reply(status);
-        }
-        Some(Fault::Slow(delay, Moment::BeforeProcessing)) => {
-            // Cancelled here, unhandled, if the client gives up first.
-            tokio::time::sleep(delay).await;
-        }
-        Some(Fault::Slow(delay, Moment::AfterProcessing)) => {
-            let res = dispatch(&s, &mut s.lock(), &lower, &params, at);
-            let (status, resp) = reply(res);
-            record(status, params);
-            tokio::time::sleep(delay).await;
-            return resp;
-        }
-        Some(Fault::Drop(moment)) => {
-            if moment == Moment::AfterProcessing {
-                let _ = dispatch(&s, &mut s.lock(), &lower, &params, at);
-            }
-            record(0, params);
-            return dropped();
-        }
-    }
-    let res = if lower == "getupdates" {
-        get_updates(&s, &params).await
-    } else {
-        let mut inner = s.lock();
-        let r = dispatch(&s, &mut inner, &lower, &params, at);
-        drop(inner);
-        r
-    };
-    let (status, resp) = reply(res);
+    let fault = s.faults.take(WRITE_METHODS.contains(&lower.as_str()), at);
+    let (status, resp) = serve_with(fault, storm_reply, || async {
+        let res = if lower == "getupdates" {
+            get_updates(&s, &params).await
+        } else {
+            let mut inner = s.lock();
+            dispatch(&s, &mut inner, &lower, &params, at)
+        };
+        reply(res)
+    })
+    .await;
     s.lock().calls.push(Call {
         at,
         method,
@@ -961,35 +850,12 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
 
 /// A 5xx answer: Telegram's own JSON error for 500, a proxy's HTML page otherwise.
 fn storm_reply(status: u16) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = code.canonical_reason().unwrap_or("Error");
     if status == 500 {
-        let body = json!({"ok": false, "error_code": 500, "description": reason});
-        (code, axum::Json(body)).into_response()
+        let body = json!({"ok": false, "error_code": 500, "description": "Internal Server Error"});
+        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
     } else {
-        (
-            code,
-            [(header::CONTENT_TYPE, "text/html")],
-            format!("<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\r\n"),
-        )
-            .into_response()
+        html_status(status)
     }
-}
-
-/// A response whose body fails at once: the connection closes before any answer is
-/// complete, as when a connection drops mid-request.
-fn dropped() -> Response {
-    let body = axum::body::Body::from_stream(futures_util::stream::once(async {
-        Err::<Bytes, _>(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected: connection dropped",
-        ))
-    }));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .unwrap_or_default()
 }
 
 fn too_many(secs: u32) -> ApiError {

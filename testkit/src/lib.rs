@@ -12,5 +12,6 @@ pub mod fake_telegram;
 pub mod figures;
 pub mod openclaw;
 pub mod procfs;
+pub mod service_faults;
 pub mod synapse;
 pub mod tls_proxy;

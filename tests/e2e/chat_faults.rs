@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
 use testkit::bridge::{BridgeProcess, BridgeSetup};
-use testkit::fake_telegram::{FakeTelegram, Message, Moment};
+use testkit::fake_telegram::{FakeTelegram, Message};
 use testkit::openclaw::{Gateway, GatewayConfig, Operator, PendingRequest};
+use testkit::service_faults::Moment;
 
 const OWNER: i64 = 111_111_111;
 const BOT_TOKEN: &str = "123456:FAULTS-token";
@@ -106,7 +107,7 @@ impl World {
         fault_lasts: Duration,
         duplicates_possible: bool,
     ) {
-        let before = self.tg.faults_injected();
+        let before = self.tg.faults().injected();
         inject(&self.tg);
         let cleared = Instant::now() + fault_lasts;
         let commands: Vec<String> = (0..n).map(|i| format!("echo {name}-{i}")).collect();
@@ -197,7 +198,7 @@ impl World {
                 Some(_) => wrong += 1,
             }
         }
-        let faults = self.tg.faults_injected() - before;
+        let faults = self.tg.faults().injected() - before;
         assert!(faults > 0, "{name}: the fault acted");
         let ms: Vec<f64> = recovered.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         let (p50, max) = testkit::figures::p50_max(&ms).unwrap_or_default();
@@ -237,7 +238,7 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "storm-500",
         3,
-        |tg| tg.storm(500, storm),
+        |tg| tg.faults().storm(500, storm),
         storm,
         false,
     )
@@ -246,7 +247,7 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "storm-502-html",
         3,
-        |tg| tg.storm(502, storm),
+        |tg| tg.faults().storm(502, storm),
         storm,
         false,
     )
@@ -255,7 +256,10 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "slow-3s",
         2,
-        |tg| tg.slow_next(2, Duration::from_secs(3), Moment::AfterProcessing),
+        |tg| {
+            tg.faults()
+                .slow_next(2, Duration::from_secs(3), Moment::AfterProcessing)
+        },
         Duration::ZERO,
         false,
     )
@@ -264,7 +268,7 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "drop-before-handling",
         2,
-        |tg| tg.drop_next(2, Moment::BeforeProcessing),
+        |tg| tg.faults().drop_next(2, Moment::BeforeProcessing),
         Duration::ZERO,
         false,
     )
@@ -273,7 +277,7 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "drop-after-handling",
         1,
-        |tg| tg.drop_next(1, Moment::AfterProcessing),
+        |tg| tg.faults().drop_next(1, Moment::AfterProcessing),
         Duration::ZERO,
         true,
     )
@@ -283,7 +287,10 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "timeout-before-handling",
         1,
-        |tg| tg.slow_next(1, Duration::from_secs(25), Moment::BeforeProcessing),
+        |tg| {
+            tg.faults()
+                .slow_next(1, Duration::from_secs(25), Moment::BeforeProcessing)
+        },
         Duration::ZERO,
         false,
     )
@@ -292,7 +299,10 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         &mut t,
         "timeout-after-handling",
         1,
-        |tg| tg.slow_next(1, Duration::from_secs(25), Moment::AfterProcessing),
+        |tg| {
+            tg.faults()
+                .slow_next(1, Duration::from_secs(25), Moment::AfterProcessing)
+        },
         Duration::ZERO,
         true,
     )
@@ -311,10 +321,10 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
                 .cloned()
         })
         .await;
-    let before = w.tg.faults_injected();
+    let before = w.tg.faults().injected();
     // Longer than one long poll (10 s), so the next poll meets the storm.
     let storm = Duration::from_secs(15);
-    w.tg.storm(502, storm);
+    w.tg.faults().storm(502, storm);
     let storm_end = Instant::now() + storm;
     // Press once the long poll itself is failing, so the answer waits out the storm.
     w.tg.wait_for(WAIT, "a long poll hit by the storm", |v| {
@@ -341,11 +351,11 @@ async fn chat_faults_lose_nothing_and_decide_nothing_wrongly() {
         Some(_) => t.wrong += 1,
     }
     t.approvals += 1;
-    t.faults += w.tg.faults_injected() - before;
+    t.faults += w.tg.faults().injected() - before;
     t.recovery_ms.push(answer_ms);
     t.scenarios.push(serde_json::json!({
         "scenario": "answer-during-storm-502", "approvals": 1,
-        "faulty_calls": w.tg.faults_injected() - before,
+        "faulty_calls": w.tg.faults().injected() - before,
         "lost": usize::from(outcome.is_none()), "resolved_after_storm_ms": answer_ms,
     }));
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use bridge::approval::{Approval, Decision, Kind};
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, codec};
-use testkit::conformance::{Fixture, PromptState, Running, approval};
+use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_discord::{FakeDiscord, User};
+use testkit::service_faults::Faults;
 
 const TOKEN: &str = "MTIwMDAwMDAwMDAwMDAwMDA0Mg.fake.discord-test-token";
 const OWNER: &str = "111111111111111111";
@@ -48,6 +49,12 @@ impl DiscordFixture {
             ..Options::default()
         };
         Discord::with_options(config, TOKEN, options).expect("discord channel")
+    }
+}
+
+impl FaultyFixture for DiscordFixture {
+    fn faults(&self) -> &Faults {
+        self.fake.faults()
     }
 }
 
@@ -166,6 +173,7 @@ impl Fixture for DiscordFixture {
 
 mod conformance {
     testkit::channel_conformance!(super::DiscordFixture::start());
+    testkit::channel_fault_conformance!(super::DiscordFixture::start());
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {

@@ -11,8 +11,9 @@ use bridge::channel::{
     Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target,
 };
 use channels::slack::{Options, Slack, SlackConfig, codec};
-use testkit::conformance::{Fixture, PromptState, Running, approval};
+use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_slack::{self, FakeSlack};
+use testkit::service_faults::Faults;
 
 const BOT_TOKEN: &str = "xoxb-1111-2222-faketoken";
 const APP_TOKEN: &str = "xapp-1-A0FAKEAPP-3333-fakeapptoken";
@@ -66,6 +67,12 @@ impl SlackFixture {
 /// Visible text without zero-width spaces (a reader does not see them).
 fn seen(text: &str) -> String {
     text.replace('\u{200B}', "")
+}
+
+impl FaultyFixture for SlackFixture {
+    fn faults(&self) -> &Faults {
+        self.fake.faults()
+    }
 }
 
 impl Fixture for SlackFixture {
@@ -188,6 +195,7 @@ impl Fixture for SlackFixture {
 
 mod conformance {
     testkit::channel_conformance!(super::SlackFixture::start());
+    testkit::channel_fault_conformance!(super::SlackFixture::start());
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Refusal, Request, Target};
 use channels::telegram::{Options, Telegram, TelegramConfig, codec};
-use testkit::conformance::{Fixture, PromptState, Running, approval};
+use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_telegram::FakeTelegram;
+use testkit::service_faults::Faults;
 
 const TOKEN: &str = "7000000001:AAE-test-token-not-real";
 const OWNER: i64 = 111_111_111;
@@ -52,6 +53,12 @@ impl TelegramFixture {
             prompt.target.chat.parse().unwrap(),
             prompt.message.parse().unwrap(),
         )
+    }
+}
+
+impl FaultyFixture for TelegramFixture {
+    fn faults(&self) -> &Faults {
+        self.fake.faults()
     }
 }
 
@@ -167,6 +174,7 @@ impl Fixture for TelegramFixture {
 
 mod conformance {
     testkit::channel_conformance!(super::TelegramFixture::start());
+    testkit::channel_fault_conformance!(super::TelegramFixture::start());
 }
 
 fn exec(command: &str, allowed: &[Decision]) -> Approval {

@@ -572,7 +572,7 @@ async fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
     let r = rig_with(store, gw);
     assert_eq!(
         r.chan.resumed(),
-        [prompt.clone()],
+        std::slice::from_ref(&prompt),
         "the channel learns what was recorded before the restart"
     );
     r.send(Input::Gateway(GatewayEvent::Snapshot(vec![approval(
