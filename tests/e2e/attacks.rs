@@ -948,9 +948,8 @@ mod discord {
             button_for(b.iter().map(|(_, c, _)| c.as_str()), &p.id, d)
         }
 
-        fn has(&self, place: Place) -> bool {
-            // The fake dispatches presses from DMs only.
-            place == Place::Dm
+        fn has(&self, _place: Place) -> bool {
+            true
         }
 
         fn rows(&self, ids: &Ids, full: &Prompt, restricted: &Prompt) -> Vec<(String, Attack)> {
@@ -959,9 +958,18 @@ mod discord {
 
         async fn send(&mut self, a: &Attack, p: &Prompt) -> Sent {
             match a {
-                Attack::Press { who, data, .. } => {
-                    Sent::Ix(self.dc.press(&user(*who), &p.message, data))
-                }
+                Attack::Press {
+                    who,
+                    place: Place::Dm,
+                    data,
+                    ..
+                } => Sent::Ix(self.dc.press(&user(*who), &p.message, data)),
+                Attack::Press {
+                    who,
+                    place: Place::Group,
+                    data,
+                    ..
+                } => Sent::Ix(self.dc.press_in_guild(&user(*who), &p.message, data)),
                 Attack::Type { who, text } => {
                     self.dc.send_dm(&user(*who), text);
                     Sent::Dm
