@@ -60,6 +60,18 @@ pub fn state_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
     let dir = cfg.state.dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("state.dir: cannot create {}", dir.display()))?;
+    // Every answer is recorded before it is acted on: with a state directory it cannot write,
+    // the bridge could only refuse answers, so it does not start.
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "state.dir: {} is not writable (the bridge records every answer before acting on it); \
+                 make it writable by the bridge's user or point state.dir elsewhere",
+                dir.display()
+            )
+        })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

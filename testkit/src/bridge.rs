@@ -256,8 +256,11 @@ impl BridgeProcess {
 
     /// Starts the bridge again on the same config and state directory.
     pub async fn restart(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            bail!("bridge still running");
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait()?.is_none() {
+                bail!("bridge still running");
+            }
+            self.child = None;
         }
         self.spawn()
     }

@@ -4,6 +4,12 @@
 //! names the store, the log says so, and the approval stays pending until there is room
 //! again — then the same button decides it. Figures go to `faults-storage`.
 //!
+//! A read-only state directory (remounted read-only while the bridge was stopped) stops the
+//! bridge from starting, with an error naming `state.dir`; a press made meanwhile waits at
+//! Telegram and is recorded, then decided, once the directory is writable again. (A tmpfs
+//! cannot be remounted read-only under a running bridge: its open files make the remount
+//! EBUSY; a write failing at run time takes the full-disk path above.)
+//!
 //! Needs root (CI and the dev machine run as root) to mount the tmpfs: file modes cannot
 //! make an already-open SQLite file read-only, and root ignores them anyway.
 
@@ -58,6 +64,20 @@ impl Tmpfs {
         }
         let _ = f.sync_all();
         written
+    }
+
+    /// Remounts the filesystem read-only (or writable again).
+    fn read_only(&self, on: bool) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", if on { "remount,ro" } else { "remount,rw" }])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "remount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn free(&self) {
@@ -216,6 +236,84 @@ async fn full_disk_stops_answers_says_why_and_recovers() {
             "resolve_rpc_unanswered": audit.iter().filter(|r| r.event == "resolve_failed").count(),
             "recovery_ms_p50": p50,
             "recovery_ms_max": max,
+        }),
+    );
+    drop(disk);
+}
+
+/// The state directory read-only at start (a filesystem the kernel remounted read-only after
+/// errors, a wrong mount option): the bridge must not act on answers it cannot record.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_state_dir_decides_nothing_and_says_why() {
+    let (gw, tg) = tokio::join!(
+        Gateway::start(GatewayConfig::default()),
+        FakeTelegram::start(BOT_TOKEN)
+    );
+    let gw = gw.expect("start the OpenClaw gateway");
+    let mut bridge = BridgeProcess::configure(
+        env!("CARGO_BIN_EXE_approval-bridge").as_ref(),
+        BridgeSetup::telegram_owner(&gw, &tg, OWNER),
+    )
+    .unwrap();
+    let disk = Tmpfs::mount(&bridge.state_dir(), "8m");
+    bridge.restart().await.unwrap();
+    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let op = Operator::connect(&gw, "requester").await.unwrap();
+    let req = op.request_exec("echo read-only", 120_000).await.unwrap();
+    let m = prompt(&tg, req.id.as_str()).await;
+    assert!(bridge.terminate(Duration::from_secs(15)).await.unwrap());
+    disk.read_only(true);
+    bridge.restart().await.unwrap();
+    let refused = bridge
+        .wait_healthy(Duration::from_secs(30))
+        .await
+        .expect_err("the bridge must not run on a read-only state dir")
+        .to_string();
+    assert!(
+        refused.contains("exited")
+            && refused.contains("state.dir:")
+            && refused.contains("is not writable")
+            && refused.contains("Read-only file system"),
+        "it says why: {refused}"
+    );
+    // The owner presses meanwhile: nothing can act on it while the bridge is down.
+    tg.press(OWNER, OWNER, m.message_id, &allow_once(&m));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = op
+        .call("exec.approval.list", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(
+        pending.to_string().contains(req.id.as_str()),
+        "still pending at the gateway: {pending}"
+    );
+    // Writable again: the bridge starts, picks up the waiting press, records it and decides.
+    disk.read_only(false);
+    bridge.restart().await.unwrap();
+    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let id = req.id.clone();
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+    assert!(bridge.terminate(Duration::from_secs(15)).await.unwrap());
+    let events: Vec<String> = bridge::store::Store::open(&bridge.state_dir().join("bridge.sqlite"))
+        .unwrap()
+        .audit_log(Some(&id))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    let answered = events.iter().position(|e| e == "answered");
+    let resolved = events.iter().position(|e| e == "resolved");
+    assert!(
+        answered.is_some() && answered < resolved,
+        "answer recorded before it was acted on: {events:?}"
+    );
+    testkit::figures::record(
+        "faults-storage-read-only",
+        &serde_json::json!({
+            "scenario": "state dir remounted read-only while the bridge was stopped; owner presses; made writable again",
+            "start_refused": true,
+            "decided_while_read_only": 0,
+            "decided_after_recovery": 1,
         }),
     );
     drop(disk);
