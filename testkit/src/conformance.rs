@@ -72,6 +72,8 @@ pub trait Fixture {
 /// connections). Matrix runs against a real Synapse and has none.
 pub trait FaultyFixture: Fixture {
     fn faults(&self) -> &Faults;
+    /// How many messages in the owner's DM show live buttons for approval `id`.
+    fn live_prompts(&self, id: &ApprovalId) -> usize;
 }
 
 /// The kind a press on `a`'s prompt must carry in its `Request::Decide`.
@@ -565,6 +567,18 @@ pub async fn service_faults_fail_as_transient<F: FaultyFixture>(f: &F) {
             Decision::ALL,
             "{what}: the prompt shows its buttons"
         );
+        // A send the service carried out although its answer was lost leaves no second
+        // prompt with live buttons (Discord: nonce; Slack: adopted from the history;
+        // Telegram: the orphan's buttons removed once the retry is out).
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while f.live_prompts(&a.id) != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} messages with live buttons for one approval",
+                f.live_prompts(&a.id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         let o = Outcome::Gone { at_ms: 0 };
         let before = f.faults().injected();

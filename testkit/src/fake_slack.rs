@@ -1040,6 +1040,38 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
             }
             Answer::Ok(json!({"channel": {"id": dm_channel(&users)}, "already_open": true}))
         }
+        "conversations.history" => {
+            let Some(channel) = str_param("channel") else {
+                return Answer::Err("channel_not_found");
+            };
+            let limit = str_param("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100)
+                .clamp(1, 999);
+            let mut v: Vec<&Message> = inner
+                .messages
+                .values()
+                .filter(|m| m.channel == channel && !m.deleted)
+                .collect();
+            // Fixed-width "seconds.micros": text order is time order. Newest first.
+            v.sort_by(|a, b| b.ts.cmp(&a.ts));
+            let messages: Vec<Value> = v
+                .iter()
+                .take(limit)
+                .map(|m| {
+                    let mut j =
+                        json!({"type": "message", "user": m.user, "text": m.fallback, "ts": m.ts});
+                    if !m.blocks.is_null() {
+                        j["blocks"] = m.blocks.clone();
+                    }
+                    if m.by_bot() {
+                        j["bot_id"] = json!(BOT_ID);
+                    }
+                    j
+                })
+                .collect();
+            Answer::Ok(json!({"messages": messages, "has_more": v.len() > limit}))
+        }
         "chat.postMessage" => {
             let Some(channel) = str_param("channel") else {
                 return Answer::Err("channel_not_found");

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bridge::approval::{Approval, Decision, Kind};
+use bridge::approval::{Approval, ApprovalId, Decision, Kind};
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, codec};
 use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
@@ -55,6 +55,13 @@ impl DiscordFixture {
 impl FaultyFixture for DiscordFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
+    }
+    fn live_prompts(&self, id: &ApprovalId) -> usize {
+        self.fake
+            .bot_dms(OWNER)
+            .iter()
+            .filter(|m| m.buttons().iter().any(|(_, c, _)| c.contains(id.as_str())))
+            .count()
     }
 }
 

@@ -73,6 +73,18 @@ impl FaultyFixture for SlackFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
     }
+    fn live_prompts(&self, id: &ApprovalId) -> usize {
+        self.fake
+            .bot_messages(&fake_slack::dm_channel(OWNER))
+            .iter()
+            .filter(|m| {
+                !m.deleted
+                    && m.buttons()
+                        .iter()
+                        .any(|b| b.action_id.contains(id.as_str()))
+            })
+            .count()
+    }
 }
 
 impl Fixture for SlackFixture {

@@ -60,6 +60,13 @@ impl FaultyFixture for TelegramFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
     }
+    fn live_prompts(&self, id: &ApprovalId) -> usize {
+        self.fake
+            .bot_messages(OWNER)
+            .iter()
+            .filter(|m| m.buttons().iter().any(|(_, d)| d.contains(id.as_str())))
+            .count()
+    }
 }
 
 impl Fixture for TelegramFixture {

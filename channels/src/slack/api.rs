@@ -154,6 +154,25 @@ impl Api {
         channel: Option<&str>,
         body: Body,
     ) -> Result<Value, ApiError> {
+        self.call_or_recover(method, token, channel, body, || std::future::ready(None))
+            .await
+    }
+
+    /// [`Api::call`] for a call Slack may have carried out although its answer was lost (a
+    /// network fault or 5xx): before each retry of such a failure `recover` looks for the
+    /// result, and what it finds is the answer.
+    pub async fn call_or_recover<R, F>(
+        &self,
+        method: &'static str,
+        token: Token,
+        channel: Option<&str>,
+        body: Body,
+        recover: R,
+    ) -> Result<Value, ApiError>
+    where
+        R: Fn() -> F,
+        F: Future<Output = Option<Value>>,
+    {
         let mut transient = 0;
         let mut waited = Duration::ZERO;
         loop {
@@ -181,6 +200,11 @@ impl Api {
                     transient += 1;
                     tracing::warn!(method, channel, attempt = transient, error = %e, "slack call failed; retrying");
                     tokio::time::sleep(wait).await;
+                    if matches!(e, ApiError::Transport(_))
+                        && let Some(v) = recover().await
+                    {
+                        return Ok(v);
+                    }
                 }
                 e => return Err(e),
             }

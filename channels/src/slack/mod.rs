@@ -6,10 +6,12 @@
 //! - [`codec`]: button `action_id`/`value`, one form per approval kind.
 //! - [`render`]: Block Kit prompts, escaped and cut within Slack's limits.
 //! - [`api`]: Web API calls, throttle (governor), `Retry-After`, error classes.
+//! - [`adopt`]: a prompt Slack stored but the bridge never heard of is adopted, not repeated.
 //! - [`receive`]: envelopes → `Answer`s.
 //! - [`socket`]: the Socket Mode connection: hello, acks, disconnects, reconnects.
 //! - [`signature`]: request signatures for the optional HTTP interactivity endpoint.
 
+pub mod adopt;
 pub mod api;
 pub mod codec;
 pub mod config;
@@ -23,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{Approval, Outcome};
+use bridge::approval::{Approval, ApprovalId, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -68,6 +70,8 @@ pub struct Slack {
     dm_owner: Mutex<HashMap<String, String>>,
     /// User → IM channel id.
     dm_of: Mutex<HashMap<String, String>>,
+    /// IM channels whose history was read for prompts to adopt since start.
+    looked: Mutex<HashSet<String>>,
 }
 
 impl Slack {
@@ -110,6 +114,7 @@ impl Slack {
             options,
             dm_owner: Mutex::new(HashMap::new()),
             dm_of: Mutex::new(HashMap::new()),
+            looked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -148,6 +153,33 @@ impl Slack {
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.clone(), user.to_owned());
         Ok(channel)
+    }
+
+    /// A prompt for approval `id` already in the IM `channel` (see [`adopt`]), as
+    /// `chat.postMessage` would have answered.
+    async fn adoptable(&self, channel: &str, id: &ApprovalId) -> Option<serde_json::Value> {
+        let page = self
+            .api
+            .call(
+                "conversations.history",
+                Token::Bot,
+                None,
+                Body::Form(vec![
+                    ("channel", channel.to_owned()),
+                    ("limit", adopt::HISTORY.to_string()),
+                ]),
+            )
+            .await;
+        let messages = match page {
+            Ok(v) => v["messages"].as_array().cloned().unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot read the DM's history; a prompt Slack stored unseen may be repeated");
+                return None;
+            }
+        };
+        let ts = adopt::find(&messages, id)?;
+        tracing::info!(channel, approval = %id, ts, "adopted a prompt Slack stored without the bridge hearing of it");
+        Some(json!({"channel": channel, "ts": ts}))
     }
 
     /// Opens (or re-learns) every target's DM, so presses on prompts sent before a restart
@@ -249,18 +281,33 @@ impl Channel for Slack {
             )));
         }
         let channel = self.open_dm(&target.chat).await?;
-        let r = render::render(approval, render::Footer::Pending);
-        let body = json!({"channel": channel, "text": r.text, "blocks": r.blocks, "unfurl_links": false, "unfurl_media": false});
-        let v = self
-            .api
-            .call(
-                "chat.postMessage",
-                Token::Bot,
-                Some(&channel),
-                Body::Json(body),
-            )
-            .await
-            .map_err(api::ApiError::classify)?;
+        let first_since_start = self
+            .looked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone());
+        let adopted = match first_since_start {
+            // A kill between a post and its record left the prompt unrecorded.
+            true => self.adoptable(&channel, &approval.id).await,
+            false => None,
+        };
+        let v = match adopted {
+            Some(v) => v,
+            None => {
+                let r = render::render(approval, render::Footer::Pending);
+                let body = json!({"channel": channel, "text": r.text, "blocks": r.blocks, "unfurl_links": false, "unfurl_media": false});
+                self.api
+                    .call_or_recover(
+                        "chat.postMessage",
+                        Token::Bot,
+                        Some(&channel),
+                        Body::Json(body),
+                        || self.adoptable(&channel, &approval.id),
+                    )
+                    .await
+                    .map_err(api::ApiError::classify)?
+            }
+        };
         let ts = v["ts"].as_str().ok_or_else(|| {
             ChannelError::Permanent("chat.postMessage answered without ts".into())
         })?;
