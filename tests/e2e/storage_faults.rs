@@ -112,22 +112,50 @@ fn allow_once(m: &Message) -> String {
         .1
 }
 
+/// The gateway, the fake Telegram and a healthy bridge whose state dir is a tmpfs of `size`.
+struct Rig {
+    gw: Gateway,
+    tg: FakeTelegram,
+    bridge: BridgeProcess,
+    disk: Tmpfs,
+    op: Operator,
+}
+
+impl Rig {
+    async fn start(size: &str) -> Rig {
+        let (gw, tg) = tokio::join!(
+            Gateway::start(GatewayConfig::default()),
+            FakeTelegram::start(BOT_TOKEN)
+        );
+        let gw = gw.expect("start the OpenClaw gateway");
+        let mut bridge = BridgeProcess::configure(
+            env!("CARGO_BIN_EXE_approval-bridge").as_ref(),
+            BridgeSetup::telegram_owner(&gw, &tg, OWNER),
+        )
+        .unwrap();
+        let disk = Tmpfs::mount(&bridge.state_dir(), size);
+        bridge.restart().await.unwrap();
+        bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
+        let op = Operator::connect(&gw, "requester").await.unwrap();
+        Rig {
+            gw,
+            tg,
+            bridge,
+            disk,
+            op,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn full_disk_stops_answers_says_why_and_recovers() {
-    let (gw, tg) = tokio::join!(
-        Gateway::start(GatewayConfig::default()),
-        FakeTelegram::start(BOT_TOKEN)
-    );
-    let gw = gw.expect("start the OpenClaw gateway");
-    let mut bridge = BridgeProcess::configure(
-        env!("CARGO_BIN_EXE_approval-bridge").as_ref(),
-        BridgeSetup::telegram_owner(&gw, &tg, OWNER),
-    )
-    .unwrap();
-    let disk = Tmpfs::mount(&bridge.state_dir(), "2m");
-    bridge.restart().await.unwrap();
-    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
-    let op = Operator::connect(&gw, "requester").await.unwrap();
+    let Rig {
+        gw: _gw,
+        tg,
+        mut bridge,
+        disk,
+        op,
+    } = Rig::start("2m").await;
 
     let (mut refused, mut wrong, mut lost) = (0, 0, 0);
     let mut recovery_ms = Vec::new();
@@ -245,20 +273,13 @@ async fn full_disk_stops_answers_says_why_and_recovers() {
 /// errors, a wrong mount option): the bridge must not act on answers it cannot record.
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_state_dir_decides_nothing_and_says_why() {
-    let (gw, tg) = tokio::join!(
-        Gateway::start(GatewayConfig::default()),
-        FakeTelegram::start(BOT_TOKEN)
-    );
-    let gw = gw.expect("start the OpenClaw gateway");
-    let mut bridge = BridgeProcess::configure(
-        env!("CARGO_BIN_EXE_approval-bridge").as_ref(),
-        BridgeSetup::telegram_owner(&gw, &tg, OWNER),
-    )
-    .unwrap();
-    let disk = Tmpfs::mount(&bridge.state_dir(), "8m");
-    bridge.restart().await.unwrap();
-    bridge.wait_healthy(Duration::from_secs(60)).await.unwrap();
-    let op = Operator::connect(&gw, "requester").await.unwrap();
+    let Rig {
+        gw: _gw,
+        tg,
+        mut bridge,
+        disk,
+        op,
+    } = Rig::start("8m").await;
     let req = op.request_exec("echo read-only", 120_000).await.unwrap();
     let m = prompt(&tg, req.id.as_str()).await;
     assert!(bridge.terminate(Duration::from_secs(15)).await.unwrap());

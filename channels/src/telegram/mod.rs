@@ -200,7 +200,12 @@ impl Telegram {
             })
             .await
             .map_err(|e| self.throttle.classify(e))?;
-        let suspects = self.orphans.prompt_sent(chat, msg.id.0);
+        self.sweep(chat, self.orphans.prompt_sent(chat, msg.id.0));
+        Ok(msg.id)
+    }
+
+    /// Removes the buttons of `suspects` in `chat` in the background (see [`orphans`]).
+    fn sweep(&self, chat: i64, suspects: Vec<i32>) {
         if !suspects.is_empty() {
             tokio::spawn(remove_buttons(
                 self.bot.clone(),
@@ -209,7 +214,6 @@ impl Telegram {
                 suspects,
             ));
         }
-        Ok(msg.id)
     }
 
     fn link_preview_off() -> LinkPreviewOptions {
@@ -342,15 +346,7 @@ impl Channel for Telegram {
                 .filter_map(|m| Self::message_id(m).ok())
                 .map(|(_, id)| id.0)
                 .collect();
-            let suspects = self.orphans.resume(chat, &ids);
-            if !suspects.is_empty() {
-                tokio::spawn(remove_buttons(
-                    self.bot.clone(),
-                    self.throttle.clone(),
-                    chat,
-                    suspects,
-                ));
-            }
+            self.sweep(chat, self.orphans.resume(chat, &ids));
         }
     }
 
