@@ -27,22 +27,31 @@ const BOT_TOKEN: &str = "123456:STORAGE-token";
 const WAIT: Duration = Duration::from_secs(20);
 const ROUNDS: usize = 3;
 
+/// Runs `mount <args> <path>`; panics naming `why` with mount's complaint when it fails.
+fn mount(args: &[&str], path: &Path, why: &str) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "{why}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A tmpfs mounted on `path` for the test's lifetime.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs to fill it up and needs root (CAP_SYS_ADMIN): {}",
-            String::from_utf8_lossy(&out.stderr)
+        let options = format!("size={size},mode=0700");
+        mount(
+            &["-t", "tmpfs", "-o", &options, "tmpfs"],
+            path,
+            "this test mounts a small tmpfs to fill it up and needs root (CAP_SYS_ADMIN)",
         );
         Tmpfs(path.to_owned())
     }
@@ -68,16 +77,8 @@ impl Tmpfs {
 
     /// Remounts the filesystem read-only (or writable again).
     fn read_only(&self, on: bool) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", if on { "remount,ro" } else { "remount,rw" }])
-            .arg(&self.0)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let options = if on { "remount,ro" } else { "remount,rw" };
+        mount(&["-o", options], &self.0, "remount");
     }
 
     fn free(&self) {
