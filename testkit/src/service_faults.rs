@@ -36,10 +36,11 @@ pub struct Faults(Mutex<Armed>);
 struct Armed {
     /// Every call answers this HTTP status until the instant.
     storm: Option<(Instant, u16)>,
-    /// The next `n` message-writing calls answer only after a delay.
-    slow_next: Option<(u32, Duration, Moment)>,
-    /// The next `n` message-writing calls lose their connection without an answer.
-    drop_next: Option<(u32, Moment)>,
+    /// The next `n` message-writing calls answer only after a delay (a `Fault::Slow`).
+    slow_next: Option<(u32, Fault)>,
+    /// The next `n` message-writing calls lose their connection without an answer (a
+    /// `Fault::Drop`).
+    drop_next: Option<(u32, Fault)>,
     /// Calls a fault acted on so far.
     injected: u64,
 }
@@ -58,12 +59,12 @@ impl Faults {
     /// is handled after the wait, or never if the client gave up first; `AfterProcessing`:
     /// it is handled at once and only the answer is late.
     pub fn slow_next(&self, n: u32, delay: Duration, moment: Moment) {
-        self.armed().slow_next = (n > 0).then_some((n, delay, moment));
+        self.armed().slow_next = (n > 0).then_some((n, Fault::Slow(delay, moment)));
     }
 
     /// The next `n` message-writing calls lose their connection without an answer.
     pub fn drop_next(&self, n: u32, moment: Moment) {
-        self.armed().drop_next = (n > 0).then_some((n, moment));
+        self.armed().drop_next = (n > 0).then_some((n, Fault::Drop(moment)));
     }
 
     /// How many calls an injected fault has hit so far.
@@ -85,26 +86,21 @@ impl Faults {
         if !write {
             return None;
         }
-        let fault = if let Some((n, moment)) = &mut a.drop_next {
-            let f = Fault::Drop(*moment);
-            *n -= 1;
-            if *n == 0 {
-                a.drop_next = None;
-            }
-            f
-        } else if let Some((n, delay, moment)) = &mut a.slow_next {
-            let f = Fault::Slow(*delay, *moment);
-            *n -= 1;
-            if *n == 0 {
-                a.slow_next = None;
-            }
-            f
-        } else {
-            return None;
-        };
+        let fault = count_down(&mut a.drop_next).or_else(|| count_down(&mut a.slow_next))?;
         a.injected += 1;
         Some(fault)
     }
+}
+
+/// The armed fault for one more call, disarmed after its last.
+fn count_down(armed: &mut Option<(u32, Fault)>) -> Option<Fault> {
+    let (n, fault) = armed.as_mut()?;
+    let fault = *fault;
+    *n -= 1;
+    if *n == 0 {
+        *armed = None;
+    }
+    Some(fault)
 }
 
 /// Serves one call under `fault`: `serve` does the fake's real work and returns the

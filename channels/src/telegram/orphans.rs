@@ -52,11 +52,7 @@ impl Orphans {
         self.with(chat, |c| {
             c.suspect_after = Some(c.suspect_after.map_or(top, |s| s.min(top)));
             c.last = Some(c.last.map_or(top, |l| l.max(top)));
-            (floor.saturating_add(1)..top)
-                .rev()
-                .filter(|i| !recorded.contains(i))
-                .take(MAX_SWEEP)
-                .collect()
+            suspects(floor, top, |i| recorded.contains(&i))
         })
     }
 
@@ -84,13 +80,19 @@ impl Orphans {
             let Some(after) = after else {
                 return Vec::new();
             };
-            (after.saturating_add(1)..id)
-                .rev()
-                .filter(|i| !seen.contains(i))
-                .take(MAX_SWEEP)
-                .collect()
+            suspects(after, id, |i| seen.contains(&i))
         })
     }
+}
+
+/// The ids strictly between `after` and `before` that are not `known`, newest first, at most
+/// [`MAX_SWEEP`].
+fn suspects(after: i32, before: i32, known: impl Fn(i32) -> bool) -> Vec<i32> {
+    (after.saturating_add(1)..before)
+        .rev()
+        .filter(|&i| !known(i))
+        .take(MAX_SWEEP)
+        .collect()
 }
 
 impl Chat {
