@@ -9,6 +9,7 @@ pub mod fake_discord;
 pub mod fake_model;
 pub mod fake_slack;
 pub mod fake_telegram;
+pub mod fault_proxy;
 pub mod figures;
 pub mod openclaw;
 pub mod procfs;

@@ -13,6 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEventKind;
@@ -21,6 +23,9 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::{Client, Room};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
+
+use crate::fault_proxy::FaultProxy;
+use crate::service_faults::html_status;
 
 /// The SDK the test users are built on, for tests that name its types.
 pub use matrix_sdk;
@@ -142,6 +147,26 @@ impl Synapse {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A [`FaultProxy`] in front of this homeserver, for a client whose calls should meet
+    /// service faults: a 500 answers Matrix's `M_UNKNOWN` JSON, a 502/503 a proxy's HTML
+    /// page; slow answers and drops hit the calls that send or redact an event.
+    pub async fn fault_proxy(&self) -> Result<FaultProxy> {
+        fn is_write(method: &Method, path: &str) -> bool {
+            method == Method::PUT && (path.contains("/send/") || path.contains("/redact/"))
+        }
+        fn status(s: u16) -> Response {
+            match s {
+                500 => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({"errcode": "M_UNKNOWN", "error": "Internal server error"})),
+                )
+                    .into_response(),
+                _ => html_status(s),
+            }
+        }
+        FaultProxy::start(&self.url(), is_write, status).await
     }
 
     pub fn log(&self) -> String {

@@ -56,7 +56,7 @@ impl FaultyFixture for DiscordFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
     }
-    fn live_prompts(&self, id: &ApprovalId) -> usize {
+    async fn live_prompts(&self, id: &ApprovalId) -> usize {
         self.fake
             .bot_dms(OWNER)
             .iter()

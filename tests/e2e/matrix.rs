@@ -11,8 +11,10 @@ use bridge::store::Store;
 use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, render};
 use serde_json::Value;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
-use testkit::conformance::{Fixture, PromptState, Running, approval};
+use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
+use testkit::fault_proxy::FaultProxy;
 use testkit::openclaw::{Gateway, GatewayConfig, Operator};
+use testkit::service_faults::Faults;
 use testkit::synapse::matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use testkit::synapse::{MatrixUser, Synapse};
 
@@ -137,6 +139,8 @@ pub(crate) fn is_prompt_for(id: &ApprovalId) -> impl Fn(&Value) -> bool + '_ {
 
 pub struct MatrixFixture {
     acc: Accounts,
+    /// The bot reaches Synapse through it (the owner and the stranger do not).
+    proxy: FaultProxy,
     config: MatrixConfig,
     state: tempfile::TempDir,
     channel: Arc<Matrix>,
@@ -148,8 +152,9 @@ pub struct MatrixFixture {
 impl MatrixFixture {
     pub async fn start() -> MatrixFixture {
         let acc = accounts().await;
+        let proxy = acc.hs.fault_proxy().await.expect("fault proxy");
         let config: MatrixConfig = serde_json::from_value(serde_json::json!({
-            "homeserver": acc.hs.url(),
+            "homeserver": proxy.url(),
             "user_id": acc.bot,
             "password": "env:MATRIX_PASSWORD",
             "allow_from": [acc.owner.user_id.as_str()],
@@ -177,6 +182,7 @@ impl MatrixFixture {
         acc.stranger.join(&r).await.unwrap();
         MatrixFixture {
             acc,
+            proxy,
             config,
             state,
             channel,
@@ -318,9 +324,40 @@ impl Fixture for MatrixFixture {
     }
 }
 
+impl FaultyFixture for MatrixFixture {
+    fn faults(&self) -> &Faults {
+        self.proxy.faults()
+    }
+
+    /// Prompts for `id` in the DM that no finishing edit replaced: each can still be
+    /// answered by a reaction.
+    async fn live_prompts(&self, id: &ApprovalId) -> usize {
+        let bot = self.acc.bot.as_str();
+        let deadline = Instant::now() + WAIT;
+        let tl = loop {
+            let tl = self.acc.owner.timeline(&self.room).await.unwrap_or_default();
+            if !tl.iter().any(|v| v["utd"] == true && v["sender"] == bot) {
+                break tl;
+            }
+            assert!(Instant::now() < deadline, "bot events stay undecryptable");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let from_bot = || tl.iter().filter(|v| v["sender"] == bot);
+        let replaced: Vec<&Value> = from_bot()
+            .filter(|v| v["content"]["m.relates_to"]["rel_type"] == "m.replace")
+            .map(|v| &v["content"]["m.relates_to"]["event_id"])
+            .collect();
+        from_bot()
+            .filter(|v| v["type"] == "m.room.message" && is_prompt_for(id)(v))
+            .filter(|v| !replaced.contains(&&v["event_id"]))
+            .count()
+    }
+}
+
 mod conformance {
     use super::MatrixFixture;
     testkit::channel_conformance!(MatrixFixture::start());
+    testkit::channel_fault_conformance!(MatrixFixture::start());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,7 @@ impl FaultyFixture for SlackFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
     }
-    fn live_prompts(&self, id: &ApprovalId) -> usize {
+    async fn live_prompts(&self, id: &ApprovalId) -> usize {
         self.fake
             .bot_messages(&fake_slack::dm_channel(OWNER))
             .iter()

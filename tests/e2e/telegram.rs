@@ -60,7 +60,7 @@ impl FaultyFixture for TelegramFixture {
     fn faults(&self) -> &Faults {
         self.fake.faults()
     }
-    fn live_prompts(&self, id: &ApprovalId) -> usize {
+    async fn live_prompts(&self, id: &ApprovalId) -> usize {
         self.fake
             .bot_messages(OWNER)
             .iter()

@@ -666,8 +666,13 @@ impl Channel for Matrix {
         let rendered = render::render(approval, render::Footer::Pending);
         let mut content = html_content("m.text", &rendered);
         content[PROMPT_KEY] = json!({"id": approval.id.as_str()});
+        // One transaction id per approval and room: a retry of a send whose answer was lost
+        // (here or after a restart) gets the event the homeserver already stored, instead
+        // of posting a second prompt.
+        let txn = format!("prompt.{}.{}", approval.id, room.room_id());
         let sent = room
             .send_raw("m.room.message", content)
+            .with_transaction_id(txn.as_str().into())
             .await
             .map_err(classify)?;
         let event_id = sent.response.event_id;
@@ -677,7 +682,11 @@ impl Channel for Matrix {
             .insert(event_id.clone(), Some(approval.id.clone()));
         for d in render::seeded(approval) {
             let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": d.emoji()}});
-            if let Err(e) = room.send_raw("m.reaction", reaction).await {
+            let txn = format!("seed.{}.{}.{d}", approval.id, room.room_id());
+            let seeded = room
+                .send_raw("m.reaction", reaction)
+                .with_transaction_id(txn.as_str().into());
+            if let Err(e) = seeded.await {
                 tracing::warn!(error = %e, decision = %d, "could not seed a reaction; the /approve line still works");
             }
         }
