@@ -311,7 +311,32 @@ impl Engine {
                 Ok(None) | Err(_) => break,
             }
         }
+        self.audit_cut_off_resolves();
         tracing::info!(inflight = self.inflight, "engine stopped");
+    }
+
+    /// A resolve the gateway has not answered when the drain ends is left behind; its
+    /// audit trail ends with saying so, not with the bare answer. Nothing is assumed: the
+    /// gateway may or may not have applied it, and its record (replayed at the next start)
+    /// decides.
+    fn audit_cut_off_resolves(&self) {
+        for (id, entry) in &self.entries {
+            // A resolve that succeeded set the outcome; one that failed left `resolving`.
+            if entry.outcome.is_some() {
+                continue;
+            }
+            for (responder, decision) in &entry.resolving {
+                Event::ResolveFailed {
+                    id,
+                    responder,
+                    error: format!(
+                        "bridge stopped before the gateway answered ({decision}); \
+                         it may or may not have been applied"
+                    ),
+                }
+                .emit(&self.store, &self.metrics);
+            }
+        }
     }
 
     fn handle(&mut self, input: Input) {
@@ -398,7 +423,8 @@ impl Engine {
                     l.missing_scopes = missing;
                     l.replayed = false;
                     l.pairing_request = None;
-                    l.last_error = None;
+                    // Kept until the replay succeeds: a gateway that accepts the connection
+                    // but refuses the calls is still down, and warned about once.
                 });
             }
             GatewayEvent::Snapshot(pending) => self.on_snapshot(pending),
@@ -406,7 +432,12 @@ impl Engine {
             GatewayEvent::Ended { id, outcome } => self.on_ended(&id, outcome),
             GatewayEvent::Disconnected { reason } => {
                 self.metrics.gateway_up.set(0);
-                tracing::warn!(%reason, "gateway link down; reconnecting");
+                // Once per reason: a gateway down for minutes is not a warning per attempt.
+                if self.link.borrow().last_error.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(%reason, "gateway link still down; reconnecting");
+                } else {
+                    tracing::warn!(%reason, "gateway link down; reconnecting");
+                }
                 self.link.send_modify(|l| {
                     l.connected = false;
                     l.replayed = false;
@@ -440,7 +471,10 @@ impl Engine {
         for id in &vanished {
             self.on_ended(id, Outcome::Gone { at_ms: now_ms() });
         }
-        self.link.send_modify(|l| l.replayed = true);
+        self.link.send_modify(|l| {
+            l.replayed = true;
+            l.last_error = None;
+        });
         if !self.ready_logged {
             self.ready_logged = true;
             tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");

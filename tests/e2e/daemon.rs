@@ -291,6 +291,77 @@ async fn gateway_restart_finishes_forgotten_prompts_and_keeps_working() {
     assert_eq!(w.prompts_for(&id2), 1);
 }
 
+/// A suspended gateway (`openclaw gateway suspend`) lets an operator connect but answers
+/// its calls with a retryable UNAVAILABLE ("… unavailable during gateway suspension"): a
+/// bridge started then keeps retrying, says why on /healthz, warns once rather than per
+/// attempt, and works soon after the gateway resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn suspended_gateway_answers_unavailable_and_the_bridge_waits_it_out() {
+    let mut w = world().await;
+    // As `openclaw gateway suspend --wait`: "busy" until the gateway's start-up work is done.
+    let request = serde_json::json!({"requestId": uuid::Uuid::new_v4().to_string()});
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let prepared = loop {
+        let p =
+            w.op.call("gateway.suspend.prepare", request.clone())
+                .await
+                .expect("gateway.suspend.prepare");
+        if p["status"] == "ready" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "gateway never idle: {p}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    w.bridge.kill9().await.unwrap();
+    w.bridge.restart().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let problem = loop {
+        let (code, body) = w
+            .bridge
+            .healthz()
+            .await
+            .unwrap_or((0, serde_json::Value::Null));
+        let p = body["problems"][0].as_str().unwrap_or_default().to_owned();
+        if code == 503 && p.contains("gateway unavailable") {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz names the refusal: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Several attempts meet the suspension meanwhile.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(w.bridge.healthz().await.unwrap().0, 503);
+    let resumed = Instant::now();
+    let answer =
+        w.op.call(
+            "gateway.suspend.resume",
+            serde_json::json!({"suspensionId": prepared["suspensionId"]}),
+        )
+        .await
+        .expect("gateway.suspend.resume");
+    assert_eq!(answer["resumed"], true, "{answer}");
+    w.bridge.wait_healthy(WAIT).await.unwrap();
+    let back = resumed.elapsed();
+    let log = w.bridge.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("gateway link down") && l.contains("gateway unavailable"))
+        .count();
+    assert_eq!(warned, 1, "one warning for the whole suspension:\n{log}");
+    eprintln!("suspension: {problem:?}; healthy {back:?} after resume");
+
+    let req =
+        w.op.request_exec("echo after suspension", 60_000)
+            .await
+            .unwrap();
+    let prompt = w.prompt(&req.id).await;
+    w.tap(&prompt, Decision::AllowOnce);
+    assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_bridge_restarts_without_duplicates_and_old_buttons_work() {
     let mut w = world().await;

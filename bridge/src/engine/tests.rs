@@ -971,3 +971,42 @@ async fn a_double_tap_resolves_once() {
         .count();
     assert_eq!(resolved, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resolve_the_drain_cuts_off_is_audited_as_unknown_never_as_decided() {
+    let r = rig();
+    let prompt = r.request("a1", &["allow-once", "deny"]).await;
+    r.gw.set_stalled(true);
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a1",
+        Decision::AllowOnce,
+        Via::Prompt(prompt),
+    )))
+    .await;
+    r.wait(|r| !r.gw.calls().is_empty()).await;
+    // The gateway never answers within the drain (5 s, paused clock).
+    let (store, gw) = r.stop().await;
+    assert_eq!(gw.decision(&"a1".into()), None);
+    let log = store.audit_log(Some(&"a1".into())).unwrap();
+    let events: Vec<&str> = log.iter().map(|r| r.event.as_str()).collect();
+    assert_eq!(
+        events,
+        ["requested", "delivered", "answered", "resolve_failed"],
+        "the trail ends saying the resolve was cut off"
+    );
+    let last = log.last().unwrap();
+    assert_eq!(last.actor.as_deref(), Some(OWNER));
+    assert!(
+        last.detail
+            .to_string()
+            .contains("may or may not have been applied"),
+        "{}",
+        last.detail
+    );
+    assert_eq!(
+        store.outcome(&"a1".into()).unwrap(),
+        None,
+        "nothing decided"
+    );
+}

@@ -243,7 +243,8 @@ impl Client {
         let snapshot = match replay(&conn).await {
             Ok(s) => s,
             Err(e) => {
-                warn!(error = %e, "replaying pending approvals failed; reconnecting");
+                // E.g. UNAVAILABLE while the gateway is suspended; the engine warns once.
+                debug!(error = %e, "replaying pending approvals failed; reconnecting");
                 conn.close();
                 let _ = send(
                     events,
@@ -294,13 +295,29 @@ impl Client {
         sent_device_token: bool,
         events: &mpsc::Sender<GatewayEvent>,
     ) -> SessionEnd {
+        // The engine logs a link-down reason once, not at every attempt.
         let ConnectError::Refused(shape) = e else {
-            warn!(error = %e, "gateway connect failed");
+            debug!(error = %e, "gateway connect failed");
+            let reason = format!("connect failed: {e}");
+            if send(events, GatewayEvent::Disconnected { reason })
+                .await
+                .is_err()
+            {
+                return SessionEnd::Stop;
+            }
             return SessionEnd::Retry { was_up: false };
         };
         if shape.is_retryable_unavailable() {
+            // Starting, restarting or suspended: retry at the pace the gateway asks for.
             let after = shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000);
-            debug!(message = %shape.message, after_ms = after, "gateway still starting; retrying");
+            debug!(message = %shape.message, after_ms = after, "gateway unavailable; retrying");
+            let reason = format!("gateway unavailable: {}; retrying", shape.message);
+            if send(events, GatewayEvent::Disconnected { reason })
+                .await
+                .is_err()
+            {
+                return SessionEnd::Stop;
+            }
             return SessionEnd::RetryAfter(Duration::from_millis(after));
         }
         if shape.is_pairing_required() {

@@ -1,5 +1,5 @@
 //! An in-memory `Resolver` for engine tests: first answer wins, like the real gateway (a
-//! later one is `AlreadyResolved`), and an unknown id is `NotFound`. A test can make it unreachable.
+//! later one is `AlreadyResolved`), and an unknown id is `NotFound`. A test can make it unreachable, or stall its answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +19,8 @@ struct State {
     pending: HashMap<ApprovalId, Option<Decision>>,
     calls: Vec<(ApprovalId, Decision)>,
     unavailable: bool,
+    /// Resolves get no answer while set (a gateway that stopped responding).
+    stalled: bool,
 }
 
 impl MemoryGateway {
@@ -40,6 +42,11 @@ impl MemoryGateway {
         self.state().unavailable = down;
     }
 
+    /// While `stalled`, a resolve waits for an answer that does not come.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.state().stalled = stalled;
+    }
+
     /// Every resolve call received, in order.
     pub fn calls(&self) -> Vec<(ApprovalId, Decision)> {
         self.state().calls.clone()
@@ -59,8 +66,11 @@ impl Resolver for MemoryGateway {
         _kind: Kind,
         decision: Decision,
     ) -> Result<(), GatewayError> {
+        self.state().calls.push((id.clone(), decision));
+        while self.state().stalled {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let mut s = self.state();
-        s.calls.push((id.clone(), decision));
         if s.unavailable {
             return Err(GatewayError::Unavailable("not connected".into()));
         }
