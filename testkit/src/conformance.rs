@@ -615,12 +615,66 @@ pub async fn service_faults_fail_as_transient<F: FaultyFixture>(f: &F) {
     }
 }
 
+/// A press while the service fails every call for a few seconds — the receive path too
+/// (long polls, syncs, acknowledgements) — is not lost: it reaches the engine as the owner's
+/// decision (once the service is back, where receiving needs it), and the owner is told.
+pub async fn a_press_during_a_storm_is_not_lost<F: FaultyFixture>(f: &F) {
+    let ch = f.channel();
+    let mut run = Running::start(ch.clone());
+    let a = approval(&Decision::ALL);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    let storm = Duration::from_secs(4);
+    let before = f.faults().injected();
+    f.faults().storm(502, storm);
+    let storm_over = tokio::time::Instant::now() + storm;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    // The receive loop backs off while the service fails; allow for its longest pause.
+    let answer = run
+        .next_within(
+            storm + Duration::from_secs(30),
+            "a press during a 502 storm",
+        )
+        .await;
+    owner_responder(f, &answer);
+    assert_eq!(
+        answer.request,
+        Request::Decide {
+            id: a.id.clone(),
+            kind: pressed_kind(f, &a),
+            decision: Decision::AllowOnce,
+        }
+    );
+    // The engine answers at once, maybe still in the storm: that may fail as transient
+    // only (the engine does not retry a notice, so the adapter should get it through).
+    let notice = Notice::Accepted {
+        id: a.id.clone(),
+        decision: Decision::AllowOnce,
+    };
+    let told = ch.notify(&answer.reply, &notice).await;
+    transient_or_done("notify in the storm", &told);
+    if told.is_err() {
+        tokio::time::sleep_until(storm_over).await;
+        ch.notify(&answer.reply, &notice)
+            .await
+            .expect("notify once the storm is over");
+    }
+    assert!(
+        f.faults().injected() > before,
+        "the storm met the receive path or the answer"
+    );
+    assert!(!f.told(&answer).await.is_empty(), "the owner is told");
+    run.stop().await;
+}
+
 /// Generates the service-fault checks for a channel whose service injects faults (a
 /// [`FaultyFixture`]).
 #[macro_export]
 macro_rules! channel_fault_conformance {
     ($fixture:expr) => {
-        $crate::channel_conformance!(@tests $fixture; service_faults_fail_as_transient);
+        $crate::channel_conformance!(@tests $fixture;
+            service_faults_fail_as_transient,
+            a_press_during_a_storm_is_not_lost,
+        );
     };
 }
 

@@ -160,15 +160,23 @@ impl Fixture for DiscordFixture {
             .handle
             .strip_prefix("ch:")
             .expect("ix: or ch: handle");
+        // `ch:<channel>:<message>` replies to a command; `ch:<channel>:` is a plain message
+        // (a press whose interaction could not be acknowledged is answered in the DM).
         let (channel, mid) = rest.split_once(':').expect("ch:<channel>:<message>");
-        let (channel, mid) = (channel.to_owned(), mid.to_owned());
+        let (channel, mid) = (
+            channel.to_owned(),
+            (!mid.is_empty()).then(|| mid.to_owned()),
+        );
         let m = self
             .fake
-            .wait_for(WAIT, "reply to the command", |v| {
+            .wait_for(WAIT, "reply to the command or press", |v| {
                 v.bot_dms(OWNER)
                     .into_iter()
+                    .rev()
                     .find(|m| {
-                        m.channel_id == channel && m.reply_to.as_deref() == Some(mid.as_str())
+                        m.channel_id == channel
+                            && m.reply_to == mid
+                            && m.embeds.as_array().is_none_or(|e| e.is_empty())
                     })
                     .cloned()
             })

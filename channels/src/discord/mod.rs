@@ -219,7 +219,7 @@ impl Discord {
                 press.interaction_id, press.token
             );
             let body = json!({"type": DEFERRED_UPDATE_MESSAGE});
-            match rest
+            let acked = match rest
                 .call(
                     Method::POST,
                     &path,
@@ -229,13 +229,24 @@ impl Discord {
                 )
                 .await
             {
-                Ok(_) => tracing::debug!(
-                    ack_ms = started.elapsed().as_millis() as u64,
-                    "interaction acknowledged"
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not acknowledge the interaction"),
-            }
+                Ok(_) => {
+                    tracing::debug!(
+                        ack_ms = started.elapsed().as_millis() as u64,
+                        "interaction acknowledged"
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not acknowledge the interaction; the answer goes to the presser's DM");
+                    false
+                }
+            };
             let mut answer = press.answer;
+            // Unacknowledged, the interaction has no follow-up webhook (Discord answers
+            // "Unknown Webhook"): the presser is answered in their DM instead.
+            if !acked && let Ok(dm) = open_dm(&rest, &dms, &answer.responder.user_id).await {
+                answer.reply.handle = format!("{}{dm}:", receive::CH_PREFIX);
+            }
             // A press in a DM not opened since start (it failed then): learn which
             // target's DM it is, so a prompt sent before a restart is still recognised.
             if let bridge::channel::Via::Prompt(r) = &mut answer.via {
