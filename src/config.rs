@@ -59,23 +59,19 @@ impl Config {
         self.gateway.validate()?;
         #[cfg(feature = "telegram")]
         if let Some(t) = &self.telegram {
-            t.validate()
-                .map_err(|e| ConfigError::new(format!("telegram.{}", e.field), e.message))?;
+            t.validate()?;
         }
         #[cfg(feature = "discord")]
         if let Some(d) = &self.discord {
-            d.validate()
-                .map_err(|e| ConfigError::new(format!("discord.{}", e.field), e.message))?;
+            d.validate()?;
         }
         #[cfg(feature = "matrix")]
         if let Some(m) = &self.matrix {
-            m.validate()
-                .map_err(|e| ConfigError::new(format!("matrix.{}", e.field), e.message))?;
+            m.validate()?;
         }
         #[cfg(feature = "slack")]
         if let Some(s) = &self.slack {
-            s.validate()
-                .map_err(|e| ConfigError::new(format!("slack.{}", e.field), e.message))?;
+            s.validate()?;
         }
         if self.channel_count() == 0 {
             return Err(ConfigError::new(

@@ -4,6 +4,8 @@
 
 #![recursion_limit = "256"]
 
+pub mod config;
+
 #[cfg(feature = "telegram")]
 pub mod telegram;
 

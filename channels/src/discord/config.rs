@@ -5,6 +5,12 @@ use std::fmt;
 use bridge::config::Secret;
 use serde::{Deserialize, Deserializer, de};
 
+use crate::config;
+pub use crate::config::ConfigError;
+
+/// This section's name in the config file and in its errors.
+const SECTION: &str = "discord";
+
 /// Default REST base; the gateway URL is discovered from it (`GET /gateway/bot`).
 pub const DEFAULT_API_URL: &str = "https://discord.com/api";
 
@@ -34,64 +40,24 @@ fn default_api_url() -> String {
 impl DiscordConfig {
     /// The users who receive prompts.
     pub fn effective_targets(&self) -> Vec<Snowflake> {
-        match &self.targets {
-            Some(t) => t.clone(),
-            None => self.allow_from.clone(),
-        }
+        config::effective_targets(&self.allow_from, &self.targets)
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.allow_from.is_empty() {
-            return Err(ConfigError::new(
-                "allow_from",
-                "is empty: nobody could decide; add your Discord user id (Developer Mode → right-click yourself → Copy User ID)",
-            ));
-        }
-        if self.effective_targets().is_empty() {
-            return Err(ConfigError::new(
-                "targets",
-                "is empty: nobody would receive prompts",
-            ));
-        }
+        config::check_people(
+            SECTION,
+            &self.allow_from,
+            &self.targets,
+            "your Discord user id (Developer Mode → right-click yourself → Copy User ID)",
+        )?;
         parse_api_url(&self.api_url)?;
         Ok(())
     }
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s)
-        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new(
-            "api_url",
-            format!("{s:?} must be http:// or https://"),
-        ));
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err(ConfigError::new(
-            "api_url",
-            format!("{s:?} must not carry a query or fragment"),
-        ));
-    }
-    Ok(u)
-}
-
-/// A config problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("discord.{field} {message}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
-        }
-    }
+    config::parse_base_url(SECTION, "api_url", s)
 }
 
 /// A Discord snowflake id (user, channel, message): a positive 64-bit integer.

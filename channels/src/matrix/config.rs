@@ -5,6 +5,12 @@ use std::fmt;
 use bridge::config::Secret;
 use serde::{Deserialize, Deserializer, de};
 
+use crate::config;
+pub use crate::config::ConfigError;
+
+/// This section's name in the config file and in its errors.
+const SECTION: &str = "matrix";
+
 /// The `[matrix]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +44,7 @@ pub struct MatrixConfig {
 impl MatrixConfig {
     /// The users whose DM receives prompts.
     pub fn effective_targets(&self) -> Vec<UserId> {
-        self.targets
-            .clone()
-            .unwrap_or_else(|| self.allow_from.clone())
+        config::effective_targets(&self.allow_from, &self.targets)
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
@@ -49,34 +53,31 @@ impl MatrixConfig {
         match (&self.password, &self.access_token) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
+                    SECTION,
                     "password",
                     "and matrix.access_token are both set: keep exactly one",
                 ));
             }
             (None, None) => {
                 return Err(ConfigError::new(
+                    SECTION,
                     "password",
                     "is missing: set password or access_token (as env:NAME or file:/path)",
                 ));
             }
             _ => {}
         }
-        if self.allow_from.is_empty() {
-            return Err(ConfigError::new(
-                "allow_from",
-                "is empty: nobody could decide; add your Matrix id, e.g. \"@you:example.org\"",
-            ));
-        }
-        if self.effective_targets().is_empty() {
-            return Err(ConfigError::new(
-                "targets",
-                "is empty: no one would receive prompts",
-            ));
-        }
+        config::check_people(
+            SECTION,
+            &self.allow_from,
+            &self.targets,
+            "your Matrix id, e.g. \"@you:example.org\"",
+        )?;
         if self.effective_targets().contains(&self.user_id)
             || self.allow_from.contains(&self.user_id)
         {
             return Err(ConfigError::new(
+                SECTION,
                 "allow_from",
                 "contains the bot's own user_id: the bot never decides",
             ));
@@ -86,32 +87,7 @@ impl MatrixConfig {
 }
 
 pub(crate) fn parse_homeserver(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s)
-        .map_err(|e| ConfigError::new("homeserver", format!("{s:?} is not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new(
-            "homeserver",
-            format!("{s:?} must be https:// (or http:// on loopback)"),
-        ));
-    }
-    Ok(u)
-}
-
-/// A config problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("matrix.{field} {message}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
-        }
-    }
+    config::parse_base_url(SECTION, "homeserver", s)
 }
 
 /// A Matrix user id, `@local:server`, kept verbatim.

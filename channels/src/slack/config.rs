@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use bridge::config::Secret;
 use serde::{Deserialize, Deserializer, de};
 
+use crate::config;
+pub use crate::config::ConfigError;
+
+/// This section's name in the config file and in its errors.
+const SECTION: &str = "slack";
+
 /// Default Web API base.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 
@@ -46,27 +52,20 @@ fn default_api_url() -> String {
 impl SlackConfig {
     /// The users whose DM receives prompts.
     pub fn effective_targets(&self) -> Vec<UserId> {
-        self.targets
-            .clone()
-            .unwrap_or_else(|| self.allow_from.clone())
+        config::effective_targets(&self.allow_from, &self.targets)
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.allow_from.is_empty() {
-            return Err(ConfigError::new(
-                "allow_from",
-                "is empty: nobody could decide; add your Slack member id (U…)",
-            ));
-        }
-        if self.effective_targets().is_empty() {
-            return Err(ConfigError::new(
-                "targets",
-                "is empty: no DM would receive prompts",
-            ));
-        }
+        config::check_people(
+            SECTION,
+            &self.allow_from,
+            &self.targets,
+            "your Slack member id (U…)",
+        )?;
         if self.http_listen.is_some() {
             return Err(ConfigError::new(
+                SECTION,
                 "http_listen",
                 "is not supported yet: interactions arrive over Socket Mode (app_token); remove http_listen",
             ));
@@ -77,15 +76,7 @@ impl SlackConfig {
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s)
-        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new(
-            "api_url",
-            format!("{s:?} must be http:// or https://"),
-        ));
-    }
-    Ok(u)
+    config::parse_base_url(SECTION, "api_url", s)
 }
 
 /// Checks the shape of a resolved token, so a swapped bot/app token fails at start.
@@ -94,26 +85,10 @@ pub fn check_token(field: &'static str, token: &str, prefix: &str) -> Result<(),
         Ok(())
     } else {
         Err(ConfigError::new(
+            SECTION,
             field,
             format!("does not start with {prefix:?} (is it the other Slack token?)"),
         ))
-    }
-}
-
-/// A config problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("slack.{field} {message}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
-        }
     }
 }
 

@@ -5,6 +5,12 @@ use std::fmt;
 use bridge::config::Secret;
 use serde::{Deserialize, Deserializer, de};
 
+use crate::config;
+pub use crate::config::ConfigError;
+
+/// This section's name in the config file and in its errors.
+const SECTION: &str = "telegram";
+
 /// Default Bot API server.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
@@ -34,58 +40,24 @@ fn default_api_url() -> String {
 impl TelegramConfig {
     /// The chats that receive prompts.
     pub fn effective_targets(&self) -> Vec<ChatId> {
-        match &self.targets {
-            Some(t) => t.clone(),
-            None => self.allow_from.iter().map(|u| ChatId(u.0 as i64)).collect(),
-        }
+        config::effective_targets(&self.allow_from, &self.targets)
     }
 
     /// Checks what parsing cannot, without I/O. Errors name the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.allow_from.is_empty() {
-            return Err(ConfigError::new(
-                "allow_from",
-                "is empty: nobody could decide; add your numeric Telegram user id",
-            ));
-        }
-        if self.effective_targets().is_empty() {
-            return Err(ConfigError::new(
-                "targets",
-                "is empty: no chat would receive prompts",
-            ));
-        }
+        config::check_people(
+            SECTION,
+            &self.allow_from,
+            &self.targets,
+            "your numeric Telegram user id",
+        )?;
         parse_api_url(&self.api_url)?;
         Ok(())
     }
 }
 
 pub(crate) fn parse_api_url(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s)
-        .map_err(|e| ConfigError::new("api_url", format!("{s:?} is not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(ConfigError::new(
-            "api_url",
-            format!("{s:?} must be http:// or https://"),
-        ));
-    }
-    Ok(u)
-}
-
-/// A config problem, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("telegram.{field} {message}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
-        }
-    }
+    config::parse_base_url(SECTION, "api_url", s)
 }
 
 /// A Telegram user id (always positive).
@@ -95,6 +67,13 @@ pub struct UserId(pub u64);
 /// A Telegram chat id (negative for groups and channels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChatId(pub i64);
+
+/// A user's direct chat with the bot has their user id.
+impl From<UserId> for ChatId {
+    fn from(u: UserId) -> ChatId {
+        ChatId(u.0 as i64)
+    }
+}
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
