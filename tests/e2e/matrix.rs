@@ -335,7 +335,12 @@ impl FaultyFixture for MatrixFixture {
         let bot = self.acc.bot.as_str();
         let deadline = Instant::now() + WAIT;
         let tl = loop {
-            let tl = self.acc.owner.timeline(&self.room).await.unwrap_or_default();
+            let tl = self
+                .acc
+                .owner
+                .timeline(&self.room)
+                .await
+                .unwrap_or_default();
             if !tl.iter().any(|v| v["utd"] == true && v["sender"] == bot) {
                 break tl;
             }
