@@ -315,27 +315,48 @@ impl Engine {
         tracing::info!(inflight = self.inflight, "engine stopped");
     }
 
-    /// A resolve the gateway has not answered when the drain ends is left behind; its
-    /// audit trail ends with saying so, not with the bare answer. Nothing is assumed: the
-    /// gateway may or may not have applied it, and its record (replayed at the next start)
-    /// decides.
+    /// Every recorded answer ends its audit trail with what became of it. One the drain
+    /// cut off says so: a resolve the gateway has not answered may or may not have been
+    /// applied (the gateway's record, replayed at the next start, decides); an answer still
+    /// waiting (for its prompt's delivery, or for an earlier answer's resolve) was not sent.
     fn audit_cut_off_resolves(&self) {
+        let cut_off = |id: &ApprovalId, responder: &Responder, error: String| {
+            Event::ResolveFailed {
+                id,
+                responder,
+                error,
+            }
+            .emit(&self.store, &self.metrics);
+        };
         for (id, entry) in &self.entries {
             // A resolve that succeeded set the outcome; one that failed left `resolving`.
             if entry.outcome.is_some() {
                 continue;
             }
             for (responder, decision) in &entry.resolving {
-                Event::ResolveFailed {
+                cut_off(
                     id,
                     responder,
-                    error: format!(
-                        "bridge stopped before the gateway answered ({decision}); \
-                         it may or may not have been applied"
+                    format!(
+                        "bridge stopped before the gateway answered ({decision}); it may or may not have been applied"
                     ),
-                }
-                .emit(&self.store, &self.metrics);
+                );
             }
+        }
+        let waiting = self
+            .entries
+            .iter()
+            .flat_map(|(id, e)| e.held.iter().map(move |a| (id, a)));
+        let queued = self
+            .after_resolve
+            .iter()
+            .flat_map(|(id, v)| v.iter().map(move |a| (id, a)));
+        for (id, answer) in waiting.chain(queued) {
+            cut_off(
+                id,
+                &answer.responder,
+                "bridge stopped before sending it to the gateway; nothing was decided".into(),
+            );
         }
     }
 

@@ -981,10 +981,19 @@ async fn a_resolve_the_drain_cuts_off_is_audited_as_unknown_never_as_decided() {
         OWNER,
         "a1",
         Decision::AllowOnce,
-        Via::Prompt(prompt),
+        Via::Prompt(prompt.clone()),
     )))
     .await;
     r.wait(|r| !r.gw.calls().is_empty()).await;
+    // A second press waits for the first one's resolve.
+    r.send(Input::Answer(answer(
+        OWNER,
+        "a1",
+        Decision::Deny,
+        Via::Prompt(prompt),
+    )))
+    .await;
+    r.wait(|r| r.audit_events("a1").len() == 4).await;
     // The gateway never answers within the drain (5 s, paused clock).
     let (store, gw) = r.stop().await;
     assert_eq!(gw.decision(&"a1".into()), None);
@@ -992,18 +1001,23 @@ async fn a_resolve_the_drain_cuts_off_is_audited_as_unknown_never_as_decided() {
     let events: Vec<&str> = log.iter().map(|r| r.event.as_str()).collect();
     assert_eq!(
         events,
-        ["requested", "delivered", "answered", "resolve_failed"],
-        "the trail ends saying the resolve was cut off"
+        [
+            "requested",
+            "delivered",
+            "answered",
+            "answered",
+            "resolve_failed",
+            "resolve_failed"
+        ],
+        "every answer's trail ends saying what became of it"
     );
-    let last = log.last().unwrap();
-    assert_eq!(last.actor.as_deref(), Some(OWNER));
+    let details: Vec<String> = log[4..].iter().map(|r| r.detail.to_string()).collect();
     assert!(
-        last.detail
-            .to_string()
-            .contains("may or may not have been applied"),
-        "{}",
-        last.detail
+        details[0].contains("may or may not have been applied"),
+        "{details:?}"
     );
+    assert!(details[1].contains("nothing was decided"), "{details:?}");
+    assert!(log[4..].iter().all(|r| r.actor.as_deref() == Some(OWNER)));
     assert_eq!(
         store.outcome(&"a1".into()).unwrap(),
         None,

@@ -1,5 +1,6 @@
 //! An in-memory `Resolver` for engine tests: first answer wins, like the real gateway (a
-//! later one is `AlreadyResolved`), and an unknown id is `NotFound`. A test can make it unreachable, or stall its answers.
+//! later one is `AlreadyResolved`), and an unknown id is `NotFound`. A test can make it
+//! unreachable, or stall its answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
