@@ -151,10 +151,12 @@ impl Synapse {
 
     /// A [`FaultProxy`] in front of this homeserver, for a client whose calls should meet
     /// service faults: a 500 answers Matrix's `M_UNKNOWN` JSON, a 502/503 a proxy's HTML
-    /// page; slow answers and drops hit the calls that send or redact an event.
+    /// page; slow answers and drops hit the calls that send or redact an event or create a
+    /// room.
     pub async fn fault_proxy(&self) -> Result<FaultProxy> {
         fn is_write(method: &Method, path: &str) -> bool {
-            method == Method::PUT && (path.contains("/send/") || path.contains("/redact/"))
+            (method == Method::PUT && (path.contains("/send/") || path.contains("/redact/")))
+                || (method == Method::POST && path.ends_with("/createRoom"))
         }
         fn status(s: u16) -> Response {
             match s {

@@ -365,6 +365,66 @@ mod conformance {
     testkit::channel_fault_conformance!(MatrixFixture::start());
 }
 
+/// The first prompt to an owner creates the direct room. When the `createRoom` answer is
+/// lost after Synapse made the room (connection dropped), the retry uses that room: the
+/// owner gets one invitation, and the prompt lands in the room they joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_room_answer_makes_no_second_room() {
+    let acc = accounts().await;
+    let proxy = acc.hs.fault_proxy().await.expect("fault proxy");
+    let config: MatrixConfig = serde_json::from_value(serde_json::json!({
+        "homeserver": proxy.url(),
+        "user_id": acc.bot,
+        "password": "env:MATRIX_PASSWORD",
+        "allow_from": [acc.owner.user_id.as_str()],
+    }))
+    .expect("config");
+    let state = tempfile::tempdir().unwrap();
+    let matrix = Arc::new(MatrixFixture::build(&config, &state));
+    let ch: Arc<dyn Channel> = matrix.clone();
+    ch.health().await.expect("log in");
+    let run = Running::start(ch.clone());
+    let dm = Target {
+        channel: "matrix".into(),
+        chat: acc.owner.user_id.to_string(),
+    };
+    let a = approval(&Decision::ALL);
+    proxy
+        .faults()
+        .drop_next(1, testkit::service_faults::Moment::AfterProcessing);
+    let first = ch.deliver(&dm, &a).await;
+    assert!(
+        matches!(&first, Err(e) if e.is_transient()),
+        "the lost answer is a transient failure: {first:?}"
+    );
+    assert_eq!(proxy.faults().injected(), 1, "the createRoom call was hit");
+    // The engine's retry, while the owner accepts the invitation.
+    let (second, room) = tokio::join!(ch.deliver(&dm, &a), async {
+        let room = acc.owner.wait_invite(WAIT).await.unwrap();
+        acc.owner.join(&room).await.unwrap();
+        room
+    });
+    let prompt = second.expect("the retry delivers");
+    assert!(
+        prompt.message.starts_with(&format!("{room}|")),
+        "the prompt is in the room the owner joined: {}",
+        prompt.message
+    );
+    // No second room was made: no invitation is left, and the bot is in one room.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let invites: Vec<String> = acc
+        .owner
+        .client
+        .invited_rooms()
+        .iter()
+        .map(|r| r.room_id().to_string())
+        .collect();
+    assert_eq!(invites, Vec::<String>::new(), "a second invitation");
+    let bot_rooms = matrix.client().await.unwrap().joined_rooms().len();
+    assert_eq!(bot_rooms, 1, "rooms the bot is in");
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_reactions_and_reactions_on_other_events_are_ignored() {
     let f = MatrixFixture::start().await;

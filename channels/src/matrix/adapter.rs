@@ -77,6 +77,9 @@ enum Credential {
     AccessToken(String),
 }
 
+/// How long a retry after an unanswered `createRoom` waits for the sync to show the room.
+const UNANSWERED_CREATE_WAIT: Duration = Duration::from_secs(5);
+
 /// The Matrix channel.
 pub struct Matrix {
     config: MatrixConfig,
@@ -88,8 +91,9 @@ pub struct Matrix {
     created_ms: i64,
     /// The first sync's response (made while connecting), handed to `run`.
     initial: StdMutex<Option<SyncResponse>>,
-    /// One find-or-create-and-wait at a time per owner.
-    dm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One find-or-create-and-wait at a time per owner; holds whether the last `createRoom`
+    /// for that owner went unanswered (the room may exist).
+    dm_locks: Mutex<HashMap<String, Arc<Mutex<bool>>>>,
     /// Direct rooms we know: room → owner.
     rooms: StdMutex<HashMap<OwnedRoomId, String>>,
     /// Reacted-to events: our prompt's approval id, or `None` for other events.
@@ -276,7 +280,7 @@ impl Matrix {
             .entry(owner.to_string())
             .or_default()
             .clone();
-        let _one = lock.lock().await;
+        let mut create_unanswered = lock.lock().await;
         let known = self
             .rooms
             .lock()
@@ -289,11 +293,20 @@ impl Matrix {
             .or_else(|| client.get_dm_room(owner))
         {
             Some(r) => r,
-            None => {
-                tracing::info!(%owner, "creating an encrypted direct room");
-                client.create_dm(owner).await.map_err(classify)?
-            }
+            None => match self
+                .unrecorded_dm(client, owner, *create_unanswered)
+                .await?
+            {
+                Some(r) => r,
+                None => {
+                    tracing::info!(%owner, "creating an encrypted direct room");
+                    let created = client.create_dm(owner).await.map_err(classify);
+                    *create_unanswered = matches!(&created, Err(e) if e.is_transient());
+                    created?
+                }
+            },
         };
+        *create_unanswered = false;
         self.rooms
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -327,6 +340,61 @@ impl Matrix {
             }
             tokio::time::sleep(self.options.join_poll).await;
         }
+    }
+
+    /// A room this bot created with `owner` invited or joined that is not marked as their
+    /// DM: a `createRoom` whose answer was lost after the homeserver made the room (`create_dm`
+    /// marks the room only once it hears back). Marked and used, so a retry makes no second
+    /// room and sends no second invitation. The receive loop's sync brings such a room in;
+    /// after an unanswered `createRoom` (`suspect`) this waits a little for it.
+    async fn unrecorded_dm(
+        &self,
+        client: &Client,
+        owner: &OwnedUserId,
+        suspect: bool,
+    ) -> Result<Option<Room>, ChannelError> {
+        let deadline = tokio::time::Instant::now()
+            + if suspect {
+                UNANSWERED_CREATE_WAIT
+            } else {
+                Duration::ZERO
+            };
+        loop {
+            if let Some(room) = self.created_for(client, owner).await? {
+                tracing::info!(%owner, room = %room.room_id(), "adopting the direct room an unanswered createRoom made");
+                client
+                    .account()
+                    .mark_as_dm(room.room_id(), std::slice::from_ref(owner))
+                    .await
+                    .map_err(classify)?;
+                return Ok(Some(room));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A room the bot made, of at most two people, with `owner` invited or joined.
+    async fn created_for(
+        &self,
+        client: &Client,
+        owner: &OwnedUserId,
+    ) -> Result<Option<Room>, ChannelError> {
+        for room in client.joined_rooms() {
+            let ours = room
+                .creators()
+                .is_some_and(|c| c.iter().any(|u| u.as_str() == self.bot()));
+            if !ours || room.active_members_count() > 2 {
+                continue;
+            }
+            let m = membership(client, room.room_id(), owner).await?;
+            if matches!(m.as_deref(), Some("invite" | "join")) {
+                return Ok(Some(room));
+            }
+        }
+        Ok(None)
     }
 
     /// The approval id of our prompt `event`, or `None` when it is not one of ours.
