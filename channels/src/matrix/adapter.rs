@@ -376,7 +376,8 @@ impl Matrix {
         }
     }
 
-    /// A room the bot made, of at most two people, with `owner` invited or joined.
+    /// A room the bot made, marked as nobody's DM, of at most two people, with `owner`
+    /// invited or joined.
     async fn created_for(
         &self,
         client: &Client,
@@ -386,7 +387,7 @@ impl Matrix {
             let ours = room
                 .creators()
                 .is_some_and(|c| c.iter().any(|u| u.as_str() == self.bot()));
-            if !ours || room.active_members_count() > 2 {
+            if !ours || !room.direct_targets().is_empty() || room.active_members_count() > 2 {
                 continue;
             }
             let m = membership(client, room.room_id(), owner).await?;

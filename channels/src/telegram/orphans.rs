@@ -6,11 +6,14 @@
 //! since, may be such an orphan: [`Orphans::prompt_sent`] names them so the adapter can
 //! remove their buttons (an edit of a user's message or of a message without buttons
 //! fails harmlessly). A restart starts from the prompts the store recorded
-//! ([`Orphans::resume`]): a kill between a send and its record leaves an id among or above
-//! them unrecorded, swept at start or with the first prompt after the restart.
+//! ([`Orphans::resume`]): a kill between a send and its record leaves an id among, above or
+//! (in a chat's first prompts) below them unrecorded, swept at start or with the first
+//! prompt after the restart.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+
+use bridge::channel::RESUME_PROMPTS;
 
 /// Most ids one sweep edits: each edit takes one of the chat's one-per-second slots.
 pub const MAX_SWEEP: usize = 8;
@@ -42,13 +45,19 @@ impl Orphans {
     }
 
     /// The bridge (re)started; `recorded` are the last prompt ids the store holds for
-    /// `chat` (none for a chat it never prompted). An id between them that is not recorded
-    /// may be a prompt a kill left between its send and its record (or one whose sweep a
-    /// kill cut short): returned, newest first, to sweep at once. Ids above them are
-    /// suspects until the chat's next prompt bounds them.
+    /// `chat` (up to [`RESUME_PROMPTS`]; none for a chat it never prompted). An id between
+    /// them that is not recorded may be a prompt a kill left between its send and its
+    /// record (or one whose sweep a kill cut short): returned, newest first, to sweep at
+    /// once — below them too when they are the chat's whole record (fewer than
+    /// [`RESUME_PROMPTS`]), as for an orphan that was the chat's first prompt. Ids above
+    /// them are suspects until the chat's next prompt bounds them.
     pub fn resume(&self, chat: i64, recorded: &[i32]) -> Vec<i32> {
         let top = recorded.iter().copied().max().unwrap_or(0);
-        let floor = recorded.iter().copied().min().unwrap_or(0);
+        let floor = if recorded.len() < RESUME_PROMPTS {
+            0
+        } else {
+            recorded.iter().copied().min().unwrap_or(0)
+        };
         self.with(chat, |c| {
             c.suspect_after = Some(c.suspect_after.map_or(top, |s| s.min(top)));
             c.last = Some(c.last.map_or(top, |l| l.max(top)));
@@ -138,14 +147,28 @@ mod tests {
     #[test]
     fn after_a_restart_unrecorded_ids_among_and_above_the_recorded_prompts_are_suspects() {
         let o = Orphans::default();
-        // Recorded 20 and 23: 21 and 22 may be orphans (sweep now); whatever lies between 23
-        // and the next prompt too (sweep then).
-        assert_eq!(o.resume(7, &[23, 20]), [22, 21]);
+        // The chat's whole record, 20 and 23: 21 and 22 may be orphans, and so may what
+        // lies below 20 (sweep now, newest first, at most MAX_SWEEP); whatever lies between
+        // 23 and the next prompt too (sweep then).
+        assert_eq!(o.resume(7, &[23, 20]), [22, 21, 19, 18, 17, 16, 15, 14]);
         o.saw(7, 25); // an update of this run: the owner's message
         assert_eq!(o.prompt_sent(7, 27), [26, 24]);
         assert!(o.prompt_sent(7, 28).is_empty());
         // A chat without a recorded prompt: everything before its first prompt is suspect.
         assert!(o.resume(8, &[]).is_empty());
         assert_eq!(o.prompt_sent(8, 3), [2, 1]);
+        // A full window of records: older ids may be the owner's older prompts, untouched.
+        let recorded: Vec<i32> = (0..RESUME_PROMPTS as i32).map(|i| 50 + 2 * i).collect();
+        let swept = o.resume(9, &recorded);
+        assert_eq!(swept.len(), RESUME_PROMPTS - 1, "only the gaps: {swept:?}");
+        assert!(swept.iter().all(|&i| i > 50), "{swept:?}");
+    }
+
+    #[test]
+    fn an_orphaned_first_prompt_is_found_once_later_prompts_are_recorded() {
+        // A kill left message 1 unrecorded and a second kill cut its sweep short; 2 and 3
+        // were recorded since.
+        let o = Orphans::default();
+        assert_eq!(o.resume(7, &[3, 2]), [1]);
     }
 }
