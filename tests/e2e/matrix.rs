@@ -137,6 +137,20 @@ pub(crate) fn is_prompt_for(id: &ApprovalId) -> impl Fn(&Value) -> bool + '_ {
 
 // ---- conformance ----
 
+/// The bot's config with the homeserver behind a [`FaultProxy`] (the owner and the
+/// stranger reach Synapse directly), and a fresh state directory.
+async fn bot_behind_proxy(acc: &Accounts) -> (FaultProxy, MatrixConfig, tempfile::TempDir) {
+    let proxy = acc.hs.fault_proxy().await.expect("fault proxy");
+    let config: MatrixConfig = serde_json::from_value(serde_json::json!({
+        "homeserver": proxy.url(),
+        "user_id": acc.bot,
+        "password": "env:MATRIX_PASSWORD",
+        "allow_from": [acc.owner.user_id.as_str()],
+    }))
+    .expect("config");
+    (proxy, config, tempfile::tempdir().unwrap())
+}
+
 pub struct MatrixFixture {
     acc: Accounts,
     /// The bot reaches Synapse through it (the owner and the stranger do not).
@@ -152,15 +166,7 @@ pub struct MatrixFixture {
 impl MatrixFixture {
     pub async fn start() -> MatrixFixture {
         let acc = accounts().await;
-        let proxy = acc.hs.fault_proxy().await.expect("fault proxy");
-        let config: MatrixConfig = serde_json::from_value(serde_json::json!({
-            "homeserver": proxy.url(),
-            "user_id": acc.bot,
-            "password": "env:MATRIX_PASSWORD",
-            "allow_from": [acc.owner.user_id.as_str()],
-        }))
-        .expect("config");
-        let state = tempfile::tempdir().unwrap();
+        let (proxy, config, state) = bot_behind_proxy(&acc).await;
         let channel = Arc::new(Self::build(&config, &state));
         // The first delivery creates the DM; the owner accepts the invitation meanwhile.
         let dm = Target {
@@ -371,15 +377,7 @@ mod conformance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_create_room_answer_makes_no_second_room() {
     let acc = accounts().await;
-    let proxy = acc.hs.fault_proxy().await.expect("fault proxy");
-    let config: MatrixConfig = serde_json::from_value(serde_json::json!({
-        "homeserver": proxy.url(),
-        "user_id": acc.bot,
-        "password": "env:MATRIX_PASSWORD",
-        "allow_from": [acc.owner.user_id.as_str()],
-    }))
-    .expect("config");
-    let state = tempfile::tempdir().unwrap();
+    let (proxy, config, state) = bot_behind_proxy(&acc).await;
     let matrix = Arc::new(MatrixFixture::build(&config, &state));
     let ch: Arc<dyn Channel> = matrix.clone();
     ch.health().await.expect("log in");

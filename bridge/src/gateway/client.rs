@@ -280,13 +280,7 @@ impl Client {
         }
         let reason = conn.closed().await;
         warn!(%reason, "gateway connection lost");
-        if send(events, GatewayEvent::Disconnected { reason })
-            .await
-            .is_err()
-        {
-            return SessionEnd::Stop;
-        }
-        SessionEnd::Retry { was_up: true }
+        link_down(events, reason, SessionEnd::Retry { was_up: true }).await
     }
 
     async fn connect_failed(
@@ -299,26 +293,19 @@ impl Client {
         let ConnectError::Refused(shape) = e else {
             debug!(error = %e, "gateway connect failed");
             let reason = format!("connect failed: {e}");
-            if send(events, GatewayEvent::Disconnected { reason })
-                .await
-                .is_err()
-            {
-                return SessionEnd::Stop;
-            }
-            return SessionEnd::Retry { was_up: false };
+            return link_down(events, reason, SessionEnd::Retry { was_up: false }).await;
         };
         if shape.is_retryable_unavailable() {
             // Starting, restarting or suspended: retry at the pace the gateway asks for.
             let after = shape.retry_after_ms.unwrap_or(500).clamp(100, 2_000);
             debug!(message = %shape.message, after_ms = after, "gateway unavailable; retrying");
             let reason = format!("gateway unavailable: {}; retrying", shape.message);
-            if send(events, GatewayEvent::Disconnected { reason })
-                .await
-                .is_err()
-            {
-                return SessionEnd::Stop;
-            }
-            return SessionEnd::RetryAfter(Duration::from_millis(after));
+            return link_down(
+                events,
+                reason,
+                SessionEnd::RetryAfter(Duration::from_millis(after)),
+            )
+            .await;
         }
         if shape.is_pairing_required() {
             let request_id = shape.pairing_request_id();
@@ -355,13 +342,7 @@ impl Client {
             "gateway refused the connection: {} {}",
             shape.code, shape.message
         );
-        if send(events, GatewayEvent::Disconnected { reason })
-            .await
-            .is_err()
-        {
-            return SessionEnd::Stop;
-        }
-        SessionEnd::Retry { was_up: false }
+        link_down(events, reason, SessionEnd::Retry { was_up: false }).await
     }
 
     fn remember_device_token(&self, hello: &Hello) {
@@ -401,6 +382,19 @@ fn is_device_token_problem(shape: &ErrorShape) -> bool {
 
 async fn send(events: &mpsc::Sender<GatewayEvent>, ev: GatewayEvent) -> Result<(), ()> {
     events.send(ev).await.map_err(|_| ())
+}
+
+/// Tells the engine the link is down and why, then ends the session with `then` (or
+/// `Stop` when nobody listens any more).
+async fn link_down(
+    events: &mpsc::Sender<GatewayEvent>,
+    reason: String,
+    then: SessionEnd,
+) -> SessionEnd {
+    match send(events, GatewayEvent::Disconnected { reason }).await {
+        Ok(()) => then,
+        Err(()) => SessionEnd::Stop,
+    }
 }
 
 enum SessionEnd {
