@@ -18,6 +18,7 @@ use crate::channel::{
 };
 use crate::gateway::{GatewayError, GatewayEvent, Resolver};
 use crate::policy::{self, Facts};
+use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
 
@@ -170,7 +171,8 @@ struct Digest {
     failures: u32,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Deliveries, edits and digest rewrites after a transient fault: 0.5–1 s, doubling up to a minute.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 const MAX_FINISH_ATTEMPTS: u32 = 12;
 /// How long a shutdown waits for in-flight deliveries and edits to report back.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -1435,13 +1437,9 @@ fn retry_hint(e: &ChannelError) -> Option<Duration> {
     }
 }
 
-/// Exponential backoff with jitter, at least the service's own hint.
+/// The pause before another try of a delivery or an edit: at least the service's own hint.
 fn backoff(attempt: u32, hint: Option<Duration>) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.min(7))
-        .min(MAX_BACKOFF);
-    let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-    base.max(hint.unwrap_or_default()) + jitter
+    RETRY.pause_at_least(attempt, hint, &mut rand::thread_rng())
 }
 
 #[cfg(test)]

@@ -8,5 +8,6 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod policy;
+pub mod retry;
 pub mod store;
 pub mod telemetry;

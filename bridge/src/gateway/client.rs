@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::retry::Backoff;
 use async_trait::async_trait;
-use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -171,7 +171,8 @@ impl Client {
         events: mpsc::Sender<GatewayEvent>,
         mut shutdown: broadcast::Receiver<()>,
     ) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), self.opts.max_backoff);
+        let mut backoff =
+            Backoff::new(Duration::from_millis(500), self.opts.max_backoff).attempts();
         loop {
             let end = tokio::select! {
                 end = self.session(&events) => end,
@@ -191,7 +192,7 @@ impl Client {
                     if was_up {
                         backoff.reset();
                     }
-                    backoff.next()
+                    backoff.next_pause()
                 }
             };
             debug!(?delay, "reconnecting after pause");
@@ -534,11 +535,12 @@ impl Resolver for Client {
             .await
             .map_err(|_| GatewayError::Unavailable("the client is shutting down".into()))?;
         let deadline = tokio::time::Instant::now() + RESOLVE_RETRY_WINDOW;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut backoff =
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).attempts();
         let result = loop {
             match self.call(method, params.clone()).await {
                 Err(GatewayError::Unavailable(why)) => {
-                    let pause = backoff.next();
+                    let pause = backoff.next_pause();
                     if tokio::time::Instant::now() + pause >= deadline {
                         break Err(GatewayError::Unavailable(why));
                     }
@@ -573,36 +575,6 @@ pub fn resolve_request(id: &ApprovalId, kind: Kind, decision: Decision) -> (&'st
             "approval.resolve",
             json!({"id": id.as_str(), "kind": kind.as_str(), "decision": decision.as_str()}),
         ),
-    }
-}
-
-/// Capped exponential backoff with jitter (each pause is 50–100 % of the nominal one).
-struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    fn next(&mut self) -> Duration {
-        let nominal = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        nominal.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
 }
 
@@ -823,19 +795,6 @@ mod tests {
                 json!({"id": "s", "kind": "system-agent", "decision": "allow-always"})
             )
         );
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
-        for _ in 0..20 {
-            assert!(b.next() <= Duration::from_secs(30));
-        }
-        assert!(b.next() >= Duration::from_secs(15));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(500));
     }
 
     #[test]
