@@ -23,7 +23,7 @@ pub type ChannelHealth = Arc<Mutex<BTreeMap<String, Result<String, String>>>>;
 pub struct Health {
     pub link: watch::Receiver<LinkStatus>,
     /// Its last write error means answers are being refused.
-    pub store: Arc<bridge::store::Store>,
+    pub store: Arc<dyn bridge::store::Store>,
     pub channels: ChannelHealth,
     pub metrics: Arc<Metrics>,
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge::channel::Channel;
 use bridge::config::{LogConfig, LogFormat};
-use bridge::engine::{Engine, Input};
+use bridge::engine::{Input, Runner};
 use bridge::gateway::{Client, GatewayOptions};
-use bridge::store::Store;
+use bridge::store::SqliteStore;
 use bridge::telemetry::Metrics;
 use tokio::sync::{broadcast, mpsc};
 use tracing_subscriber::EnvFilter;
@@ -170,7 +170,8 @@ async fn check_channels(
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let dir = state_dir(&cfg)?;
     let store = Arc::new(
-        Store::open(&dir.join("bridge.sqlite")).context("state.dir: cannot open the database")?,
+        SqliteStore::open(&dir.join("bridge.sqlite"))
+            .context("state.dir: cannot open the database")?,
     );
     let opts = gateway_options(&cfg, &dir)?;
     let channels = build_channels(&cfg)?;
@@ -187,7 +188,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
     let (engine, input, link) =
-        Engine::new(channels.clone(), client, store.clone(), metrics.clone())?;
+        Runner::new(channels.clone(), client, store.clone(), metrics.clone())?;
 
     let forward = input.clone();
     tokio::spawn(async move {

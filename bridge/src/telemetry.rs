@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Outcome, Responder, now_ms};
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder, now_ms};
 use crate::channel::{Refusal, Target};
 use crate::store::{AuditRecord, Store, StoreError};
 
@@ -157,67 +157,69 @@ impl Metrics {
     }
 }
 
-/// Everything that happens to an approval, as the engine sees it.
-#[derive(Debug)]
-pub enum Event<'a> {
+/// Everything that happens to an approval, as the engine sees it. The core produces them
+/// as effects; the runner emits each once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
     Requested {
-        approval: &'a Approval,
+        approval: Approval,
     },
     Delivered {
-        id: &'a ApprovalId,
-        target: &'a Target,
-        message: &'a str,
+        id: ApprovalId,
+        target: Target,
+        message: String,
         after: Duration,
     },
     DeliveryFailed {
-        id: &'a ApprovalId,
-        target: &'a Target,
+        id: ApprovalId,
+        target: Target,
         error: String,
         will_retry: bool,
     },
     Answered {
-        id: Option<&'a ApprovalId>,
-        responder: &'a Responder,
+        id: Option<ApprovalId>,
+        responder: Responder,
         decision: Option<Decision>,
     },
     Refused {
-        id: Option<&'a ApprovalId>,
-        responder: &'a Responder,
+        id: Option<ApprovalId>,
+        responder: Responder,
         reason: Refusal,
-        raw: Option<&'a str>,
+        raw: Option<String>,
     },
     Resolved {
-        id: &'a ApprovalId,
-        responder: &'a Responder,
+        id: ApprovalId,
+        responder: Responder,
         decision: Decision,
         after: Duration,
     },
     ResolveFailed {
-        id: &'a ApprovalId,
-        responder: &'a Responder,
+        id: ApprovalId,
+        responder: Responder,
         error: String,
     },
     Ended {
-        approval: &'a Approval,
-        outcome: &'a Outcome,
+        id: ApprovalId,
+        kind: Kind,
+        outcome: Outcome,
     },
     Finished {
-        id: &'a ApprovalId,
-        target: &'a Target,
-        note: &'a str,
+        id: ApprovalId,
+        target: Target,
+        note: &'static str,
     },
 }
 
-impl Event<'_> {
+impl Event {
     /// Logs, audits and counts the event. A failing audit write is logged (and shows on
     /// `/healthz` through [`Store::fault`]); callers that must not act on an unrecorded
     /// event use [`Event::try_emit`].
-    pub fn emit(&self, store: &Store, metrics: &Metrics) {
+    pub fn emit(&self, store: &dyn Store, metrics: &Metrics) {
         let _ = self.try_emit(store, metrics);
     }
 
     /// As [`Event::emit`], returning whether the audit record was written.
-    pub fn try_emit(&self, store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
+    pub fn try_emit(&self, store: &dyn Store, metrics: &Metrics) -> Result<(), StoreError> {
         self.observe(metrics);
         let rec = self.record();
         store.audit(&rec).inspect_err(|e| {
@@ -285,7 +287,7 @@ impl Event<'_> {
                         channel: responder.channel.clone(),
                     })
                     .inc();
-                tracing::info!(event = "answered", id = id.map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, decision = decision.map(Decision::as_str), "answer received");
+                tracing::info!(event = "answered", id = id.as_ref().map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, decision = decision.map(Decision::as_str), "answer received");
             }
             Event::Refused {
                 id,
@@ -299,7 +301,7 @@ impl Event<'_> {
                         reason: reason.key().into(),
                     })
                     .inc();
-                tracing::warn!(event = "refused", id = id.map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, reason = reason.key(), "answer refused");
+                tracing::warn!(event = "refused", id = id.as_ref().map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, reason = reason.key(), "answer refused");
             }
             Event::Resolved {
                 id,
@@ -317,17 +319,17 @@ impl Event<'_> {
             } => {
                 tracing::warn!(event = "resolve_failed", %id, user = %responder.user_id, error, "resolve failed; approval left pending");
             }
-            Event::Ended { approval, outcome } => {
+            Event::Ended { id, kind, outcome } => {
                 let (o, by) = outcome_labels(outcome);
                 metrics
                     .ended
                     .get_or_create(&EndLabel {
-                        kind: approval.kind.as_str().into(),
+                        kind: kind.as_str().into(),
                         outcome: o.into(),
                         by: by.into(),
                     })
                     .inc();
-                tracing::info!(event = "ended", id = %approval.id, outcome = o, by, summary = %outcome.summary(), "approval ended");
+                tracing::info!(event = "ended", %id, outcome = o, by, summary = %outcome.summary(), "approval ended");
             }
             Event::Finished { id, target, note } => {
                 tracing::debug!(event = "finished", %id, %target, note, "prompt shows the outcome");
@@ -375,7 +377,7 @@ impl Event<'_> {
                 decision,
             } => (
                 "answered",
-                id.map(|i| i.to_string()),
+                id.as_ref().map(|i| i.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"decision": decision, "display": responder.display}),
@@ -387,7 +389,7 @@ impl Event<'_> {
                 raw,
             } => (
                 "refused",
-                id.map(|i| i.to_string()),
+                id.as_ref().map(|i| i.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
                 json!({"reason": reason.key(), "raw": raw, "display": responder.display}),
@@ -415,9 +417,9 @@ impl Event<'_> {
                 Some(responder.user_id.clone()),
                 json!({"error": error}),
             ),
-            Event::Ended { approval, outcome } => (
+            Event::Ended { outcome, id, .. } => (
                 "ended",
-                Some(approval.id.to_string()),
+                Some(id.to_string()),
                 None,
                 None,
                 serde_json::to_value(outcome).unwrap_or_default(),

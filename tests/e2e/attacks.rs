@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
-use bridge::store::{AuditRecord, Store};
+use bridge::store::{AuditRecord, SqliteStore, Store};
 use serde_json::json;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::conformance::Fixture;
@@ -337,7 +337,7 @@ struct Tally {
 }
 
 fn audit(bridge: &BridgeProcess) -> Vec<AuditRecord> {
-    Store::open(&bridge.state_dir().join("bridge.sqlite"))
+    SqliteStore::open(&bridge.state_dir().join("bridge.sqlite"))
         .unwrap()
         .audit_log(None)
         .unwrap()

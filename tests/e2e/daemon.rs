@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
-use bridge::store::Store;
+use bridge::store::{SqliteStore, Store};
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::fake_telegram::{FakeTelegram, Message};
 use testkit::openclaw::{Gateway, GatewayConfig, Operator};
@@ -95,7 +95,7 @@ impl World {
     }
 
     fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-        Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+        SqliteStore::open(&self.bridge.state_dir().join("bridge.sqlite"))
             .unwrap()
             .audit_log(None)
             .unwrap()

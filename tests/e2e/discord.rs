@@ -448,7 +448,7 @@ mod daemon {
     use std::time::{Duration, Instant};
 
     use bridge::approval::{ApprovalId, Decision};
-    use bridge::store::Store;
+    use bridge::store::{SqliteStore, Store};
     use testkit::bridge::{BridgeProcess, BridgeSetup};
     use testkit::fake_discord::{FakeDiscord, Message, User};
     use testkit::openclaw::{Gateway, GatewayConfig, Operator};
@@ -552,7 +552,7 @@ mod daemon {
         }
 
         fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-            Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+            SqliteStore::open(&self.bridge.state_dir().join("bridge.sqlite"))
                 .unwrap()
                 .audit_log(None)
                 .unwrap()

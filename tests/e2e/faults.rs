@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bridge::approval::{ApprovalId, Decision};
-use bridge::store::{AuditRecord, Store};
+use bridge::store::{AuditRecord, SqliteStore, Store};
 use serde_json::{Value, json};
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::fake_telegram::{FakeTelegram, Message};
@@ -219,7 +219,7 @@ fn live_recorded(
 }
 
 fn audit(state: &Path) -> Vec<AuditRecord> {
-    Store::open(&state.join("bridge.sqlite"))
+    SqliteStore::open(&state.join("bridge.sqlite"))
         .unwrap()
         .audit_log(None)
         .unwrap()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
 use bridge::channel::{Answer, Channel, MessageRef, Target};
-use bridge::store::Store;
+use bridge::store::{SqliteStore, Store};
 use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, render};
 use serde_json::Value;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
@@ -683,7 +683,7 @@ impl World {
     }
 
     fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-        Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+        SqliteStore::open(&self.bridge.state_dir().join("bridge.sqlite"))
             .unwrap()
             .audit_log(None)
             .unwrap()

@@ -512,7 +512,7 @@ async fn refusal_on_a_press_is_ephemeral_to_the_presser() {
 /// The whole bridge against the real gateway and the fake Slack.
 mod daemon {
     use super::*;
-    use bridge::store::Store;
+    use bridge::store::{SqliteStore, Store};
     use testkit::bridge::{BridgeProcess, BridgeSetup};
     use testkit::openclaw::{Gateway, GatewayConfig, Operator};
 
@@ -628,7 +628,7 @@ mod daemon {
         }
 
         fn audit(&self) -> Vec<bridge::store::AuditRecord> {
-            Store::open(&self.bridge.state_dir().join("bridge.sqlite"))
+            SqliteStore::open(&self.bridge.state_dir().join("bridge.sqlite"))
                 .unwrap()
                 .audit_log(None)
                 .unwrap()

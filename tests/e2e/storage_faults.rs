@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bridge::approval::Decision;
+use bridge::store::Store;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::fake_telegram::{FakeTelegram, Message};
 use testkit::openclaw::{Gateway, GatewayConfig, Operator};
@@ -229,7 +230,7 @@ async fn full_disk_stops_answers_says_why_and_recovers() {
         "the log says why:\n{log}"
     );
     bridge.terminate(Duration::from_secs(15)).await.unwrap();
-    let audit = bridge::store::Store::open(&bridge.state_dir().join("bridge.sqlite"))
+    let audit = bridge::store::SqliteStore::open(&bridge.state_dir().join("bridge.sqlite"))
         .unwrap()
         .audit_log(None)
         .unwrap();
@@ -316,13 +317,14 @@ async fn read_only_state_dir_decides_nothing_and_says_why() {
     let id = req.id.clone();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::AllowOnce));
     assert!(bridge.terminate(Duration::from_secs(15)).await.unwrap());
-    let events: Vec<String> = bridge::store::Store::open(&bridge.state_dir().join("bridge.sqlite"))
-        .unwrap()
-        .audit_log(Some(&id))
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event)
-        .collect();
+    let events: Vec<String> =
+        bridge::store::SqliteStore::open(&bridge.state_dir().join("bridge.sqlite"))
+            .unwrap()
+            .audit_log(Some(&id))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
     let answered = events.iter().position(|e| e == "answered");
     let resolved = events.iter().position(|e| e == "resolved");
     assert!(

@@ -1,0 +1,600 @@
+//! The approval lifecycle, and the only place that decides. [`Core`] is a state machine
+//! without I/O: one [`Input`] and the time in, the [`Effect`]s to carry out back; it never
+//! spawns, sleeps, reads a clock or touches the store. [`Runner`] owns the tasks, executes
+//! the effects against the ports and feeds their completions back as inputs.
+//!
+//! The state is split by what each part owns: [`lifecycle`] the approvals and their
+//! prompts, [`lanes`] the per-target delivery queues and digests, [`resolving`] the one
+//! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
+//! the store at start and audits what a shutdown cut off.
+
+mod lanes;
+mod lifecycle;
+mod resolving;
+mod restore;
+mod runner;
+
+pub use runner::Runner;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome};
+use crate::channel::{
+    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
+};
+use crate::gateway::{GatewayError, GatewayEvent};
+use crate::retry::Backoff;
+use crate::store::OpenApproval;
+use crate::telemetry::Event;
+
+use lanes::Lanes;
+use lifecycle::Approvals;
+use resolving::Resolving;
+
+/// The time of one step, as data: the monotonic instant (for durations and deadlines) and
+/// the wall clock in Unix milliseconds (for what is recorded and shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub unix_ms: i64,
+}
+
+/// Everything that can move the engine. The completions (`AnswerRecorded` to
+/// `ResolveDone`) answer effects the core asked for; `Timer` fires a deadline it armed.
+#[derive(Debug)]
+pub enum Input {
+    /// The runner's first input: prompts that ended while the bridge was down still show
+    /// buttons, so they are finished.
+    Start,
+    Gateway(GatewayEvent),
+    Answer(Answer),
+    /// The `answered` audit record of an answer to decide was written, or could not be.
+    AnswerRecorded {
+        answer: Answer,
+        received: Instant,
+        result: Result<(), String>,
+    },
+    /// What the store knows of an approval the core no longer holds.
+    OutcomeLooked {
+        answer: Answer,
+        received: Instant,
+        outcome: Option<Outcome>,
+    },
+    /// `target` can take a prompt at once (see `Channel::ready`); `waited` is how long
+    /// that took, which is not the bridge's own overhead.
+    TargetReady {
+        target: Target,
+        fresh: bool,
+        waited: Duration,
+    },
+    /// A delivery of `ids` (one prompt, or a digest) to `target` reported back; `Ok`
+    /// carries the message and how many of `ids`, first first, it holds.
+    Delivered {
+        target: Target,
+        ids: Vec<ApprovalId>,
+        result: Result<(MessageRef, usize), ChannelError>,
+    },
+    Finished {
+        id: ApprovalId,
+        prompt: MessageRef,
+        result: Result<(), ChannelError>,
+    },
+    /// A digest was rewritten to show the outcomes of `ended`.
+    DigestUpdated {
+        prompt: MessageRef,
+        ended: Vec<ApprovalId>,
+        result: Result<(), ChannelError>,
+    },
+    ResolveDone {
+        answer: Answer,
+        id: ApprovalId,
+        decision: Decision,
+        result: Result<(), GatewayError>,
+        took: Duration,
+    },
+    Timer(Timer),
+    /// Stop: no new work starts; what is in flight may still report back.
+    Shutdown,
+    /// The runner stops waiting for what is in flight: audit what was cut off.
+    DrainOver,
+}
+
+impl Input {
+    /// Inputs that report back on work already started: the only ones a draining core takes.
+    fn is_completion(&self) -> bool {
+        matches!(
+            self,
+            Input::AnswerRecorded { .. }
+                | Input::OutcomeLooked { .. }
+                | Input::Delivered { .. }
+                | Input::Finished { .. }
+                | Input::DigestUpdated { .. }
+                | Input::ResolveDone { .. }
+                | Input::DrainOver
+        )
+    }
+}
+
+/// Work to try again once its deadline passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// The target's delivery queue, paused after a transient fault.
+    Lane(Target),
+    Finish {
+        id: ApprovalId,
+        prompt: MessageRef,
+    },
+    Digest(MessageRef),
+}
+
+/// A durable state change, written with its audit record where it has one.
+// `Approval` carries a whole approval; writes are moved once, so no boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A new approval and its `requested` record, together.
+    Approval(Approval),
+    /// How an approval ended and its `ended` record, together (first write wins).
+    Outcome {
+        id: ApprovalId,
+        kind: Kind,
+        outcome: Outcome,
+    },
+    /// `prompt` shows approval `id` (one per approval and target).
+    Prompt {
+        id: ApprovalId,
+        prompt: MessageRef,
+        at_ms: i64,
+    },
+    /// `prompt` now shows approval `id`'s outcome.
+    PromptFinished {
+        id: ApprovalId,
+        prompt: MessageRef,
+        at_ms: i64,
+    },
+}
+
+/// What the core asks the runner to do, in order. The comment names the input that
+/// reports back, where one does.
+#[derive(Debug)]
+pub enum Effect {
+    Store(Write),
+    /// One log line, one metric, one audit record.
+    Emit(Event),
+    /// Write the `answered` record of an answer to decide (→ `AnswerRecorded`). Nothing is
+    /// resolved before it is confirmed.
+    RecordAnswer {
+        answer: Answer,
+        received: Instant,
+    },
+    /// Read the outcome of an approval the core no longer holds (→ `OutcomeLooked`).
+    LookupOutcome {
+        answer: Answer,
+        received: Instant,
+    },
+    /// Wait for `target`'s next free slot (→ `TargetReady`).
+    AwaitTurn {
+        target: Target,
+        fresh: bool,
+    },
+    /// Send one prompt, or a digest when `approvals` holds more (→ `Delivered`). `seen` is
+    /// set when the time since then is the bridge's own overhead, less `waited`.
+    Deliver {
+        target: Target,
+        approvals: Vec<Approval>,
+        seen: Option<Instant>,
+        waited: Duration,
+    },
+    /// Rewrite a prompt to show the outcome (→ `Finished`).
+    Finish {
+        prompt: MessageRef,
+        approval: Approval,
+        outcome: Outcome,
+    },
+    /// Rewrite a digest so every row shows its state (→ `DigestUpdated`).
+    UpdateDigest {
+        prompt: MessageRef,
+        rows: Vec<DigestRow>,
+        ended: Vec<ApprovalId>,
+    },
+    /// Ask the gateway to decide (→ `ResolveDone`); `received` is when the answer came.
+    Resolve {
+        answer: Answer,
+        id: ApprovalId,
+        kind: Kind,
+        decision: Decision,
+        received: Instant,
+    },
+    /// Tell one responder something; nothing reports back.
+    Notify {
+        to: ReplyTo,
+        notice: Notice,
+    },
+    /// Feed `Input::Timer(timer)` back at `at`.
+    Arm {
+        at: Instant,
+        timer: Timer,
+    },
+}
+
+/// The gateway link as the engine last heard of it; `/healthz` and `check` read it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkStatus {
+    pub connected: bool,
+    /// Needed scopes the gateway did not grant (non-empty: blind).
+    pub missing_scopes: Vec<String>,
+    /// Pending approvals replayed since the last connect.
+    pub replayed: bool,
+    /// Set while the device waits for the owner's pairing approval.
+    pub pairing_request: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Deliveries, edits and digest rewrites after a transient fault: 0.5–1 s, doubling up to a minute.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+const MAX_FINISH_ATTEMPTS: u32 = 12;
+
+/// The engine's state machine. Build with [`Core::new`], drive with [`Core::step`].
+pub struct Core {
+    /// Read only through the port's synchronous, I/O-free methods (`targets`, `allows`,
+    /// `digest_capacity`); every call that talks to a service is the runner's.
+    channels: BTreeMap<String, Arc<dyn Channel>>,
+    approvals: Approvals,
+    lanes: Lanes,
+    resolving: Resolving,
+    link: LinkStatus,
+    /// Work started and not yet reported back (deliveries, edits, resolves).
+    inflight: usize,
+    /// Shutting down: in-flight work reports back, no new work starts.
+    draining: bool,
+    ready_logged: bool,
+    /// Backoff jitter; seeded, so a test is repeatable.
+    rng: StdRng,
+    now: Now,
+    fx: Vec<Effect>,
+}
+
+impl Core {
+    /// A core holding what the store still had open (`open`, oldest first).
+    pub fn new(
+        channels: Vec<Arc<dyn Channel>>,
+        open: Vec<OpenApproval>,
+        now: Now,
+        seed: u64,
+    ) -> Core {
+        let (approvals, lanes) = restore::restore(open, now.at);
+        Core {
+            channels: channels
+                .into_iter()
+                .map(|c| (c.name().to_owned(), c))
+                .collect(),
+            approvals,
+            lanes,
+            resolving: Resolving::default(),
+            link: LinkStatus::default(),
+            inflight: 0,
+            draining: false,
+            ready_logged: false,
+            rng: StdRng::seed_from_u64(seed),
+            now,
+            fx: Vec::new(),
+        }
+    }
+
+    /// Takes one input at `now`; returns what to do, in order.
+    pub fn step(&mut self, now: Now, input: Input) -> Vec<Effect> {
+        self.now = now;
+        if self.draining && !input.is_completion() {
+            return Vec::new();
+        }
+        match input {
+            Input::Start => {
+                for id in self.approvals.ended() {
+                    self.finish_all(&id);
+                }
+            }
+            Input::Gateway(ev) => self.on_gateway(ev),
+            Input::Answer(a) => self.on_answer(a),
+            Input::AnswerRecorded {
+                answer,
+                received,
+                result,
+            } => self.on_answer_recorded(answer, received, result),
+            Input::OutcomeLooked {
+                answer,
+                received,
+                outcome,
+            } => self.on_outcome_looked(answer, received, outcome),
+            Input::TargetReady {
+                target,
+                fresh,
+                waited,
+            } => self.send_next(&target, fresh, waited),
+            Input::Delivered {
+                target,
+                ids,
+                result,
+            } => {
+                self.inflight -= 1;
+                self.on_delivered(target, ids, result)
+            }
+            Input::Finished { id, prompt, result } => {
+                self.inflight -= 1;
+                self.on_finished(id, prompt, result)
+            }
+            Input::DigestUpdated {
+                prompt,
+                ended,
+                result,
+            } => {
+                self.inflight -= 1;
+                self.on_digest_updated(prompt, ended, result)
+            }
+            Input::ResolveDone {
+                answer,
+                id,
+                decision,
+                result,
+                took,
+            } => {
+                self.inflight -= 1;
+                self.on_resolve_done(answer, id, decision, result, took)
+            }
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::Shutdown => self.draining = true,
+            Input::DrainOver => self.audit_cut_off(),
+        }
+        std::mem::take(&mut self.fx)
+    }
+
+    /// The gateway link as last heard of.
+    pub fn link(&self) -> &LinkStatus {
+        &self.link
+    }
+
+    /// Approvals pending now.
+    pub fn pending_count(&self) -> usize {
+        self.approvals.pending_count()
+    }
+
+    /// Deliveries, edits and resolves started and not yet reported back.
+    pub fn in_flight(&self) -> usize {
+        self.inflight
+    }
+
+    fn emit(&mut self, effect: Effect) {
+        self.fx.push(effect);
+    }
+
+    fn event(&mut self, event: Event) {
+        self.fx.push(Effect::Emit(event));
+    }
+
+    fn notify(&mut self, to: &ReplyTo, notice: Notice) {
+        if self.channels.contains_key(&to.channel) {
+            self.fx.push(Effect::Notify {
+                to: to.clone(),
+                notice,
+            });
+        }
+    }
+
+    /// Arms `timer` to fire after `delay`.
+    fn later(&mut self, delay: Duration, timer: Timer) {
+        let at = self.now.at + delay;
+        self.fx.push(Effect::Arm { at, timer });
+    }
+
+    /// The pause before another try after `attempt` transient faults, at least the
+    /// service's own hint.
+    fn backoff(&mut self, attempt: u32, err: &ChannelError) -> Duration {
+        let hint = match err {
+            ChannelError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        RETRY.pause_at_least(attempt, hint, &mut self.rng)
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Lane(target) => {
+                self.lanes.unpause(&target);
+                self.pump(&target, false);
+            }
+            Timer::Finish { id, prompt } => self.finish_one(&id, &prompt),
+            Timer::Digest(prompt) => {
+                self.lanes.digest_retry_due(&prompt);
+                self.update_digest(&prompt);
+            }
+        }
+    }
+
+    // ---- gateway ----
+
+    fn on_gateway(&mut self, ev: GatewayEvent) {
+        match ev {
+            GatewayEvent::Connected { scopes, missing } => {
+                if missing.is_empty() {
+                    tracing::info!(?scopes, "gateway connected");
+                } else {
+                    tracing::error!(
+                        ?missing,
+                        "gateway connected WITHOUT needed scopes: the bridge is blind to approvals raised by agent runs, \
+                         and the gateway denies those at once. Grant them (operator.admin) to this device."
+                    );
+                }
+                let l = &mut self.link;
+                l.connected = true;
+                l.missing_scopes = missing;
+                l.replayed = false;
+                l.pairing_request = None;
+                // `last_error` is kept until the replay succeeds: a gateway that accepts the
+                // connection but refuses the calls is still down, and warned about once.
+            }
+            GatewayEvent::Snapshot(pending) => self.on_snapshot(pending),
+            GatewayEvent::Requested(a) => self.on_requested(a),
+            GatewayEvent::Ended { id, outcome } => self.on_ended(&id, outcome),
+            GatewayEvent::Disconnected { reason } => {
+                // Once per reason: a gateway down for minutes is not a warning per attempt.
+                if self.link.last_error.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(%reason, "gateway link still down; reconnecting");
+                } else {
+                    tracing::warn!(%reason, "gateway link down; reconnecting");
+                }
+                let l = &mut self.link;
+                l.connected = false;
+                l.replayed = false;
+                l.last_error = Some(reason);
+            }
+            GatewayEvent::PairingRequired { request_id } => {
+                self.link.connected = false;
+                self.link.pairing_request = Some(request_id.unwrap_or_default());
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, pending: Vec<Approval>) {
+        let live: std::collections::HashSet<ApprovalId> =
+            pending.iter().map(|a| a.id.clone()).collect();
+        let count = pending.len();
+        for a in pending {
+            self.on_requested(a);
+        }
+        // Pending here but not at the gateway: it ended while we were away (or the
+        // gateway restarted and forgot it). Never leave live buttons behind.
+        let mut vanished: Vec<ApprovalId> = self
+            .approvals
+            .pending_ids()
+            .filter(|id| !self.resolving.busy(id) && !live.contains(*id))
+            .cloned()
+            .collect();
+        vanished.sort();
+        for id in &vanished {
+            let gone = Outcome::Gone {
+                at_ms: self.now.unix_ms,
+            };
+            self.on_ended(id, gone);
+        }
+        self.link.replayed = true;
+        self.link.last_error = None;
+        if !self.ready_logged {
+            self.ready_logged = true;
+            tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");
+        } else {
+            tracing::info!(
+                pending = count,
+                finished_while_away = vanished.len(),
+                "replayed after reconnect"
+            );
+        }
+    }
+
+    fn on_requested(&mut self, approval: Approval) {
+        let id = approval.id.clone();
+        if !self.approvals.contains(&id) {
+            self.approvals.insert(approval.clone(), self.now.at);
+            self.emit(Effect::Store(Write::Approval(approval)));
+        }
+        if self.approvals.outcome(&id).is_some() {
+            return;
+        }
+        let missing: Vec<Target> = self
+            .channels
+            .values()
+            .flat_map(|c| c.targets())
+            .filter(|t| !self.approvals.has_prompt(&id, t))
+            .collect();
+        for target in missing {
+            self.enqueue(&id, &target);
+        }
+    }
+
+    fn on_ended(&mut self, id: &ApprovalId, outcome: Outcome) {
+        if !self.approvals.contains(id) || self.approvals.outcome(id).is_some() {
+            return;
+        }
+        // Our own resolve usually comes back as this event before the RPC answer: credit
+        // the responder who asked for that decision.
+        let ours = match &outcome {
+            Outcome::Decided {
+                decision,
+                by: Decider::Elsewhere { .. },
+                ..
+            } => self.resolving.asked_for(id, *decision),
+            _ => None,
+        };
+        let outcome = match (outcome, ours) {
+            (
+                Outcome::Decided {
+                    decision, at_ms, ..
+                },
+                Some(who),
+            ) => Outcome::Decided {
+                decision,
+                by: Decider::Responder(who),
+                at_ms,
+            },
+            (other, _) => other,
+        };
+        self.set_outcome(id, outcome);
+    }
+
+    /// Records how `id` ended (once), tells whoever waits for it, and finishes its prompts.
+    fn set_outcome(&mut self, id: &ApprovalId, outcome: Outcome) {
+        let Some(kind) = self.approvals.set_outcome(id, &outcome) else {
+            return;
+        };
+        self.emit(Effect::Store(Write::Outcome {
+            id: id.clone(),
+            kind,
+            outcome: outcome.clone(),
+        }));
+        for to in self.resolving.take_waiting(id) {
+            let notice = Notice::AlreadyFinished {
+                id: id.clone(),
+                outcome: outcome.clone(),
+            };
+            self.notify(&to, notice);
+        }
+        self.finish_all(id);
+    }
+
+    /// Whether everything about `id` is over: ended, no resolve in flight, every prompt
+    /// shows the outcome (or could never be sent).
+    fn done(&self, id: &ApprovalId) -> bool {
+        self.approvals.settled(id) && !self.resolving.busy(id)
+    }
+
+    /// Drops a finished approval from memory; rows of a digest go together, once every
+    /// row shows its outcome.
+    fn forget_if_done(&mut self, id: &ApprovalId) {
+        if !self.approvals.contains(id) || !self.done(id) {
+            return;
+        }
+        let digests = self.lanes.digests_of(self.approvals.prompt_messages(id));
+        let all_done = digests.iter().all(|m| {
+            self.lanes
+                .members(m)
+                .iter()
+                .all(|other| !self.approvals.contains(other) || self.done(other))
+        });
+        if !all_done {
+            return;
+        }
+        self.approvals.remove(id);
+        self.resolving.forget(id);
+        for m in digests {
+            for other in self.lanes.remove_digest(&m) {
+                self.forget_if_done(&other);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! The engine's I/O: one task that feeds [`Input`]s to the [`Core`] and carries out its
+//! [`Effect`]s. Store writes and reads run inline, in order, and their completions go
+//! straight back into the core before the next input; channel calls, resolves and timers
+//! run on spawned tasks whose completions come back through the input queue, so a slow
+//! or rate-limited chat never blocks answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{Core, Effect, Input, LinkStatus, Now, Write};
+use crate::channel::{Channel, RESUME_PROMPTS};
+use crate::gateway::Resolver;
+use crate::store::{Store, StoreError};
+use crate::telemetry::{Event, Metrics};
+
+/// How long a shutdown waits for in-flight deliveries, edits and resolves to report back.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The engine's runner; build with [`Runner::new`], drive with [`Runner::run`].
+pub struct Runner {
+    core: Core,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    resolver: Arc<dyn Resolver>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
+    link: watch::Sender<LinkStatus>,
+}
+
+impl Runner {
+    /// Loads unfinished work from the store and hands each channel its last recorded
+    /// prompts. Returns the runner, the sender every input goes through, and a watch of
+    /// the gateway link.
+    pub fn new(
+        channels: Vec<Arc<dyn Channel>>,
+        resolver: Arc<dyn Resolver>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Runner, mpsc::Sender<Input>, watch::Receiver<LinkStatus>), StoreError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let (link, link_rx) = watch::channel(LinkStatus::default());
+        let open = store.open_approvals()?;
+        let recorded = store.recent_prompts(RESUME_PROMPTS)?;
+        for channel in &channels {
+            let mine: Vec<_> = recorded
+                .iter()
+                .filter(|m| m.target.channel == channel.name())
+                .cloned()
+                .collect();
+            channel.resume(&mine);
+        }
+        let core = Core::new(channels.clone(), open, now(), rand::random());
+        metrics.pending.set(core.pending_count() as i64);
+        let runner = Runner {
+            core,
+            channels: channels
+                .into_iter()
+                .map(|c| (c.name().to_owned(), c))
+                .collect(),
+            resolver,
+            store,
+            metrics,
+            tx: tx.clone(),
+            rx,
+            link,
+        };
+        Ok((runner, tx, link_rx))
+    }
+
+    /// Runs until `Input::Shutdown` (or every sender is gone), then waits briefly for
+    /// in-flight work so message ids are stored and resolves hear back.
+    #[tracing::instrument(name = "engine", skip_all)]
+    pub async fn run(mut self) {
+        self.feed(Input::Start);
+        while let Some(input) = self.rx.recv().await {
+            let stop = matches!(input, Input::Shutdown);
+            self.feed(input);
+            if stop {
+                break;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while self.core.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(input)) => self.feed(input),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.feed(Input::DrainOver);
+    }
+
+    /// One input through the core, and every effect it asks for; store completions go
+    /// back in at once, ahead of anything else.
+    fn feed(&mut self, input: Input) {
+        let mut now_due = VecDeque::from([input]);
+        while let Some(input) = now_due.pop_front() {
+            for effect in self.core.step(now(), input) {
+                if let Some(done) = self.execute(effect) {
+                    now_due.push_back(done);
+                }
+            }
+        }
+        self.metrics.pending.set(self.core.pending_count() as i64);
+        let status = self.core.link();
+        self.metrics.gateway_up.set(i64::from(status.connected));
+        self.link.send_if_modified(|l| {
+            let changed = l != status;
+            if changed {
+                *l = status.clone();
+            }
+            changed
+        });
+    }
+
+    /// Carries out one effect; returns the input that reports it done when that is
+    /// known at once (store reads and the `answered` record).
+    fn execute(&self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Store(write) => self.write(write),
+            Effect::Emit(event) => event.emit(self.store.as_ref(), &self.metrics),
+            Effect::RecordAnswer { answer, received } => {
+                let (id, decision) = match &answer.request {
+                    crate::channel::Request::Decide { id, decision, .. } => {
+                        (Some(id.clone()), Some(*decision))
+                    }
+                    _ => (None, None),
+                };
+                let recorded = Event::Answered {
+                    id,
+                    responder: answer.responder.clone(),
+                    decision,
+                }
+                .try_emit(self.store.as_ref(), &self.metrics);
+                let result = recorded.map_err(|e| e.to_string());
+                return Some(Input::AnswerRecorded {
+                    answer,
+                    received,
+                    result,
+                });
+            }
+            Effect::LookupOutcome { answer, received } => {
+                let outcome = match &answer.request {
+                    crate::channel::Request::Decide { id, .. } => {
+                        self.store.outcome(id).ok().flatten()
+                    }
+                    _ => None,
+                };
+                return Some(Input::OutcomeLooked {
+                    answer,
+                    received,
+                    outcome,
+                });
+            }
+            Effect::AwaitTurn { target, fresh } => {
+                let channel = self.channel(&target.channel)?;
+                self.spawn(async move {
+                    let start = Instant::now();
+                    channel.ready(&target).await;
+                    let waited = start.elapsed();
+                    Input::TargetReady {
+                        target,
+                        fresh,
+                        waited,
+                    }
+                });
+            }
+            Effect::Deliver {
+                target,
+                approvals,
+                seen,
+                waited,
+            } => {
+                let channel = self.channel(&target.channel)?;
+                let metrics = self.metrics.clone();
+                self.spawn(async move {
+                    if let Some(seen) = seen {
+                        metrics.overhead("prompt", seen.elapsed().saturating_sub(waited));
+                    }
+                    let result = match approvals.as_slice() {
+                        [one] => channel.deliver(&target, one).await.map(|m| (m, 1)),
+                        many => channel.deliver_digest(&target, many).await,
+                    };
+                    let ids = approvals.into_iter().map(|a| a.id).collect();
+                    Input::Delivered {
+                        target,
+                        ids,
+                        result,
+                    }
+                });
+            }
+            Effect::Finish {
+                prompt,
+                approval,
+                outcome,
+            } => {
+                let channel = self.channel(&prompt.target.channel)?;
+                self.spawn(async move {
+                    let result = channel.finish(&prompt, &approval, &outcome).await;
+                    Input::Finished {
+                        id: approval.id,
+                        prompt,
+                        result,
+                    }
+                });
+            }
+            Effect::UpdateDigest {
+                prompt,
+                rows,
+                ended,
+            } => {
+                let channel = self.channel(&prompt.target.channel)?;
+                self.spawn(async move {
+                    let result = channel.update_digest(&prompt, &rows).await;
+                    Input::DigestUpdated {
+                        prompt,
+                        ended,
+                        result,
+                    }
+                });
+            }
+            Effect::Resolve {
+                answer,
+                id,
+                kind,
+                decision,
+                received,
+            } => {
+                let (resolver, metrics) = (self.resolver.clone(), self.metrics.clone());
+                self.spawn(async move {
+                    metrics.overhead("resolve", received.elapsed());
+                    let started = Instant::now();
+                    let result = resolver.resolve(&id, kind, decision).await;
+                    Input::ResolveDone {
+                        answer,
+                        id,
+                        decision,
+                        result,
+                        took: started.elapsed(),
+                    }
+                });
+            }
+            Effect::Notify { to, notice } => {
+                let channel = self.channel(&to.channel)?;
+                tokio::spawn(async move {
+                    if let Err(e) = channel.notify(&to, &notice).await {
+                        tracing::warn!(channel = %to.channel, error = %e, "could not notify responder");
+                    }
+                });
+            }
+            Effect::Arm { at, timer } => {
+                self.spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    Input::Timer(timer)
+                });
+            }
+        }
+        None
+    }
+
+    /// A durable write; a failure is logged (and shows on `/healthz` through
+    /// [`Store::fault`]) and changes nothing else: only the `answered` record gates a decision.
+    fn write(&self, write: Write) {
+        let store = self.store.as_ref();
+        match write {
+            Write::Approval(approval) => {
+                let requested = Event::Requested {
+                    approval: approval.clone(),
+                };
+                match store.insert_approval(&approval, &requested.record()) {
+                    Ok(true) => requested.observe(&self.metrics),
+                    Ok(false) => {} // known from before a restart whose state is already loaded
+                    Err(e) => {
+                        tracing::error!(id = %approval.id, error = %e, "could not persist approval; prompting anyway")
+                    }
+                }
+            }
+            Write::Outcome { id, kind, outcome } => {
+                let ended = Event::Ended {
+                    id: id.clone(),
+                    kind,
+                    outcome: outcome.clone(),
+                };
+                if let Err(e) = store.set_outcome(&id, &outcome, &ended.record()) {
+                    tracing::error!(%id, error = %e, "could not persist outcome");
+                }
+                ended.observe(&self.metrics);
+            }
+            Write::Prompt { id, prompt, at_ms } => {
+                if let Err(e) = store.insert_prompt(&id, &prompt, at_ms) {
+                    tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+                }
+            }
+            Write::PromptFinished { id, prompt, at_ms } => {
+                if let Err(e) = store.prompt_finished(&id, &prompt, at_ms) {
+                    tracing::error!(%id, error = %e, "could not persist finished prompt");
+                }
+            }
+        }
+    }
+
+    fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        let channel = self.channels.get(name).cloned();
+        if channel.is_none() {
+            tracing::error!(channel = name, "no such channel");
+        }
+        channel
+    }
+
+    /// Runs `work` on its own task and feeds what it returns back to the core.
+    fn spawn(&self, work: impl Future<Output = Input> + Send + 'static) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(work.await).await;
+        });
+    }
+}
+
+/// The time of a step, read from tokio's clock (so a test's paused clock rules it too).
+fn now() -> Now {
+    Now {
+        at: tokio::time::Instant::now().into_std(),
+        unix_ms: crate::approval::now_ms(),
+    }
+}
