@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::{Core, Effect, Input, LinkStatus, Now, Write};
-use crate::channel::{Channel, RESUME_PROMPTS};
+use crate::channel::{Channel, RESUME_PROMPTS, Request};
 use crate::gateway::Resolver;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
@@ -119,42 +119,11 @@ impl Runner {
     /// Carries out one effect; returns the input that reports it done when that is
     /// known at once (store reads and the `answered` record).
     fn execute(&self, effect: Effect) -> Option<Input> {
+        let effect = match inline(self.store.as_ref(), &self.metrics, effect) {
+            Inline::Done(done) => return done,
+            Inline::Elsewhere(effect) => effect,
+        };
         match effect {
-            Effect::Store(write) => self.write(write),
-            Effect::Emit(event) => event.emit(self.store.as_ref(), &self.metrics),
-            Effect::RecordAnswer { answer, received } => {
-                let (id, decision) = match &answer.request {
-                    crate::channel::Request::Decide { id, decision, .. } => {
-                        (Some(id.clone()), Some(*decision))
-                    }
-                    _ => (None, None),
-                };
-                let recorded = Event::Answered {
-                    id,
-                    responder: answer.responder.clone(),
-                    decision,
-                }
-                .try_emit(self.store.as_ref(), &self.metrics);
-                let result = recorded.map_err(|e| e.to_string());
-                return Some(Input::AnswerRecorded {
-                    answer,
-                    received,
-                    result,
-                });
-            }
-            Effect::LookupOutcome { answer, received } => {
-                let outcome = match &answer.request {
-                    crate::channel::Request::Decide { id, .. } => {
-                        self.store.outcome(id).ok().flatten()
-                    }
-                    _ => None,
-                };
-                return Some(Input::OutcomeLooked {
-                    answer,
-                    received,
-                    outcome,
-                });
-            }
             Effect::AwaitTurn { target, fresh } => {
                 let channel = self.channel(&target.channel)?;
                 self.spawn(async move {
@@ -257,49 +226,12 @@ impl Runner {
                     Input::Timer(timer)
                 });
             }
+            Effect::Store(_)
+            | Effect::Emit(_)
+            | Effect::RecordAnswer { .. }
+            | Effect::LookupOutcome { .. } => unreachable!("carried out inline"),
         }
         None
-    }
-
-    /// A durable write; a failure is logged (and shows on `/healthz` through
-    /// [`Store::fault`]) and changes nothing else: only the `answered` record gates a decision.
-    fn write(&self, write: Write) {
-        let store = self.store.as_ref();
-        match write {
-            Write::Approval(approval) => {
-                let requested = Event::Requested {
-                    approval: approval.clone(),
-                };
-                match store.insert_approval(&approval, &requested.record()) {
-                    Ok(true) => requested.observe(&self.metrics),
-                    Ok(false) => {} // known from before a restart whose state is already loaded
-                    Err(e) => {
-                        tracing::error!(id = %approval.id, error = %e, "could not persist approval; prompting anyway")
-                    }
-                }
-            }
-            Write::Outcome { id, kind, outcome } => {
-                let ended = Event::Ended {
-                    id: id.clone(),
-                    kind,
-                    outcome: outcome.clone(),
-                };
-                if let Err(e) = store.set_outcome(&id, &outcome, &ended.record()) {
-                    tracing::error!(%id, error = %e, "could not persist outcome");
-                }
-                ended.observe(&self.metrics);
-            }
-            Write::Prompt { id, prompt, at_ms } => {
-                if let Err(e) = store.insert_prompt(&id, &prompt, at_ms) {
-                    tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
-                }
-            }
-            Write::PromptFinished { id, prompt, at_ms } => {
-                if let Err(e) = store.prompt_finished(&id, &prompt, at_ms) {
-                    tracing::error!(%id, error = %e, "could not persist finished prompt");
-                }
-            }
-        }
     }
 
     fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {
@@ -316,6 +248,93 @@ impl Runner {
         tokio::spawn(async move {
             let _ = tx.send(work.await).await;
         });
+    }
+}
+
+/// What became of an effect offered to [`inline`].
+pub(super) enum Inline {
+    /// Carried out; it may report back at once.
+    Done(Option<Input>),
+    /// Not the store's: it runs elsewhere.
+    Elsewhere(Effect),
+}
+
+/// Carries out `effect` at once when it is the store's (a write, an event, the `answered`
+/// record, a lookup). The runner and the core's tests share it.
+pub(super) fn inline(store: &dyn Store, metrics: &Metrics, effect: Effect) -> Inline {
+    match effect {
+        Effect::Store(w) => write(store, metrics, w),
+        Effect::Emit(event) => event.emit(store, metrics),
+        Effect::RecordAnswer { answer, received } => {
+            let (id, decision) = match &answer.request {
+                Request::Decide { id, decision, .. } => (Some(id.clone()), Some(*decision)),
+                _ => (None, None),
+            };
+            let answered = Event::Answered {
+                id,
+                responder: answer.responder.clone(),
+                decision,
+            };
+            let result = answered.try_emit(store, metrics).map_err(|e| e.to_string());
+            return Inline::Done(Some(Input::AnswerRecorded {
+                answer,
+                received,
+                result,
+            }));
+        }
+        Effect::LookupOutcome { answer, received } => {
+            let outcome = match &answer.request {
+                Request::Decide { id, .. } => store.outcome(id).ok().flatten(),
+                _ => None,
+            };
+            return Inline::Done(Some(Input::OutcomeLooked {
+                answer,
+                received,
+                outcome,
+            }));
+        }
+        other => return Inline::Elsewhere(other),
+    }
+    Inline::Done(None)
+}
+
+/// A durable write; a failure is logged (and shows on `/healthz` through
+/// [`Store::fault`]) and changes nothing else: only the `answered` record gates a decision.
+fn write(store: &dyn Store, metrics: &Metrics, write: Write) {
+    match write {
+        Write::Approval(approval) => {
+            let requested = Event::Requested {
+                approval: approval.clone(),
+            };
+            match store.insert_approval(&approval, &requested.record()) {
+                Ok(true) => requested.observe(metrics),
+                Ok(false) => {} // known from before a restart whose state is already loaded
+                Err(e) => {
+                    tracing::error!(id = %approval.id, error = %e, "could not persist approval; prompting anyway")
+                }
+            }
+        }
+        Write::Outcome { id, kind, outcome } => {
+            let ended = Event::Ended {
+                id: id.clone(),
+                kind,
+                outcome: outcome.clone(),
+            };
+            if let Err(e) = store.set_outcome(&id, &outcome, &ended.record()) {
+                tracing::error!(%id, error = %e, "could not persist outcome");
+            }
+            ended.observe(metrics);
+        }
+        Write::Prompt { id, prompt, at_ms } => {
+            if let Err(e) = store.insert_prompt(&id, &prompt, at_ms) {
+                tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+            }
+        }
+        Write::PromptFinished { id, prompt, at_ms } => {
+            if let Err(e) = store.prompt_finished(&id, &prompt, at_ms) {
+                tracing::error!(%id, error = %e, "could not persist finished prompt");
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The engine core's behaviour, inputs in and effects out: no runtime, no sleeps. A
-//! [`Sim`] steps the core, carries out the store effects on a `MemoryStore` as the runner
-//! would, and keeps the rest (deliveries, edits, resolves, timers) for the test to
-//! complete. Each test reads the effects as text lines (`expect!`; `UPDATE_EXPECT=1`
+//! [`Sim`] steps the core, carries out the store effects on a `MemoryStore` with the
+//! runner's own `inline`, and keeps the rest (deliveries, edits, resolves, timers) for the
+//! test to complete. Each test reads the effects as text lines (`expect!`; `UPDATE_EXPECT=1`
 //! rewrites a snapshot after a deliberate change). `runner.rs` wires the real ports.
 
 mod runner;
@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use expect_test::{Expect, expect};
 use serde_json::json;
 
+use super::runner::Inline;
 use super::*;
 use crate::approval::{Decider, Kind, Responder};
 use crate::channel::memory::MemoryChannel;
 use crate::channel::{Refusal, Request, Via};
-use crate::store::{AuditRecord, MemoryStore, Store};
+use crate::store::{MemoryStore, Store};
+use crate::telemetry::Metrics;
 
 const OWNER: &str = "42";
 const STRANGER: &str = "666";
@@ -95,6 +97,7 @@ struct Sim {
     core: Core,
     channel: Arc<MemoryChannel>,
     store: Arc<MemoryStore>,
+    metrics: Metrics,
     base: Instant,
     now: Now,
     next_message: u64,
@@ -130,6 +133,7 @@ impl Sim {
             core,
             channel,
             store,
+            metrics: Metrics::default(),
             base,
             now,
             next_message,
@@ -163,57 +167,16 @@ impl Sim {
         }
     }
 
+    /// Store effects run at once, as the runner runs them; the rest wait for the test.
     fn carry_out(&mut self, effect: Effect) -> Option<Input> {
-        let rec = |event: &str, id: &ApprovalId| AuditRecord {
-            at_ms: 1,
-            approval_id: Some(id.to_string()),
-            event: event.into(),
-            channel: None,
-            actor: None,
-            detail: serde_json::Value::Null,
-        };
-        match effect {
-            Effect::Store(Write::Approval(a)) => {
-                let _ = self.store.insert_approval(&a, &rec("requested", &a.id));
+        match super::runner::inline(self.store.as_ref(), &self.metrics, effect) {
+            Inline::Done(done) => done,
+            Inline::Elsewhere(Effect::Notify { .. }) => None,
+            Inline::Elsewhere(other) => {
+                self.waiting.push_back(other);
+                None
             }
-            Effect::Store(Write::Outcome { id, outcome, .. }) => {
-                let _ = self.store.set_outcome(&id, &outcome, &rec("ended", &id));
-            }
-            Effect::Store(Write::Prompt { id, prompt, at_ms }) => {
-                let _ = self.store.insert_prompt(&id, &prompt, at_ms);
-            }
-            Effect::Store(Write::PromptFinished { id, prompt, at_ms }) => {
-                let _ = self.store.prompt_finished(&id, &prompt, at_ms);
-            }
-            Effect::Emit(_) | Effect::Notify { .. } => {}
-            Effect::RecordAnswer { answer, received } => {
-                let Request::Decide { id, .. } = &answer.request else {
-                    unreachable!("only answers to decide are recorded first")
-                };
-                let result = self
-                    .store
-                    .audit(&rec("answered", id))
-                    .map_err(|e| e.to_string());
-                return Some(Input::AnswerRecorded {
-                    answer,
-                    received,
-                    result,
-                });
-            }
-            Effect::LookupOutcome { answer, received } => {
-                let Request::Decide { id, .. } = &answer.request else {
-                    unreachable!("only answers to decide are looked up")
-                };
-                let outcome = self.store.outcome(id).unwrap();
-                return Some(Input::OutcomeLooked {
-                    answer,
-                    received,
-                    outcome,
-                });
-            }
-            other => self.waiting.push_back(other),
         }
-        None
     }
 
     /// Text lines for the effects logged since the last call.
@@ -1445,5 +1408,15 @@ fn a_drain_reports_back_what_finishes_in_time() {
         store finished a1 = mem:42#101
         emit finished a1 mem:42: edited
     "#]]);
-    assert_eq!(s.audit_events("a1"), ["requested", "answered", "ended"]);
+    assert_eq!(
+        s.audit_events("a1"),
+        [
+            "requested",
+            "delivered",
+            "answered",
+            "resolved",
+            "ended",
+            "finished"
+        ]
+    );
 }

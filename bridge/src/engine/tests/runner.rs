@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, watch};
 use super::*;
 use crate::gateway::memory::MemoryGateway;
 use crate::store::SqliteStore;
-use crate::telemetry::Metrics;
 
 struct Rig {
     tx: mpsc::Sender<Input>,
