@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::response::Response;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::service_faults::{Faults, serve_with};
@@ -167,6 +167,25 @@ impl<A: Api> Fake<A> {
             url,
             tasks: vec![server],
         }
+    }
+
+    /// Also accepts connections on `ws`, each handed to `session` on a task of its own.
+    pub(crate) fn with_sockets<F>(
+        mut self,
+        ws: TcpListener,
+        session: impl Fn(Arc<Service<A>>, TcpStream) -> F + Send + 'static,
+    ) -> Fake<A>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let service = self.service.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((tcp, _)) = ws.accept().await {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(session(service.clone(), tcp));
+            }
+        }));
+        self
     }
 
     /// Faults to inject (5xx storms, slow answers, dropped connections): a storm hits every
