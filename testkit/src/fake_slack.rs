@@ -852,7 +852,8 @@ fn parse_body(ctype: &str, body: &[u8]) -> Result<Value, String> {
         };
     }
     let mut map = Map::new();
-    for (k, v) in form_pairs(&String::from_utf8_lossy(body)) {
+    for (k, v) in form_urlencoded::parse(body) {
+        let (k, v) = (k.into_owned(), v.into_owned());
         let v = if k == "blocks" {
             serde_json::from_str(&v).unwrap_or(Value::String(v))
         } else {
@@ -861,42 +862,6 @@ fn parse_body(ctype: &str, body: &[u8]) -> Result<Value, String> {
         map.insert(k, v);
     }
     Ok(Value::Object(map))
-}
-
-fn form_pairs(s: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(x) => {
-                            out.push(x);
-                            i += 3;
-                            continue;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 fn dispatch(

@@ -568,8 +568,8 @@ async fn handle(
 async fn parse_params(req: Request) -> Result<Value, String> {
     let mut map = Map::new();
     if let Some(q) = req.uri().query() {
-        for (k, v) in form_pairs(q) {
-            map.insert(k, loose_json(v));
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            map.insert(k.into_owned(), loose_json(v.into_owned()));
         }
     }
     let ctype = req
@@ -614,8 +614,8 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         return Ok(Value::Object(map));
     }
     if ctype.starts_with("application/x-www-form-urlencoded") {
-        for (k, v) in form_pairs(&String::from_utf8_lossy(&body)) {
-            map.insert(k, loose_json(v));
+        for (k, v) in form_urlencoded::parse(&body) {
+            map.insert(k.into_owned(), loose_json(v.into_owned()));
         }
     } else {
         match serde_json::from_slice::<Value>(&body)
@@ -626,35 +626,6 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         }
     }
     Ok(Value::Object(map))
-}
-
-fn form_pairs(s: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let s = s.replace('+', " ");
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%'
-                && i + 2 < bytes.len()
-                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 /// Form values are strings; those holding JSON objects/arrays/numbers/bools become JSON.
