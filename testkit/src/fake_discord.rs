@@ -95,6 +95,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the bot posts with `body`: its content, embeds, components, allowed mentions
+    /// and flags.
+    fn posted(id: String, channel_id: String, bot: &Value, body: &Value) -> Message {
+        Message {
+            id,
+            channel_id,
+            author_id: bot["id"].as_str().unwrap_or_default().to_owned(),
+            by_bot: true,
+            content: body["content"].as_str().unwrap_or_default().to_owned(),
+            embeds: body.get("embeds").cloned().unwrap_or(json!([])),
+            components: body.get("components").cloned().unwrap_or(json!([])),
+            allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
+            flags: body["flags"].as_u64().unwrap_or(0),
+            reply_to: None,
+            edits: 0,
+        }
+    }
+
     /// `(label, custom_id, style)` of every enabled button, row by row.
     pub fn buttons(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
@@ -916,20 +934,11 @@ fn route(
                 inner.nonces.insert(((*channel).to_owned(), n), id.clone());
             }
             let m = Message {
-                id: id.clone(),
-                channel_id: (*channel).to_owned(),
-                author_id: shared.api.bot["id"].as_str().unwrap_or_default().to_owned(),
-                by_bot: true,
-                content: body["content"].as_str().unwrap_or_default().to_owned(),
-                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
-                components: body.get("components").cloned().unwrap_or(json!([])),
-                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
-                flags: body["flags"].as_u64().unwrap_or(0),
                 reply_to: body
                     .pointer("/message_reference/message_id")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-                edits: 0,
+                ..Message::posted(id.clone(), (*channel).to_owned(), &shared.api.bot, body)
             };
             let json = message_json(&m, &shared.api.bot);
             inner.messages.insert(id.clone(), m);
@@ -992,8 +1001,6 @@ fn route(
             if let Err(why) = validate(body) {
                 return invalid_form(why);
             }
-            let bot = shared.api.bot.clone();
-            let bot_id = bot["id"].as_str().unwrap_or_default().to_owned();
             let id = inner.snowflake();
             let Some(ix) = inner
                 .interactions
@@ -1002,20 +1009,8 @@ fn route(
             else {
                 return error(404, 10015, "Unknown Webhook");
             };
-            let m = Message {
-                id,
-                channel_id: String::new(),
-                author_id: bot_id,
-                by_bot: true,
-                content: body["content"].as_str().unwrap_or_default().to_owned(),
-                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
-                components: body.get("components").cloned().unwrap_or(json!([])),
-                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
-                flags: body["flags"].as_u64().unwrap_or(0),
-                reply_to: None,
-                edits: 0,
-            };
-            let json = message_json(&m, &bot);
+            let m = Message::posted(id, String::new(), &shared.api.bot, body);
+            let json = message_json(&m, &shared.api.bot);
             ix.followups.push(m);
             (200, json)
         }
