@@ -16,9 +16,11 @@
 //! (op 11); RESUME (op 6) → RESUMED, or INVALID_SESSION for an unknown session. Tests
 //! inject `INTERACTION_CREATE` (component presses, with every field serenity needs) and
 //! `MESSAGE_CREATE`; events injected while no session is ready wait for the next READY.
+//!
+//! The call log, `wait_for` and the injected faults are [`crate::fake_service`]'s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -28,12 +30,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::service_faults::{Faults, html_status, serve_with};
+use crate::fake_service::{self, Api, Countdown, Fake, Service, local_addr, loopback};
+use crate::service_faults::html_status;
 
 /// Discord's interaction response deadline.
 pub const INTERACTION_DEADLINE: Duration = Duration::from_secs(3);
@@ -92,6 +95,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the bot posts with `body`: its content, embeds, components, allowed mentions
+    /// and flags.
+    fn posted(id: String, channel_id: String, bot: &Value, body: &Value) -> Message {
+        Message {
+            id,
+            channel_id,
+            author_id: bot["id"].as_str().unwrap_or_default().to_owned(),
+            by_bot: true,
+            content: body["content"].as_str().unwrap_or_default().to_owned(),
+            embeds: body.get("embeds").cloned().unwrap_or(json!([])),
+            components: body.get("components").cloned().unwrap_or(json!([])),
+            allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
+            flags: body["flags"].as_u64().unwrap_or(0),
+            reply_to: None,
+            edits: 0,
+        }
+    }
+
     /// `(label, custom_id, style)` of every enabled button, row by row.
     pub fn buttons(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
@@ -280,17 +301,17 @@ struct Session {
     tx: mpsc::UnboundedSender<Ctl>,
 }
 
+/// What the fake Discord holds: messages, DMs, interactions, gateway sessions, limits.
 #[derive(Default)]
-struct Inner {
-    calls: Vec<Call>,
+pub struct DiscordState {
     messages: HashMap<String, Message>,
     /// Message ids in creation order.
     order: Vec<String>,
     dms: HashMap<String, String>,
     interactions: HashMap<String, Interaction>,
     next_id: u64,
-    /// `(writes left, retry_after seconds, global)`.
-    rate_limit: (u32, f64, bool),
+    /// The next writes answer 429 with `(retry_after seconds, global)`.
+    rate_limit: Countdown<(f64, bool)>,
     sessions: HashMap<String, Session>,
     /// Known session ids (for RESUME), with their last sequence number.
     known_sessions: HashMap<String, u64>,
@@ -307,58 +328,73 @@ pub const GUILD_ID: &str = "1600000000000000001";
 /// A text channel in [`GUILD_ID`].
 pub const GUILD_CHANNEL: &str = "1500000000000000001";
 
-struct Shared {
+/// The fake Discord's fixed side: the bot's token and user, the gateway it points at.
+pub struct Discord {
     token: String,
     bot: Value,
     app_id: String,
-    ws_url: Mutex<String>,
+    ws_url: String,
     heartbeat_ms: u64,
-    inner: Mutex<Inner>,
-    faults: Faults,
-    version: watch::Sender<u64>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl Api for Discord {
+    const NAME: &'static str = "discord";
+    type State = DiscordState;
+    type Call = Call;
+
+    fn line(c: &Call) -> String {
+        format!("{} {} {} {}", c.status, c.method, c.path, c.body)
     }
 
-    fn bump(&self) {
-        self.version.send_modify(|v| *v += 1);
+    fn called(c: &Call, route: &str) -> bool {
+        c.route() == route
     }
 
-    fn snowflake(inner: &mut Inner) -> String {
-        inner.next_id += 1;
+    /// Closes every gateway connection (1001: going away).
+    fn stop(state: &mut DiscordState) {
+        for s in state.sessions.values() {
+            let _ = s.tx.send(Ctl::Close(1001));
+        }
+    }
+}
+
+type Shared = Service<Discord>;
+
+/// The running fake. Dropping it stops both servers.
+pub type FakeDiscord = Fake<Discord>;
+
+impl DiscordState {
+    fn snowflake(&mut self) -> String {
+        self.next_id += 1;
         // Plausible 2026 snowflakes, strictly increasing.
-        (1_440_000_000_000_000_000u64 + inner.next_id * 4096).to_string()
+        (1_440_000_000_000_000_000u64 + self.next_id * 4096).to_string()
     }
 
-    fn dm_of(inner: &mut Inner, user: &str) -> String {
-        if let Some(c) = inner.dms.get(user) {
+    fn dm_of(&mut self, user: &str) -> String {
+        if let Some(c) = self.dms.get(user) {
             return c.clone();
         }
-        let c = Self::snowflake(inner);
-        inner.dms.insert(user.to_owned(), c.clone());
+        let c = self.snowflake();
+        self.dms.insert(user.to_owned(), c.clone());
         c
     }
 
     /// Sends to every ready session, or keeps it for the next READY.
-    fn dispatch(&self, t: &'static str, d: Value) {
-        let mut inner = self.lock();
+    fn dispatch(&mut self, t: &'static str, d: Value) {
         if t == "INTERACTION_CREATE"
             && let Some(id) = d.get("id").and_then(Value::as_str)
-            && let Some(ix) = inner.interactions.get_mut(id)
+            && let Some(ix) = self.interactions.get_mut(id)
         {
             ix.dispatched_at = Some(Instant::now());
         }
-        let ready: Vec<_> = inner
+        let ready: Vec<_> = self
             .sessions
             .values()
             .filter(|s| s.ready)
             .map(|s| s.tx.clone())
             .collect();
         if ready.is_empty() {
-            inner.pending.push((t, d));
+            self.pending.push((t, d));
         } else {
             for tx in ready {
                 let _ = tx.send(Ctl::Dispatch(t, d.clone()));
@@ -368,59 +404,41 @@ impl Shared {
 }
 
 /// A read-only view of the fake's state, for `wait_for` predicates.
-pub struct View<'a>(&'a Inner);
+pub type View<'a> = fake_service::View<'a, Discord>;
 
 impl View<'_> {
-    pub fn calls(&self) -> &[Call] {
-        &self.0.calls
-    }
-
     pub fn message(&self, id: &str) -> Option<&Message> {
-        self.0.messages.get(id)
+        self.state().messages.get(id)
     }
 
     /// Messages the bot sent in `user`'s DM, oldest first.
     pub fn bot_dms(&self, user: &str) -> Vec<&Message> {
-        let Some(c) = self.0.dms.get(user) else {
+        let state = self.state();
+        let Some(c) = state.dms.get(user) else {
             return Vec::new();
         };
-        self.0
+        state
             .order
             .iter()
-            .filter_map(|id| self.0.messages.get(id))
+            .filter_map(|id| state.messages.get(id))
             .filter(|m| &m.channel_id == c && m.by_bot)
             .collect()
     }
 
     pub fn interaction(&self, id: &str) -> Option<&Interaction> {
-        self.0.interactions.get(id)
+        self.state().interactions.get(id)
     }
 
     /// The interaction whose token is `token`.
     pub fn interaction_by_token(&self, token: &str) -> Option<&Interaction> {
-        self.0.interactions.values().find(|i| i.token == token)
+        self.state()
+            .interactions
+            .values()
+            .find(|i| i.token == token)
     }
 
     pub fn ready_sessions(&self) -> usize {
-        self.0.sessions.values().filter(|s| s.ready).count()
-    }
-}
-
-/// The running fake. Dropping it stops both servers.
-pub struct FakeDiscord {
-    shared: Arc<Shared>,
-    url: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for FakeDiscord {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        for s in self.shared.lock().sessions.values() {
-            let _ = s.tx.send(Ctl::Close(1001));
-        }
+        self.state().sessions.values().filter(|s| s.ready).count()
     }
 }
 
@@ -436,43 +454,19 @@ impl FakeDiscord {
             "id": bot_id, "username": "approval-bridge-test", "global_name": null, "discriminator": "0",
             "avatar": null, "bot": true, "verified": true, "flags": 0, "mfa_enabled": false,
         });
-        let shared = Arc::new(Shared {
-            token: token.to_owned(),
-            bot,
-            app_id: bot_id.to_owned(),
-            ws_url: Mutex::new(String::new()),
-            heartbeat_ms,
-            inner: Mutex::new(Inner::default()),
-            faults: Faults::default(),
-            version: watch::channel(0).0,
-        });
-        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind ws");
-        *shared.ws_url.lock().unwrap() = format!("ws://{}", ws.local_addr().expect("addr"));
-        let ws_shared = shared.clone();
-        let ws_task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = ws.accept().await {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(gateway_session(ws_shared.clone(), tcp));
-            }
-        });
+        let ws = loopback().await;
+        let shared = Service::new(
+            Discord {
+                token: token.to_owned(),
+                bot,
+                app_id: bot_id.to_owned(),
+                ws_url: format!("ws://{}", local_addr(&ws)),
+                heartbeat_ms,
+            },
+            DiscordState::default(),
+        );
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind http");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let http_task = tokio::spawn(async move {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeDiscord {
-            shared,
-            url,
-            tasks: vec![ws_task, http_task],
-        }
+        Fake::serve(shared, loopback().await, app).with_sockets(ws, gateway_session)
     }
 
     /// The `api_url` to configure: `http://127.0.0.1:P/api`.
@@ -482,15 +476,15 @@ impl FakeDiscord {
 
     /// The gateway's WebSocket URL.
     pub fn ws_url(&self) -> String {
-        self.shared.ws_url.lock().unwrap().clone()
+        self.service.api.ws_url.clone()
     }
 
     pub fn token(&self) -> &str {
-        &self.shared.token
+        &self.service.api.token
     }
 
     pub fn bot_id(&self) -> String {
-        self.shared.bot["id"]
+        self.service.api.bot["id"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
@@ -498,8 +492,7 @@ impl FakeDiscord {
 
     /// `user`'s DM channel with the bot (opened if needed).
     pub fn dm_channel(&self, user: &str) -> String {
-        let mut inner = self.shared.lock();
-        Shared::dm_of(&mut inner, user)
+        self.service.lock().dm_of(user)
     }
 
     /// `user` presses the button with `custom_id` on message `message_id` (in whatever
@@ -516,13 +509,13 @@ impl FakeDiscord {
     }
 
     fn press_where(&self, user: &User, message_id: &str, custom_id: &str, guild: bool) -> String {
-        let mut inner = self.shared.lock();
-        let id = Shared::snowflake(&mut inner);
+        let mut inner = self.service.lock();
+        let id = inner.snowflake();
         let token = format!("aW50ZXJhY3Rpb246{id}:{}", uuid::Uuid::new_v4().simple());
         let (channel_id, mut message) = match inner.messages.get(message_id) {
-            Some(m) => (m.channel_id.clone(), message_json(m, &self.shared.bot)),
+            Some(m) => (m.channel_id.clone(), message_json(m, &self.service.api.bot)),
             None => {
-                let c = Shared::dm_of(&mut inner, &user.id);
+                let c = inner.dm_of(&user.id);
                 (
                     c.clone(),
                     json!({"id": message_id, "channel_id": c, "content": "", "type": 0}),
@@ -542,7 +535,7 @@ impl FakeDiscord {
         );
         drop(inner);
         let mut d = json!({
-            "id": id, "application_id": self.shared.app_id, "type": 3, "token": token, "version": 1,
+            "id": id, "application_id": self.service.api.app_id, "type": 3, "token": token, "version": 1,
             "channel_id": channel_id,
             "channel": {"id": channel_id, "type": 1, "flags": 0, "last_message_id": message_id, "recipients": [user.json()]},
             "user": user.json(),
@@ -575,16 +568,16 @@ impl FakeDiscord {
             o.insert("context".into(), json!(0));
             o.insert("guild_locale".into(), json!("en-US"));
         }
-        self.shared.dispatch("INTERACTION_CREATE", d);
-        self.shared.bump();
+        self.service.lock().dispatch("INTERACTION_CREATE", d);
+        self.service.bump();
         id
     }
 
     /// `user` types `text` in their DM with the bot. Returns the message id.
     pub fn send_dm(&self, user: &User, text: &str) -> String {
-        let mut inner = self.shared.lock();
-        let channel_id = Shared::dm_of(&mut inner, &user.id);
-        let id = Shared::snowflake(&mut inner);
+        let mut inner = self.service.lock();
+        let channel_id = inner.dm_of(&user.id);
+        let id = inner.snowflake();
         let m = Message {
             id: id.clone(),
             channel_id: channel_id.clone(),
@@ -607,112 +600,55 @@ impl FakeDiscord {
             "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
             "pinned": false, "flags": 0, "components": [],
         });
-        self.shared.dispatch("MESSAGE_CREATE", d);
-        self.shared.bump();
+        self.service.lock().dispatch("MESSAGE_CREATE", d);
+        self.service.bump();
         id
     }
 
     /// Deletes a message (as if the user deleted it): later edits find nothing.
     pub fn delete_message(&self, id: &str) {
-        self.shared.lock().messages.remove(id);
-        self.shared.bump();
-    }
-
-    /// Faults to inject into REST calls (5xx storms, slow answers, dropped connections). A
-    /// storm hits every call: 500 with Discord's JSON error, 502/503/504 with an HTML page as
-    /// Cloudflare answers; slow answers and drops hit message sends and edits.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        self.service.lock().messages.remove(id);
+        self.service.bump();
     }
 
     /// The next `n` message writes (create/edit) answer 429 with `retry_after` seconds;
     /// `global` marks it as the bot-wide limit.
     pub fn rate_limit_next(&self, n: u32, retry_after: f64, global: bool) {
-        self.shared.lock().rate_limit = (n, retry_after, global);
+        self.service.lock().rate_limit.arm(n, (retry_after, global));
     }
 
     /// Closes every gateway connection with `code` (4000: resumable "unknown error").
     pub fn disconnect_all(&self, code: u16) {
-        let mut inner = self.shared.lock();
+        let mut inner = self.service.lock();
         for (_, s) in inner.sessions.drain() {
             let _ = s.tx.send(Ctl::Close(code));
         }
     }
 
-    pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
-    }
-
-    /// Calls whose route (`"POST /channels/{id}/messages"`) equals `route`.
-    pub fn calls_to(&self, route: &str) -> Vec<Call> {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|c| c.route() == route)
-            .cloned()
-            .collect()
-    }
-
     pub fn message(&self, id: &str) -> Option<Message> {
-        self.shared.lock().messages.get(id).cloned()
+        self.service.read(|v| v.message(id).cloned())
     }
 
     pub fn bot_dms(&self, user: &str) -> Vec<Message> {
-        View(&self.shared.lock())
-            .bot_dms(user)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.service
+            .read(|v| v.bot_dms(user).into_iter().cloned().collect())
     }
 
     pub fn interaction(&self, id: &str) -> Option<Interaction> {
-        self.shared.lock().interactions.get(id).cloned()
+        self.service.read(|v| v.interaction(id).cloned())
     }
 
     /// IDENTIFY payloads received, with their arrival times.
     pub fn identifies(&self) -> Vec<(Instant, Value)> {
-        self.shared.lock().identifies.clone()
+        self.service.lock().identifies.clone()
     }
 
     pub fn resumes(&self) -> u32 {
-        self.shared.lock().resumes
+        self.service.lock().resumes
     }
 
     pub fn connections(&self) -> u32 {
-        self.shared.lock().connections
-    }
-
-    /// Waits until `f` returns `Some`, re-checking on every change; panics after
-    /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut f: impl FnMut(&View<'_>) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.shared.version.subscribe();
-        loop {
-            rx.borrow_and_update();
-            if let Some(v) = f(&View(&self.shared.lock())) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                let calls: Vec<String> = self
-                    .calls()
-                    .iter()
-                    .map(|c| format!("{} {} {} {}", c.status, c.method, c.path, c.body))
-                    .collect();
-                panic!(
-                    "fake discord: timed out after {timeout:?} waiting for {what}; calls:\n{}",
-                    calls.join("\n")
-                );
-            }
-        }
+        self.service.lock().connections
     }
 
     /// Waits for a READY gateway session.
@@ -861,33 +797,33 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         None => (false, full.clone()),
     };
     let at = Instant::now();
-    let fault = shared.faults.take(is_write(&method, &path), at);
-    let (status, resp) = serve_with(fault, storm_reply, || async {
-        let mut extra = HeaderMap::new();
-        let (status, answer) = if !versioned {
-            error(404, 0, "404: Not Found")
-        } else if path.starts_with("/webhooks/")
-            || path.starts_with("/interactions/")
-            || auth == format!("Bot {}", shared.token)
-        {
-            route(&shared, &method, &path, &body, &mut extra)
-        } else {
-            error(401, 0, "401: Unauthorized")
-        };
-        let mut resp = if status == 204 {
-            StatusCode::NO_CONTENT.into_response()
-        } else {
-            (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                axum::Json(answer),
-            )
-                .into_response()
-        };
-        resp.headers_mut().extend(extra);
-        (status, resp)
-    })
-    .await;
-    shared.lock().calls.push(Call {
+    let (status, resp) = shared
+        .serve(is_write(&method, &path), at, storm_reply, || async {
+            let mut extra = HeaderMap::new();
+            let (status, answer) = if !versioned {
+                error(404, 0, "404: Not Found")
+            } else if path.starts_with("/webhooks/")
+                || path.starts_with("/interactions/")
+                || auth == format!("Bot {}", shared.api.token)
+            {
+                route(&shared, &method, &path, &body, &mut extra)
+            } else {
+                error(401, 0, "401: Unauthorized")
+            };
+            let mut resp = if status == 204 {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    axum::Json(answer),
+                )
+                    .into_response()
+            };
+            resp.headers_mut().extend(extra);
+            (status, resp)
+        })
+        .await;
+    shared.record(Call {
         at,
         method: method.to_string(),
         path,
@@ -895,7 +831,6 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         body,
         status,
     });
-    shared.bump();
     resp
 }
 
@@ -908,7 +843,8 @@ fn is_write(method: &Method, path: &str) -> bool {
     )
 }
 
-/// A 5xx answer: Discord's JSON error for 500, Cloudflare's HTML page otherwise.
+/// A 5xx answer: Discord's JSON error for 500, Cloudflare's HTML page otherwise (slow
+/// answers and drops hit message sends and edits).
 fn storm_reply(status: u16) -> Response {
     if status == 500 {
         let (_, body) = error(500, 0, "500: Internal Server Error");
@@ -927,9 +863,9 @@ fn route(
 ) -> (u16, Value) {
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut inner = shared.lock();
-    if is_write(method, path) && inner.rate_limit.0 > 0 {
-        inner.rate_limit.0 -= 1;
-        let (_, after, global) = inner.rate_limit;
+    if is_write(method, path)
+        && let Some((after, global)) = inner.rate_limit.take()
+    {
         extra.insert(
             "retry-after",
             HeaderValue::from_str(&format!("{}", after.ceil() as u64)).expect("header"),
@@ -947,13 +883,13 @@ fn route(
         );
     }
     match (method.as_str(), seg.as_slice()) {
-        ("GET", ["gateway"]) => (200, json!({"url": shared.ws_url.lock().unwrap().clone()})),
+        ("GET", ["gateway"]) => (200, json!({"url": shared.api.ws_url.clone()})),
         ("GET", ["gateway", "bot"]) => (
             200,
-            json!({"url": shared.ws_url.lock().unwrap().clone(), "shards": 1,
+            json!({"url": shared.api.ws_url.clone(), "shards": 1,
                    "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
         ),
-        ("GET", ["users", "@me"]) => (200, shared.bot.clone()),
+        ("GET", ["users", "@me"]) => (200, shared.api.bot.clone()),
         ("POST", ["users", "@me", "channels"]) => {
             let Some(user) = body.get("recipient_id").and_then(|v| {
                 v.as_str()
@@ -962,7 +898,7 @@ fn route(
             }) else {
                 return invalid_form("recipient_id is required".into());
             };
-            let c = Shared::dm_of(&mut inner, &user);
+            let c = inner.dm_of(&user);
             (
                 200,
                 json!({"id": c, "type": 1, "last_message_id": null, "flags": 0, "recipients": [{"id": user, "username": format!("user{user}")}]}),
@@ -991,29 +927,20 @@ fn route(
                     .and_then(|id| inner.messages.get(id))
             {
                 // Discord: "that message will be returned and no new message will be created".
-                return (200, message_json(existing, &shared.bot));
+                return (200, message_json(existing, &shared.api.bot));
             }
-            let id = Shared::snowflake(&mut inner);
+            let id = inner.snowflake();
             if let Some(n) = nonce {
                 inner.nonces.insert(((*channel).to_owned(), n), id.clone());
             }
             let m = Message {
-                id: id.clone(),
-                channel_id: (*channel).to_owned(),
-                author_id: shared.bot["id"].as_str().unwrap_or_default().to_owned(),
-                by_bot: true,
-                content: body["content"].as_str().unwrap_or_default().to_owned(),
-                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
-                components: body.get("components").cloned().unwrap_or(json!([])),
-                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
-                flags: body["flags"].as_u64().unwrap_or(0),
                 reply_to: body
                     .pointer("/message_reference/message_id")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-                edits: 0,
+                ..Message::posted(id.clone(), (*channel).to_owned(), &shared.api.bot, body)
             };
-            let json = message_json(&m, &shared.bot);
+            let json = message_json(&m, &shared.api.bot);
             inner.messages.insert(id.clone(), m);
             inner.order.push(id);
             (200, json)
@@ -1045,7 +972,7 @@ fn route(
                 m.allowed_mentions = a.clone();
             }
             m.edits += 1;
-            (200, message_json(m, &shared.bot))
+            (200, message_json(m, &shared.api.bot))
         }
         ("POST", ["interactions", id, token, "callback"]) => {
             let Some(ix) = inner
@@ -1068,15 +995,13 @@ fn route(
             (204, Value::Null)
         }
         ("POST", ["webhooks", app, token]) => {
-            if *app != shared.app_id {
+            if *app != shared.api.app_id {
                 return error(404, 10015, "Unknown Webhook");
             }
             if let Err(why) = validate(body) {
                 return invalid_form(why);
             }
-            let bot = shared.bot.clone();
-            let bot_id = bot["id"].as_str().unwrap_or_default().to_owned();
-            let id = Shared::snowflake(&mut inner);
+            let id = inner.snowflake();
             let Some(ix) = inner
                 .interactions
                 .values_mut()
@@ -1084,20 +1009,8 @@ fn route(
             else {
                 return error(404, 10015, "Unknown Webhook");
             };
-            let m = Message {
-                id,
-                channel_id: String::new(),
-                author_id: bot_id,
-                by_bot: true,
-                content: body["content"].as_str().unwrap_or_default().to_owned(),
-                embeds: body.get("embeds").cloned().unwrap_or(json!([])),
-                components: body.get("components").cloned().unwrap_or(json!([])),
-                allowed_mentions: body.get("allowed_mentions").cloned().unwrap_or(Value::Null),
-                flags: body["flags"].as_u64().unwrap_or(0),
-                reply_to: None,
-                edits: 0,
-            };
-            let json = message_json(&m, &bot);
+            let m = Message::posted(id, String::new(), &shared.api.bot, body);
+            let json = message_json(&m, &shared.api.bot);
             ix.followups.push(m);
             (200, json)
         }
@@ -1110,8 +1023,7 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
         return;
     };
     shared.lock().connections += 1;
-    let hello =
-        json!({"op": 10, "d": {"heartbeat_interval": shared.heartbeat_ms}, "s": null, "t": null});
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": shared.api.heartbeat_ms}, "s": null, "t": null});
     if ws.send(WsMessage::text(hello.to_string())).await.is_err() {
         return;
     }
@@ -1155,16 +1067,16 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
                         let token = v["d"]["token"].as_str().unwrap_or_default();
                         let token = token.strip_prefix("Bot ").unwrap_or(token);
                         shared.lock().identifies.push((Instant::now(), v["d"].clone()));
-                        if token != shared.token {
+                        if token != shared.api.token {
                             let _ = ws.close(Some(CloseFrame { code: CloseCode::from(4004), reason: "Authentication failed.".into() })).await;
                             break;
                         }
                         let id = uuid::Uuid::new_v4().simple().to_string();
                         seq += 1;
                         let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
-                            "v": 10, "user": shared.bot, "guilds": [], "session_id": id, "session_type": "normal",
-                            "resume_gateway_url": shared.ws_url.lock().unwrap().clone(),
-                            "application": {"id": shared.app_id, "flags": 0}, "private_channels": [],
+                            "v": 10, "user": shared.api.bot, "guilds": [], "session_id": id, "session_type": "normal",
+                            "resume_gateway_url": shared.api.ws_url.clone(),
+                            "application": {"id": shared.api.app_id, "flags": 0}, "private_channels": [],
                         }});
                         if ws.send(WsMessage::text(ready.to_string())).await.is_err() {
                             break;
@@ -1185,7 +1097,7 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
                         let id = v["d"]["session_id"].as_str().unwrap_or_default().to_owned();
                         let known = shared.lock().known_sessions.get(&id).copied();
                         match known {
-                            Some(last) if v["d"]["token"].as_str().map(|t| t.strip_prefix("Bot ").unwrap_or(t)) == Some(shared.token.as_str()) => {
+                            Some(last) if v["d"]["token"].as_str().map(|t| t.strip_prefix("Bot ").unwrap_or(t)) == Some(shared.api.token.as_str()) => {
                                 seq = last + 1;
                                 let resumed = json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}});
                                 if ws.send(WsMessage::text(resumed.to_string())).await.is_err() {

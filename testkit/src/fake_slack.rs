@@ -18,9 +18,11 @@
 //! `mrkdwn` interpreted (entities decoded, code fences and zero-width spaces invisible,
 //! `<@U…>`/`<!channel>`/`<url|label>` turned into what they display), and
 //! [`Message::markup`] lists every such live token, which request text must never create.
+//!
+//! The call log, `wait_for` and the injected faults are [`crate::fake_service`]'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -31,10 +33,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::service_faults::{Faults, html_status, serve_with};
+use crate::fake_service::{self, Api, Countdown, Fake, Service, local_addr, loopback};
+use crate::service_faults::html_status;
 
 pub const TEAM_ID: &str = "T0FAKETEAM";
 pub const BOT_USER: &str = "U0BOTUSER";
@@ -146,9 +149,9 @@ pub struct Envelope {
     pub attempts: u32,
 }
 
+/// What the fake Slack holds: messages, ephemerals, envelopes, sockets, limits.
 #[derive(Default)]
-struct Inner {
-    calls: Vec<Call>,
+pub struct SlackState {
     /// Keyed by (channel, ts); ts grows monotonically.
     messages: BTreeMap<(String, String), Message>,
     ephemerals: Vec<Ephemeral>,
@@ -163,44 +166,49 @@ struct Inner {
     /// Tickets issued by apps.connections.open and not yet used.
     tickets: HashSet<String>,
     connections: u32,
-    /// method ("" for any) → (calls left to refuse, retry-after seconds).
-    rate_limits: HashMap<String, (u32, u64)>,
+    /// method ("" for any) → the next calls answer 429 with this `Retry-After`.
+    rate_limits: HashMap<String, Countdown<u64>>,
 }
 
-struct Shared {
+/// The fake Slack's fixed side: the tokens it accepts, the Socket Mode URL it hands out.
+pub struct Slack {
     bot_token: String,
     app_token: String,
     ws_url: String,
-    inner: Mutex<Inner>,
-    faults: Faults,
-    version: watch::Sender<u64>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl Api for Slack {
+    const NAME: &'static str = "slack";
+    type State = SlackState;
+    type Call = Call;
+
+    fn line(c: &Call) -> String {
+        format!("{} {} {:?} {}", c.status, c.method, c.error, c.params)
     }
 
-    fn bump(&self) {
-        self.version.send_modify(|v| *v += 1);
+    fn called(c: &Call, method: &str) -> bool {
+        c.method == method
     }
 }
+
+type Shared = Service<Slack>;
+
+/// The running fake. Dropping it stops the servers.
+pub type FakeSlack = Fake<Slack>;
 
 /// A read-only view of the fake's state, for `wait_for` predicates.
-pub struct View<'a>(&'a Inner);
+pub type View<'a> = fake_service::View<'a, Slack>;
 
 impl View<'_> {
-    pub fn calls(&self) -> &[Call] {
-        &self.0.calls
-    }
-
     pub fn message(&self, channel: &str, ts: &str) -> Option<&Message> {
-        self.0.messages.get(&(channel.to_owned(), ts.to_owned()))
+        self.state()
+            .messages
+            .get(&(channel.to_owned(), ts.to_owned()))
     }
 
     /// Messages the bot posted in `channel`, oldest first.
     pub fn bot_messages(&self, channel: &str) -> Vec<&Message> {
-        self.0
+        self.state()
             .messages
             .values()
             .filter(|m| m.channel == channel && m.by_bot())
@@ -208,36 +216,21 @@ impl View<'_> {
     }
 
     pub fn ephemerals(&self) -> &[Ephemeral] {
-        &self.0.ephemerals
+        &self.state().ephemerals
     }
 
     pub fn envelope(&self, id: &str) -> Option<&Envelope> {
-        self.0.envelopes.iter().find(|e| e.id == id)
+        self.state().envelopes.iter().find(|e| e.id == id)
     }
 
     /// Live Socket Mode connections.
     pub fn live_sockets(&self) -> usize {
-        self.0.sockets.len()
+        self.state().sockets.len()
     }
 
     /// Socket Mode connections opened so far.
     pub fn connections(&self) -> u32 {
-        self.0.connections
-    }
-}
-
-/// The running fake. Dropping it stops the servers.
-pub struct FakeSlack {
-    shared: Arc<Shared>,
-    url: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for FakeSlack {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.state().connections
     }
 }
 
@@ -249,76 +242,47 @@ pub fn dm_channel(user: &str) -> String {
 impl FakeSlack {
     /// Starts a fake accepting `bot_token` (xoxb-) and `app_token` (xapp-).
     pub async fn start(bot_token: &str, app_token: &str) -> FakeSlack {
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let url = format!("http://{}/api", http.local_addr().expect("addr"));
-        let ws_url = format!("ws://{}/link/", ws.local_addr().expect("addr"));
-        let shared = Arc::new(Shared {
-            bot_token: bot_token.to_owned(),
-            app_token: app_token.to_owned(),
-            ws_url,
-            inner: Mutex::new(Inner {
+        let ws = loopback().await;
+        let shared = Service::new(
+            Slack {
+                bot_token: bot_token.to_owned(),
+                app_token: app_token.to_owned(),
+                ws_url: format!("ws://{}/link/", local_addr(&ws)),
+            },
+            SlackState {
                 next_ts: 1,
                 next_envelope: 1,
-                ..Inner::default()
-            }),
-            faults: Faults::default(),
-            version: watch::channel(0).0,
-        });
+                ..SlackState::default()
+            },
+        );
         let app = Router::new()
             .route("/api/{method}", post(handle))
             .with_state(shared.clone());
-        let http_task = tokio::spawn(async move {
-            let listener = axum::serve::ListenerExt::tap_io(http, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
-        });
-        let s = shared.clone();
-        let ws_task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = ws.accept().await {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(socket(s.clone(), tcp));
-            }
-        });
-        FakeSlack {
-            shared,
-            url,
-            tasks: vec![http_task, ws_task],
-        }
+        Fake::serve(shared, loopback().await, app).with_sockets(ws, socket)
     }
 
     /// The Web API base, e.g. `http://127.0.0.1:41234/api` (the adapter's `api_url`).
     pub fn url(&self) -> String {
-        self.url.clone()
+        format!("{}/api", self.url)
     }
 
     pub fn bot_token(&self) -> &str {
-        &self.shared.bot_token
+        &self.service.api.bot_token
     }
 
     pub fn app_token(&self) -> &str {
-        &self.shared.app_token
+        &self.service.api.app_token
     }
 
     /// The next `n` calls to `method` (or to any method, with `""`) answer HTTP 429 with
     /// `Retry-After: secs`.
-    /// Faults to inject into Web API calls (5xx storms with an HTML page, slow answers,
-    /// dropped connections). A storm hits every call, slow answers and drops hit message
-    /// posts and updates.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
-    }
-
     pub fn rate_limit_next(&self, method: &str, n: u32, secs: u64) {
-        self.shared
+        self.service
             .lock()
             .rate_limits
-            .insert(method.to_owned(), (n, secs));
+            .entry(method.to_owned())
+            .or_default()
+            .arm(n, secs);
     }
 
     /// `user` presses a button: a `block_actions` envelope with `action_id`/`value`, on
@@ -355,7 +319,7 @@ impl FakeSlack {
     /// Returns the message's ts.
     pub fn send_text(&self, user: &str, channel: &str, text: &str) -> String {
         let ts = {
-            let mut inner = self.shared.lock();
+            let mut inner = self.service.lock();
             let ts = next_ts(&mut inner);
             let (visible, markup) = mrkdwn(text);
             inner.messages.insert(
@@ -390,7 +354,7 @@ impl FakeSlack {
 
     /// Sends an envelope (or queues it until a socket connects). Returns its id.
     pub fn inject(&self, kind: &str, payload: Value) -> String {
-        let mut inner = self.shared.lock();
+        let mut inner = self.service.lock();
         let id = format!("env-{:04}-{}", inner.next_envelope, rand_suffix());
         inner.next_envelope += 1;
         inner.envelopes.push(Envelope {
@@ -402,16 +366,16 @@ impl FakeSlack {
             attempts: 0,
         });
         inner.queue.push_back(id.clone());
-        flush_queue(&self.shared, &mut inner);
+        flush_queue(&self.service, &mut inner);
         drop(inner);
-        self.shared.bump();
+        self.service.bump();
         id
     }
 
     /// Sends `{"type":"disconnect","reason":…}` on every live socket, as Slack does before
     /// it rotates a connection.
     pub fn disconnect(&self, reason: &str) {
-        let inner = self.shared.lock();
+        let inner = self.service.lock();
         for (_, tx) in &inner.sockets {
             let _ = tx.send(WsMessage::Text(
                 json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
@@ -423,7 +387,7 @@ impl FakeSlack {
 
     /// Closes every live socket abruptly.
     pub fn drop_sockets(&self) {
-        let mut inner = self.shared.lock();
+        let mut inner = self.service.lock();
         for (_, tx) in inner.sockets.drain(..) {
             let _ = tx.send(WsMessage::Close(None));
         }
@@ -431,99 +395,46 @@ impl FakeSlack {
 
     /// Socket Mode connections opened so far.
     pub fn connections(&self) -> u32 {
-        self.shared.lock().connections
+        self.service.lock().connections
     }
 
     /// Live Socket Mode connections.
     pub fn live_sockets(&self) -> usize {
-        self.shared.lock().sockets.len()
+        self.service.lock().sockets.len()
     }
 
     /// Deletes a message on the service side.
     pub fn delete_message(&self, channel: &str, ts: &str) {
         if let Some(m) = self
-            .shared
+            .service
             .lock()
             .messages
             .get_mut(&(channel.to_owned(), ts.to_owned()))
         {
             m.deleted = true;
         }
-        self.shared.bump();
-    }
-
-    pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
-    }
-
-    pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|c| c.method == method)
-            .cloned()
-            .collect()
+        self.service.bump();
     }
 
     pub fn message(&self, channel: &str, ts: &str) -> Option<Message> {
-        self.shared
-            .lock()
-            .messages
-            .get(&(channel.to_owned(), ts.to_owned()))
-            .cloned()
+        self.service.read(|v| v.message(channel, ts).cloned())
     }
 
     pub fn bot_messages(&self, channel: &str) -> Vec<Message> {
-        View(&self.shared.lock())
-            .bot_messages(channel)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.service
+            .read(|v| v.bot_messages(channel).into_iter().cloned().collect())
     }
 
     pub fn ephemerals(&self) -> Vec<Ephemeral> {
-        self.shared.lock().ephemerals.clone()
+        self.service.read(|v| v.ephemerals().to_vec())
     }
 
     pub fn envelope(&self, id: &str) -> Option<Envelope> {
-        View(&self.shared.lock()).envelope(id).cloned()
+        self.service.read(|v| v.envelope(id).cloned())
     }
 
     pub fn envelopes(&self) -> Vec<Envelope> {
-        self.shared.lock().envelopes.clone()
-    }
-
-    /// Waits until `f` returns `Some`, re-checking on every change; panics after
-    /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut f: impl FnMut(&View<'_>) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.shared.version.subscribe();
-        loop {
-            rx.borrow_and_update();
-            if let Some(v) = f(&View(&self.shared.lock())) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                let calls: Vec<String> = self
-                    .calls()
-                    .iter()
-                    .map(|c| format!("{} {} {:?} {}", c.status, c.method, c.error, c.params))
-                    .collect();
-                panic!(
-                    "fake slack: timed out after {timeout:?} waiting for {what}; calls:\n{}",
-                    calls.join("\n")
-                );
-            }
-        }
+        self.service.lock().envelopes.clone()
     }
 
     /// Waits for the ack of envelope `id`; returns the time from send to ack.
@@ -582,14 +493,14 @@ fn unix_ts() -> u64 {
         .unwrap_or(1)
 }
 
-fn next_ts(inner: &mut Inner) -> String {
+fn next_ts(inner: &mut SlackState) -> String {
     let n = inner.next_ts;
     inner.next_ts += 1;
     format!("{}.{:06}", 1_700_000_000 + n / 1_000_000, n % 1_000_000)
 }
 
 /// Sends queued envelopes on the newest live socket.
-fn flush_queue(shared: &Arc<Shared>, inner: &mut Inner) {
+fn flush_queue(shared: &Arc<Shared>, inner: &mut SlackState) {
     let Some((_, tx)) = inner.sockets.last().cloned() else {
         return;
     };
@@ -870,61 +781,56 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let fault = s.faults.take(WRITE_METHODS.contains(&method.as_str()), at);
+    let write = WRITE_METHODS.contains(&method.as_str());
     let mut error = None;
-    let (status, resp) = serve_with(fault, html_status, || async {
-        let params = parse_body(&ctype, &body);
-        let answer = {
-            let mut inner = s.lock();
-            let limited = ["", method.as_str()].into_iter().find_map(|k| {
-                match inner.rate_limits.get_mut(k) {
-                    Some((n, secs)) if *n > 0 => {
-                        *n -= 1;
-                        Some(*secs)
+    let (status, resp) = s
+        .serve(write, at, html_status, || async {
+            let params = parse_body(&ctype, &body);
+            let answer = {
+                let mut inner = s.lock();
+                let limited = ["", method.as_str()]
+                    .into_iter()
+                    .find_map(|k| inner.rate_limits.get_mut(k)?.take());
+                match (limited, params) {
+                    (Some(secs), _) => Answer::RateLimited(secs),
+                    (None, Err(e)) => {
+                        tracing::warn!(error = %e, "fake slack: bad body");
+                        Answer::Err("invalid_form_data")
                     }
-                    _ => None,
+                    (None, Ok(ref p)) => dispatch(&s, &mut inner, &method, &token, p),
                 }
-            });
-            match (limited, params) {
-                (Some(secs), _) => Answer::RateLimited(secs),
-                (None, Err(e)) => {
-                    tracing::warn!(error = %e, "fake slack: bad body");
-                    Answer::Err("invalid_form_data")
+            };
+            let (status, err, resp) = match answer {
+                Answer::Ok(mut v) => {
+                    v["ok"] = json!(true);
+                    (200, None, (StatusCode::OK, axum::Json(v)).into_response())
                 }
-                (None, Ok(ref p)) => dispatch(&s, &mut inner, &method, &token, p),
-            }
-        };
-        let (status, err, resp) = match answer {
-            Answer::Ok(mut v) => {
-                v["ok"] = json!(true);
-                (200, None, (StatusCode::OK, axum::Json(v)).into_response())
-            }
-            Answer::Err(code) => (
-                200,
-                Some(code.to_owned()),
-                (
-                    StatusCode::OK,
-                    axum::Json(json!({"ok": false, "error": code})),
-                )
-                    .into_response(),
-            ),
-            Answer::RateLimited(secs) => (
-                429,
-                Some("ratelimited".to_owned()),
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [(header::RETRY_AFTER, secs.to_string())],
-                    axum::Json(json!({"ok": false, "error": "ratelimited"})),
-                )
-                    .into_response(),
-            ),
-        };
-        error = err;
-        (status, resp)
-    })
-    .await;
+                Answer::Err(code) => (
+                    200,
+                    Some(code.to_owned()),
+                    (
+                        StatusCode::OK,
+                        axum::Json(json!({"ok": false, "error": code})),
+                    )
+                        .into_response(),
+                ),
+                Answer::RateLimited(secs) => (
+                    429,
+                    Some("ratelimited".to_owned()),
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, secs.to_string())],
+                        axum::Json(json!({"ok": false, "error": "ratelimited"})),
+                    )
+                        .into_response(),
+                ),
+            };
+            error = err;
+            (status, resp)
+        })
+        .await;
     let params = parse_body(&ctype, &body).unwrap_or(Value::Null);
-    s.lock().calls.push(Call {
+    s.record(Call {
         at,
         method,
         token,
@@ -932,7 +838,6 @@ async fn handle(
         status,
         error,
     });
-    s.bump();
     resp
 }
 
@@ -947,7 +852,8 @@ fn parse_body(ctype: &str, body: &[u8]) -> Result<Value, String> {
         };
     }
     let mut map = Map::new();
-    for (k, v) in form_pairs(&String::from_utf8_lossy(body)) {
+    for (k, v) in form_urlencoded::parse(body) {
+        let (k, v) = (k.into_owned(), v.into_owned());
         let v = if k == "blocks" {
             serde_json::from_str(&v).unwrap_or(Value::String(v))
         } else {
@@ -958,49 +864,19 @@ fn parse_body(ctype: &str, body: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(map))
 }
 
-fn form_pairs(s: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(x) => {
-                            out.push(x);
-                            i += 3;
-                            continue;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
-}
-
-fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &Value) -> Answer {
+fn dispatch(
+    s: &Arc<Shared>,
+    inner: &mut SlackState,
+    method: &str,
+    token: &str,
+    p: &Value,
+) -> Answer {
     let str_param = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
     if method == "apps.connections.open" {
         if token.is_empty() {
             return Answer::Err("not_authed");
         }
-        if token != s.app_token {
+        if token != s.api.app_token {
             return Answer::Err(if token.starts_with("xoxb-") {
                 "not_allowed_token_type"
             } else {
@@ -1010,13 +886,13 @@ fn dispatch(s: &Arc<Shared>, inner: &mut Inner, method: &str, token: &str, p: &V
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         inner.tickets.insert(ticket.clone());
         return Answer::Ok(
-            json!({"url": format!("{}?ticket={ticket}&app_id=A0FAKEAPP", s.ws_url)}),
+            json!({"url": format!("{}?ticket={ticket}&app_id=A0FAKEAPP", s.api.ws_url)}),
         );
     }
     if token.is_empty() {
         return Answer::Err("not_authed");
     }
-    if token != s.bot_token {
+    if token != s.api.bot_token {
         return Answer::Err(if token.starts_with("xapp-") {
             "not_allowed_token_type"
         } else {

@@ -10,9 +10,11 @@
 //! Like Telegram, it refuses HTML that does not parse, texts over 4096 UTF-16 units,
 //! callback data over 64 bytes, edits of unknown messages, no-op edits ("message is not
 //! modified") and second answers to one callback query.
+//!
+//! The call log, `wait_for` and the injected faults are [`crate::fake_service`]'s.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,9 +24,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
 
-use crate::service_faults::{Faults, html_status, serve_with};
+use crate::fake_service::{self, Api, Countdown, Fake, Service, loopback};
+use crate::service_faults::html_status;
 
 /// Methods that put or change a message in a chat: these are rate limited.
 const WRITE_METHODS: &[&str] = &[
@@ -145,9 +147,15 @@ impl User {
     }
 }
 
+/// The fake Telegram's fixed side: the bot's token and its `getMe` user.
+pub struct Telegram {
+    token: String,
+    bot: Value,
+}
+
+/// What the fake Telegram holds: chats' messages, updates, callback queries, limits.
 #[derive(Default)]
-struct Inner {
-    calls: Vec<Call>,
+pub struct TelegramState {
     updates: Vec<Value>,
     next_update_id: i64,
     /// Updates below this id were confirmed by a `getUpdates` offset.
@@ -156,48 +164,46 @@ struct Inner {
     next_message_id: HashMap<i64, i64>,
     next_callback: u64,
     /// Open (unanswered) callback queries.
-    open_callbacks: std::collections::HashSet<String>,
+    open_callbacks: HashSet<String>,
     /// Answers given per callback query id, in order (a second one is refused, but kept).
     callback_answers: HashMap<String, Vec<Value>>,
-    rate_limit_next: (u32, u32),
+    /// The next writes answer 429 with this `retry_after`.
+    rate_limit_next: Countdown<u32>,
     min_chat_gap: Option<Duration>,
     last_write: HashMap<i64, Instant>,
 }
 
-struct Shared {
-    token: String,
-    bot: Value,
-    inner: Mutex<Inner>,
-    faults: Faults,
-    version: watch::Sender<u64>,
-}
+impl Api for Telegram {
+    const NAME: &'static str = "telegram";
+    type State = TelegramState;
+    type Call = Call;
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn line(c: &Call) -> String {
+        format!("{} {} {}", c.status, c.method, c.params)
     }
 
-    fn bump(&self) {
-        self.version.send_modify(|v| *v += 1);
+    fn called(c: &Call, method: &str) -> bool {
+        c.is(method)
     }
 }
+
+type Shared = Service<Telegram>;
+
+/// The running fake. Dropping it stops the server.
+pub type FakeTelegram = Fake<Telegram>;
 
 /// A read-only view of the fake's state, for `wait_for` predicates.
-pub struct View<'a>(&'a Inner);
+pub type View<'a> = fake_service::View<'a, Telegram>;
 
 impl View<'_> {
-    pub fn calls(&self) -> &[Call] {
-        &self.0.calls
-    }
-
     pub fn message(&self, chat_id: i64, message_id: i64) -> Option<&Message> {
-        self.0.messages.get(&(chat_id, message_id))
+        self.state().messages.get(&(chat_id, message_id))
     }
 
     /// Messages the bot sent to `chat_id`, oldest first.
     pub fn bot_messages(&self, chat_id: i64) -> Vec<&Message> {
         let mut v: Vec<&Message> = self
-            .0
+            .state()
             .messages
             .values()
             .filter(|m| m.chat_id == chat_id && m.sent_by_bot)
@@ -207,24 +213,11 @@ impl View<'_> {
     }
 
     pub fn callback_answers(&self, query_id: &str) -> &[Value] {
-        self.0
+        self.state()
             .callback_answers
             .get(query_id)
             .map(Vec::as_slice)
             .unwrap_or_default()
-    }
-}
-
-/// The running fake. Dropping it stops the server.
-pub struct FakeTelegram {
-    shared: Arc<Shared>,
-    url: String,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeTelegram {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 
@@ -246,35 +239,20 @@ impl FakeTelegram {
             "can_read_all_group_messages": false, "supports_inline_queries": false,
             "can_connect_to_business": false, "has_main_web_app": false,
         });
-        let shared = Arc::new(Shared {
-            token: token.to_owned(),
-            bot,
-            inner: Mutex::new(Inner {
+        let shared = Service::new(
+            Telegram {
+                token: token.to_owned(),
+                bot,
+            },
+            TelegramState {
                 next_update_id: 100_000,
-                ..Inner::default()
-            }),
-            faults: Faults::default(),
-            version: watch::channel(0).0,
-        });
+                ..TelegramState::default()
+            },
+        );
         let app = Router::new()
             .route("/{bot}/{method}", any(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let server = tokio::spawn(async move {
-            // Like real servers: no Nagle delay on small responses.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeTelegram {
-            shared,
-            url,
-            server,
-        }
+        Fake::serve(shared, loopback().await, app)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234` (the Bot API's `api_url`).
@@ -283,15 +261,15 @@ impl FakeTelegram {
     }
 
     pub fn token(&self) -> &str {
-        &self.shared.token
+        &self.service.api.token
     }
 
     /// The bot's `getMe` user object.
     pub fn bot_user(&self) -> Value {
-        self.shared.bot.clone()
+        self.service.api.bot.clone()
     }
 
-    fn push_update(&self, inner: &mut Inner, kind: &str, body: Value) -> i64 {
+    fn push_update(&self, inner: &mut TelegramState, kind: &str, body: Value) -> i64 {
         let id = inner.next_update_id;
         inner.next_update_id += 1;
         inner.updates.push(json!({"update_id": id, kind: body}));
@@ -318,7 +296,7 @@ impl FakeTelegram {
     }
 
     pub fn press_as(&self, user: &User, chat_id: i64, message_id: i64, data: &str) -> String {
-        let mut inner = self.shared.lock();
+        let mut inner = self.service.lock();
         inner.next_callback += 1;
         let qid = format!(
             "{}{:04}",
@@ -327,7 +305,7 @@ impl FakeTelegram {
         );
         let chat = Self::chat_json(chat_id, user);
         let message = match inner.messages.get(&(chat_id, message_id)) {
-            Some(m) => message_json(m, &self.shared.bot, chat),
+            Some(m) => message_json(m, &self.service.api.bot, chat),
             None => {
                 json!({"message_id": message_id, "date": unix_now(), "chat": chat, "text": "(unknown message)"})
             }
@@ -339,7 +317,7 @@ impl FakeTelegram {
         inner.open_callbacks.insert(qid.clone());
         self.push_update(&mut inner, "callback_query", body);
         drop(inner);
-        self.shared.bump();
+        self.service.bump();
         qid
     }
 
@@ -349,7 +327,7 @@ impl FakeTelegram {
     }
 
     pub fn send_text_as(&self, user: &User, chat_id: i64, text: &str) -> i64 {
-        let mut inner = self.shared.lock();
+        let mut inner = self.service.lock();
         let mid = next_message_id(&mut inner, chat_id);
         let mut msg = json!({
             "message_id": mid, "from": user.json(), "chat": Self::chat_json(chat_id, user),
@@ -382,105 +360,39 @@ impl FakeTelegram {
         );
         self.push_update(&mut inner, "message", msg);
         drop(inner);
-        self.shared.bump();
+        self.service.bump();
         mid
     }
 
     /// Deletes a message (as if the user deleted it): later edits find nothing.
     pub fn delete_message(&self, chat_id: i64, message_id: i64) {
-        self.shared.lock().messages.remove(&(chat_id, message_id));
-        self.shared.bump();
+        self.service.lock().messages.remove(&(chat_id, message_id));
+        self.service.bump();
     }
 
     /// The next `n` message-writing calls (send/edit) answer 429 with `retry_after`.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u32) {
-        self.shared.lock().rate_limit_next = (n, retry_after_secs);
+        self.service.lock().rate_limit_next.arm(n, retry_after_secs);
     }
 
     /// Enforce Telegram's per-chat limit: a write to a chat less than `gap` after the
     /// previous accepted write to it answers 429 (retry_after 1). `None` turns it off.
     pub fn enforce_chat_gap(&self, gap: Option<Duration>) {
-        self.shared.lock().min_chat_gap = gap;
-    }
-
-    /// Faults to inject (5xx storms, slow answers, dropped connections). A storm hits every
-    /// call, long polls included: 500 with Telegram's JSON error body, 502/503/504 with an
-    /// HTML page as a proxy in front would; slow answers and drops hit message writes.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
-    }
-
-    /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
-    }
-
-    /// Calls of one method (case-insensitive).
-    pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.shared
-            .lock()
-            .calls
-            .iter()
-            .filter(|c| c.is(method))
-            .cloned()
-            .collect()
+        self.service.lock().min_chat_gap = gap;
     }
 
     pub fn message(&self, chat_id: i64, message_id: i64) -> Option<Message> {
-        self.shared
-            .lock()
-            .messages
-            .get(&(chat_id, message_id))
-            .cloned()
+        self.service
+            .read(|v| v.message(chat_id, message_id).cloned())
     }
 
     pub fn bot_messages(&self, chat_id: i64) -> Vec<Message> {
-        View(&self.shared.lock())
-            .bot_messages(chat_id)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.service
+            .read(|v| v.bot_messages(chat_id).into_iter().cloned().collect())
     }
 
     pub fn callback_answers(&self, query_id: &str) -> Vec<Value> {
-        self.shared
-            .lock()
-            .callback_answers
-            .get(query_id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Waits until `f` returns `Some`, re-checking on every change; panics after
-    /// `timeout` with `what` and the recorded calls.
-    pub async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut f: impl FnMut(&View<'_>) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.shared.version.subscribe();
-        loop {
-            rx.borrow_and_update();
-            if let Some(v) = f(&View(&self.shared.lock())) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
-                let calls: Vec<String> = self
-                    .calls()
-                    .iter()
-                    .map(|c| format!("{} {} {}", c.status, c.method, c.params))
-                    .collect();
-                panic!(
-                    "fake telegram: timed out after {timeout:?} waiting for {what}; calls:\n{}",
-                    calls.join("\n")
-                );
-            }
-        }
+        self.service.read(|v| v.callback_answers(query_id).to_vec())
     }
 
     /// The `n`th (0-based) message the bot sent to `chat_id`, waiting for it.
@@ -526,7 +438,7 @@ fn unix_now() -> i64 {
         .unwrap_or(1)
 }
 
-fn next_message_id(inner: &mut Inner, chat_id: i64) -> i64 {
+fn next_message_id(inner: &mut TelegramState, chat_id: i64) -> i64 {
     let n = inner.next_message_id.entry(chat_id).or_insert(0);
     *n += 1;
     *n
@@ -619,7 +531,7 @@ async fn handle(
     req: Request,
 ) -> Response {
     let at = Instant::now();
-    if bot != format!("bot{}", s.token) {
+    if bot != format!("bot{}", s.api.token) {
         let (_, r) = reply(Err(ApiError {
             code: 401,
             description: "Unauthorized".into(),
@@ -632,32 +544,32 @@ async fn handle(
         Err(e) => return reply(Err(bad(e))).1,
     };
     let lower = method.to_ascii_lowercase();
-    let fault = s.faults.take(WRITE_METHODS.contains(&lower.as_str()), at);
-    let (status, resp) = serve_with(fault, storm_reply, || async {
-        let res = if lower == "getupdates" {
-            get_updates(&s, &params).await
-        } else {
-            let mut inner = s.lock();
-            dispatch(&s, &mut inner, &lower, &params, at)
-        };
-        reply(res)
-    })
-    .await;
-    s.lock().calls.push(Call {
+    let write = WRITE_METHODS.contains(&lower.as_str());
+    let (status, resp) = s
+        .serve(write, at, storm_reply, || async {
+            let res = if lower == "getupdates" {
+                get_updates(&s, &params).await
+            } else {
+                let mut inner = s.lock();
+                dispatch(&s, &mut inner, &lower, &params, at)
+            };
+            reply(res)
+        })
+        .await;
+    s.record(Call {
         at,
         method,
         params,
         status,
     });
-    s.bump();
     resp
 }
 
 async fn parse_params(req: Request) -> Result<Value, String> {
     let mut map = Map::new();
     if let Some(q) = req.uri().query() {
-        for (k, v) in form_pairs(q) {
-            map.insert(k, loose_json(v));
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            map.insert(k.into_owned(), loose_json(v.into_owned()));
         }
     }
     let ctype = req
@@ -702,8 +614,8 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         return Ok(Value::Object(map));
     }
     if ctype.starts_with("application/x-www-form-urlencoded") {
-        for (k, v) in form_pairs(&String::from_utf8_lossy(&body)) {
-            map.insert(k, loose_json(v));
+        for (k, v) in form_urlencoded::parse(&body) {
+            map.insert(k.into_owned(), loose_json(v.into_owned()));
         }
     } else {
         match serde_json::from_slice::<Value>(&body)
@@ -714,35 +626,6 @@ async fn parse_params(req: Request) -> Result<Value, String> {
         }
     }
     Ok(Value::Object(map))
-}
-
-fn form_pairs(s: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let s = s.replace('+', " ");
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%'
-                && i + 2 < bytes.len()
-                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 /// Form values are strings; those holding JSON objects/arrays/numbers/bools become JSON.
@@ -773,42 +656,35 @@ async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
         .unwrap_or(100)
         .clamp(1, 100) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let mut rx = s.version.subscribe();
-    loop {
-        rx.borrow_and_update();
-        {
-            let mut inner = s.lock();
-            if offset > inner.confirmed {
-                inner.confirmed = offset;
-                inner
-                    .updates
-                    .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
-            }
-            let ready: Vec<Value> = inner
+    let ready = s.poll(deadline, |s| {
+        let mut inner = s.lock();
+        if offset > inner.confirmed {
+            inner.confirmed = offset;
+            inner
                 .updates
-                .iter()
-                .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
-                .take(limit)
-                .cloned()
-                .collect();
-            if !ready.is_empty() {
-                return Ok(Value::Array(ready));
-            }
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
         }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            return Ok(json!([]));
-        }
-    }
+        let ready: Vec<Value> = inner
+            .updates
+            .iter()
+            .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        (!ready.is_empty()).then_some(ready)
+    });
+    Ok(Value::Array(ready.await.unwrap_or_default()))
 }
 
-fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant) -> ApiResult {
+fn dispatch(
+    s: &Shared,
+    inner: &mut TelegramState,
+    method: &str,
+    p: &Value,
+    at: Instant,
+) -> ApiResult {
     if WRITE_METHODS.contains(&method) {
-        if inner.rate_limit_next.0 > 0 {
-            inner.rate_limit_next.0 -= 1;
-            let secs = inner.rate_limit_next.1;
+        if let Some(secs) = inner.rate_limit_next.take() {
             return Err(too_many(secs));
         }
         if let (Some(gap), Some(chat)) = (inner.min_chat_gap, p.get("chat_id").and_then(as_i64))
@@ -821,7 +697,7 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
         }
     }
     let res = match method {
-        "getme" => Ok(s.bot.clone()),
+        "getme" => Ok(s.api.bot.clone()),
         "sendmessage" => send_message(s, inner, p),
         "senddocument" => send_document(s, inner, p),
         "editmessagetext" => edit(s, inner, p, true),
@@ -848,7 +724,8 @@ fn dispatch(s: &Shared, inner: &mut Inner, method: &str, p: &Value, at: Instant)
     res
 }
 
-/// A 5xx answer: Telegram's own JSON error for 500, a proxy's HTML page otherwise.
+/// A 5xx answer (a storm hits long polls too): Telegram's own JSON error for 500, a
+/// proxy's HTML page otherwise.
 fn storm_reply(status: u16) -> Response {
     if status == 500 {
         let body = json!({"ok": false, "error_code": 500, "description": "Internal Server Error"});
@@ -917,7 +794,7 @@ fn text_of(p: &Value, key: &str) -> Result<(String, String, Option<String>), Api
     Ok((raw, text, mode))
 }
 
-fn send_message(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
+fn send_message(s: &Shared, inner: &mut TelegramState, p: &Value) -> ApiResult {
     let chat = chat_of(p)?;
     let (raw, text, parse_mode) = text_of(p, "text")?;
     if text.trim().is_empty() {
@@ -941,7 +818,7 @@ fn send_message(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
         edits: 0,
         sent_by_bot: true,
     };
-    let out = message_json(&m, &s.bot, bot_chat(chat));
+    let out = message_json(&m, &s.api.bot, bot_chat(chat));
     inner.messages.insert((chat, mid), m);
     Ok(out)
 }
@@ -953,7 +830,7 @@ fn reply_to(p: &Value) -> Option<i64> {
         .or_else(|| p.get("reply_to_message_id").and_then(as_i64))
 }
 
-fn send_document(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
+fn send_document(s: &Shared, inner: &mut TelegramState, p: &Value) -> ApiResult {
     let chat = chat_of(p)?;
     let doc = p
         .get("document")
@@ -987,12 +864,12 @@ fn send_document(s: &Shared, inner: &mut Inner, p: &Value) -> ApiResult {
         edits: 0,
         sent_by_bot: true,
     };
-    let out = message_json(&m, &s.bot, bot_chat(chat));
+    let out = message_json(&m, &s.api.bot, bot_chat(chat));
     inner.messages.insert((chat, mid), m);
     Ok(out)
 }
 
-fn edit(s: &Shared, inner: &mut Inner, p: &Value, with_text: bool) -> ApiResult {
+fn edit(s: &Shared, inner: &mut TelegramState, p: &Value, with_text: bool) -> ApiResult {
     let chat = chat_of(p)?;
     let mid = p
         .get("message_id")
@@ -1031,10 +908,10 @@ fn edit(s: &Shared, inner: &mut Inner, p: &Value, with_text: bool) -> ApiResult 
     }
     m.reply_markup = markup;
     m.edits += 1;
-    Ok(message_json(m, &s.bot, bot_chat(chat)))
+    Ok(message_json(m, &s.api.bot, bot_chat(chat)))
 }
 
-fn answer_callback(inner: &mut Inner, p: &Value) -> ApiResult {
+fn answer_callback(inner: &mut TelegramState, p: &Value) -> ApiResult {
     let qid = p.get("callback_query_id").and_then(|v| {
         v.as_str()
             .map(str::to_owned)

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod conformance;
 pub mod fake_discord;
 pub mod fake_model;
+pub mod fake_service;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fault_proxy;

@@ -10,6 +10,8 @@ use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
+use crate::fake_service::Countdown;
+
 /// When an injected fault acts on a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -37,10 +39,10 @@ struct Armed {
     /// Every call answers this HTTP status until the instant.
     storm: Option<(Instant, u16)>,
     /// The next `n` message-writing calls answer only after a delay (a `Fault::Slow`).
-    slow_next: Option<(u32, Fault)>,
+    slow_next: Countdown<Fault>,
     /// The next `n` message-writing calls lose their connection without an answer (a
     /// `Fault::Drop`).
-    drop_next: Option<(u32, Fault)>,
+    drop_next: Countdown<Fault>,
     /// Calls a fault acted on so far.
     injected: u64,
 }
@@ -59,12 +61,12 @@ impl Faults {
     /// is handled after the wait, or never if the client gave up first; `AfterProcessing`:
     /// it is handled at once and only the answer is late.
     pub fn slow_next(&self, n: u32, delay: Duration, moment: Moment) {
-        self.armed().slow_next = (n > 0).then_some((n, Fault::Slow(delay, moment)));
+        self.armed().slow_next.arm(n, Fault::Slow(delay, moment));
     }
 
     /// The next `n` message-writing calls lose their connection without an answer.
     pub fn drop_next(&self, n: u32, moment: Moment) {
-        self.armed().drop_next = (n > 0).then_some((n, Fault::Drop(moment)));
+        self.armed().drop_next.arm(n, Fault::Drop(moment));
     }
 
     /// How many calls an injected fault has hit so far.
@@ -86,21 +88,10 @@ impl Faults {
         if !write {
             return None;
         }
-        let fault = count_down(&mut a.drop_next).or_else(|| count_down(&mut a.slow_next))?;
+        let fault = a.drop_next.take().or_else(|| a.slow_next.take())?;
         a.injected += 1;
         Some(fault)
     }
-}
-
-/// The armed fault for one more call, disarmed after its last.
-fn count_down(armed: &mut Option<(u32, Fault)>) -> Option<Fault> {
-    let (n, fault) = armed.as_mut()?;
-    let fault = *fault;
-    *n -= 1;
-    if *n == 0 {
-        *armed = None;
-    }
-    Some(fault)
 }
 
 /// Serves one call under `fault`: `serve` does the fake's real work and returns the
