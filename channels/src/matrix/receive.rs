@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bridge::approval::{ApprovalId, Responder, now_ms};
 use bridge::channel::{Answer, ChannelError, MessageRef, ReplyTo, Request, Target, Via, command};
+use bridge::retry::Backoff;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind, VerificationState};
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
@@ -22,6 +23,10 @@ use super::render;
 use super::rooms::Rooms;
 use super::session::Session;
 
+/// The pause after the first failed login or sync in a row (jittered, as every pause of a
+/// `Backoff`); it doubles up to `Options::max_sync_backoff`.
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+
 /// What turns syncs into answers.
 pub(super) struct Inbox {
     bot: String,
@@ -31,8 +36,8 @@ pub(super) struct Inbox {
     created_ms: i64,
     /// Long-poll timeout of `/sync`.
     sync_timeout: Duration,
-    /// Longest pause between failed logins and syncs.
-    max_backoff: Duration,
+    /// Pauses between failed logins and syncs.
+    backoff: Backoff,
     /// Reacted-to events: our prompt's approval id, or `None` for other events.
     prompts: StdMutex<HashMap<OwnedEventId, Option<ApprovalId>>>,
 }
@@ -49,7 +54,7 @@ impl Inbox {
             strict,
             created_ms: now_ms(),
             sync_timeout,
-            max_backoff,
+            backoff: Backoff::new(FIRST_PAUSE, max_backoff),
             prompts: StdMutex::new(HashMap::new()),
         }
     }
@@ -70,7 +75,7 @@ impl Inbox {
         answers: mpsc::Sender<Answer>,
         mut shutdown: broadcast::Receiver<()>,
     ) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = self.backoff.attempts();
         let client = loop {
             let res = tokio::select! {
                 _ = shutdown.recv() => return,
@@ -80,11 +85,11 @@ impl Inbox {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "matrix login failed; backing off");
+                    let pause = backoff.next_pause();
                     tokio::select! {
                         _ = shutdown.recv() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(self.max_backoff);
                 }
             }
         };
@@ -93,7 +98,7 @@ impl Inbox {
         {
             return;
         }
-        backoff = Duration::from_millis(500);
+        backoff.reset();
         loop {
             let settings = SyncSettings::default().timeout(self.sync_timeout);
             let res = tokio::select! {
@@ -102,7 +107,7 @@ impl Inbox {
             };
             let pause = match res {
                 Ok(resp) => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     if !self.handle_sync(client, rooms, resp, &answers).await {
                         return;
                     }
@@ -122,9 +127,7 @@ impl Inbox {
                             None
                         }
                     };
-                    let p = backoff.max(hint.unwrap_or_default());
-                    backoff = (backoff * 2).min(self.max_backoff);
-                    p
+                    backoff.next_pause().max(hint.unwrap_or_default())
                 }
             };
             tokio::select! {
