@@ -6,7 +6,9 @@ pub mod action;
 pub mod command;
 pub mod memory;
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -76,12 +78,52 @@ pub struct Answer {
     pub reply: ReplyTo,
 }
 
-/// Opaque to the engine: the channel's way back to the responder.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The channel's way back to a responder: a value of the adapter's own type (a callback
+/// query id, an interaction token, a chat and the message to reply to...), carried through
+/// the engine untouched. Only the adapter that made it can read it ([`ReplyTo::handle`]).
+#[derive(Debug, Clone)]
 pub struct ReplyTo {
     pub channel: String,
-    /// e.g. `cb:<callback query id>` or `chat:<chat id>`; the channel defines the format.
-    pub handle: String,
+    handle: Arc<dyn ReplyHandle>,
+}
+
+impl ReplyTo {
+    pub fn new(channel: impl Into<String>, handle: impl ReplyHandle) -> ReplyTo {
+        ReplyTo {
+            channel: channel.into(),
+            handle: Arc::new(handle),
+        }
+    }
+
+    /// The handle, when it is of the adapter's type `H`.
+    pub fn handle<H: ReplyHandle>(&self) -> Option<&H> {
+        self.handle.as_any().downcast_ref()
+    }
+}
+
+impl PartialEq for ReplyTo {
+    fn eq(&self, other: &ReplyTo) -> bool {
+        self.channel == other.channel && self.handle.same(other.handle.as_any())
+    }
+}
+
+impl Eq for ReplyTo {}
+
+/// What an adapter's reply handle must be: any plain value that compares and prints.
+pub trait ReplyHandle: Any + fmt::Debug + Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    /// Equal to `other`, which may be of another type.
+    fn same(&self, other: &dyn Any) -> bool;
+}
+
+impl<H: Any + fmt::Debug + PartialEq + Send + Sync> ReplyHandle for H {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<H>() == Some(self)
+    }
 }
 
 /// Why an answer did not count. Shown to the responder and written to the audit log.
@@ -224,11 +266,13 @@ impl ChannelError {
     }
 }
 
-/// How many of a target's last recorded prompts [`Channel::resume`] is handed: an orphan
-/// among them whose sweep kills kept cutting short is still found by later restarts.
+/// How many of a target's last recorded prompts [`RestartSweep::resume`] is handed: an
+/// orphan among them whose sweep kills kept cutting short is still found by later restarts.
 pub const RESUME_PROMPTS: usize = 8;
 
 /// One chat service. Implementations own their wire formats, escaping and rate limits.
+/// What a service can do beyond one prompt per approval is declared, not implied: the
+/// optional capabilities below (`None` by default) are small traits of their own.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
     /// Short stable name (`telegram`), also the `Target::channel` of its targets.
@@ -239,6 +283,21 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Whether this stable user id may decide (the channel's `allowFrom`).
     fn allows(&self, user_id: &str) -> bool;
+
+    /// One message for a burst of approvals, where the service has room for it.
+    fn digests(&self) -> Option<&dyn Digests> {
+        None
+    }
+
+    /// A per-chat send slot the engine can wait for before it chooses what to send.
+    fn send_slot(&self) -> Option<&dyn SendSlot> {
+        None
+    }
+
+    /// A way to find prompts a kill left unrecorded and remove their buttons.
+    fn restart_sweep(&self) -> Option<&dyn RestartSweep> {
+        None
+    }
 
     /// Start-up check of credentials and reachability (Telegram `getMe`); returns a
     /// human description such as `@my_bot (id 42)`.
@@ -251,57 +310,6 @@ pub trait Channel: Send + Sync + 'static {
         target: &Target,
         approval: &Approval,
     ) -> Result<MessageRef, ChannelError>;
-
-    /// Called once at start with the prompts the store recorded before it, the last
-    /// [`RESUME_PROMPTS`] per target. A channel whose chats number messages in order
-    /// (Telegram) uses them to find prompts a kill left unrecorded, between a send and its
-    /// record, and removes their buttons.
-    fn resume(&self, recorded: &[MessageRef]) {
-        let _ = recorded;
-    }
-
-    /// Waits until `target` could take a new prompt at once: a channel that spaces
-    /// messages per chat waits for the chat's next slot and keeps it for the prompt that
-    /// follows. The engine asks this of channels that send digests and only then chooses
-    /// what the digest carries, so everything that queued up meanwhile shares one message.
-    async fn ready(&self, target: &Target) {
-        let _ = target;
-    }
-
-    /// Most approvals one digest message can carry; 1 (the default) means the channel
-    /// sends no digests and every approval gets its own prompt.
-    fn digest_capacity(&self) -> usize {
-        1
-    }
-
-    /// Delivers approvals that queued up for one target, first first, in one message: a
-    /// digest with a row and buttons per approval. Returns the message and how many of
-    /// the approvals it carries: at least 1, and 1 means a plain prompt for the first
-    /// (the channel sends one when the first does not fit a digest row).
-    async fn deliver_digest(
-        &self,
-        target: &Target,
-        approvals: &[Approval],
-    ) -> Result<(MessageRef, usize), ChannelError> {
-        let first = approvals
-            .first()
-            .ok_or_else(|| ChannelError::Permanent("empty digest".into()))?;
-        Ok((self.deliver(target, first).await?, 1))
-    }
-
-    /// Rewrites a digest so every row shows its state: buttons while pending, the
-    /// outcome once ended. `rows` are the digest's rows in their original order.
-    async fn update_digest(
-        &self,
-        prompt: &MessageRef,
-        rows: &[DigestRow],
-    ) -> Result<(), ChannelError> {
-        let _ = (prompt, rows);
-        Err(ChannelError::Permanent(format!(
-            "channel {} sends no digests",
-            self.name()
-        )))
-    }
 
     /// Rewrites a prompt to show the outcome and removes its buttons.
     async fn finish(
@@ -316,4 +324,46 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Receives answers until `shutdown` fires, reconnecting by itself.
     async fn run(&self, answers: mpsc::Sender<Answer>, shutdown: broadcast::Receiver<()>);
+}
+
+/// A channel that sends approvals that queued up for one target as one message: a digest
+/// with a row and buttons per approval.
+#[async_trait]
+pub trait Digests: Send + Sync {
+    /// Most approvals one digest can carry (at least 2).
+    fn capacity(&self) -> usize;
+
+    /// Delivers `approvals` (first first) in one message. Returns the message and how many
+    /// of them it carries: at least 1, and 1 means a plain prompt for the first (sent when
+    /// the first does not fit a digest row).
+    async fn deliver_digest(
+        &self,
+        target: &Target,
+        approvals: &[Approval],
+    ) -> Result<(MessageRef, usize), ChannelError>;
+
+    /// Rewrites a digest so every row shows its state: buttons while pending, the
+    /// outcome once ended. `rows` are the digest's rows in their original order.
+    async fn update_digest(
+        &self,
+        prompt: &MessageRef,
+        rows: &[DigestRow],
+    ) -> Result<(), ChannelError>;
+}
+
+/// A channel that spaces messages per chat and can keep a free slot for the prompt that
+/// follows. The engine waits for it before it chooses a digest's rows, so everything that
+/// queued up meanwhile shares one message.
+#[async_trait]
+pub trait SendSlot: Send + Sync {
+    /// Waits until `target` could take a new prompt at once, and keeps that slot for it.
+    async fn ready(&self, target: &Target);
+}
+
+/// A channel whose chats number messages in order (Telegram) can find prompts a kill left
+/// unrecorded, between a send and its record, and remove their buttons.
+pub trait RestartSweep: Send + Sync {
+    /// Called once at start with the prompts the store recorded before it, the last
+    /// [`RESUME_PROMPTS`] per target.
+    fn resume(&self, recorded: &[MessageRef]);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Request, Target};
-use channels::discord::{Discord, DiscordConfig, Options, codec};
+use channels::discord::{Discord, DiscordConfig, Options, Reply, codec};
 use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_discord::{FakeDiscord, User};
 use testkit::service_faults::Faults;
@@ -143,30 +143,23 @@ impl Fixture for DiscordFixture {
     }
 
     async fn told(&self, answer: &Answer) -> String {
-        if let Some(rest) = answer.reply.handle.strip_prefix("ix:") {
-            let (_, token) = rest.split_once(':').expect("ix:<app>:<token>");
-            let m = self
-                .fake
-                .wait_for(WAIT, "a follow-up to the press", |v| {
-                    v.interaction_by_token(token)?.followups.first().cloned()
-                })
-                .await;
-            assert_eq!(m.flags & 64, 64, "the notice is ephemeral");
-            assert!(!m.can_ping());
-            return m.text();
-        }
-        let rest = answer
-            .reply
-            .handle
-            .strip_prefix("ch:")
-            .expect("ix: or ch: handle");
-        // `ch:<channel>:<message>` replies to a command; `ch:<channel>:` is a plain message
-        // (a press whose interaction could not be acknowledged is answered in the DM).
-        let (channel, mid) = rest.split_once(':').expect("ch:<channel>:<message>");
-        let (channel, mid) = (
-            channel.to_owned(),
-            (!mid.is_empty()).then(|| mid.to_owned()),
-        );
+        let reply = answer.reply.handle::<Reply>().expect("a Discord reply");
+        let (channel, mid) = match reply {
+            Reply::Interaction { token, .. } => {
+                let m = self
+                    .fake
+                    .wait_for(WAIT, "a follow-up to the press", |v| {
+                        v.interaction_by_token(token)?.followups.first().cloned()
+                    })
+                    .await;
+                assert_eq!(m.flags & 64, 64, "the notice is ephemeral");
+                assert!(!m.can_ping());
+                return m.text();
+            }
+            // A reply to a command; without `reply_to` a plain message (a press whose
+            // interaction could not be acknowledged is answered in the DM).
+            Reply::Channel { channel, reply_to } => (channel.clone(), reply_to.clone()),
+        };
         let m = self
             .fake
             .wait_for(WAIT, "reply to the command or press", |v| {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bridge::approval::{ApprovalId, Decision};
 use bridge::channel::{Answer, Channel, MessageRef, Target};
 use bridge::store::{SqliteStore, Store};
-use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, render};
+use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, Reply, render};
 use serde_json::Value;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
 use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
@@ -310,10 +310,10 @@ impl Fixture for MatrixFixture {
     }
 
     async fn told(&self, answer: &Answer) -> String {
-        let (room, event) = split(&answer.reply.handle);
+        let Reply { room, event } = answer.reply.handle::<Reply>().expect("a Matrix reply");
         let deadline = Instant::now() + WAIT;
         loop {
-            let tl = self.acc.owner.timeline(&room).await.unwrap_or_default();
+            let tl = self.acc.owner.timeline(room).await.unwrap_or_default();
             if let Some(m) = tl.iter().find(|v| {
                 v["sender"] == self.acc.bot.as_str()
                     && v["utd"] == false

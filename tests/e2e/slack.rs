@@ -10,7 +10,7 @@ use bridge::approval::{Approval, ApprovalId, Decision, Kind};
 use bridge::channel::{
     Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target,
 };
-use channels::slack::{Options, Slack, SlackConfig, codec};
+use channels::slack::{Options, Reply, Slack, SlackConfig, codec};
 use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_slack::{self, FakeSlack};
 use testkit::service_faults::Faults;
@@ -171,28 +171,23 @@ impl Fixture for SlackFixture {
     }
 
     async fn told(&self, answer: &Answer) -> String {
-        if let Some(rest) = answer.reply.handle.strip_prefix("eph:") {
-            let mut p = rest.splitn(3, ':');
-            let (c, u) = (p.next().unwrap().to_owned(), p.next().unwrap().to_owned());
-            // notify has returned: the latest ephemeral to this user here is the answer.
-            return self
-                .fake
-                .wait_for(WAIT, "ephemeral answer", |v| {
-                    v.ephemerals()
-                        .iter()
-                        .rev()
-                        .find(|e| e.channel == c && e.user == u)
-                        .map(|e| e.text.clone())
-                })
-                .await;
-        }
-        let rest = answer
-            .reply
-            .handle
-            .strip_prefix("msg:")
-            .expect("eph: or msg: handle");
-        let (c, ts) = rest.split_once(':').expect("msg:<channel>:<ts>");
-        let (c, ts) = (c.to_owned(), ts.to_owned());
+        let (c, ts) = match answer.reply.handle::<Reply>().expect("a Slack reply") {
+            Reply::Ephemeral { channel, user, .. } => {
+                let (c, u) = (channel.clone(), user.clone());
+                // notify has returned: the latest ephemeral to this user here is the answer.
+                return self
+                    .fake
+                    .wait_for(WAIT, "ephemeral answer", |v| {
+                        v.ephemerals()
+                            .iter()
+                            .rev()
+                            .find(|e| e.channel == c && e.user == u)
+                            .map(|e| e.text.clone())
+                    })
+                    .await;
+            }
+            Reply::Message { channel, ts } => (channel.clone(), ts.clone()),
+        };
         self.fake
             .wait_for(WAIT, "reply to the command", |v| {
                 v.bot_messages(&c)

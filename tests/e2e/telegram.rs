@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Refusal, Request, Target};
-use channels::telegram::{Options, Telegram, TelegramConfig, codec};
+use channels::telegram::{Options, Reply, Telegram, TelegramConfig, codec};
 use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
 use testkit::fake_telegram::FakeTelegram;
 use testkit::service_faults::Faults;
@@ -152,22 +152,21 @@ impl Fixture for TelegramFixture {
     }
 
     async fn told(&self, answer: &Answer) -> String {
-        if let Some(q) = answer.reply.handle.strip_prefix("cb:") {
-            let a = self.fake.wait_callback_answer(q, WAIT).await;
-            assert_eq!(
-                self.fake.callback_answers(q).len(),
-                1,
-                "a callback query is answered exactly once"
-            );
-            return a["text"].as_str().unwrap_or_default().to_owned();
-        }
-        let rest = answer
-            .reply
-            .handle
-            .strip_prefix("chat:")
-            .expect("cb: or chat: handle");
-        let (chat, mid) = rest.split_once(':').expect("chat:<chat>:<message>");
-        let (chat, mid): (i64, i64) = (chat.parse().unwrap(), mid.parse().unwrap());
+        let (chat, mid) = match answer.reply.handle::<Reply>().expect("a Telegram reply") {
+            Reply::Callback(q) => {
+                let a = self.fake.wait_callback_answer(q, WAIT).await;
+                assert_eq!(
+                    self.fake.callback_answers(q).len(),
+                    1,
+                    "a callback query is answered exactly once"
+                );
+                return a["text"].as_str().unwrap_or_default().to_owned();
+            }
+            Reply::Chat { chat, reply_to } => {
+                let mid = reply_to.expect("a command is replied to");
+                (*chat, i64::from(mid))
+            }
+        };
         self.fake
             .wait_for(WAIT, "reply to the command", |v| {
                 v.bot_messages(chat)
@@ -306,7 +305,7 @@ async fn group_press_is_not_in_dm_and_refusal_is_an_alert() {
     let ans = run.next("stranger press").await;
     assert!(ans.in_dm);
     assert!(!f.channel.allows(&ans.responder.user_id));
-    assert_eq!(ans.reply.handle, format!("cb:{q2}"));
+    assert_eq!(ans.reply.handle(), Some(&Reply::Callback(q2)));
     run.stop().await;
 }
 

@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target};
+use super::{
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, ReplyTo, RestartSweep,
+    SendSlot, Target,
+};
 use crate::approval::{Approval, ApprovalId, Outcome};
 
 /// A digest rewrite as recorded: the message and each row's outcome.
@@ -144,10 +147,6 @@ impl Channel for MemoryChannel {
         self.targets.clone()
     }
 
-    fn resume(&self, recorded: &[MessageRef]) {
-        self.state().resumed = recorded.to_vec();
-    }
-
     fn allows(&self, user_id: &str) -> bool {
         self.allow.contains(user_id)
     }
@@ -156,12 +155,16 @@ impl Channel for MemoryChannel {
         Ok(format!("memory channel {}", self.name))
     }
 
-    async fn ready(&self, _: &Target) {
-        let _turn = self.turn.lock().await;
+    fn digests(&self) -> Option<&dyn Digests> {
+        (self.state().digest_capacity > 1).then_some(self as &dyn Digests)
     }
 
-    fn digest_capacity(&self) -> usize {
-        self.state().digest_capacity
+    fn send_slot(&self) -> Option<&dyn SendSlot> {
+        Some(self)
+    }
+
+    fn restart_sweep(&self) -> Option<&dyn RestartSweep> {
+        Some(self)
     }
 
     async fn deliver(
@@ -175,6 +178,34 @@ impl Channel for MemoryChannel {
             .delivered
             .push((approval.id.clone(), m.clone()));
         Ok(m)
+    }
+
+    async fn finish(
+        &self,
+        prompt: &MessageRef,
+        _: &Approval,
+        outcome: &Outcome,
+    ) -> Result<(), ChannelError> {
+        self.state()
+            .finished
+            .push((prompt.clone(), outcome.clone()));
+        Ok(())
+    }
+
+    async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
+        self.state().notices.push((to.clone(), notice.clone()));
+        Ok(())
+    }
+
+    async fn run(&self, _answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
+        let _ = shutdown.recv().await;
+    }
+}
+
+#[async_trait]
+impl Digests for MemoryChannel {
+    fn capacity(&self) -> usize {
+        self.state().digest_capacity
     }
 
     async fn deliver_digest(
@@ -205,25 +236,17 @@ impl Channel for MemoryChannel {
         self.state().digest_updates.push((prompt.clone(), rows));
         Ok(())
     }
+}
 
-    async fn finish(
-        &self,
-        prompt: &MessageRef,
-        _: &Approval,
-        outcome: &Outcome,
-    ) -> Result<(), ChannelError> {
-        self.state()
-            .finished
-            .push((prompt.clone(), outcome.clone()));
-        Ok(())
+#[async_trait]
+impl SendSlot for MemoryChannel {
+    async fn ready(&self, _: &Target) {
+        let _turn = self.turn.lock().await;
     }
+}
 
-    async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
-        self.state().notices.push((to.clone(), notice.clone()));
-        Ok(())
-    }
-
-    async fn run(&self, _answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
-        let _ = shutdown.recv().await;
+impl RestartSweep for MemoryChannel {
+    fn resume(&self, recorded: &[MessageRef]) {
+        self.state().resumed = recorded.to_vec();
     }
 }

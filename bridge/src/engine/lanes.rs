@@ -85,6 +85,13 @@ impl Lanes {
 }
 
 impl Core {
+    /// How many approvals one message to `target` can carry (1: no digests); `None` when
+    /// no channel serves it.
+    fn digest_capacity(&self, target: &Target) -> Option<usize> {
+        let channel = self.channels.get(&target.channel)?;
+        Some(channel.digests().map_or(1, |d| d.capacity()))
+    }
+
     /// Puts `id` in `target`'s delivery queue.
     pub(super) fn enqueue(&mut self, id: &ApprovalId, target: &Target) {
         let Some(entry) = self.approvals.get_mut(id) else {
@@ -110,11 +117,7 @@ impl Core {
         if self.draining {
             return;
         }
-        let Some(capacity) = self
-            .channels
-            .get(&target.channel)
-            .map(|c| c.digest_capacity())
-        else {
+        let Some(capacity) = self.digest_capacity(target) else {
             tracing::error!(%target, "no channel for target");
             return;
         };
@@ -136,11 +139,7 @@ impl Core {
 
     /// Takes the next prompt or digest off `target`'s queue and delivers it.
     pub(super) fn send_next(&mut self, target: &Target, fresh: bool, waited: Duration) {
-        let Some(capacity) = self
-            .channels
-            .get(&target.channel)
-            .map(|c| c.digest_capacity())
-        else {
+        let Some(capacity) = self.digest_capacity(target) else {
             return;
         };
         let Some(lane) = self.lanes.lanes.get_mut(target) else {

@@ -65,7 +65,7 @@ pub enum Input {
         received: Instant,
         outcome: Option<Outcome>,
     },
-    /// `target` can take a prompt at once (see `Channel::ready`); `waited` is how long
+    /// `target` can take a prompt at once (see `SendSlot::ready`); `waited` is how long
     /// that took, which is not the bridge's own overhead.
     TargetReady {
         target: Target,
@@ -242,7 +242,7 @@ const MAX_FINISH_ATTEMPTS: u32 = 12;
 /// The engine's state machine. Build with [`Core::new`], drive with [`Core::step`].
 pub struct Core {
     /// Read only through the port's synchronous, I/O-free methods (`targets`, `allows`,
-    /// `digest_capacity`); every call that talks to a service is the runner's.
+    /// the declared capabilities); every call that talks to a service is the runner's.
     channels: BTreeMap<String, Arc<dyn Channel>>,
     approvals: Approvals,
     lanes: Lanes,

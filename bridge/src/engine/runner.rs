@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::{Core, Effect, Input, LinkStatus, Now, Write};
-use crate::channel::{Channel, RESUME_PROMPTS, Request};
+use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Request};
 use crate::gateway::Resolver;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
@@ -46,12 +46,15 @@ impl Runner {
         let open = store.open_approvals()?;
         let recorded = store.recent_prompts(RESUME_PROMPTS)?;
         for channel in &channels {
+            let Some(sweep) = channel.restart_sweep() else {
+                continue;
+            };
             let mine: Vec<_> = recorded
                 .iter()
                 .filter(|m| m.target.channel == channel.name())
                 .cloned()
                 .collect();
-            channel.resume(&mine);
+            sweep.resume(&mine);
         }
         let core = Core::new(channels.clone(), open, now(), rand::random());
         metrics.pending.set(core.pending_count() as i64);
@@ -128,7 +131,9 @@ impl Runner {
                 let channel = self.channel(&target.channel)?;
                 self.spawn(async move {
                     let start = Instant::now();
-                    channel.ready(&target).await;
+                    if let Some(slot) = channel.send_slot() {
+                        slot.ready(&target).await;
+                    }
                     let waited = start.elapsed();
                     Input::TargetReady {
                         target,
@@ -149,9 +154,16 @@ impl Runner {
                     if let Some(seen) = seen {
                         metrics.overhead("prompt", seen.elapsed().saturating_sub(waited));
                     }
-                    let result = match approvals.as_slice() {
-                        [one] => channel.deliver(&target, one).await.map(|m| (m, 1)),
-                        many => channel.deliver_digest(&target, many).await,
+                    let result = match (approvals.as_slice(), channel.digests()) {
+                        ([_, _, ..], Some(digests)) => {
+                            digests.deliver_digest(&target, &approvals).await
+                        }
+                        // One, or a channel without digests: its own prompt for the first
+                        // (the core puts the rest back in the queue).
+                        _ => channel
+                            .deliver(&target, &approvals[0])
+                            .await
+                            .map(|m| (m, 1)),
                     };
                     let ids = approvals.into_iter().map(|a| a.id).collect();
                     Input::Delivered {
@@ -183,7 +195,13 @@ impl Runner {
             } => {
                 let channel = self.channel(&prompt.target.channel)?;
                 self.spawn(async move {
-                    let result = channel.update_digest(&prompt, &rows).await;
+                    let result = match channel.digests() {
+                        Some(digests) => digests.update_digest(&prompt, &rows).await,
+                        None => Err(ChannelError::Permanent(format!(
+                            "channel {} sends no digests",
+                            channel.name()
+                        ))),
+                    };
                     Input::DigestUpdated {
                         prompt,
                         ended,

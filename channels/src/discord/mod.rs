@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, DiscordConfig, Snowflake};
+pub use receive::Reply;
 pub use rest::RetryPolicy;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -245,7 +246,11 @@ impl Discord {
             // Unacknowledged, the interaction has no follow-up webhook (Discord answers
             // "Unknown Webhook"): the presser is answered in their DM instead.
             if !acked && let Ok(dm) = open_dm(&rest, &dms, &answer.responder.user_id).await {
-                answer.reply.handle = format!("{}{dm}:", receive::CH_PREFIX);
+                let to_dm = Reply::Channel {
+                    channel: dm,
+                    reply_to: None,
+                };
+                answer.reply = ReplyTo::new(NAME, to_dm);
             }
             // A press in a DM not opened since start (it failed then): learn which
             // target's DM it is, so a prompt sent before a restart is still recognised.
@@ -433,49 +438,43 @@ impl Channel for Discord {
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         let content = notice_content(notice);
-        if let Some(rest) = to.handle.strip_prefix(receive::IX_PREFIX) {
-            let (app, token) = rest.split_once(':').ok_or_else(|| {
-                ChannelError::Permanent("malformed interaction reply handle".into())
-            })?;
-            // Follow-up to the deferred press: ephemeral, only the presser sees it.
-            let body = json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": allowed_mentions_none()});
-            return self
-                .rest
-                .call(
-                    Method::POST,
-                    &format!("/webhooks/{app}/{token}"),
-                    "POST /webhooks/{app}/{token}",
-                    None,
-                    Some(&body),
-                )
-                .await
-                .map(|_| ())
-                .map_err(rest::RestError::classify);
-        }
-        if let Some(rest) = to.handle.strip_prefix(receive::CH_PREFIX) {
-            let (channel, reply_to) = rest.split_once(':').unwrap_or((rest, ""));
-            let mut body = json!({"content": content, "allowed_mentions": allowed_mentions_none()});
-            if !reply_to.is_empty() {
-                body["message_reference"] =
-                    json!({"message_id": reply_to, "fail_if_not_exists": false});
+        let reply = to.handle::<Reply>().ok_or_else(|| {
+            ChannelError::Permanent(format!("not a Discord reply handle: {to:?}"))
+        })?;
+        match reply {
+            Reply::Interaction { application, token } => {
+                // Follow-up to the deferred press: ephemeral, only the presser sees it.
+                let body = json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": allowed_mentions_none()});
+                self.rest
+                    .call(
+                        Method::POST,
+                        &format!("/webhooks/{application}/{token}"),
+                        "POST /webhooks/{app}/{token}",
+                        None,
+                        Some(&body),
+                    )
+                    .await
             }
-            return self
-                .rest
-                .call(
-                    Method::POST,
-                    &format!("/channels/{channel}/messages"),
-                    "POST /channels/{id}/messages",
-                    Some(channel),
-                    Some(&body),
-                )
-                .await
-                .map(|_| ())
-                .map_err(rest::RestError::classify);
+            Reply::Channel { channel, reply_to } => {
+                let mut body =
+                    json!({"content": content, "allowed_mentions": allowed_mentions_none()});
+                if let Some(reply_to) = reply_to {
+                    body["message_reference"] =
+                        json!({"message_id": reply_to, "fail_if_not_exists": false});
+                }
+                self.rest
+                    .call(
+                        Method::POST,
+                        &format!("/channels/{channel}/messages"),
+                        "POST /channels/{id}/messages",
+                        Some(channel),
+                        Some(&body),
+                    )
+                    .await
+            }
         }
-        Err(ChannelError::Permanent(format!(
-            "unknown reply handle {:?}",
-            to.handle.split(':').next().unwrap_or_default()
-        )))
+        .map(|_| ())
+        .map_err(rest::RestError::classify)
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

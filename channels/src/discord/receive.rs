@@ -11,10 +11,34 @@ use serde_json::Value;
 
 use super::{NAME, codec};
 
-/// `notify` handle of an interaction: `ix:<application id>:<interaction token>`.
-pub const IX_PREFIX: &str = "ix:";
-/// `notify` handle of a channel: `ch:<channel id>:<message id to reply to>`.
-pub const CH_PREFIX: &str = "ch:";
+/// How `notify` reaches the responder of an answer.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The press's interaction: an ephemeral follow-up through its webhook.
+    Interaction { application: String, token: String },
+    /// A message in a channel, in reply to `reply_to` when set.
+    Channel {
+        channel: String,
+        reply_to: Option<String>,
+    },
+}
+
+/// The interaction token is a credential for the follow-up webhook: never printed.
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Interaction { application, .. } => f
+                .debug_struct("Interaction")
+                .field("application", application)
+                .finish_non_exhaustive(),
+            Reply::Channel { channel, reply_to } => f
+                .debug_struct("Channel")
+                .field("channel", channel)
+                .field("reply_to", reply_to)
+                .finish(),
+        }
+    }
+}
 
 /// Interaction type of a message component (button).
 const MESSAGE_COMPONENT: u64 = 3;
@@ -117,10 +141,13 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
             request,
             via,
             in_dm,
-            reply: ReplyTo {
-                channel: NAME.to_owned(),
-                handle: format!("{IX_PREFIX}{application_id}:{token}"),
-            },
+            reply: ReplyTo::new(
+                NAME,
+                Reply::Interaction {
+                    application: application_id,
+                    token: token.clone(),
+                },
+            ),
         },
         token,
     })
@@ -138,7 +165,7 @@ pub fn message(m: &Value) -> Option<Answer> {
     let request = command::parse(str_at(m, &["content"])?)?;
     let responder = responder(author)?;
     let channel = str_at(m, &["channel_id"])?.to_owned();
-    let id = str_at(m, &["id"]).unwrap_or_default();
+    let id = str_at(m, &["id"]).filter(|id| !id.is_empty());
     Some(Answer {
         responder,
         request,
@@ -146,10 +173,13 @@ pub fn message(m: &Value) -> Option<Answer> {
             chat: channel.clone(),
         },
         in_dm: m.get("guild_id").is_none_or(Value::is_null),
-        reply: ReplyTo {
-            channel: NAME.to_owned(),
-            handle: format!("{CH_PREFIX}{channel}:{id}"),
-        },
+        reply: ReplyTo::new(
+            NAME,
+            Reply::Channel {
+                channel,
+                reply_to: id.map(str::to_owned),
+            },
+        ),
     })
 }
 
@@ -252,7 +282,17 @@ mod tests {
                 message: "1500000000000000001".into()
             })
         );
-        assert_eq!(a.reply.handle, "ix:1200000000000000001:tok-1");
+        assert_eq!(
+            a.reply.handle(),
+            Some(&Reply::Interaction {
+                application: "1200000000000000001".into(),
+                token: "tok-1".into()
+            })
+        );
+        assert!(
+            !format!("{:?}", a.reply).contains("tok-1"),
+            "the token is never printed"
+        );
     }
 
     #[test]
@@ -283,7 +323,13 @@ mod tests {
             }
         );
         assert!(a.in_dm);
-        assert_eq!(a.reply.handle, "ch:8:9");
+        assert_eq!(
+            a.reply.handle(),
+            Some(&Reply::Channel {
+                channel: "8".into(),
+                reply_to: Some("9".into())
+            })
+        );
         assert_eq!(message(&m("/approve x deny", true)), None);
         assert_eq!(message(&m("hello", false)), None);
         assert!(matches!(

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::config::{ConfigError, MatrixConfig};
 use super::error::classify_http;
-use super::ids::{NAME, message_ref, split_ref};
+use super::ids::{NAME, Reply, message_ref, split_ref};
 use super::receive::Inbox;
 use super::rooms::{self, Rooms};
 use super::send;
@@ -179,14 +179,14 @@ impl Channel for Matrix {
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
-        let (room_id, event_id) = split_ref(&to.handle).ok_or_else(|| {
-            ChannelError::Permanent(format!("unknown reply handle {:?}", to.handle))
-        })?;
+        let Reply { room, event } = to
+            .handle::<Reply>()
+            .ok_or_else(|| ChannelError::Permanent(format!("not a Matrix reply handle: {to:?}")))?;
         let client = self.client().await?;
         let room = client
-            .get_room(&room_id)
-            .ok_or_else(|| ChannelError::Permanent(format!("room {room_id} unknown")))?;
-        send::notice(&room, &event_id, &notice.text()).await
+            .get_room(room)
+            .ok_or_else(|| ChannelError::Permanent(format!("room {room} unknown")))?;
+        send::notice(&room, event, &notice.text()).await
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

@@ -1,6 +1,6 @@
-//! How the channel names its things: its name, the content key that marks our prompts, and
-//! the `<room id>|<event id>` reference of a message (a prompt's `MessageRef.message`, an
-//! answer's reply handle).
+//! How the channel names its things: its name, the content key that marks our prompts, the
+//! `<room id>|<event id>` reference of a prompt (its `MessageRef.message`), and the event an
+//! answer's notice replies to.
 
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
@@ -9,6 +9,14 @@ pub const NAME: &str = "matrix";
 /// Content key marking our prompts: `{"id": <approval id>}`. A reaction names only the
 /// event, so this is how it is tied back to its approval, also after a restart.
 pub const PROMPT_KEY: &str = "org.openclaw.approval";
+
+/// How `notify` reaches the responder of an answer: a notice in `room`, in reply to the
+/// answer's `event` (the reaction or the command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub room: OwnedRoomId,
+    pub event: OwnedEventId,
+}
 
 /// `<room id>|<event id>`.
 pub(super) fn message_ref(room: &RoomId, event: &str) -> String {

@@ -10,7 +10,8 @@
 //! - `rooms`: the owner's direct room: find, adopt or create, invite, wait for the join.
 //! - `send`: the prompt and its seeded reactions, the outcome edit and redactions, notices.
 //! - `receive`: the sync loop; timeline events → `Answer`s.
-//! - `ids`: the channel's name, the prompt marker, `<room id>|<event id>` references.
+//! - `ids`: the channel's name, the prompt marker, `<room id>|<event id>` references, the
+//!   reply handle.
 //! - `error`: matrix-sdk errors → `ChannelError`, transient or permanent.
 //!
 //! `config` and `render` are plain Rust, so tools such as the fuzz targets use them without
@@ -38,4 +39,4 @@ mod session;
 pub use channel::{Matrix, Options};
 pub use config::{ConfigError, MatrixConfig};
 #[cfg(feature = "matrix")]
-pub use ids::{NAME, PROMPT_KEY};
+pub use ids::{NAME, PROMPT_KEY, Reply};

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use super::error::classify;
-use super::ids::{NAME, PROMPT_KEY, message_ref};
+use super::ids::{NAME, PROMPT_KEY, Reply, message_ref};
 use super::render;
 use super::rooms::Rooms;
 use super::session::Session;
@@ -251,10 +251,13 @@ impl Inbox {
             request,
             via,
             in_dm,
-            reply: ReplyTo {
-                channel: NAME.to_owned(),
-                handle: message_ref(room.room_id(), event_id),
-            },
+            reply: ReplyTo::new(
+                NAME,
+                Reply {
+                    room: room.room_id().to_owned(),
+                    event: OwnedEventId::try_from(event_id).ok()?,
+                },
+            ),
         })
     }
 

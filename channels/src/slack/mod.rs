@@ -33,6 +33,7 @@ use tokio::sync::{broadcast, mpsc};
 pub use api::RetryPolicy;
 use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
+pub use receive::Reply;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "slack";
@@ -339,46 +340,26 @@ impl Channel for Slack {
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         let text = render::escape(&notice.text());
-        if let Some(rest) = to.handle.strip_prefix(receive::EPH_PREFIX) {
-            let mut parts = rest.splitn(3, ':');
-            let (Some(channel), Some(user)) = (parts.next(), parts.next()) else {
-                return Err(ChannelError::Permanent(format!(
-                    "bad reply handle {:?}",
-                    to.handle
-                )));
-            };
-            let body = json!({"channel": channel, "user": user, "text": text});
-            return self
-                .api
-                .call(
-                    "chat.postEphemeral",
-                    Token::Bot,
-                    Some(channel),
-                    Body::Json(body),
-                )
-                .await
-                .map(|_| ())
-                .map_err(api::ApiError::classify);
-        }
-        if let Some(rest) = to.handle.strip_prefix(receive::MSG_PREFIX) {
-            let channel = rest.split(':').next().unwrap_or_default();
-            let body = json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
-            return self
-                .api
-                .call(
-                    "chat.postMessage",
-                    Token::Bot,
-                    Some(channel),
-                    Body::Json(body),
-                )
-                .await
-                .map(|_| ())
-                .map_err(api::ApiError::classify);
-        }
-        Err(ChannelError::Permanent(format!(
-            "unknown reply handle {:?}",
-            to.handle
-        )))
+        let reply = to
+            .handle::<Reply>()
+            .ok_or_else(|| ChannelError::Permanent(format!("not a Slack reply handle: {to:?}")))?;
+        let (method, channel, body) = match reply {
+            Reply::Ephemeral { channel, user, .. } => (
+                "chat.postEphemeral",
+                channel,
+                json!({"channel": channel, "user": user, "text": text}),
+            ),
+            Reply::Message { channel, .. } => (
+                "chat.postMessage",
+                channel,
+                json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false}),
+            ),
+        };
+        self.api
+            .call(method, Token::Bot, Some(channel), Body::Json(body))
+            .await
+            .map(|_| ())
+            .map_err(api::ApiError::classify)
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

@@ -11,10 +11,19 @@ use serde_json::Value;
 
 use super::{NAME, codec};
 
-/// `notify` handle for an ephemeral message: `eph:<channel>:<user>:<unique>`.
-pub const EPH_PREFIX: &str = "eph:";
-/// `notify` handle for a message in a chat: `msg:<channel>:<ts>`.
-pub const MSG_PREFIX: &str = "msg:";
+/// How `notify` reaches the responder of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// An ephemeral message to `user` in `channel` (only they see it); `press` (the
+    /// action's timestamp) tells two presses apart.
+    Ephemeral {
+        channel: String,
+        user: String,
+        press: String,
+    },
+    /// A message in `channel`, after the command sent at `ts`.
+    Message { channel: String, ts: String },
+}
 
 /// The prompt's message id as stored: `<channel id>|<ts>`, stable across restarts.
 pub fn message_id(channel: &str, ts: &str) -> String {
@@ -95,10 +104,14 @@ pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>
                 request,
                 via: via.clone(),
                 in_dm,
-                reply: ReplyTo {
-                    channel: NAME.to_owned(),
-                    handle: format!("{EPH_PREFIX}{channel}:{user}:{unique}"),
-                },
+                reply: ReplyTo::new(
+                    NAME,
+                    Reply::Ephemeral {
+                        channel: channel.to_owned(),
+                        user: user.to_owned(),
+                        press: unique,
+                    },
+                ),
             }
         })
         .collect()
@@ -129,10 +142,13 @@ pub fn message_event(event: &Value) -> Option<Answer> {
         },
         // Slack delivers `message.im` events only for the bot's own IMs.
         in_dm: event["channel_type"].as_str() == Some("im"),
-        reply: ReplyTo {
-            channel: NAME.to_owned(),
-            handle: format!("{MSG_PREFIX}{channel}:{ts}"),
-        },
+        reply: ReplyTo::new(
+            NAME,
+            Reply::Message {
+                channel: channel.to_owned(),
+                ts: ts.to_owned(),
+            },
+        ),
     })
 }
 
@@ -221,7 +237,14 @@ mod tests {
                 message: "D1|1700000000.000100".into()
             })
         );
-        assert_eq!(a.reply.handle, "eph:D1:U1:1700000001.1");
+        assert_eq!(
+            a.reply.handle(),
+            Some(&Reply::Ephemeral {
+                channel: "D1".into(),
+                user: "U1".into(),
+                press: "1700000001.1".into()
+            })
+        );
     }
 
     #[test]
@@ -268,7 +291,13 @@ mod tests {
             }
         );
         assert!(a.in_dm);
-        assert_eq!(a.reply.handle, "msg:D1:1.2");
+        assert_eq!(
+            a.reply.handle(),
+            Some(&Reply::Message {
+                channel: "D1".into(),
+                ts: "1.2".into()
+            })
+        );
         let mut bot = ev.clone();
         bot["bot_id"] = json!("B1");
         assert!(message_event(&bot).is_none());

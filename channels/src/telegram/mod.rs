@@ -23,7 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, Decision, Outcome};
 use bridge::channel::{
-    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, ReplyTo, RestartSweep,
+    SendSlot, Target,
 };
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
@@ -38,6 +39,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, TelegramConfig};
+pub use receive::Reply;
 use send::Dest;
 pub use send::RetryPolicy;
 
@@ -298,6 +300,18 @@ impl Channel for Telegram {
             .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
     }
 
+    fn digests(&self) -> Option<&dyn Digests> {
+        Some(self)
+    }
+
+    fn send_slot(&self) -> Option<&dyn SendSlot> {
+        Some(self)
+    }
+
+    fn restart_sweep(&self) -> Option<&dyn RestartSweep> {
+        Some(self)
+    }
+
     async fn health(&self) -> Result<String, ChannelError> {
         let me = self.get_me().await?;
         Ok(format!(
@@ -335,91 +349,6 @@ impl Channel for Telegram {
         })
     }
 
-    fn resume(&self, recorded: &[MessageRef]) {
-        for target in &self.targets {
-            let Ok(chat) = Self::chat_id(&target.chat) else {
-                continue;
-            };
-            let ids: Vec<i32> = recorded
-                .iter()
-                .filter(|m| m.target == *target)
-                .filter_map(|m| Self::message_id(m).ok())
-                .map(|(_, id)| id.0)
-                .collect();
-            self.sweep(chat, self.orphans.resume(chat, &ids));
-        }
-    }
-
-    async fn ready(&self, target: &Target) {
-        if let Ok(chat) = Self::chat_id(&target.chat) {
-            self.throttle.ready(chat).await;
-        }
-    }
-
-    fn digest_capacity(&self) -> usize {
-        digest::MAX_ROWS
-    }
-
-    #[tracing::instrument(skip_all, fields(target = %target, approvals = approvals.len()))]
-    async fn deliver_digest(
-        &self,
-        target: &Target,
-        approvals: &[Approval],
-    ) -> Result<(MessageRef, usize), ChannelError> {
-        let n = digest::take(approvals);
-        let Some(first) = approvals.first() else {
-            return Err(ChannelError::Permanent("empty digest".into()));
-        };
-        if n < 2 {
-            return Ok((self.deliver(target, first).await?, 1));
-        }
-        let chat = Self::chat_id(&target.chat)?;
-        let rows: Vec<DigestRow> = approvals[..n]
-            .iter()
-            .map(|a| DigestRow {
-                approval: a.clone(),
-                outcome: None,
-            })
-            .collect();
-        let (html, keyboard) = Self::digest(&rows)?;
-        let id = self.send_prompt(chat, &html, &keyboard).await?;
-        let prompt = MessageRef {
-            target: target.clone(),
-            message: id.0.to_string(),
-        };
-        Ok((prompt, n))
-    }
-
-    #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message))]
-    async fn update_digest(
-        &self,
-        prompt: &MessageRef,
-        rows: &[DigestRow],
-    ) -> Result<(), ChannelError> {
-        let (chat, message) = Self::message_id(prompt)?;
-        let (html, keyboard) = Self::digest(rows)?;
-        // Without buttons left, no reply_markup: the edit drops the keyboard.
-        let keyboard = (!keyboard.inline_keyboard.is_empty()).then_some(keyboard);
-        let res = self
-            .throttle
-            .call(Dest::Chat(chat), "editMessageText", || {
-                let mut req = self
-                    .bot
-                    .edit_message_text(ChatId(chat), message, html.clone())
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview_off());
-                if let Some(k) = &keyboard {
-                    req = req.reply_markup(k.clone());
-                }
-                req.send()
-            })
-            .await;
-        match res {
-            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            Err(e) => Err(self.throttle.classify(e)),
-        }
-    }
-
     #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
     async fn finish(
         &self,
@@ -448,7 +377,10 @@ impl Channel for Telegram {
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         let text = notice.text();
-        if let Some(query) = to.handle.strip_prefix(receive::CB_PREFIX) {
+        let reply = to.handle::<Reply>().ok_or_else(|| {
+            ChannelError::Permanent(format!("not a Telegram reply handle: {to:?}"))
+        })?;
+        if let Reply::Callback(query) = reply {
             let alert = matches!(notice, Notice::Refused(_) | Notice::AlreadyFinished { .. });
             let short: String = if text.chars().count() > MAX_CALLBACK_ANSWER_CHARS {
                 text.chars()
@@ -458,7 +390,7 @@ impl Channel for Telegram {
             } else {
                 text
             };
-            let query = CallbackQueryId(query.to_owned());
+            let query = CallbackQueryId(query.clone());
             return self
                 .throttle
                 .call(Dest::Nothing, "answerCallbackQuery", || {
@@ -472,12 +404,8 @@ impl Channel for Telegram {
                 .map(|_| ())
                 .map_err(|e| self.throttle.classify(e));
         }
-        if let Some(rest) = to.handle.strip_prefix(receive::CHAT_PREFIX) {
-            let (chat, reply_to) = match rest.split_once(':') {
-                Some((c, m)) => (c, m.parse::<i32>().ok().map(MessageId)),
-                None => (rest, None),
-            };
-            let chat = Self::chat_id(chat)?;
+        if let Reply::Chat { chat, reply_to } = *reply {
+            let reply_to = reply_to.map(MessageId);
             // Plain text (no parse mode): nothing in it can be read as markup.
             return self
                 .throttle
@@ -497,10 +425,7 @@ impl Channel for Telegram {
                 .map(|m| self.orphans.saw(chat, m.id.0))
                 .map_err(|e| self.throttle.classify(e));
         }
-        Err(ChannelError::Permanent(format!(
-            "unknown reply handle {:?}",
-            to.handle
-        )))
+        unreachable!("a Telegram reply is a callback or a chat")
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]
@@ -565,6 +490,103 @@ impl Channel for Telegram {
                 _ = shutdown.recv() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+}
+
+/// A burst for one chat goes out as one message (up to `digest::MAX_ROWS` rows).
+#[async_trait]
+impl Digests for Telegram {
+    fn capacity(&self) -> usize {
+        digest::MAX_ROWS
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target, approvals = approvals.len()))]
+    async fn deliver_digest(
+        &self,
+        target: &Target,
+        approvals: &[Approval],
+    ) -> Result<(MessageRef, usize), ChannelError> {
+        let n = digest::take(approvals);
+        let Some(first) = approvals.first() else {
+            return Err(ChannelError::Permanent("empty digest".into()));
+        };
+        if n < 2 {
+            return Ok((self.deliver(target, first).await?, 1));
+        }
+        let chat = Self::chat_id(&target.chat)?;
+        let rows: Vec<DigestRow> = approvals[..n]
+            .iter()
+            .map(|a| DigestRow {
+                approval: a.clone(),
+                outcome: None,
+            })
+            .collect();
+        let (html, keyboard) = Self::digest(&rows)?;
+        let id = self.send_prompt(chat, &html, &keyboard).await?;
+        let prompt = MessageRef {
+            target: target.clone(),
+            message: id.0.to_string(),
+        };
+        Ok((prompt, n))
+    }
+
+    #[tracing::instrument(skip_all, fields(chat = %prompt.target.chat, message = %prompt.message))]
+    async fn update_digest(
+        &self,
+        prompt: &MessageRef,
+        rows: &[DigestRow],
+    ) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(prompt)?;
+        let (html, keyboard) = Self::digest(rows)?;
+        // Without buttons left, no reply_markup: the edit drops the keyboard.
+        let keyboard = (!keyboard.inline_keyboard.is_empty()).then_some(keyboard);
+        let res = self
+            .throttle
+            .call(Dest::Chat(chat), "editMessageText", || {
+                let mut req = self
+                    .bot
+                    .edit_message_text(ChatId(chat), message, html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off());
+                if let Some(k) = &keyboard {
+                    req = req.reply_markup(k.clone());
+                }
+                req.send()
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+}
+
+/// A chat's next 1 s slot, kept for the prompt that follows (`send::Throttle::ready`).
+#[async_trait]
+impl SendSlot for Telegram {
+    async fn ready(&self, target: &Target) {
+        if let Ok(chat) = Self::chat_id(&target.chat) {
+            self.throttle.ready(chat).await;
+        }
+    }
+}
+
+/// Message ids count up in a chat, so a kill between a send and its record leaves a gap
+/// among (or an id above) the recorded prompts: those are swept.
+impl RestartSweep for Telegram {
+    fn resume(&self, recorded: &[MessageRef]) {
+        for target in &self.targets {
+            let Ok(chat) = Self::chat_id(&target.chat) else {
+                continue;
+            };
+            let ids: Vec<i32> = recorded
+                .iter()
+                .filter(|m| m.target == *target)
+                .filter_map(|m| Self::message_id(m).ok())
+                .map(|(_, id)| id.0)
+                .collect();
+            self.sweep(chat, self.orphans.resume(chat, &ids));
         }
     }
 }

@@ -10,10 +10,14 @@ use teloxide::types::{CallbackQuery, Chat, Message, User};
 
 use super::{NAME, codec};
 
-/// `notify` handle of a callback query.
-pub const CB_PREFIX: &str = "cb:";
-/// `notify` handle of a chat (optionally `chat:<chat>:<message to reply to>`).
-pub const CHAT_PREFIX: &str = "chat:";
+/// How `notify` reaches the responder of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer the callback query of a button press (a toast or an alert).
+    Callback(String),
+    /// A message in the chat, in reply to the command when there is one.
+    Chat { chat: i64, reply_to: Option<i32> },
+}
 
 pub fn responder(u: &User) -> Responder {
     let display = match &u.username {
@@ -82,10 +86,7 @@ pub fn callback(q: &CallbackQuery) -> Answer {
         request,
         via,
         in_dm,
-        reply: ReplyTo {
-            channel: NAME.to_owned(),
-            handle: format!("{CB_PREFIX}{}", q.id.0),
-        },
+        reply: ReplyTo::new(NAME, Reply::Callback(q.id.0.clone())),
     }
 }
 
@@ -100,10 +101,13 @@ pub fn message(m: &Message, bot_username: Option<&str>) -> Option<Answer> {
         request,
         via: Via::Command { chat: chat.clone() },
         in_dm: in_dm(&m.chat, from),
-        reply: ReplyTo {
-            channel: NAME.to_owned(),
-            handle: format!("{CHAT_PREFIX}{chat}:{}", m.id.0),
-        },
+        reply: ReplyTo::new(
+            NAME,
+            Reply::Chat {
+                chat: m.chat.id.0,
+                reply_to: Some(m.id.0),
+            },
+        ),
     })
 }
 
@@ -175,7 +179,7 @@ mod tests {
             );
             assert!(a.in_dm);
             assert_eq!(a.responder.user_id, "42");
-            assert_eq!(a.reply.handle, "cb:9001");
+            assert_eq!(a.reply.handle(), Some(&Reply::Callback("9001".into())));
         }
     }
 

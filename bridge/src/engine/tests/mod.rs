@@ -52,10 +52,7 @@ fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
         },
         via,
         in_dm: true,
-        reply: ReplyTo {
-            channel: "mem".into(),
-            handle: format!("cb:{user}"),
-        },
+        reply: ReplyTo::new("mem", format!("cb:{user}")),
     }
 }
 
@@ -403,7 +400,10 @@ impl Sim {
                 ..
             } => format!("resolve {id} {decision} for {}", answer.responder.user_id),
             Effect::Notify { to, notice } => {
-                format!("notify {}: {}", to.handle, notice_text(notice))
+                let to = to
+                    .handle::<String>()
+                    .expect("the memory channel's handles are text");
+                format!("notify {to}: {}", notice_text(notice))
             }
             Effect::Arm { at, timer } => {
                 let when = ms(&at.saturating_duration_since(self.now.at));
@@ -690,7 +690,7 @@ fn malformed_answer_is_refused_and_audited() {
     };
     s.answer(a.clone());
     a.responder.user_id = STRANGER.into();
-    a.reply.handle = format!("cb:{STRANGER}");
+    a.reply = ReplyTo::new("mem", format!("cb:{STRANGER}"));
     s.answer(a);
     s.check(expect![[r#"
         emit refused None by 42: malformed raw="exec_approve:zzz"
@@ -726,7 +726,7 @@ fn pending_lists_only_for_allowed_responders() {
     ask.request = Request::ListPending;
     let mut stranger = ask.clone();
     stranger.responder.user_id = STRANGER.into();
-    stranger.reply.handle = format!("cb:{STRANGER}");
+    stranger.reply = ReplyTo::new("mem", format!("cb:{STRANGER}"));
     let mut in_a_group = ask.clone();
     in_a_group.in_dm = false;
     s.answer(ask);
