@@ -25,6 +25,7 @@ use bridge::approval::{Approval, Decision, Outcome};
 use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
 };
+use bridge::retry::CallPolicy;
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters,
@@ -39,7 +40,6 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, TelegramConfig};
 use send::Dest;
-pub use send::RetryPolicy;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "telegram";
@@ -54,7 +54,8 @@ pub struct Options {
     pub poll_timeout: Duration,
     /// Longest pause between failed polls.
     pub max_poll_backoff: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each Bot API call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -62,7 +63,7 @@ impl Default for Options {
         Options {
             poll_timeout: Duration::from_secs(10),
             max_poll_backoff: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -110,7 +111,7 @@ impl Telegram {
                     chat: c.0.to_string(),
                 })
                 .collect(),
-            throttle: Arc::new(send::Throttle::new(bot_token, options.retry.clone())),
+            throttle: Arc::new(send::Throttle::new(bot_token, options.retry)),
             orphans: Arc::default(),
             options,
             username: OnceLock::new(),
