@@ -27,12 +27,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::retry::CallPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, DiscordConfig, Snowflake};
-pub use rest::RetryPolicy;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "discord";
@@ -51,7 +51,8 @@ pub struct Options {
     pub min_backoff: Duration,
     /// Longest pause between reconnects (also after a fatal close such as a bad token).
     pub max_backoff: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each REST call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -59,7 +60,7 @@ impl Default for Options {
         Options {
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -102,7 +103,7 @@ impl Discord {
         let api = config::parse_api_url(&config.api_url)?;
         let token = bot_token.trim().trim_start_matches("Bot ").to_owned();
         Ok(Discord {
-            rest: Arc::new(rest::Rest::new(api.as_str(), &token, options.retry.clone())),
+            rest: Arc::new(rest::Rest::new(api.as_str(), &token, options.retry)),
             token,
             allow_from: config.allow_from.iter().map(|u| u.0).collect(),
             targets: config
