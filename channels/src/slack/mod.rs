@@ -27,10 +27,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, ApprovalId, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::retry::CallPolicy;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-pub use api::RetryPolicy;
 use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
 
@@ -46,7 +46,8 @@ pub struct Options {
     /// Ping interval on the Socket Mode connection; a connection silent for three
     /// intervals is dropped and reopened.
     pub ping_interval: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each Web API call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -55,7 +56,7 @@ impl Default for Options {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -96,12 +97,7 @@ impl Slack {
         config::check_token("app_token", app_token, "xapp-")?;
         let base = config::parse_api_url(&config.api_url)?;
         Ok(Slack {
-            api: Arc::new(Api::new(
-                base.as_str(),
-                bot_token,
-                app_token,
-                options.retry.clone(),
-            )),
+            api: Arc::new(Api::new(base.as_str(), bot_token, app_token, options.retry)),
             allow_from: config.allow_from.iter().map(|u| u.0.clone()).collect(),
             targets: config
                 .effective_targets()
