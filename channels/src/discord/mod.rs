@@ -47,9 +47,11 @@ const DEFERRED_UPDATE_MESSAGE: u64 = 6;
 /// Tunables with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// First pause after a dropped gateway connection; doubles per failure.
+    /// First pause after a dropped gateway connection; doubles per failure (jittered to
+    /// 50–100 %).
     pub min_backoff: Duration,
-    /// Longest pause between reconnects (also after a fatal close such as a bad token).
+    /// Longest pause between reconnects (also, exactly, after a fatal close such as a bad
+    /// token).
     pub max_backoff: Duration,
     /// How hard each REST call is tried before its error goes back to the engine.
     pub retry: CallPolicy,

@@ -40,7 +40,8 @@ pub const NAME: &str = "slack";
 /// Tunables with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// First pause after a failed Socket Mode connection; doubles up to `max_backoff`.
+    /// First pause after a failed Socket Mode connection; doubles up to `max_backoff`
+    /// (jittered to 50–100 %).
     pub backoff: Duration,
     pub max_backoff: Duration,
     /// Ping interval on the Socket Mode connection; a connection silent for three

@@ -25,7 +25,7 @@ use bridge::approval::{Approval, Decision, Outcome};
 use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
 };
-use bridge::retry::CallPolicy;
+use bridge::retry::{Backoff, CallPolicy};
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters,
@@ -44,6 +44,9 @@ use send::Dest;
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "telegram";
 
+/// First pause after a failed poll (jittered, doubling up to `Options::max_poll_backoff`).
+const MIN_POLL_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Telegram's limit on a callback answer's text.
 const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
 
@@ -52,7 +55,8 @@ const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
 pub struct Options {
     /// `getUpdates` long-poll timeout (the HTTP client's own timeout is 17 s).
     pub poll_timeout: Duration,
-    /// Longest pause between failed polls.
+    /// Longest pause between failed polls (before jitter; a successful poll starts over
+    /// from half a second).
     pub max_poll_backoff: Duration,
     /// How hard each Bot API call is tried before its error goes back to the engine.
     pub retry: CallPolicy,
@@ -512,7 +516,7 @@ impl Channel for Telegram {
             tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
         }
         let mut offset: i32 = 0;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(MIN_POLL_BACKOFF, self.options.max_poll_backoff).attempts();
         let timeout = self.options.poll_timeout.as_secs() as u32;
         loop {
             let poll = self
@@ -528,7 +532,7 @@ impl Channel for Telegram {
             };
             let pause = match res {
                 Ok(updates) => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     for u in updates {
                         // `as_offset` is already `id + 1`.
                         offset = offset.max(u.id.as_offset());
@@ -557,9 +561,7 @@ impl Channel for Telegram {
                     } else {
                         tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off");
                     }
-                    let p = backoff;
-                    backoff = (backoff * 2).min(self.options.max_poll_backoff);
-                    p
+                    backoff.next_pause()
                 }
             };
             tokio::select! {
