@@ -8,6 +8,8 @@
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 
+use crate::common::render::{icon, utc};
+
 /// Longest command shown, in characters. With every other text at its cap too, the edit that
 /// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
 pub const MAX_COMMAND_CHARS: usize = 5000;
@@ -214,40 +216,6 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         }
     }
     Rendered { body, html }
-}
-
-fn icon(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Decided {
-            decision: Decision::Deny,
-            ..
-        } => "⛔",
-        Outcome::Decided { .. } => "✅",
-        Outcome::Expired { .. } => "⌛",
-        Outcome::Gone { .. } => "⚪",
-    }
-}
-
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
