@@ -2,4 +2,6 @@
 //! instant are shown, and the button codec's error. What differs per service (escaping,
 //! limits, wire forms) stays in the service's own module.
 
+#[cfg(any(feature = "telegram", feature = "discord", feature = "slack"))]
+pub mod codec;
 pub mod render;
