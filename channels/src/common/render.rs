@@ -1,7 +1,28 @@
-//! The pieces of a prompt every channel renders alike: an outcome's icon and an instant as
-//! UTC text. Escaping and layout differ per service and stay in each `render.rs`.
+//! The pieces of a prompt every channel renders alike: the kind's title, the decisions the
+//! `/approve` fallback offers, an outcome's icon and an instant as UTC text. Escaping and
+//! layout differ per service and stay in each `render.rs`.
 
-use bridge::approval::{Decision, Outcome};
+use bridge::approval::{Approval, Decision, Kind, Outcome};
+
+/// The emoji and the name that head a prompt of this kind, each service marking them up
+/// its own way: `("🔐", "Exec approval")`.
+pub fn kind_title(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Exec => ("🔐", "Exec approval"),
+        Kind::Plugin => ("🧩", "Plugin approval"),
+        Kind::System => ("⚙️", "System approval"),
+    }
+}
+
+/// The decisions `a` offers as `/approve` takes them, in a fixed order: `allow-once|deny`.
+pub fn decision_words(a: &Approval) -> String {
+    let words: Vec<&str> = Decision::ALL
+        .iter()
+        .filter(|d| a.offers(**d))
+        .map(|d| d.as_str())
+        .collect();
+    words.join("|")
+}
 
 /// The icon before an outcome: ⛔ denied, ✅ allowed, ⌛ expired, ⚪ gone.
 pub fn icon(o: &Outcome) -> &'static str {
@@ -41,7 +62,41 @@ pub fn utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::{Decider, Responder};
+    use bridge::approval::{ApprovalId, Decider, Responder};
+
+    #[test]
+    fn titles_and_the_approve_line_read_the_same_everywhere() {
+        assert_eq!(kind_title(Kind::Exec), ("🔐", "Exec approval"));
+        assert_eq!(kind_title(Kind::Plugin), ("🧩", "Plugin approval"));
+        assert_eq!(kind_title(Kind::System), ("⚙️", "System approval"));
+        let offering = |allowed: &[Decision]| Approval {
+            id: ApprovalId::from("a"),
+            kind: Kind::Exec,
+            command: "ls".into(),
+            cwd: None,
+            host: None,
+            node_id: None,
+            agent_id: None,
+            session_key: None,
+            description: None,
+            severity: None,
+            warnings: Vec::new(),
+            risk_kinds: Vec::new(),
+            cron: false,
+            allowed_decisions: allowed.to_vec(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+        };
+        assert_eq!(
+            decision_words(&offering(&[Decision::Deny, Decision::AllowOnce])),
+            "allow-once|deny",
+            "in a fixed order"
+        );
+        assert_eq!(
+            decision_words(&offering(&Decision::ALL)),
+            "allow-once|allow-always|deny"
+        );
+    }
 
     #[test]
     fn utc_formats_known_instants() {

@@ -11,7 +11,7 @@
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
-use crate::common::render::{icon, utc};
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Discord's limits on an embed, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
@@ -124,11 +124,8 @@ fn code_block(s: &str, max: usize) -> (String, bool) {
 
 /// The prompt's embed (or its finished form).
 pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
-    let mut title = match a.kind {
-        Kind::Exec => "🔐 Exec approval".to_owned(),
-        Kind::Plugin => "🧩 Plugin approval".to_owned(),
-        Kind::System => "⚙️ System approval".to_owned(),
-    };
+    let (emoji, name) = kind_title(a.kind);
+    let mut title = format!("{emoji} {name}");
     if let Some(sev) = &a.severity {
         title.push_str(&format!(" · severity {}", escape_capped(sev, 40)));
     }
@@ -187,17 +184,10 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     }
     field("id", escape_capped(a.id.as_str(), 120));
     let (color, foot) = match footer {
-        Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            (
-                PENDING_COLOR,
-                format!("Or send: /approve {} {}", a.id, ds.join("|")),
-            )
-        }
+        Footer::Pending => (
+            PENDING_COLOR,
+            format!("Or send: /approve {} {}", a.id, decision_words(a)),
+        ),
         Footer::Finished(o) => {
             field(
                 "outcome",

@@ -8,7 +8,7 @@
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 
-use crate::common::render::{icon, utc};
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Longest command shown, in characters. With every other text at its cap too, the edit that
 /// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
@@ -115,12 +115,9 @@ pub enum Footer<'a> {
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let mut body = String::new();
     let mut html = String::new();
-    let title = match a.kind {
-        Kind::Exec => "🔐 Exec approval",
-        Kind::Plugin => "🧩 Plugin approval",
-        Kind::System => "⚙️ System approval",
-    };
-    body.push_str(title);
+    let (emoji, name) = kind_title(a.kind);
+    let title = format!("{emoji} {name}");
+    body.push_str(&title);
     html.push_str(&format!("<b>{title}</b>"));
     if let Some(sev) = &a.severity {
         let sev = cap(sev, 40);
@@ -183,12 +180,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
                 .iter()
                 .map(|d| format!("{} {}", d.emoji(), d.label().to_lowercase()))
                 .collect();
-            let words: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            let cmd = format!("/approve {id} {}", words.join("|"));
+            let cmd = format!("/approve {id} {}", decision_words(a));
             body.push_str(&format!(
                 "\n\nReact {} — or send: {cmd}",
                 reacts.join(" · ")

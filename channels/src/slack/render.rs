@@ -14,7 +14,7 @@ use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
 use super::codec;
-use crate::common::render::{icon, utc};
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Slack's limit on a section's text.
 pub const MAX_SECTION_CHARS: usize = 3000;
@@ -111,11 +111,8 @@ fn section(text: String) -> Value {
 /// Renders an approval prompt (or its finished form).
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let mut blocks = Vec::new();
-    let mut head = match a.kind {
-        Kind::Exec => "🔐 *Exec approval*".to_owned(),
-        Kind::Plugin => "🧩 *Plugin approval*".to_owned(),
-        Kind::System => "⚙️ *System approval*".to_owned(),
-    };
+    let (emoji, what) = kind_title(a.kind);
+    let mut head = format!("{emoji} *{what}*");
     if let Some(sev) = &a.severity {
         head.push_str(&format!(" · severity `{}`", escape_capped(sev, 40)));
     }
@@ -223,12 +220,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
                     json!({"type": "actions", "block_id": "approval_actions", "elements": buttons}),
                 );
             }
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("Or send `/approve {id} {}`", ds.join("|")))]}));
+            blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("Or send `/approve {id} {}`", decision_words(a)))]}));
         }
         Footer::Finished(o) => {
             blocks.push(section(format!(
@@ -241,11 +233,6 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         }
     }
 
-    let what = match a.kind {
-        Kind::Exec => "Exec approval",
-        Kind::Plugin => "Plugin approval",
-        Kind::System => "System approval",
-    };
     let text = match footer {
         Footer::Pending => format!("{what}: {}", escape_capped(&a.command, 200)),
         Footer::Finished(o) => format!("{what}: {}", escape_capped(&o.summary(), 200)),

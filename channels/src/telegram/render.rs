@@ -8,9 +8,9 @@
 //! characters of the unescaped text, before escaping: never inside an escape sequence,
 //! a UTF-8 sequence or a UTF-16 surrogate pair.
 
-use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Kind, Outcome};
 
-use crate::common::render::{icon, utc};
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const MAX_MESSAGE_UTF16: usize = 4096;
@@ -111,12 +111,8 @@ fn escape_prefix(s: &str, budget: usize) -> (String, usize) {
 
 /// Renders an approval prompt (or its finished form).
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
-    let mut head = String::new();
-    match a.kind {
-        Kind::Exec => head.push_str("🔐 <b>Exec approval</b>"),
-        Kind::Plugin => head.push_str("🧩 <b>Plugin approval</b>"),
-        Kind::System => head.push_str("⚙️ <b>System approval</b>"),
-    }
+    let (emoji, name) = kind_title(a.kind);
+    let mut head = format!("{emoji} <b>{name}</b>");
     if let Some(sev) = &a.severity {
         head.push_str(&format!(" · severity <b>{}</b>", escape_capped(sev, 40)));
     }
@@ -171,14 +167,9 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let id = escape_capped(a.id.as_str(), 80);
     match footer {
         Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
             tail.push_str(&format!(
                 "\n\nOr send <code>/approve {id} {}</code>",
-                ds.join("|")
+                decision_words(a)
             ));
         }
         Footer::Finished(o) => {
@@ -221,7 +212,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::{ApprovalId, Decider, Responder};
+    use bridge::approval::{ApprovalId, Decider, Decision, Responder};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
