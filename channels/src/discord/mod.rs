@@ -34,6 +34,8 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, DiscordConfig, Snowflake};
 
+use crate::common::section;
+
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "discord";
 
@@ -108,14 +110,7 @@ impl Discord {
             rest: Arc::new(rest::Rest::new(api.as_str(), &token, options.retry)),
             token,
             allow_from: config.allow_from.iter().map(|u| u.0).collect(),
-            targets: config
-                .effective_targets()
-                .iter()
-                .map(|u| Target {
-                    channel: NAME.to_owned(),
-                    chat: u.to_string(),
-                })
-                .collect(),
+            targets: section::targets(NAME, &config.effective_targets()),
             options,
             dms: DmCache::default(),
             me: OnceLock::new(),
@@ -339,10 +334,7 @@ impl Channel for Discord {
     }
 
     fn allows(&self, user_id: &str) -> bool {
-        // Only the canonical decimal form counts.
-        user_id
-            .parse::<u64>()
-            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        section::allows_decimal(&self.allow_from, user_id)
     }
 
     async fn health(&self) -> Result<String, ChannelError> {

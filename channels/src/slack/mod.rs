@@ -34,6 +34,8 @@ use tokio::sync::{broadcast, mpsc};
 use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
 
+use crate::common::section;
+
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "slack";
 
@@ -100,14 +102,7 @@ impl Slack {
         Ok(Slack {
             api: Arc::new(Api::new(base.as_str(), bot_token, app_token, options.retry)),
             allow_from: config.allow_from.iter().map(|u| u.0.clone()).collect(),
-            targets: config
-                .effective_targets()
-                .into_iter()
-                .map(|u| Target {
-                    channel: NAME.to_owned(),
-                    chat: u.0,
-                })
-                .collect(),
+            targets: section::targets(NAME, &config.effective_targets()),
             options,
             dm_owner: Mutex::new(HashMap::new()),
             dm_of: Mutex::new(HashMap::new()),

@@ -41,6 +41,8 @@ use tokio::sync::{broadcast, mpsc};
 pub use config::{ConfigError, TelegramConfig};
 use send::Dest;
 
+use crate::common::section;
+
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "telegram";
 
@@ -107,14 +109,7 @@ impl Telegram {
         Ok(Telegram {
             bot,
             allow_from: config.allow_from.iter().map(|u| u.0).collect(),
-            targets: config
-                .effective_targets()
-                .iter()
-                .map(|c| Target {
-                    channel: NAME.to_owned(),
-                    chat: c.0.to_string(),
-                })
-                .collect(),
+            targets: section::targets(NAME, &config.effective_targets()),
             throttle: Arc::new(send::Throttle::new(bot_token, options.retry)),
             orphans: Arc::default(),
             options,
@@ -297,10 +292,7 @@ impl Channel for Telegram {
     }
 
     fn allows(&self, user_id: &str) -> bool {
-        // Only the canonical decimal form counts: "042" or "+42" is not user 42.
-        user_id
-            .parse::<u64>()
-            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        section::allows_decimal(&self.allow_from, user_id)
     }
 
     async fn health(&self) -> Result<String, ChannelError> {
