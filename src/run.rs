@@ -10,6 +10,7 @@ use bridge::channel::Channel;
 use bridge::config::{LogConfig, LogFormat};
 use bridge::engine::{Input, Runner};
 use bridge::gateway::{Client, GatewayOptions};
+use bridge::retry::{Backoff, CallPolicy, Verdict};
 use bridge::store::SqliteStore;
 use bridge::telemetry::Metrics;
 use tokio::sync::{broadcast, mpsc};
@@ -23,6 +24,14 @@ use crate::http::{self, ChannelHealth, Health};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// How long shutdown then waits for the gateway link and the channels to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A channel's health check at start: transient failures are retried 5 times, 1–2 s
+/// doubling to 16–32 s.
+const HEALTH_RETRY: CallPolicy = CallPolicy {
+    transient_attempts: 5,
+    backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(32)),
+    max_retry_after: Duration::ZERO,
+};
 
 /// Libraries that log raw wire bytes at trace level: tungstenite prints every WebSocket
 /// frame, among them the gateway `connect` (gateway token, device signature) and Discord's
@@ -135,18 +144,22 @@ async fn check_channels(
     health: &ChannelHealth,
 ) -> anyhow::Result<()> {
     for c in channels {
-        let mut attempt = 0u32;
-        let result = loop {
-            match c.health().await {
-                Ok(desc) => break Ok(desc),
-                Err(e) if e.is_transient() && attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(channel = c.name(), error = %e, attempt, "channel health check failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                }
-                Err(e) => break Err(e),
-            }
-        };
+        let result = HEALTH_RETRY
+            .run(
+                || c.health(),
+                |e| {
+                    if e.is_transient() {
+                        Verdict::Transient
+                    } else {
+                        Verdict::Final
+                    }
+                },
+                |e, state, _| {
+                    tracing::warn!(channel = c.name(), error = %e, attempt = state.transient, "channel health check failed; retrying");
+                    std::future::ready(None)
+                },
+            )
+            .await;
         match &result {
             Ok(desc) => tracing::info!(channel = c.name(), identity = %desc, "channel healthy"),
             Err(e) if !e.is_transient() => {

@@ -145,9 +145,10 @@ impl CallPolicy {
     }
 
     /// Runs `attempt` until it succeeds or the policy gives up, sleeping between tries.
-    /// `judge` classifies each error; `retrying` is told of every retry (error, the state
-    /// after counting it, the pause) so the caller can log it, or return `Some` to end the
-    /// call with a value found meanwhile (an adopted message).
+    /// `judge` classifies each error; `retrying` is called as each retry is decided, before
+    /// the pause (error, the state after counting it, the pause), so the caller can log it
+    /// there; the future it returns is awaited after the pause, and ends the call when it
+    /// yields `Some`: a value found meanwhile (an adopted message).
     pub async fn run<T, E, A, AF, R, RF>(
         &self,
         mut attempt: A,
@@ -170,8 +171,9 @@ impl CallPolicy {
             let Some(pause) = self.next_pause(&mut state, verdict, &mut rand::thread_rng()) else {
                 return Err(err);
             };
+            let found = retrying(&err, &state, pause);
             tokio::time::sleep(pause).await;
-            if let Some(v) = retrying(&err, &state, pause).await {
+            if let Some(v) = found.await {
                 return Ok(v);
             }
         }
@@ -282,6 +284,45 @@ mod tests {
             )
             .await;
         assert_eq!(r, Ok(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retrying_is_told_before_the_pause_and_looks_after_it() {
+        use tokio::time::Instant;
+        let p = CallPolicy {
+            transient_attempts: 1,
+            backoff: Backoff::new(100 * MS, 100 * MS),
+            max_retry_after: Duration::ZERO,
+        };
+        let start = Instant::now();
+        let log = std::sync::Mutex::new(Vec::new());
+        let log_ref = &log;
+        let r: Result<(), &str> = p
+            .run(
+                || async { Err("503") },
+                |_| Verdict::Transient,
+                move |_, _, pause| {
+                    log_ref
+                        .lock()
+                        .unwrap()
+                        .push(("told", start.elapsed(), pause));
+                    async move {
+                        log_ref
+                            .lock()
+                            .unwrap()
+                            .push(("looked", start.elapsed(), pause));
+                        None
+                    }
+                },
+            )
+            .await;
+        assert_eq!(r, Err("503"));
+        let told = log.into_inner().unwrap();
+        let [("told", at, pause), ("looked", after, _)] = told[..] else {
+            panic!("{told:?}")
+        };
+        assert_eq!(at, Duration::ZERO, "told as the retry is decided");
+        assert!(after >= pause && pause >= 50 * MS, "looked after the pause");
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 
 #![recursion_limit = "256"]
 
+mod common;
 pub mod config;
 
 #[cfg(feature = "telegram")]

@@ -13,7 +13,10 @@
 //! typed error, which the adapter turns into `Request::Malformed` for the engine to audit.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
-use bridge::channel::action::{self, ActionError, Limit};
+use bridge::channel::action::{self, Limit};
+
+use crate::common::codec;
+pub use crate::common::codec::CodecError;
 
 /// Discord's limit on `custom_id`.
 pub const MAX_CUSTOM_ID: usize = 100;
@@ -30,37 +33,14 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    #[error("custom_id is {0} characters, over Discord's 100")]
-    TooLong(usize),
-    #[error("approval id {0:?} cannot be carried in a custom_id")]
-    BadId(String),
-    #[error("unknown custom_id form")]
-    UnknownForm,
-    #[error("unknown decision {0:?}")]
-    UnknownDecision(String),
-}
-
-impl From<ActionError> for CodecError {
-    fn from(e: ActionError) -> Self {
-        match e {
-            ActionError::TooLong(n) => CodecError::TooLong(n),
-            ActionError::BadId(id) => CodecError::BadId(id),
-            ActionError::UnknownForm => CodecError::UnknownForm,
-            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
-        }
-    }
-}
-
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    Ok(action::encode(kind, id, decision, LIMIT)?)
+    codec::encode(kind, id, decision, LIMIT)
 }
 
 /// Decodes a `custom_id`; trusts nothing beyond its shape (the engine checks the rest).
 pub fn decode(data: &str) -> Result<Button, CodecError> {
-    Ok(action::decode(data, LIMIT)?)
+    codec::decode(data, LIMIT)
 }
 
 #[cfg(test)]

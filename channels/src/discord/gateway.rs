@@ -7,12 +7,13 @@
 //! waits 5 s between IDENTIFYs. Here: `GET /gateway/bot` gives the URL; HELLO (op 10) →
 //! IDENTIFY (op 2) or RESUME (op 6) → READY/RESUMED; heartbeats (op 1) at the announced
 //! interval, a missing ACK (op 11) counts as a dead link; RECONNECT (op 7) and INVALID
-//! SESSION (op 9) are obeyed; every drop reconnects with exponential backoff and resumes
-//! the session when it can (at `resume_gateway_url`).
+//! SESSION (op 9) are obeyed; every drop reconnects with exponential backoff (bridge's
+//! [`Backoff`]) and resumes the session when it can (at `resume_gateway_url`).
 
 use std::time::Duration;
 
 use bridge::channel::Answer;
+use bridge::retry::Backoff;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -55,7 +56,7 @@ pub(super) async fn run(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut session: Option<Session> = None;
-    let mut backoff = d.options.min_backoff;
+    let mut backoff = Backoff::new(d.options.min_backoff, d.options.max_backoff).attempts();
     loop {
         let url = match &session {
             Some(s) => s.resume_url.clone(),
@@ -86,6 +87,7 @@ pub(super) async fn run(
         } else {
             connection(d, &url, &mut session, &answers, &mut shutdown).await
         };
+        let retry = backoff.next_pause();
         let pause = match end {
             End::Shutdown => return,
             End::Reconnect { resume, why } => {
@@ -93,7 +95,7 @@ pub(super) async fn run(
                     session = None;
                 }
                 tracing::info!(resume, reason = %why, "discord gateway connection ended; reconnecting");
-                backoff
+                retry
             }
             End::Fatal(why) => {
                 session = None;
@@ -103,11 +105,9 @@ pub(super) async fn run(
         };
         d.ready.store(false, std::sync::atomic::Ordering::SeqCst);
         // A connection that lived a while resets the backoff.
-        backoff = if started.elapsed() > Duration::from_secs(60) {
-            d.options.min_backoff
-        } else {
-            (backoff * 2).min(d.options.max_backoff)
-        };
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tokio::time::sleep(pause) => {}

@@ -27,13 +27,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::retry::CallPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 pub use config::{ConfigError, DiscordConfig, Snowflake};
 pub use receive::Reply;
-pub use rest::RetryPolicy;
+
+use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "discord";
@@ -48,11 +50,14 @@ const DEFERRED_UPDATE_MESSAGE: u64 = 6;
 /// Tunables with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// First pause after a dropped gateway connection; doubles per failure.
+    /// First pause after a dropped gateway connection; doubles per failure (jittered to
+    /// 50–100 %).
     pub min_backoff: Duration,
-    /// Longest pause between reconnects (also after a fatal close such as a bad token).
+    /// Longest pause between reconnects (also, exactly, after a fatal close such as a bad
+    /// token).
     pub max_backoff: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each REST call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -60,7 +65,7 @@ impl Default for Options {
         Options {
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -103,17 +108,10 @@ impl Discord {
         let api = config::parse_api_url(&config.api_url)?;
         let token = bot_token.trim().trim_start_matches("Bot ").to_owned();
         Ok(Discord {
-            rest: Arc::new(rest::Rest::new(api.as_str(), &token, options.retry.clone())),
+            rest: Arc::new(rest::Rest::new(api.as_str(), &token, options.retry)),
             token,
             allow_from: config.allow_from.iter().map(|u| u.0).collect(),
-            targets: config
-                .effective_targets()
-                .iter()
-                .map(|u| Target {
-                    channel: NAME.to_owned(),
-                    chat: u.to_string(),
-                })
-                .collect(),
+            targets: section::targets(NAME, &config.effective_targets()),
             options,
             dms: DmCache::default(),
             me: OnceLock::new(),
@@ -341,10 +339,7 @@ impl Channel for Discord {
     }
 
     fn allows(&self, user_id: &str) -> bool {
-        // Only the canonical decimal form counts.
-        user_id
-            .parse::<u64>()
-            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        section::allows_decimal(&self.allow_from, user_id)
     }
 
     async fn health(&self) -> Result<String, ChannelError> {

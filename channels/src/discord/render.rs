@@ -11,6 +11,8 @@
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
+use crate::common::render::{decision_words, icon, kind_title, utc};
+
 /// Discord's limits on an embed, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
 pub const MAX_FIELD_VALUE: usize = 1024;
@@ -122,11 +124,8 @@ fn code_block(s: &str, max: usize) -> (String, bool) {
 
 /// The prompt's embed (or its finished form).
 pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
-    let mut title = match a.kind {
-        Kind::Exec => "🔐 Exec approval".to_owned(),
-        Kind::Plugin => "🧩 Plugin approval".to_owned(),
-        Kind::System => "⚙️ System approval".to_owned(),
-    };
+    let (emoji, name) = kind_title(a.kind);
+    let mut title = format!("{emoji} {name}");
     if let Some(sev) = &a.severity {
         title.push_str(&format!(" · severity {}", escape_capped(sev, 40)));
     }
@@ -185,17 +184,10 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     }
     field("id", escape_capped(a.id.as_str(), 120));
     let (color, foot) = match footer {
-        Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            (
-                PENDING_COLOR,
-                format!("Or send: /approve {} {}", a.id, ds.join("|")),
-            )
-        }
+        Footer::Pending => (
+            PENDING_COLOR,
+            format!("Or send: /approve {} {}", a.id, decision_words(a)),
+        ),
         Footer::Finished(o) => {
             field(
                 "outcome",
@@ -291,39 +283,6 @@ fn color(o: &Outcome) -> u32 {
         Outcome::Decided { .. } => ALLOWED_COLOR,
         Outcome::Expired { .. } | Outcome::Gone { .. } => ENDED_COLOR,
     }
-}
-
-fn icon(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Decided {
-            decision: Decision::Deny,
-            ..
-        } => "⛔",
-        Outcome::Decided { .. } => "✅",
-        Outcome::Expired { .. } => "⌛",
-        Outcome::Gone { .. } => "⚪",
-    }
-}
-
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -4,15 +4,16 @@
 //! limiter disabled (else every call goes to discord.com), and with the limiter disabled
 //! its error type drops the 429 body's `retry_after`. So the throttle is ours (governor,
 //! innermost): a bot-wide slot (Discord's 50 requests/s) and a per-route slot (5 per 5 s
-//! for message writes to one channel). A 429 is honoured by waiting `retry_after`; a
-//! global 429 (`global: true`) holds back every call of this bot until it passes. Network
-//! faults and 5xx answers are retried with exponential backoff.
+//! for message writes to one channel). Retries follow bridge's [`CallPolicy`]: a 429 is
+//! honoured by waiting `retry_after`, and a global 429 (`global: true`) holds back every
+//! call of this bot until it passes; network faults and 5xx answers are retried with backoff.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bridge::channel::ChannelError;
+use bridge::retry::{CallPolicy, Verdict};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::Method;
 use serde_json::Value;
@@ -29,26 +30,9 @@ const UNKNOWN_MESSAGE: i64 = 10008;
 /// "Cannot send messages to this user" (no shared server, or DMs closed).
 pub const CANNOT_DM: i64 = 50007;
 
-/// How hard to try before giving the error back.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Network/5xx retries.
-    pub transient_attempts: u32,
-    /// First backoff; doubles per attempt.
-    pub backoff: Duration,
-    /// Total time spent honouring 429s before giving up.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            transient_attempts: 4,
-            backoff: Duration::from_millis(500),
-            max_retry_after: Duration::from_secs(600),
-        }
-    }
-}
+/// A 429's wait when Discord names none, and the shortest wait a 429 gets.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(50);
 
 /// A failed call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,6 +53,21 @@ impl RestError {
         match self.status {
             None => true,
             Some(s) => s == 429 || s >= 500,
+        }
+    }
+
+    /// What this error says about trying the call again: a 429 waits its `retry_after`
+    /// ([`DEFAULT_RETRY_AFTER`] when Discord names none, at least [`MIN_RETRY_AFTER`]),
+    /// network faults and 5xx are transient, anything else is final.
+    fn verdict(&self) -> Verdict {
+        match self.status {
+            Some(429) => Verdict::After(
+                self.retry_after
+                    .unwrap_or(DEFAULT_RETRY_AFTER)
+                    .max(MIN_RETRY_AFTER),
+            ),
+            _ if self.is_transient() => Verdict::Transient,
+            _ => Verdict::Final,
         }
     }
 
@@ -105,11 +104,11 @@ pub struct Rest {
     per_route: DefaultKeyedRateLimiter<String>,
     /// Set by a global 429: nothing goes out before this instant.
     blocked_until: Mutex<Option<Instant>>,
-    policy: RetryPolicy,
+    policy: CallPolicy,
 }
 
 impl Rest {
-    pub fn new(api_url: &str, token: &str, policy: RetryPolicy) -> Rest {
+    pub fn new(api_url: &str, token: &str, policy: CallPolicy) -> Rest {
         let http = reqwest::Client::builder()
             .user_agent(concat!(
                 "DiscordBot (https://github.com/openclaw/approval-bridge, ",
@@ -149,46 +148,37 @@ impl Rest {
         bucket: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Value, RestError> {
-        let mut transient = 0;
-        let mut waited = Duration::ZERO;
-        loop {
-            // Interaction callbacks are exempt from the global limit (and due within 3 s).
-            if !route.starts_with("POST /interactions/") {
-                self.wait_global_block().await;
-            }
-            if let Some(b) = bucket {
-                self.per_route
-                    .until_key_ready(&format!("{route}|{b}"))
-                    .await;
-                self.global.until_ready().await;
-            }
-            let err = match self.once(method.clone(), path, route, body).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            match err.status {
-                Some(429) if waited < self.policy.max_retry_after => {
-                    let wait = err
-                        .retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .max(Duration::from_millis(50));
-                    tracing::warn!(
-                        route,
-                        retry_after_ms = wait.as_millis() as u64,
-                        "discord rate limit; waiting"
-                    );
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
-                }
-                _ if err.is_transient() && transient < self.policy.transient_attempts => {
-                    let wait = self.policy.backoff * 2u32.pow(transient);
-                    transient += 1;
-                    tracing::warn!(route, attempt = transient, error = %err, "discord call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return Err(err),
-            }
-        }
+        let method = &method;
+        self.policy
+            .run(
+                move || async move {
+                    // Interaction callbacks are exempt from the global limit (and due within 3 s).
+                    if !route.starts_with("POST /interactions/") {
+                        self.wait_global_block().await;
+                    }
+                    if let Some(b) = bucket {
+                        self.per_route
+                            .until_key_ready(&format!("{route}|{b}"))
+                            .await;
+                        self.global.until_ready().await;
+                    }
+                    self.once(method.clone(), path, route, body).await
+                },
+                RestError::verdict,
+                |err, state, pause| {
+                    if err.status == Some(429) {
+                        tracing::warn!(
+                            route,
+                            retry_after_ms = pause.as_millis() as u64,
+                            "discord rate limit; waiting"
+                        );
+                    } else {
+                        tracing::warn!(route, attempt = state.transient, error = %err, "discord call failed; retrying");
+                    }
+                    std::future::ready(None)
+                },
+            )
+            .await
     }
 
     async fn wait_global_block(&self) {
@@ -268,7 +258,7 @@ impl Rest {
         if status == 429
             && (header_global || json.get("global").and_then(Value::as_bool) == Some(true))
         {
-            let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(1));
+            let until = Instant::now() + retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
             *self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
             tracing::warn!(route, "discord global rate limit: holding every call");
         }
@@ -294,6 +284,26 @@ mod tests {
             message: "m".into(),
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn a_429_waits_its_retry_after_1_s_without_one_and_at_least_50_ms() {
+        let limited = |retry_after| RestError {
+            retry_after,
+            ..e(Some(429), None)
+        };
+        assert_eq!(limited(None).verdict(), Verdict::After(DEFAULT_RETRY_AFTER));
+        assert_eq!(
+            limited(Some(Duration::from_millis(1))).verdict(),
+            Verdict::After(MIN_RETRY_AFTER)
+        );
+        assert_eq!(
+            limited(Some(Duration::from_secs(3))).verdict(),
+            Verdict::After(Duration::from_secs(3))
+        );
+        assert_eq!(e(None, None).verdict(), Verdict::Transient);
+        assert_eq!(e(Some(503), None).verdict(), Verdict::Transient);
+        assert_eq!(e(Some(403), Some(CANNOT_DM)).verdict(), Verdict::Final);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 
+use crate::common::render::{decision_words, icon, kind_title, utc};
+
 /// Longest command shown, in characters. With every other text at its cap too, the edit that
 /// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
 pub const MAX_COMMAND_CHARS: usize = 5000;
@@ -113,12 +115,9 @@ pub enum Footer<'a> {
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let mut body = String::new();
     let mut html = String::new();
-    let title = match a.kind {
-        Kind::Exec => "🔐 Exec approval",
-        Kind::Plugin => "🧩 Plugin approval",
-        Kind::System => "⚙️ System approval",
-    };
-    body.push_str(title);
+    let (emoji, name) = kind_title(a.kind);
+    let title = format!("{emoji} {name}");
+    body.push_str(&title);
     html.push_str(&format!("<b>{title}</b>"));
     if let Some(sev) = &a.severity {
         let sev = cap(sev, 40);
@@ -181,12 +180,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
                 .iter()
                 .map(|d| format!("{} {}", d.emoji(), d.label().to_lowercase()))
                 .collect();
-            let words: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            let cmd = format!("/approve {id} {}", words.join("|"));
+            let cmd = format!("/approve {id} {}", decision_words(a));
             body.push_str(&format!(
                 "\n\nReact {} — or send: {cmd}",
                 reacts.join(" · ")
@@ -214,40 +208,6 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         }
     }
     Rendered { body, html }
-}
-
-fn icon(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Decided {
-            decision: Decision::Deny,
-            ..
-        } => "⛔",
-        Outcome::Decided { .. } => "✅",
-        Outcome::Expired { .. } => "⌛",
-        Outcome::Gone { .. } => "⚪",
-    }
-}
-
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 //!
 //! The throttle sits innermost: a message to a channel waits for that channel's slot
 //! (Slack allows about one message per second per channel, with short bursts) and every
-//! call for the app-wide slot. A 429's `Retry-After` is honoured by sleeping and calling
-//! again; network faults and 5xx answers are retried with exponential backoff. Slack's
-//! `{"ok": false, "error": ...}` answers are typed and classified for the engine.
+//! call for the app-wide slot. Retries follow bridge's [`CallPolicy`]: a 429's `Retry-After`
+//! is honoured by sleeping and calling again; network faults and 5xx answers are retried
+//! with backoff. Slack's `{"ok": false, "error": ...}` answers are typed and classified for
+//! the engine.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bridge::channel::ChannelError;
+use bridge::retry::{CallPolicy, Verdict};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
@@ -30,27 +32,6 @@ pub enum Body {
     Form(Vec<(&'static str, String)>),
     /// `application/json` (methods that take Block Kit).
     Json(Value),
-}
-
-/// How hard to try before giving the error back.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Network/5xx retries.
-    pub transient_attempts: u32,
-    /// First backoff; doubles per attempt.
-    pub backoff: Duration,
-    /// Total time spent honouring 429s before giving up.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            transient_attempts: 4,
-            backoff: Duration::from_millis(500),
-            max_retry_after: Duration::from_secs(600),
-        }
-    }
 }
 
 /// A failed call.
@@ -74,6 +55,16 @@ impl ApiError {
     fn is_transient(&self) -> bool {
         matches!(self, ApiError::Transport(_) | ApiError::RateLimited(_))
             || matches!(self, ApiError::Slack(e) if matches!(e.as_str(), "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" | "ratelimited"))
+    }
+
+    /// What this error says about trying the call again: a 429 waits its `Retry-After`,
+    /// network faults, 5xx and Slack's own outages are transient, anything else is final.
+    fn verdict(&self) -> Verdict {
+        match self {
+            ApiError::RateLimited(d) => Verdict::After(*d),
+            e if e.is_transient() => Verdict::Transient,
+            _ => Verdict::Final,
+        }
     }
 
     /// Classifies a final error for the engine.
@@ -119,11 +110,11 @@ pub struct Api {
     app_token: String,
     per_channel: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
-    policy: RetryPolicy,
+    policy: CallPolicy,
 }
 
 impl Api {
-    pub fn new(base: &str, bot_token: &str, app_token: &str, policy: RetryPolicy) -> Api {
+    pub fn new(base: &str, bot_token: &str, app_token: &str, policy: CallPolicy) -> Api {
         let per_channel = Quota::with_period(PER_CHANNEL_PERIOD)
             .expect("non-zero period")
             .allow_burst(NonZeroU32::new(PER_CHANNEL_BURST).expect("non-zero"));
@@ -159,8 +150,8 @@ impl Api {
     }
 
     /// [`Api::call`] for a call Slack may have carried out although its answer was lost (a
-    /// network fault or 5xx): before each retry of such a failure `recover` looks for the
-    /// result, and what it finds is the answer.
+    /// network fault or 5xx): after the pause before each retry of such a failure `recover`
+    /// looks for the result, and what it finds is the answer.
     pub async fn call_or_recover<R, F>(
         &self,
         method: &'static str,
@@ -173,42 +164,33 @@ impl Api {
         R: Fn() -> F,
         F: Future<Output = Option<Value>>,
     {
-        let mut transient = 0;
-        let mut waited = Duration::ZERO;
-        loop {
-            if let Some(c) = channel {
-                self.per_channel.until_key_ready(&c.to_owned()).await;
-            }
-            self.global.until_ready().await;
-            let err = match self.once(method, token, &body).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            match err {
-                ApiError::RateLimited(d) if waited < self.policy.max_retry_after => {
-                    tracing::warn!(
-                        method,
-                        channel,
-                        retry_after_s = d.as_secs_f64(),
-                        "slack rate limit; waiting"
-                    );
-                    waited += d;
-                    tokio::time::sleep(d).await;
-                }
-                ref e if e.is_transient() && transient < self.policy.transient_attempts => {
-                    let wait = self.policy.backoff * 2u32.pow(transient);
-                    transient += 1;
-                    tracing::warn!(method, channel, attempt = transient, error = %e, "slack call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    if matches!(e, ApiError::Transport(_))
-                        && let Some(v) = recover().await
-                    {
-                        return Ok(v);
+        let (body, recover) = (&body, &recover);
+        self.policy
+            .run(
+                move || async move {
+                    if let Some(c) = channel {
+                        self.per_channel.until_key_ready(&c.to_owned()).await;
                     }
-                }
-                e => return Err(e),
-            }
-        }
+                    self.global.until_ready().await;
+                    self.once(method, token, body).await
+                },
+                ApiError::verdict,
+                move |e, state, _| {
+                    if let ApiError::RateLimited(d) = e {
+                        tracing::warn!(
+                            method,
+                            channel,
+                            retry_after_s = d.as_secs_f64(),
+                            "slack rate limit; waiting"
+                        );
+                    } else {
+                        tracing::warn!(method, channel, attempt = state.transient, error = %e, "slack call failed; retrying");
+                    }
+                    let lost_answer = matches!(e, ApiError::Transport(_));
+                    async move { if lost_answer { recover().await } else { None } }
+                },
+            )
+            .await
     }
 
     async fn once(&self, method: &str, token: Token, body: &Body) -> Result<Value, ApiError> {
@@ -262,6 +244,24 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_waits_its_retry_after_outages_are_retried_and_refusals_are_final() {
+        let d = Duration::from_secs(3);
+        assert_eq!(ApiError::RateLimited(d).verdict(), Verdict::After(d));
+        for transient in [
+            ApiError::Transport("reset".into()),
+            ApiError::Slack("service_unavailable".into()),
+        ] {
+            assert_eq!(transient.verdict(), Verdict::Transient, "{transient}");
+        }
+        for last in [
+            ApiError::Slack("invalid_auth".into()),
+            ApiError::Status(404),
+        ] {
+            assert_eq!(last.verdict(), Verdict::Final, "{last}");
+        }
+    }
 
     #[test]
     fn errors_are_classified() {

@@ -15,7 +15,10 @@
 //! `Request::Malformed`, so the engine audits and refuses it.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
-use bridge::channel::action::{self, ActionError, Limit};
+use bridge::channel::action::{self, Limit};
+
+use crate::common::codec;
+pub use crate::common::codec::CodecError;
 
 /// Slack's limit on `action_id`, in characters.
 pub const MAX_ACTION_ID: usize = 255;
@@ -32,34 +35,9 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    #[error("action is {0} characters, over Slack's 255-character action_id limit")]
-    TooLong(usize),
-    #[error("approval id {0:?} cannot be carried in a button")]
-    BadId(String),
-    #[error("unknown action form")]
-    UnknownForm,
-    #[error("unknown decision {0:?}")]
-    UnknownDecision(String),
-    #[error("action_id and value disagree")]
-    Mismatch,
-}
-
-impl From<ActionError> for CodecError {
-    fn from(e: ActionError) -> Self {
-        match e {
-            ActionError::TooLong(n) => CodecError::TooLong(n),
-            ActionError::BadId(id) => CodecError::BadId(id),
-            ActionError::UnknownForm => CodecError::UnknownForm,
-            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
-        }
-    }
-}
-
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    Ok(action::encode(kind, id, decision, LIMIT)?)
+    codec::encode(kind, id, decision, LIMIT)
 }
 
 /// Decodes a pressed button from its `action_id` and `value`; trusts nothing beyond the
@@ -68,7 +46,7 @@ pub fn decode(action_id: &str, value: &str) -> Result<Action, CodecError> {
     if action_id != value {
         return Err(CodecError::Mismatch);
     }
-    Ok(action::decode(value, LIMIT)?)
+    codec::decode(value, LIMIT)
 }
 
 #[cfg(test)]

@@ -27,13 +27,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, ApprovalId, Outcome};
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::retry::CallPolicy;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-pub use api::RetryPolicy;
 use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
 pub use receive::Reply;
+
+use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "slack";
@@ -41,13 +43,15 @@ pub const NAME: &str = "slack";
 /// Tunables with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// First pause after a failed Socket Mode connection; doubles up to `max_backoff`.
+    /// First pause after a failed Socket Mode connection; doubles up to `max_backoff`
+    /// (jittered to 50–100 %).
     pub backoff: Duration,
     pub max_backoff: Duration,
     /// Ping interval on the Socket Mode connection; a connection silent for three
     /// intervals is dropped and reopened.
     pub ping_interval: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each Web API call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -56,7 +60,7 @@ impl Default for Options {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -97,21 +101,9 @@ impl Slack {
         config::check_token("app_token", app_token, "xapp-")?;
         let base = config::parse_api_url(&config.api_url)?;
         Ok(Slack {
-            api: Arc::new(Api::new(
-                base.as_str(),
-                bot_token,
-                app_token,
-                options.retry.clone(),
-            )),
+            api: Arc::new(Api::new(base.as_str(), bot_token, app_token, options.retry)),
             allow_from: config.allow_from.iter().map(|u| u.0.clone()).collect(),
-            targets: config
-                .effective_targets()
-                .into_iter()
-                .map(|u| Target {
-                    channel: NAME.to_owned(),
-                    chat: u.0,
-                })
-                .collect(),
+            targets: section::targets(NAME, &config.effective_targets()),
             options,
             dm_owner: Mutex::new(HashMap::new()),
             dm_of: Mutex::new(HashMap::new()),

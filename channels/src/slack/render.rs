@@ -10,10 +10,11 @@
 //! an escape, within Slack's per-object limits (3000 characters per section text, 2000
 //! per context element), with an ellipsis and a note of how much was shown.
 
-use bridge::approval::{Approval, Decider, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
 use super::codec;
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Slack's limit on a section's text.
 pub const MAX_SECTION_CHARS: usize = 3000;
@@ -110,11 +111,8 @@ fn section(text: String) -> Value {
 /// Renders an approval prompt (or its finished form).
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let mut blocks = Vec::new();
-    let mut head = match a.kind {
-        Kind::Exec => "🔐 *Exec approval*".to_owned(),
-        Kind::Plugin => "🧩 *Plugin approval*".to_owned(),
-        Kind::System => "⚙️ *System approval*".to_owned(),
-    };
+    let (emoji, what) = kind_title(a.kind);
+    let mut head = format!("{emoji} *{what}*");
     if let Some(sev) = &a.severity {
         head.push_str(&format!(" · severity `{}`", escape_capped(sev, 40)));
     }
@@ -222,12 +220,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
                     json!({"type": "actions", "block_id": "approval_actions", "elements": buttons}),
                 );
             }
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
-            blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("Or send `/approve {id} {}`", ds.join("|")))]}));
+            blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("Or send `/approve {id} {}`", decision_words(a)))]}));
         }
         Footer::Finished(o) => {
             blocks.push(section(format!(
@@ -240,11 +233,6 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         }
     }
 
-    let what = match a.kind {
-        Kind::Exec => "Exec approval",
-        Kind::Plugin => "Plugin approval",
-        Kind::System => "System approval",
-    };
     let text = match footer {
         Footer::Pending => format!("{what}: {}", escape_capped(&a.command, 200)),
         Footer::Finished(o) => format!("{what}: {}", escape_capped(&o.summary(), 200)),
@@ -256,46 +244,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     }
 }
 
-fn icon(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Decided {
-            decision: Decision::Deny,
-            ..
-        } => "⛔",
-        Outcome::Decided {
-            by: Decider::Responder(_) | Decider::Elsewhere { .. },
-            ..
-        } => "✅",
-        Outcome::Expired { .. } => "⌛",
-        Outcome::Gone { .. } => "⚪",
-    }
-}
-
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::{ApprovalId, Responder};
+    use bridge::approval::{ApprovalId, Decider, Responder};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 

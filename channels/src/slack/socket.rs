@@ -4,13 +4,15 @@
 //! 3 seconds or Slack retries them. Each envelope is acked as soon as it is read, before
 //! it is decoded or handed to the engine, so a slow engine never costs a retry. Slack
 //! asks for reconnects with a `disconnect` message (e.g. `refresh_requested`); closed or
-//! silent sockets are reopened too, with exponential backoff after failures. Envelope
+//! silent sockets are reopened too, with exponential backoff (bridge's [`Backoff`]) after
+//! failures. Envelope
 //! ids seen recently are remembered, so a retried envelope is not answered twice.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use bridge::channel::Answer;
+use bridge::retry::Backoff;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -64,7 +66,7 @@ pub(super) async fn run(
         order: VecDeque::new(),
         set: HashSet::new(),
     };
-    let mut backoff = slack.options.backoff;
+    let mut backoff = Backoff::new(slack.options.backoff, slack.options.max_backoff).attempts();
     loop {
         let result = tokio::select! {
             _ = shutdown.recv() => return,
@@ -74,14 +76,13 @@ pub(super) async fn run(
             Ok(End::Stopped) => return,
             Ok(End::Reconnect(why)) => {
                 tracing::info!(reason = %why, "slack socket mode: reconnecting");
-                backoff = slack.options.backoff;
+                backoff.reset();
                 Duration::ZERO
             }
             Err(e) => {
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "slack socket mode connection failed; backing off");
-                let p = backoff;
-                backoff = (backoff * 2).min(slack.options.max_backoff);
-                p
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %e, backoff_ms = pause.as_millis() as u64, "slack socket mode connection failed; backing off");
+                pause
             }
         };
         tokio::select! {

@@ -15,7 +15,10 @@
 //! adapter turns that into a `Request::Malformed` so the engine audits and refuses it.
 
 use bridge::approval::{ApprovalId, Decision, Kind};
-use bridge::channel::action::{self, ActionError, Limit};
+use bridge::channel::action::{self, Limit};
+
+use crate::common::codec;
+pub use crate::common::codec::CodecError;
 
 /// Telegram's limit on `callback_data`, in bytes.
 pub const MAX_CALLBACK_BYTES: usize = 64;
@@ -32,37 +35,14 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    #[error("callback data is {0} bytes, over Telegram's 64-byte limit")]
-    TooLong(usize),
-    #[error("approval id {0:?} cannot be carried in callback data")]
-    BadId(String),
-    #[error("unknown callback data form")]
-    UnknownForm,
-    #[error("unknown decision {0:?}")]
-    UnknownDecision(String),
-}
-
-impl From<ActionError> for CodecError {
-    fn from(e: ActionError) -> Self {
-        match e {
-            ActionError::TooLong(n) => CodecError::TooLong(n),
-            ActionError::BadId(id) => CodecError::BadId(id),
-            ActionError::UnknownForm => CodecError::UnknownForm,
-            ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
-        }
-    }
-}
-
 /// Encodes the button for `decision` on approval `id` of `kind`.
 pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    Ok(action::encode(kind, id, decision, LIMIT)?)
+    codec::encode(kind, id, decision, LIMIT)
 }
 
 /// Decodes callback data; never trusts it beyond its shape (the engine checks the rest).
 pub fn decode(data: &str) -> Result<Callback, CodecError> {
-    Ok(action::decode(data, LIMIT)?)
+    codec::decode(data, LIMIT)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use bridge::channel::DigestRow;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 use super::codec::{self, CodecError};
-use super::render::{MAX_MESSAGE_UTF16, escape, escape_capped, icon, utc, utf16_len, visible_len};
+use super::render::{MAX_MESSAGE_UTF16, escape, escape_capped, utf16_len, visible_len};
+use crate::common::render::{icon, utc};
 
 /// Most rows per digest: three buttons a row stays within Telegram's 100 per keyboard.
 pub const MAX_ROWS: usize = 25;

@@ -26,6 +26,7 @@ use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, ReplyTo, RestartSweep,
     SendSlot, Target,
 };
+use bridge::retry::{Backoff, CallPolicy};
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters,
@@ -41,10 +42,14 @@ use tokio::sync::{broadcast, mpsc};
 pub use config::{ConfigError, TelegramConfig};
 pub use receive::Reply;
 use send::Dest;
-pub use send::RetryPolicy;
+
+use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "telegram";
+
+/// First pause after a failed poll (jittered, doubling up to `Options::max_poll_backoff`).
+const MIN_POLL_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Telegram's limit on a callback answer's text.
 const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
@@ -54,9 +59,11 @@ const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
 pub struct Options {
     /// `getUpdates` long-poll timeout (the HTTP client's own timeout is 17 s).
     pub poll_timeout: Duration,
-    /// Longest pause between failed polls.
+    /// Longest pause between failed polls (before jitter; a successful poll starts over
+    /// from half a second).
     pub max_poll_backoff: Duration,
-    pub retry: RetryPolicy,
+    /// How hard each Bot API call is tried before its error goes back to the engine.
+    pub retry: CallPolicy,
 }
 
 impl Default for Options {
@@ -64,7 +71,7 @@ impl Default for Options {
         Options {
             poll_timeout: Duration::from_secs(10),
             max_poll_backoff: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: CallPolicy::default(),
         }
     }
 }
@@ -104,15 +111,8 @@ impl Telegram {
         Ok(Telegram {
             bot,
             allow_from: config.allow_from.iter().map(|u| u.0).collect(),
-            targets: config
-                .effective_targets()
-                .iter()
-                .map(|c| Target {
-                    channel: NAME.to_owned(),
-                    chat: c.0.to_string(),
-                })
-                .collect(),
-            throttle: Arc::new(send::Throttle::new(bot_token, options.retry.clone())),
+            targets: section::targets(NAME, &config.effective_targets()),
+            throttle: Arc::new(send::Throttle::new(bot_token, options.retry)),
             orphans: Arc::default(),
             options,
             username: OnceLock::new(),
@@ -294,10 +294,7 @@ impl Channel for Telegram {
     }
 
     fn allows(&self, user_id: &str) -> bool {
-        // Only the canonical decimal form counts: "042" or "+42" is not user 42.
-        user_id
-            .parse::<u64>()
-            .is_ok_and(|id| id.to_string() == user_id && self.allow_from.contains(&id))
+        section::allows_decimal(&self.allow_from, user_id)
     }
 
     fn digests(&self) -> Option<&dyn Digests> {
@@ -436,7 +433,7 @@ impl Channel for Telegram {
             tracing::warn!(error = %e, "getMe failed; /approve@<bot> is accepted for any bot name");
         }
         let mut offset: i32 = 0;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(MIN_POLL_BACKOFF, self.options.max_poll_backoff).attempts();
         let timeout = self.options.poll_timeout.as_secs() as u32;
         loop {
             let poll = self
@@ -452,7 +449,7 @@ impl Channel for Telegram {
             };
             let pause = match res {
                 Ok(updates) => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     for u in updates {
                         // `as_offset` is already `id + 1`.
                         offset = offset.max(u.id.as_offset());
@@ -481,9 +478,7 @@ impl Channel for Telegram {
                     } else {
                         tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off");
                     }
-                    let p = backoff;
-                    backoff = (backoff * 2).min(self.options.max_poll_backoff);
-                    p
+                    backoff.next_pause()
                 }
             };
             tokio::select! {

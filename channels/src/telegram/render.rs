@@ -8,7 +8,9 @@
 //! characters of the unescaped text, before escaping: never inside an escape sequence,
 //! a UTF-8 sequence or a UTF-16 surrogate pair.
 
-use bridge::approval::{Approval, Decider, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Kind, Outcome};
+
+use crate::common::render::{decision_words, icon, kind_title, utc};
 
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const MAX_MESSAGE_UTF16: usize = 4096;
@@ -109,12 +111,8 @@ fn escape_prefix(s: &str, budget: usize) -> (String, usize) {
 
 /// Renders an approval prompt (or its finished form).
 pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
-    let mut head = String::new();
-    match a.kind {
-        Kind::Exec => head.push_str("🔐 <b>Exec approval</b>"),
-        Kind::Plugin => head.push_str("🧩 <b>Plugin approval</b>"),
-        Kind::System => head.push_str("⚙️ <b>System approval</b>"),
-    }
+    let (emoji, name) = kind_title(a.kind);
+    let mut head = format!("{emoji} <b>{name}</b>");
     if let Some(sev) = &a.severity {
         head.push_str(&format!(" · severity <b>{}</b>", escape_capped(sev, 40)));
     }
@@ -169,14 +167,9 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let id = escape_capped(a.id.as_str(), 80);
     match footer {
         Footer::Pending => {
-            let ds: Vec<&str> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .map(|d| d.as_str())
-                .collect();
             tail.push_str(&format!(
                 "\n\nOr send <code>/approve {id} {}</code>",
-                ds.join("|")
+                decision_words(a)
             ));
         }
         Footer::Finished(o) => {
@@ -216,47 +209,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     Rendered { html, cut }
 }
 
-pub(crate) fn icon(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Decided {
-            decision: Decision::Deny,
-            ..
-        } => "⛔",
-        Outcome::Decided {
-            by: Decider::Responder(_) | Decider::Elsewhere { .. },
-            ..
-        } => "✅",
-        Outcome::Expired { .. } => "⌛",
-        Outcome::Gone { .. } => "⚪",
-    }
-}
-
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::{ApprovalId, Responder};
+    use bridge::approval::{ApprovalId, Decider, Decision, Responder};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
@@ -443,13 +399,6 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
         let r = render(&exec(&"a".repeat(3000)), Footer::Pending);
         assert!(!r.cut);
         assert!(r.html.contains(&"a".repeat(3000)));
-    }
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_795_000_005_999), "2026-11-18 11:06:45 UTC");
     }
 
     /// Checks tags balance and every `&` starts one of the four entities Telegram knows.

@@ -5,10 +5,10 @@
 //! sends arrive closer than a second) and for the bot-wide slot (30 per second, governor).
 //! Prompts go first: a chat's slot goes to a waiting prompt before any edit or notice,
 //! which is why the per-chat spacing is our own small scheduler; `ready` lets the engine
-//! wait for a chat's slot before it chooses a digest's rows. A 429's
-//! `retry_after` is honoured by sleeping and sending again; network faults and 5xx answers
-//! are retried with exponential backoff. Nothing is dropped, only delayed, up to a bound
-//! after which the caller gets a transient error it may retry itself.
+//! wait for a chat's slot before it chooses a digest's rows. Retries follow bridge's
+//! [`CallPolicy`]: a 429's `retry_after` is honoured by sleeping and sending again; network
+//! faults and 5xx answers are retried with backoff. Nothing is dropped, only delayed, up to
+//! a bound after which the caller gets a transient error it may retry itself.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bridge::channel::ChannelError;
+use bridge::retry::{CallPolicy, Verdict};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use teloxide::{ApiError, RequestError};
 use tokio::time::Instant;
@@ -26,26 +27,8 @@ pub const PER_CHAT_PERIOD: Duration = Duration::from_millis(1050);
 /// Bot-wide limit: Telegram's 30 messages per second.
 pub const GLOBAL_PER_SECOND: u32 = 30;
 
-/// How hard to try before giving the error back.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Network/5xx retries.
-    pub transient_attempts: u32,
-    /// First backoff; doubles per attempt.
-    pub backoff: Duration,
-    /// Total time spent honouring 429s before giving up.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            transient_attempts: 4,
-            backoff: Duration::from_millis(500),
-            max_retry_after: Duration::from_secs(600),
-        }
-    }
-}
+/// The shortest wait a 429 gets, whatever its `retry_after` says.
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a call sends a message, which decides its place in the throttle.
 #[derive(Debug, Clone, Copy)]
@@ -87,13 +70,13 @@ impl Slot {
 pub struct Throttle {
     chats: Mutex<HashMap<i64, Slot>>,
     global: DefaultDirectRateLimiter,
-    policy: RetryPolicy,
+    policy: CallPolicy,
     /// The bot token, to scrub from error texts (reqwest errors carry the URL).
     token: String,
 }
 
 impl Throttle {
-    pub fn new(token: &str, policy: RetryPolicy) -> Throttle {
+    pub fn new(token: &str, policy: CallPolicy) -> Throttle {
         let global = Quota::per_second(NonZeroU32::new(GLOBAL_PER_SECOND).expect("non-zero"));
         Throttle {
             chats: Mutex::new(HashMap::new()),
@@ -163,7 +146,7 @@ impl Throttle {
         }
     }
 
-    /// Runs `call` until it succeeds or fails for good, each attempt in `dest`'s turn.
+    /// Runs `call` until it succeeds or the policy gives up, each attempt in `dest`'s turn.
     pub async fn call<T, F, Fut>(
         &self,
         dest: Dest,
@@ -182,35 +165,30 @@ impl Throttle {
             Dest::Prompt(c) | Dest::Chat(c) => Some(c),
             Dest::Nothing => None,
         };
-        let mut transient = 0;
-        let mut waited = Duration::ZERO;
-        loop {
-            self.turn(dest).await;
-            let err = match call().await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            match &err {
-                RequestError::RetryAfter(s) if waited < self.policy.max_retry_after => {
-                    let wait = s.duration().max(Duration::from_millis(100));
-                    tracing::warn!(
-                        method = what,
-                        chat,
-                        retry_after_s = s.seconds(),
-                        "telegram rate limit; waiting"
-                    );
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
-                }
-                e if is_transient(e) && transient < self.policy.transient_attempts => {
-                    let wait = self.policy.backoff * 2u32.pow(transient);
-                    transient += 1;
-                    tracing::warn!(method = what, chat, attempt = transient, error = %self.redact(e), "telegram call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return Err(err),
-            }
-        }
+        let call = &call;
+        self.policy
+            .run(
+                move || async move {
+                    self.turn(dest).await;
+                    call().await
+                },
+                verdict,
+                |e, state, _| {
+                    match e {
+                        RequestError::RetryAfter(s) => tracing::warn!(
+                            method = what,
+                            chat,
+                            retry_after_s = s.seconds(),
+                            "telegram rate limit; waiting"
+                        ),
+                        e => {
+                            tracing::warn!(method = what, chat, attempt = state.transient, error = %self.redact(e), "telegram call failed; retrying")
+                        }
+                    }
+                    std::future::ready(None)
+                },
+            )
+            .await
     }
 
     /// The error's text with the bot token removed.
@@ -261,6 +239,16 @@ impl Drop for PromptFirst<'_> {
     }
 }
 
+/// What a failed call says about trying it again: a 429 waits its `retry_after` (at least
+/// [`MIN_RETRY_AFTER`]), network faults and 5xx are transient, anything else is final.
+fn verdict(e: &RequestError) -> Verdict {
+    match e {
+        RequestError::RetryAfter(s) => Verdict::After(s.duration().max(MIN_RETRY_AFTER)),
+        e if is_transient(e) => Verdict::Transient,
+        _ => Verdict::Final,
+    }
+}
+
 /// Whether a failed call may still have been carried out by Telegram (its answer was
 /// lost or garbled): network faults and 5xx, not a refusal or a rate limit.
 pub fn maybe_handled(e: &RequestError) -> bool {
@@ -303,7 +291,7 @@ mod tests {
     type Log = Arc<Mutex<Vec<(&'static str, Instant)>>>;
 
     fn recorder() -> (Arc<Throttle>, Log) {
-        let t = Arc::new(Throttle::new("t", RetryPolicy::default()));
+        let t = Arc::new(Throttle::new("t", CallPolicy::default()));
         (t, Log::default())
     }
 
@@ -377,8 +365,27 @@ mod tests {
     }
 
     #[test]
+    fn a_429_waits_at_least_100_ms_5xx_are_retried_and_refusals_are_final() {
+        let after = |s| {
+            verdict(&RequestError::RetryAfter(
+                teloxide::types::Seconds::from_seconds(s),
+            ))
+        };
+        assert_eq!(after(0), Verdict::After(MIN_RETRY_AFTER));
+        assert_eq!(after(3), Verdict::After(Duration::from_secs(3)));
+        assert_eq!(
+            verdict(&RequestError::Api(ApiError::Unknown("Bad Gateway".into()))),
+            Verdict::Transient
+        );
+        assert_eq!(
+            verdict(&RequestError::Api(ApiError::ChatNotFound)),
+            Verdict::Final
+        );
+    }
+
+    #[test]
     fn stale_messages_are_gone_and_limits_are_transient() {
-        let t = Throttle::new("t", RetryPolicy::default());
+        let t = Throttle::new("t", CallPolicy::default());
         assert!(matches!(
             t.classify(RequestError::Api(ApiError::MessageToEditNotFound)),
             ChannelError::MessageGone(_)

@@ -1,0 +1,9 @@
+//! What the adapters share because it is the same for every service: how an outcome and an
+//! instant are shown, the button codec's error, and what an adapter makes of its config
+//! section. What differs per service (escaping, limits, wire forms) stays in its own module.
+
+#[cfg(any(feature = "telegram", feature = "discord", feature = "slack"))]
+pub mod codec;
+pub mod render;
+#[cfg(any(feature = "telegram", feature = "discord", feature = "slack"))]
+pub mod section;
