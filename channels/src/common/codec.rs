@@ -8,10 +8,14 @@ use bridge::channel::action::{self, Action, ActionError, Limit};
 /// Why a button payload cannot be encoded or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
-    /// Over the platform's limit; the length in the limit's unit (Telegram counts bytes,
-    /// Discord and Slack characters).
-    #[error("button payload is {0} long, over the platform's limit")]
-    TooLong(usize),
+    /// Over the platform's limit of `max`; `len` in the limit's `unit` (Telegram counts
+    /// bytes, Discord and Slack characters).
+    #[error("button payload is {len} {unit}, over the platform's limit of {max}")]
+    TooLong {
+        len: usize,
+        max: usize,
+        unit: &'static str,
+    },
     #[error("approval id {0:?} cannot be carried in a button")]
     BadId(String),
     #[error("unknown button payload form")]
@@ -24,10 +28,19 @@ pub enum CodecError {
     Mismatch,
 }
 
-impl From<ActionError> for CodecError {
-    fn from(e: ActionError) -> Self {
+impl CodecError {
+    /// The payload's error under the platform's `limit`.
+    fn of(e: ActionError, limit: Limit) -> CodecError {
         match e {
-            ActionError::TooLong(n) => CodecError::TooLong(n),
+            ActionError::TooLong(len) => CodecError::TooLong {
+                len,
+                max: limit.max,
+                unit: if limit.in_bytes {
+                    "bytes"
+                } else {
+                    "characters"
+                },
+            },
             ActionError::BadId(id) => CodecError::BadId(id),
             ActionError::UnknownForm => CodecError::UnknownForm,
             ActionError::UnknownDecision(d) => CodecError::UnknownDecision(d),
@@ -42,13 +55,13 @@ pub fn encode(
     decision: Decision,
     limit: Limit,
 ) -> Result<String, CodecError> {
-    Ok(action::encode(kind, id, decision, limit)?)
+    action::encode(kind, id, decision, limit).map_err(|e| CodecError::of(e, limit))
 }
 
 /// Decodes a payload within `limit`; trusts nothing beyond its shape (the engine checks
 /// the rest).
 pub fn decode(data: &str, limit: Limit) -> Result<Action, CodecError> {
-    Ok(action::decode(data, limit)?)
+    action::decode(data, limit).map_err(|e| CodecError::of(e, limit))
 }
 
 #[cfg(test)]
@@ -57,10 +70,15 @@ mod tests {
 
     #[test]
     fn every_action_error_reads_as_the_codec_error_naming_it() {
+        let telegram = Limit {
+            max: 64,
+            in_bytes: true,
+            max_id_bytes: 40,
+        };
         let cases = [
             (
                 ActionError::TooLong(71),
-                "button payload is 71 long, over the platform's limit",
+                "button payload is 71 bytes, over the platform's limit of 64",
             ),
             (
                 ActionError::BadId("x y".into()),
@@ -73,7 +91,7 @@ mod tests {
             ),
         ];
         for (e, text) in cases {
-            assert_eq!(CodecError::from(e).to_string(), text);
+            assert_eq!(CodecError::of(e, telegram).to_string(), text);
         }
     }
 }

@@ -121,6 +121,13 @@ mod tests {
             assert_eq!(decode(data).as_ref(), Err(want), "{data:?}");
         }
         let over = format!("exec_approve:{UUID}:allow-once{}", "x".repeat(60));
-        assert_eq!(decode(&over), Err(CodecError::TooLong(over.len())));
+        assert_eq!(
+            decode(&over),
+            Err(CodecError::TooLong {
+                len: over.len(),
+                max: MAX_CUSTOM_ID,
+                unit: "characters"
+            })
+        );
     }
 }

@@ -136,7 +136,14 @@ mod tests {
             assert_eq!(dec(data).as_ref(), Err(want), "{data:?}");
         }
         let over = format!("exec_approve:{}:deny", "a".repeat(300));
-        assert_eq!(dec(&over), Err(CodecError::TooLong(over.len())));
+        assert_eq!(
+            dec(&over),
+            Err(CodecError::TooLong {
+                len: over.len(),
+                max: MAX_ACTION_ID,
+                unit: "characters"
+            })
+        );
         let good = format!("exec_approve:{UUID}:deny");
         assert_eq!(
             decode(&good, &format!("exec_approve:{UUID}:allow-once")),

@@ -103,7 +103,11 @@ mod tests {
         let long = ApprovalId("a".repeat(45));
         assert_eq!(
             encode(Kind::Exec, &long, Decision::AllowAlways),
-            Err(CodecError::TooLong(71))
+            Err(CodecError::TooLong {
+                len: 71,
+                max: MAX_CALLBACK_BYTES,
+                unit: "bytes"
+            })
         );
         let bad = ApprovalId("x y".into());
         assert_eq!(
@@ -158,6 +162,13 @@ mod tests {
             assert_eq!(decode(data).as_ref(), Err(want), "{data:?}");
         }
         let over = format!("exec_approve:{UUID}:allow-once{}", "x".repeat(10));
-        assert_eq!(decode(&over), Err(CodecError::TooLong(over.len())));
+        assert_eq!(
+            decode(&over),
+            Err(CodecError::TooLong {
+                len: over.len(),
+                max: MAX_CALLBACK_BYTES,
+                unit: "bytes"
+            })
+        );
     }
 }
