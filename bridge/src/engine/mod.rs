@@ -44,7 +44,7 @@ pub struct Now {
     pub unix_ms: i64,
 }
 
-/// Everything that can move the engine. The completions (`AnswerRecorded` to
+/// Everything that can move the engine. The completions (`ApprovalRecorded` to
 /// `ResolveDone`) answer effects the core asked for; `Timer` fires a deadline it armed.
 #[derive(Debug)]
 pub enum Input {
@@ -53,6 +53,11 @@ pub enum Input {
     Start,
     Gateway(GatewayEvent),
     Answer(Answer),
+    /// A new approval's `requested` record was written (or could not be) at `at`.
+    ApprovalRecorded {
+        id: ApprovalId,
+        at: Instant,
+    },
     /// The `answered` audit record of an answer to decide was written, or could not be.
     AnswerRecorded {
         answer: Answer,
@@ -109,7 +114,8 @@ impl Input {
     fn is_completion(&self) -> bool {
         matches!(
             self,
-            Input::AnswerRecorded { .. }
+            Input::ApprovalRecorded { .. }
+                | Input::AnswerRecorded { .. }
                 | Input::OutcomeLooked { .. }
                 | Input::Delivered { .. }
                 | Input::Finished { .. }
@@ -163,25 +169,17 @@ pub enum Write {
 /// reports back, where one does.
 #[derive(Debug)]
 pub enum Effect {
+    /// A durable write (→ `ApprovalRecorded` for `Write::Approval`).
     Store(Write),
     /// One log line, one metric, one audit record.
     Emit(Event),
     /// Write the `answered` record of an answer to decide (→ `AnswerRecorded`). Nothing is
     /// resolved before it is confirmed.
-    RecordAnswer {
-        answer: Answer,
-        received: Instant,
-    },
+    RecordAnswer { answer: Answer, received: Instant },
     /// Read the outcome of an approval the core no longer holds (→ `OutcomeLooked`).
-    LookupOutcome {
-        answer: Answer,
-        received: Instant,
-    },
+    LookupOutcome { answer: Answer, received: Instant },
     /// Wait for `target`'s next free slot (→ `TargetReady`).
-    AwaitTurn {
-        target: Target,
-        fresh: bool,
-    },
+    AwaitTurn { target: Target, fresh: bool },
     /// Send one prompt, or a digest when `approvals` holds more (→ `Delivered`). `seen` is
     /// set when the time since then is the bridge's own overhead, less `waited`.
     Deliver {
@@ -211,15 +209,9 @@ pub enum Effect {
         received: Instant,
     },
     /// Tell one responder something; nothing reports back.
-    Notify {
-        to: ReplyTo,
-        notice: Notice,
-    },
+    Notify { to: ReplyTo, notice: Notice },
     /// Feed `Input::Timer(timer)` back at `at`.
-    Arm {
-        at: Instant,
-        timer: Timer,
-    },
+    Arm { at: Instant, timer: Timer },
 }
 
 /// The gateway link as the engine last heard of it; `/healthz` and `check` read it.
@@ -300,6 +292,7 @@ impl Core {
             }
             Input::Gateway(ev) => self.on_gateway(ev),
             Input::Answer(a) => self.on_answer(a),
+            Input::ApprovalRecorded { id, at } => self.on_approval_recorded(&id, at),
             Input::AnswerRecorded {
                 answer,
                 received,
@@ -494,23 +487,39 @@ impl Core {
         }
     }
 
+    /// A new approval is recorded first and prompted once that is done
+    /// (`ApprovalRecorded`); one known already (replayed after a reconnect or restart) gets
+    /// a prompt in every target that lacks one.
     fn on_requested(&mut self, approval: Approval) {
-        let id = approval.id.clone();
-        if !self.approvals.contains(&id) {
+        if !self.approvals.contains(&approval.id) {
             self.approvals.insert(approval.clone(), self.now.at);
-            self.emit(Effect::Store(Write::Approval(approval)));
+            return self.emit(Effect::Store(Write::Approval(approval)));
         }
-        if self.approvals.outcome(&id).is_some() {
+        self.prompt_everywhere(&approval.id);
+    }
+
+    /// The approval's `requested` record is written (or could not be: it is prompted
+    /// anyway); `at` is when, and the time the bridge takes to prompt counts from there.
+    fn on_approval_recorded(&mut self, id: &ApprovalId, at: Instant) {
+        if let Some(entry) = self.approvals.get_mut(id) {
+            entry.seen = at;
+        }
+        self.prompt_everywhere(id);
+    }
+
+    /// Queues a prompt for the pending approval `id` in every target that has none.
+    fn prompt_everywhere(&mut self, id: &ApprovalId) {
+        if !self.approvals.contains(id) || self.approvals.outcome(id).is_some() {
             return;
         }
         let missing: Vec<Target> = self
             .channels
             .values()
             .flat_map(|c| c.targets())
-            .filter(|t| !self.approvals.has_prompt(&id, t))
+            .filter(|t| !self.approvals.has_prompt(id, t))
             .collect();
         for target in missing {
-            self.enqueue(&id, &target);
+            self.enqueue(id, &target);
         }
     }
 

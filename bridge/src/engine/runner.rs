@@ -122,7 +122,7 @@ impl Runner {
     /// Carries out one effect; returns the input that reports it done when that is
     /// known at once (store reads and the `answered` record).
     fn execute(&self, effect: Effect) -> Option<Input> {
-        let effect = match inline(self.store.as_ref(), &self.metrics, effect) {
+        let effect = match inline(self.store.as_ref(), &self.metrics, || now().at, effect) {
             Inline::Done(done) => return done,
             Inline::Elsewhere(effect) => effect,
         };
@@ -278,10 +278,16 @@ pub(super) enum Inline {
 }
 
 /// Carries out `effect` at once when it is the store's (a write, an event, the `answered`
-/// record, a lookup). The runner and the core's tests share it.
-pub(super) fn inline(store: &dyn Store, metrics: &Metrics, effect: Effect) -> Inline {
+/// record, a lookup); `clock` tells when a write was done. The runner and the core's tests
+/// share it.
+pub(super) fn inline(
+    store: &dyn Store,
+    metrics: &Metrics,
+    clock: impl Fn() -> Instant,
+    effect: Effect,
+) -> Inline {
     match effect {
-        Effect::Store(w) => write(store, metrics, w),
+        Effect::Store(w) => return Inline::Done(write(store, metrics, clock, w)),
         Effect::Emit(event) => event.emit(store, metrics),
         Effect::RecordAnswer { answer, received } => {
             let (id, decision) = match &answer.request {
@@ -318,7 +324,13 @@ pub(super) fn inline(store: &dyn Store, metrics: &Metrics, effect: Effect) -> In
 
 /// A durable write; a failure is logged (and shows on `/healthz` through
 /// [`Store::fault`]) and changes nothing else: only the `answered` record gates a decision.
-fn write(store: &dyn Store, metrics: &Metrics, write: Write) {
+/// A new approval's record reports back when it is done, so its prompt follows it.
+fn write(
+    store: &dyn Store,
+    metrics: &Metrics,
+    clock: impl Fn() -> Instant,
+    write: Write,
+) -> Option<Input> {
     match write {
         Write::Approval(approval) => {
             let requested = Event::Requested {
@@ -331,6 +343,10 @@ fn write(store: &dyn Store, metrics: &Metrics, write: Write) {
                     tracing::error!(id = %approval.id, error = %e, "could not persist approval; prompting anyway")
                 }
             }
+            return Some(Input::ApprovalRecorded {
+                id: approval.id,
+                at: clock(),
+            });
         }
         Write::Outcome { id, kind, outcome } => {
             let ended = Event::Ended {
@@ -354,6 +370,7 @@ fn write(store: &dyn Store, metrics: &Metrics, write: Write) {
             }
         }
     }
+    None
 }
 
 /// The time of a step, read from tokio's clock (so a test's paused clock rules it too).

@@ -166,7 +166,8 @@ impl Sim {
 
     /// Store effects run at once, as the runner runs them; the rest wait for the test.
     fn carry_out(&mut self, effect: Effect) -> Option<Input> {
-        match super::runner::inline(self.store.as_ref(), &self.metrics, effect) {
+        let now = self.now.at;
+        match super::runner::inline(self.store.as_ref(), &self.metrics, || now, effect) {
             Inline::Done(done) => done,
             Inline::Elsewhere(Effect::Notify { .. }) => None,
             Inline::Elsewhere(other) => {
