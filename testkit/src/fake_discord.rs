@@ -35,7 +35,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::fake_service::{self, Api, Countdown, Fake, Service, local_addr, loopback};
+use crate::fake_service::{self, Api, Fake, Service, local_addr, loopback};
+use crate::service_faults::Countdown;
 use crate::service_faults::html_status;
 
 /// Discord's interaction response deadline.

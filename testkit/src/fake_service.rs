@@ -242,31 +242,3 @@ pub(crate) async fn loopback() -> TcpListener {
 pub(crate) fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
-
-/// An answer armed for the next `n` calls (a 429, a fault), disarmed after its last.
-#[derive(Debug)]
-pub(crate) struct Countdown<T>(Option<(u32, T)>);
-
-impl<T> Default for Countdown<T> {
-    fn default() -> Self {
-        Countdown(None)
-    }
-}
-
-impl<T: Copy> Countdown<T> {
-    /// The next `n` calls get `what` (none when `n` is 0), replacing what was armed.
-    pub(crate) fn arm(&mut self, n: u32, what: T) {
-        self.0 = (n > 0).then_some((n, what));
-    }
-
-    /// What is armed for one more call, if anything.
-    pub(crate) fn take(&mut self) -> Option<T> {
-        let (n, what) = self.0.as_mut()?;
-        let what = *what;
-        *n -= 1;
-        if *n == 0 {
-            self.0 = None;
-        }
-        Some(what)
-    }
-}

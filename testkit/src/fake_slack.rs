@@ -36,7 +36,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::fake_service::{self, Api, Countdown, Fake, Service, local_addr, loopback};
+use crate::fake_service::{self, Api, Fake, Service, local_addr, loopback};
+use crate::service_faults::Countdown;
 use crate::service_faults::html_status;
 
 pub const TEAM_ID: &str = "T0FAKETEAM";

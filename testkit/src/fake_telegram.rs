@@ -25,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
 
-use crate::fake_service::{self, Api, Countdown, Fake, Service, loopback};
+use crate::fake_service::{self, Api, Fake, Service, loopback};
+use crate::service_faults::Countdown;
 use crate::service_faults::html_status;
 
 /// Methods that put or change a message in a chat: these are rate limited.

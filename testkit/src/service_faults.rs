@@ -10,8 +10,6 @@ use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
-use crate::fake_service::Countdown;
-
 /// When an injected fault acts on a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -153,4 +151,32 @@ pub fn html_status(status: u16) -> Response {
             "<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>"
         )))
         .unwrap_or_default()
+}
+
+/// An answer armed for the next `n` calls (a 429, a fault), disarmed after its last.
+#[derive(Debug)]
+pub(crate) struct Countdown<T>(Option<(u32, T)>);
+
+impl<T> Default for Countdown<T> {
+    fn default() -> Self {
+        Countdown(None)
+    }
+}
+
+impl<T: Copy> Countdown<T> {
+    /// The next `n` calls get `what` (none when `n` is 0), replacing what was armed.
+    pub(crate) fn arm(&mut self, n: u32, what: T) {
+        self.0 = (n > 0).then_some((n, what));
+    }
+
+    /// What is armed for one more call, if anything.
+    pub(crate) fn take(&mut self) -> Option<T> {
+        let (n, what) = self.0.as_mut()?;
+        let what = *what;
+        *n -= 1;
+        if *n == 0 {
+            self.0 = None;
+        }
+        Some(what)
+    }
 }
