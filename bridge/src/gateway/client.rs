@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::retry::Backoff;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -24,6 +23,7 @@ use super::frames::{ErrorShape, EventFrame};
 use super::identity::{DeviceIdentity, StoredDeviceToken};
 use super::{GatewayError, GatewayEvent, NEEDED_SCOPES, Resolver};
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, now_ms};
+use crate::retry::Backoff;
 
 /// How to reach and authenticate to one gateway. `Debug` redacts the token.
 #[derive(Clone)]
