@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome, Responder};
+use crate::bulletin::Bulletin;
 
 /// Where a channel sends prompts: one chat (DM) of one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -322,8 +323,43 @@ pub trait Channel: Send + Sync + 'static {
     /// Tells one responder something (answers a callback query, or a message in the chat).
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError>;
 
+    /// Posts `bulletin` (an alert, a recovery line) to `target` as a new message, so the
+    /// phone notifies.
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        let _ = (target, bulletin);
+        Err(ChannelError::Permanent(format!(
+            "{} cannot post bulletins yet",
+            self.name()
+        )))
+    }
+
+    /// Rewrites a message [`Channel::post`] sent, where the service can edit messages.
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        let _ = (post, bulletin);
+        Err(ChannelError::Permanent(format!(
+            "{} cannot edit bulletins yet",
+            self.name()
+        )))
+    }
+
+    /// The channel's own view of whether it reaches its chats, kept current by its receive
+    /// loop (a revoked token, another program polling the same bot...). `None`: it does
+    /// not tell; the engine still sees its failed deliveries.
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        None
+    }
+
     /// Receives answers until `shutdown` fires, reconnecting by itself.
     async fn run(&self, answers: mpsc::Sender<Answer>, shutdown: broadcast::Receiver<()>);
+}
+
+/// Whether a channel reaches its chats, as the channel itself sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Reach {
+    #[default]
+    Up,
+    /// It cannot, for `reason`; `fix` says what the owner can do.
+    Down { reason: String, fix: String },
 }
 
 /// A channel that sends approvals that queued up for one target as one message: a digest

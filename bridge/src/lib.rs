@@ -3,6 +3,7 @@
 //! in the `channels` crate and are wired by the binary.
 
 pub mod approval;
+pub mod bulletin;
 pub mod channel;
 pub mod config;
 pub mod engine;
@@ -11,3 +12,4 @@ pub mod policy;
 pub mod retry;
 pub mod store;
 pub mod telemetry;
+pub mod time;

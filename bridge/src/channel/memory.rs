@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{
-    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, ReplyTo, RestartSweep,
-    SendSlot, Target,
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, ReplyTo,
+    RestartSweep, SendSlot, Target,
 };
 use crate::approval::{Approval, ApprovalId, Outcome};
+use crate::bulletin::Bulletin;
 
 /// A digest rewrite as recorded: the message and each row's outcome.
 pub type DigestUpdate = (MessageRef, Vec<(ApprovalId, Option<Outcome>)>);
@@ -33,6 +34,9 @@ struct State {
     at_gate: usize,
     /// What `resume` was handed at start.
     resumed: Vec<MessageRef>,
+    /// Each bulletin posted, and each rewrite of one.
+    posts: Vec<(MessageRef, Bulletin)>,
+    post_edits: Vec<(MessageRef, Bulletin)>,
 }
 
 pub struct MemoryChannel {
@@ -45,6 +49,7 @@ pub struct MemoryChannel {
     /// Held by a test to model a target that cannot take a message yet (a chat's rate
     /// limit): `ready` waits for it.
     pub turn: tokio::sync::Mutex<()>,
+    reach: watch::Sender<Reach>,
 }
 
 impl MemoryChannel {
@@ -66,6 +71,7 @@ impl MemoryChannel {
             }),
             gate: tokio::sync::Mutex::new(()),
             turn: tokio::sync::Mutex::new(()),
+            reach: watch::Sender::new(Reach::Up),
         }
     }
 
@@ -102,6 +108,19 @@ impl MemoryChannel {
 
     pub fn digest_updates(&self) -> Vec<DigestUpdate> {
         self.state().digest_updates.clone()
+    }
+
+    pub fn posts(&self) -> Vec<(MessageRef, Bulletin)> {
+        self.state().posts.clone()
+    }
+
+    pub fn post_edits(&self) -> Vec<(MessageRef, Bulletin)> {
+        self.state().post_edits.clone()
+    }
+
+    /// Reports the channel up or down, as an adapter's receive loop would.
+    pub fn set_reach(&self, reach: Reach) {
+        self.reach.send_replace(reach);
     }
 
     pub fn resumed(&self) -> Vec<MessageRef> {
@@ -195,6 +214,23 @@ impl Channel for MemoryChannel {
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         self.state().notices.push((to.clone(), notice.clone()));
         Ok(())
+    }
+
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        let m = self.next_message(target)?;
+        self.state().posts.push((m.clone(), bulletin.clone()));
+        Ok(m)
+    }
+
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        self.state()
+            .post_edits
+            .push((post.clone(), bulletin.clone()));
+        Ok(())
+    }
+
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        Some(self.reach.subscribe())
     }
 
     async fn run(&self, _answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {

@@ -1,5 +1,5 @@
 //! The pieces of a prompt every channel renders alike: the kind's title, the decisions the
-//! `/approve` fallback offers, an outcome's icon and an instant as UTC text. Escaping and
+//! `/approve` fallback offers, an outcome's icon, and (from `bridge::time`) an instant as UTC text. Escaping and
 //! layout differ per service and stay in each `render.rs`.
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
@@ -37,27 +37,7 @@ pub fn icon(o: &Outcome) -> &'static str {
     }
 }
 
-/// `2026-11-22 01:52:56 UTC` from Unix milliseconds.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use bridge::time::utc;
 
 #[cfg(test)]
 mod tests {
@@ -96,13 +76,6 @@ mod tests {
             decision_words(&offering(&Decision::ALL)),
             "allow-once|allow-always|deny"
         );
-    }
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_795_000_005_999), "2026-11-18 11:06:45 UTC");
     }
 
     #[test]

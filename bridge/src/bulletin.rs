@@ -1,0 +1,236 @@
+//! What the bridge tells the owners on its own, not in answer to anyone: that a path from
+//! the gateway to them is broken and how to fix it, and that it works again. Plain text
+//! in one place (channels escape it for their markup); nothing here decides anything.
+
+use crate::time::{clock, span};
+
+/// A broken path between the gateway and the owners, with what it means and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The gateway cannot be reached (or drops the link at once).
+    GatewayDown { reason: String },
+    /// The gateway refuses the bridge's credentials.
+    GatewayRefused { reason: String },
+    /// Connected without needed scopes: blind to the approvals agents raise.
+    GatewayBlind {
+        missing: Vec<String>,
+        device_id: String,
+    },
+    /// The gateway waits for the owner to pair this device.
+    Pairing { request_id: Option<String> },
+    /// One channel cannot reach its chats (token revoked, bot blocked, another poller...).
+    ChannelDown {
+        channel: String,
+        reason: String,
+        fix: String,
+    },
+}
+
+impl Problem {
+    /// Stable key of the incident kind, for the rate bound, logs and the audit log.
+    pub fn key(&self) -> String {
+        match self {
+            Problem::GatewayDown { .. } => "gateway_down".into(),
+            Problem::GatewayRefused { .. } => "gateway_refused".into(),
+            Problem::GatewayBlind { .. } => "gateway_blind".into(),
+            Problem::Pairing { .. } => "gateway_pairing".into(),
+            Problem::ChannelDown { channel, .. } => format!("channel_down:{channel}"),
+        }
+    }
+
+    /// The channel this problem is about, whose own chats cannot be told.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Problem::ChannelDown { channel, .. } => Some(channel),
+            _ => None,
+        }
+    }
+
+    /// What is wrong, in one sentence without the time.
+    pub fn what(&self) -> String {
+        match self {
+            Problem::GatewayDown { reason } => {
+                format!("the bridge cannot reach the OpenClaw gateway ({reason})")
+            }
+            Problem::GatewayRefused { reason } => {
+                format!("the OpenClaw gateway refuses the bridge ({reason})")
+            }
+            Problem::GatewayBlind { missing, .. } => format!(
+                "the bridge is connected to the gateway without the scope{} {}, so it cannot see the \
+                 approvals agents raise",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", ")
+            ),
+            Problem::Pairing { .. } => {
+                "the gateway waits for you to pair the bridge's device".to_owned()
+            }
+            Problem::ChannelDown {
+                channel, reason, ..
+            } => format!("{channel} cannot reach you ({reason})"),
+        }
+    }
+
+    /// What to do about it: the exact command where there is one.
+    pub fn fix(&self) -> String {
+        match self {
+            Problem::GatewayDown { .. } => {
+                "check that the gateway runs (`openclaw gateway status` on its host) \
+                 and that gateway.url points at it"
+                    .to_owned()
+            }
+            Problem::GatewayRefused { .. } => {
+                "set gateway.token to the gateway's gateway.auth.token, then restart the bridge"
+                    .to_owned()
+            }
+            Problem::GatewayBlind { missing, device_id } => {
+                let scopes: String = missing.iter().map(|s| format!(" --scope {s}")).collect();
+                format!(
+                    "on the gateway host run `openclaw devices rotate --device {device_id} --role operator{scopes}` \
+                     (or approve the device's scope upgrade in `openclaw devices list`)"
+                )
+            }
+            Problem::Pairing {
+                request_id: Some(id),
+            } => format!("on the gateway host run `openclaw devices approve {id}`"),
+            Problem::Pairing { request_id: None } => {
+                "on the gateway host run `openclaw devices list` and approve the bridge's request"
+                    .to_owned()
+            }
+            Problem::ChannelDown { fix, .. } => fix.clone(),
+        }
+    }
+
+    /// True when, while it lasts, the gateway denies agents' commands without asking.
+    fn denies_unseen(&self) -> bool {
+        !matches!(self, Problem::ChannelDown { .. })
+    }
+}
+
+/// A message the bridge posts to an owner's chat by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bulletin {
+    /// `problem` has lasted since `since_ms` (Unix ms).
+    Alert { problem: Problem, since_ms: i64 },
+    /// The alert, rewritten once its problem is over after `lasted_ms`.
+    AlertOver {
+        problem: Problem,
+        since_ms: i64,
+        lasted_ms: i64,
+    },
+    /// A new line when the problem is over, so the phone notifies.
+    Back { problem: Problem, lasted_ms: i64 },
+}
+
+impl Bulletin {
+    /// Plain text for the owner; channels escape it for their markup.
+    pub fn text(&self) -> String {
+        match self {
+            Bulletin::Alert { problem, since_ms } => {
+                let mut s = format!(
+                    "⚠️ Approvals cannot reach you: since {}, {}.",
+                    clock(*since_ms),
+                    problem.what()
+                );
+                if problem.denies_unseen() {
+                    s.push_str(
+                        "\nWhile this lasts, commands that need your approval are denied without asking you.",
+                    );
+                }
+                s.push_str(&format!("\nFix: {}.", problem.fix()));
+                s
+            }
+            Bulletin::AlertOver {
+                problem,
+                since_ms,
+                lasted_ms,
+            } => format!(
+                "✅ Resolved after {}: since {}, {}.",
+                span(*lasted_ms),
+                clock(*since_ms),
+                problem.what()
+            ),
+            Bulletin::Back { problem, lasted_ms } => {
+                let path = match problem {
+                    Problem::ChannelDown { channel, .. } => format!("{channel} reaches you"),
+                    _ => "approvals reach you".to_owned(),
+                };
+                format!(
+                    "✅ Back: {path} again (the problem lasted {}).",
+                    span(*lasted_ms)
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_says_what_since_when_and_the_exact_fix() {
+        let pairing = Bulletin::Alert {
+            problem: Problem::Pairing {
+                request_id: Some("req-7".into()),
+            },
+            since_ms: 1_795_000_005_999,
+        };
+        assert_eq!(
+            pairing.text(),
+            "⚠️ Approvals cannot reach you: since 11:06 UTC, the gateway waits for you to pair the bridge's device.\n\
+             While this lasts, commands that need your approval are denied without asking you.\n\
+             Fix: on the gateway host run `openclaw devices approve req-7`."
+        );
+        let blind = Problem::GatewayBlind {
+            missing: vec!["operator.admin".into()],
+            device_id: "d1".into(),
+        };
+        assert!(
+            blind.fix().contains(
+                "openclaw devices rotate --device d1 --role operator --scope operator.admin"
+            ),
+            "{}",
+            blind.fix()
+        );
+        let down = Problem::ChannelDown {
+            channel: "discord".into(),
+            reason: "50007 cannot send messages to this user".into(),
+            fix: "open a DM with the bot again".into(),
+        };
+        let text = Bulletin::Alert {
+            problem: down.clone(),
+            since_ms: 0,
+        }
+        .text();
+        assert!(!text.contains("denied without asking"), "{text}");
+        assert!(
+            text.ends_with("Fix: open a DM with the bot again."),
+            "{text}"
+        );
+        assert_eq!(down.key(), "channel_down:discord");
+    }
+
+    #[test]
+    fn recovery_says_how_long_it_lasted() {
+        let problem = Problem::GatewayDown {
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            Bulletin::Back {
+                problem: problem.clone(),
+                lasted_ms: 192_000
+            }
+            .text(),
+            "✅ Back: approvals reach you again (the problem lasted 3 min 12 s)."
+        );
+        assert_eq!(
+            Bulletin::AlertOver {
+                problem,
+                since_ms: 0,
+                lasted_ms: 60_000
+            }
+            .text(),
+            "✅ Resolved after 1 min: since 00:00 UTC, the bridge cannot reach the OpenClaw gateway (connection refused)."
+        );
+    }
+}
