@@ -15,6 +15,13 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
     let mut problems: Vec<String> = Vec::new();
     let cfg = Config::load(path)?;
     println!("config   ok: {}", path.display());
+    match cfg.alerts.after {
+        Some(after) => println!(
+            "alerts   after {}: a gateway link or channel broken that long is told on every working chat",
+            bridge::time::span(after.as_millis() as i64)
+        ),
+        None => println!("alerts   off: a broken path shows only in the log and /healthz"),
+    }
 
     let dir = match run::state_dir(&cfg) {
         Ok(d) => Some(d),

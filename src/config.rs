@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use bridge::config::{ConfigError, GatewayConfig, HttpConfig, LogConfig, StateConfig};
+use bridge::config::{
+    AlertsConfig, ConfigError, GatewayConfig, HttpConfig, LogConfig, StateConfig,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +22,9 @@ pub struct Config {
     /// `[log]`: log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[alerts]`: when the owners hear that approvals cannot reach them.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// `[telegram]`: owner DMs on Telegram.
     #[cfg(feature = "telegram")]
     #[serde(default)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge::channel::Channel;
 use bridge::config::{LogConfig, LogFormat};
-use bridge::engine::{Input, Runner};
+use bridge::engine::{AlertPolicy, Input, Runner};
 use bridge::gateway::{Client, GatewayOptions};
 use bridge::retry::{Backoff, CallPolicy, Verdict};
 use bridge::store::SqliteStore;
@@ -200,8 +200,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (client, gw_task) = Client::spawn(opts, gw_tx, link_stop.subscribe())
         .context("state.dir: cannot load or create the device key")?;
     tracing::info!(device_id = %client.device_id(), url = %cfg.gateway.url, "gateway link starting");
-    let (engine, input, link) =
-        Runner::new(channels.clone(), client, store.clone(), metrics.clone())?;
+    let alerts = AlertPolicy {
+        after: cfg.alerts.after,
+        device_id: client.device_id(),
+    };
+    let (engine, input, link) = Runner::new(
+        channels.clone(),
+        client,
+        store.clone(),
+        metrics.clone(),
+        alerts,
+    )?;
 
     let forward = input.clone();
     tokio::spawn(async move {

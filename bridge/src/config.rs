@@ -1,10 +1,12 @@
 //! Configuration pieces every part of the bridge shares: secrets that come only from the
-//! environment or a file, and the `[gateway]`, `[state]`, `[http]` and `[log]` sections.
+//! environment or a file, and the `[gateway]`, `[state]`, `[http]`, `[log]` and `[alerts]`
+//! sections.
 //! Channel sections live with their adapters; the binary assembles the whole file.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
@@ -185,6 +187,52 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[alerts]`: when the owners are told that approvals cannot reach them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How long the gateway link or a channel must be broken before every chat that still
+    /// works hears of it: `"60s"` (default), `"5m"`, ..., or `"off"`.
+    #[serde(default = "default_after", deserialize_with = "after")]
+    pub after: Option<Duration>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> AlertsConfig {
+        AlertsConfig {
+            after: default_after(),
+        }
+    }
+}
+
+fn default_after() -> Option<Duration> {
+    Some(Duration::from_secs(60))
+}
+
+/// The shortest `alerts.after`: below it a gateway restart would alert.
+const MIN_AFTER: Duration = Duration::from_secs(10);
+
+fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let wait = parse_duration(&s).map_err(serde::de::Error::custom)?;
+    if wait < MIN_AFTER {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is too short: at least 10s, so a gateway restart does not alert"
+        )));
+    }
+    Ok(Some(wait))
+}
+
+/// A duration written as people write it: `60s`, `5m`, `1h 30m`, `2 days`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration: write it like `60s`, `5m` or `1h 30m`");
+    let signed: jiff::SignedDuration = s.trim().parse().map_err(|_| bad())?;
+    Duration::try_from(signed).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +257,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "telegram.bot_token");
         assert!(e.problem.contains("APPROVAL_BRIDGE_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn alerts_after_reads_durations_and_off() {
+        let parse = |t: &str| toml::from_str::<AlertsConfig>(t).map(|c| c.after);
+        assert_eq!(parse(""), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(parse("after = \"5m\""), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(
+            parse("after = \"1h 30m\""),
+            Ok(Some(Duration::from_secs(5400)))
+        );
+        assert_eq!(parse("after = \"off\""), Ok(None));
+        let short = parse("after = \"2s\"").unwrap_err().to_string();
+        assert!(short.contains("at least 10s"), "{short}");
+        let bad = parse("after = \"soon\"").unwrap_err().to_string();
+        assert!(bad.contains("write it like `60s`"), "{bad}");
+        assert!(parse("after = \"-5m\"").is_err());
+        assert!(parse("every = \"5m\"").is_err(), "unknown keys are errors");
     }
 
     #[test]

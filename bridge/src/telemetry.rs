@@ -62,6 +62,7 @@ pub struct Metrics {
     requested: Family<KindLabel, Counter>,
     ended: Family<EndLabel, Counter>,
     prompts: Family<PromptLabel, Counter>,
+    posts: Family<PromptLabel, Counter>,
     answers: Family<ChannelLabel, Counter>,
     refusals: Family<ReasonLabel, Counter>,
     delivery_seconds: Family<ChannelLabel, Histogram>,
@@ -78,6 +79,7 @@ impl Default for Metrics {
             requested: Family::default(),
             ended: Family::default(),
             prompts: Family::default(),
+            posts: Family::default(),
             answers: Family::default(),
             refusals: Family::default(),
             delivery_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
@@ -106,6 +108,11 @@ impl Default for Metrics {
             "prompts",
             "Prompts sent, by channel and result",
             m.prompts.clone(),
+        );
+        registry.register(
+            "bulletins",
+            "Bulletins (alerts, recovery lines) posted, by channel and result",
+            m.posts.clone(),
         );
         registry.register("answers", "Answers received, by channel", m.answers.clone());
         registry.register("refusals", "Answers refused, by reason", m.refusals.clone());
@@ -207,6 +214,15 @@ pub enum Event {
         id: ApprovalId,
         target: Target,
         note: &'static str,
+    },
+    /// A bulletin (an alert, a recovery line) was posted to `target`, or could not be.
+    Posted {
+        /// The problem kind (`gateway_down`, `channel_down:telegram`, ...).
+        kind: String,
+        target: Target,
+        text: String,
+        /// The message id, or why it could not be posted.
+        result: Result<String, String>,
     },
 }
 
@@ -334,6 +350,28 @@ impl Event {
             Event::Finished { id, target, note } => {
                 tracing::debug!(event = "finished", %id, %target, note, "prompt shows the outcome");
             }
+            Event::Posted {
+                kind,
+                target,
+                result,
+                ..
+            } => {
+                metrics
+                    .posts
+                    .get_or_create(&PromptLabel {
+                        channel: target.channel.clone(),
+                        result: if result.is_ok() { "posted" } else { "failed" }.into(),
+                    })
+                    .inc();
+                match result {
+                    Ok(message) => {
+                        tracing::info!(event = "posted", kind, %target, message, "bulletin posted")
+                    }
+                    Err(error) => {
+                        tracing::warn!(event = "post_failed", kind, %target, error, "bulletin not posted")
+                    }
+                }
+            }
         }
     }
 
@@ -430,6 +468,25 @@ impl Event {
                 Some(target.channel.clone()),
                 None,
                 json!({"chat": target.chat, "note": note}),
+            ),
+            Event::Posted {
+                kind,
+                target,
+                text,
+                result,
+            } => (
+                "posted",
+                None,
+                Some(target.channel.clone()),
+                None,
+                match result {
+                    Ok(message) => {
+                        json!({"kind": kind, "chat": target.chat, "message": message, "text": text})
+                    }
+                    Err(error) => {
+                        json!({"kind": kind, "chat": target.chat, "error": error, "text": text})
+                    }
+                },
             ),
         };
         AuditRecord {

@@ -2,6 +2,7 @@
 //! faked at their wire API on 127.0.0.1. One test binary keeps link time down.
 
 mod agent;
+mod alerts;
 mod attacks;
 mod chat_faults;
 mod check;

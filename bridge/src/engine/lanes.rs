@@ -187,6 +187,7 @@ impl Core {
         ids: Vec<ApprovalId>,
         result: Result<(MessageRef, usize), ChannelError>,
     ) {
+        self.on_target_result(&target, result.as_ref().err());
         let lane = self.lanes.lanes.entry(target.clone()).or_default();
         match result {
             Ok((prompt, carried)) => {

@@ -6,14 +6,17 @@
 //! The state is split by what each part owns: [`lifecycle`] the approvals and their
 //! prompts, [`lanes`] the per-target delivery queues and digests, [`resolving`] the one
 //! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
-//! the store at start and audits what a shutdown cut off.
+//! the store at start and audits what a shutdown cut off; [`alerts`] tells the owners when
+//! the path to them is broken.
 
+mod alerts;
 mod lanes;
 mod lifecycle;
 mod resolving;
 mod restore;
 mod runner;
 
+pub use alerts::{AlertPolicy, Path};
 pub use runner::Runner;
 
 use std::collections::BTreeMap;
@@ -24,14 +27,16 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome};
+use crate::bulletin::Bulletin;
 use crate::channel::{
-    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, ReplyTo, Target,
+    Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, Reach, ReplyTo, Target,
 };
 use crate::gateway::{GatewayError, GatewayEvent};
 use crate::retry::Backoff;
 use crate::store::OpenApproval;
 use crate::telemetry::Event;
 
+use alerts::Alerts;
 use lanes::Lanes;
 use lifecycle::Approvals;
 use resolving::Resolving;
@@ -102,6 +107,18 @@ pub enum Input {
         result: Result<(), GatewayError>,
         took: Duration,
     },
+    /// A channel's own view of whether it reaches its chats changed.
+    ChannelReach {
+        channel: String,
+        reach: Reach,
+    },
+    /// A bulletin was posted to `target` (or could not be); `incident` is the alert's.
+    Posted {
+        target: Target,
+        bulletin: Bulletin,
+        incident: Option<(Path, u64)>,
+        result: Result<MessageRef, ChannelError>,
+    },
     Timer(Timer),
     /// Stop: no new work starts; what is in flight may still report back.
     Shutdown,
@@ -136,6 +153,11 @@ pub enum Timer {
         prompt: MessageRef,
     },
     Digest(MessageRef),
+    /// An incident's alert may be due (`epoch` tells it from a later one on `path`).
+    Alert {
+        path: Path,
+        epoch: u64,
+    },
 }
 
 /// A durable state change, written with its audit record where it has one.
@@ -210,6 +232,17 @@ pub enum Effect {
     },
     /// Tell one responder something; nothing reports back.
     Notify { to: ReplyTo, notice: Notice },
+    /// Post a bulletin to `target` as a new message (→ `Posted`).
+    Post {
+        target: Target,
+        bulletin: Bulletin,
+        incident: Option<(Path, u64)>,
+    },
+    /// Rewrite a posted bulletin where the channel can; nothing reports back.
+    EditPost {
+        post: MessageRef,
+        bulletin: Bulletin,
+    },
     /// Feed `Input::Timer(timer)` back at `at`.
     Arm { at: Instant, timer: Timer },
 }
@@ -239,6 +272,7 @@ pub struct Core {
     approvals: Approvals,
     lanes: Lanes,
     resolving: Resolving,
+    alerts: Alerts,
     link: LinkStatus,
     /// Work started and not yet reported back (deliveries, edits, resolves).
     inflight: usize,
@@ -258,6 +292,7 @@ impl Core {
         open: Vec<OpenApproval>,
         now: Now,
         seed: u64,
+        alerts: AlertPolicy,
     ) -> Core {
         let (approvals, lanes) = restore::restore(open, now.at);
         Core {
@@ -268,6 +303,7 @@ impl Core {
             approvals,
             lanes,
             resolving: Resolving::default(),
+            alerts: Alerts::new(alerts),
             link: LinkStatus::default(),
             inflight: 0,
             draining: false,
@@ -289,8 +325,12 @@ impl Core {
                 for id in self.approvals.ended() {
                     self.finish_all(&id);
                 }
+                self.check_link();
             }
-            Input::Gateway(ev) => self.on_gateway(ev),
+            Input::Gateway(ev) => {
+                self.on_gateway(ev);
+                self.check_link();
+            }
             Input::Answer(a) => self.on_answer(a),
             Input::ApprovalRecorded { id, at } => self.on_approval_recorded(&id, at),
             Input::AnswerRecorded {
@@ -338,6 +378,13 @@ impl Core {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
+            Input::ChannelReach { channel, reach } => self.on_channel_reach(channel, reach),
+            Input::Posted {
+                target,
+                bulletin,
+                incident,
+                result,
+            } => self.on_posted(target, &bulletin, incident, result),
             Input::Timer(timer) => self.on_timer(timer),
             Input::Shutdown => self.draining = true,
             Input::DrainOver => self.audit_cut_off(),
@@ -404,6 +451,7 @@ impl Core {
                 self.lanes.digest_retry_due(&prompt);
                 self.update_digest(&prompt);
             }
+            Timer::Alert { path, epoch } => self.on_alert_timer(&path, epoch),
         }
     }
 

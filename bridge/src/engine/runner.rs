@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Core, Effect, Input, LinkStatus, Now, Write};
-use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Request};
+use super::{AlertPolicy, Core, Effect, Input, LinkStatus, Now, Write};
+use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
 use crate::gateway::Resolver;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
@@ -40,6 +40,7 @@ impl Runner {
         resolver: Arc<dyn Resolver>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        alerts: AlertPolicy,
     ) -> Result<(Runner, mpsc::Sender<Input>, watch::Receiver<LinkStatus>), StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let (link, link_rx) = watch::channel(LinkStatus::default());
@@ -56,7 +57,7 @@ impl Runner {
                 .collect();
             sweep.resume(&mine);
         }
-        let core = Core::new(channels.clone(), open, now(), rand::random());
+        let core = Core::new(channels.clone(), open, now(), rand::random(), alerts);
         metrics.pending.set(core.pending_count() as i64);
         let runner = Runner {
             core,
@@ -78,6 +79,11 @@ impl Runner {
     /// in-flight work so message ids are stored and resolves hear back.
     #[tracing::instrument(name = "engine", skip_all)]
     pub async fn run(mut self) {
+        for channel in self.channels.values() {
+            if let Some(reach) = channel.reach() {
+                self.watch_reach(channel.name().to_owned(), reach);
+            }
+        }
         self.feed(Input::Start);
         while let Some(input) = self.rx.recv().await {
             let stop = matches!(input, Input::Shutdown);
@@ -238,6 +244,30 @@ impl Runner {
                     }
                 });
             }
+            Effect::Post {
+                target,
+                bulletin,
+                incident,
+            } => {
+                let channel = self.channel(&target.channel)?;
+                self.spawn(async move {
+                    let result = channel.post(&target, &bulletin).await;
+                    Input::Posted {
+                        target,
+                        bulletin,
+                        incident,
+                        result,
+                    }
+                });
+            }
+            Effect::EditPost { post, bulletin } => {
+                let channel = self.channel(&post.target.channel)?;
+                tokio::spawn(async move {
+                    if let Err(e) = channel.edit_post(&post, &bulletin).await {
+                        tracing::debug!(target = %post.target, error = %e, "could not rewrite a bulletin");
+                    }
+                });
+            }
             Effect::Arm { at, timer } => {
                 self.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
@@ -250,6 +280,23 @@ impl Runner {
             | Effect::LookupOutcome { .. } => unreachable!("carried out inline"),
         }
         None
+    }
+
+    /// Feeds every change of a channel's reach to the core, the current one first.
+    fn watch_reach(&self, channel: String, mut reach: watch::Receiver<Reach>) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = reach.borrow_and_update().clone();
+                let input = Input::ChannelReach {
+                    channel: channel.clone(),
+                    reach: now,
+                };
+                if tx.send(input).await.is_err() || reach.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     fn channel(&self, name: &str) -> Option<Arc<dyn Channel>> {

@@ -4,6 +4,7 @@
 //! test to complete. Each test reads the effects as text lines (`expect!`; `UPDATE_EXPECT=1`
 //! rewrites a snapshot after a deliberate change). `runner.rs` wires the real ports.
 
+mod alerts;
 mod runner;
 
 use std::collections::VecDeque;
@@ -102,6 +103,7 @@ struct Sim {
     waiting: VecDeque<Effect>,
     /// Every effect so far, as text.
     log: Vec<String>,
+    policy: AlertPolicy,
 }
 
 impl Sim {
@@ -115,17 +117,54 @@ impl Sim {
     }
 
     fn on(channel: MemoryChannel) -> Sim {
-        Sim::restored(Arc::new(channel), Arc::new(MemoryStore::default()), 100)
+        Sim::restored(
+            Arc::new(channel),
+            Arc::new(MemoryStore::default()),
+            100,
+            no_alerts(),
+        )
     }
 
-    fn restored(channel: Arc<MemoryChannel>, store: Arc<MemoryStore>, next_message: u64) -> Sim {
+    /// A core on `channels` (the first is `channel`) that posts path alerts after `after_ms`.
+    fn with_alerts(channels: Vec<MemoryChannel>, after_ms: u64) -> Sim {
+        let policy = AlertPolicy {
+            after: Some(Duration::from_millis(after_ms)),
+            device_id: "dev1".into(),
+        };
+        let mut channels = channels.into_iter().map(Arc::new);
+        let first = channels.next().expect("a channel");
+        let mut sim = Sim::restored(first, Arc::new(MemoryStore::default()), 100, policy.clone());
+        let others: Vec<Arc<dyn Channel>> = channels.map(|c| c as Arc<dyn Channel>).collect();
+        if !others.is_empty() {
+            let mut all = vec![sim.channel.clone() as Arc<dyn Channel>];
+            all.extend(others);
+            sim.core = Core::new(all, Vec::new(), sim.now, 7, policy);
+            sim.log.clear();
+            sim.waiting.clear();
+            sim.input(Input::Start);
+        }
+        sim
+    }
+
+    fn restored(
+        channel: Arc<MemoryChannel>,
+        store: Arc<MemoryStore>,
+        next_message: u64,
+        policy: AlertPolicy,
+    ) -> Sim {
         let base = Instant::now();
         let now = Now {
             at: base,
             unix_ms: 1_000,
         };
         let open = store.open_approvals().unwrap();
-        let core = Core::new(vec![channel.clone() as Arc<dyn Channel>], open, now, 7);
+        let core = Core::new(
+            vec![channel.clone() as Arc<dyn Channel>],
+            open,
+            now,
+            7,
+            policy.clone(),
+        );
         let mut sim = Sim {
             core,
             channel,
@@ -136,6 +175,7 @@ impl Sim {
             next_message,
             waiting: VecDeque::new(),
             log: Vec::new(),
+            policy,
         };
         sim.input(Input::Start);
         sim
@@ -143,7 +183,7 @@ impl Sim {
 
     /// The same store and channel after a restart: what was in flight is lost.
     fn restart(self) -> Sim {
-        Sim::restored(self.channel, self.store, self.next_message)
+        Sim::restored(self.channel, self.store, self.next_message, self.policy)
     }
 
     fn advance(&mut self, ms: u64) {
@@ -169,7 +209,7 @@ impl Sim {
         let now = self.now.at;
         match super::runner::inline(self.store.as_ref(), &self.metrics, || now, effect) {
             Inline::Done(done) => done,
-            Inline::Elsewhere(Effect::Notify { .. }) => None,
+            Inline::Elsewhere(Effect::Notify { .. } | Effect::EditPost { .. }) => None,
             Inline::Elsewhere(other) => {
                 self.waiting.push_back(other);
                 None
@@ -406,16 +446,31 @@ impl Sim {
                     .expect("the memory channel's handles are text");
                 format!("notify {to}: {}", notice_text(notice))
             }
+            Effect::Post {
+                target, bulletin, ..
+            } => format!("post {target}: {}", bulletin.text()),
+            Effect::EditPost { post, bulletin } => {
+                format!("edit post {}: {}", message_text(post), bulletin.text())
+            }
             Effect::Arm { at, timer } => {
                 let when = ms(&at.saturating_duration_since(self.now.at));
                 let what = match timer {
                     Timer::Lane(t) => format!("lane {t}"),
                     Timer::Finish { id, prompt } => format!("finish {id} {}", message_text(prompt)),
                     Timer::Digest(m) => format!("digest {}", message_text(m)),
+                    Timer::Alert { path, epoch } => format!("alert {path:?} #{epoch}"),
                 };
                 format!("arm +{when}: {what}")
             }
         }
+    }
+}
+
+/// Alerts off: the behaviour tests before them read as they did.
+fn no_alerts() -> AlertPolicy {
+    AlertPolicy {
+        after: None,
+        device_id: String::new(),
     }
 }
 
@@ -517,6 +572,12 @@ fn event_text(e: &Event) -> String {
         } => format!("resolve_failed {id} by {}: {error}", responder.user_id),
         Event::Ended { id, outcome, .. } => format!("ended {id}: {}", outcome_text(outcome)),
         Event::Finished { id, target, note } => format!("finished {id} {target}: {note}"),
+        Event::Posted {
+            kind,
+            target,
+            result,
+            ..
+        } => format!("posted {kind} {target}: {result:?}"),
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
+use crate::bulletin::Bulletin;
+use crate::channel::Reach;
 use crate::gateway::memory::MemoryGateway;
 use crate::store::SqliteStore;
 
@@ -36,6 +38,7 @@ impl Rig {
             gw.clone(),
             store.clone(),
             Arc::new(Metrics::default()),
+            no_alerts(),
         )
         .unwrap();
         let task = tokio::spawn(runner.run());
@@ -298,4 +301,68 @@ async fn a_resolve_the_drain_cuts_off_is_audited_as_unknown_never_as_decided() {
         None,
         "nothing decided"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_reach_the_channels_and_a_channels_own_reach_is_watched() {
+    let (mem, other) = (
+        Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER])),
+        Arc::new(MemoryChannel::new("other", &["7"], &["7"])),
+    );
+    let policy = AlertPolicy {
+        after: Some(Duration::from_secs(60)),
+        device_id: "dev1".into(),
+    };
+    let (runner, tx, _link) = Runner::new(
+        vec![mem.clone() as Arc<dyn Channel>, other.clone()],
+        Arc::new(MemoryGateway::default()),
+        Arc::new(SqliteStore::in_memory().unwrap()),
+        Arc::new(Metrics::default()),
+        policy,
+    )
+    .unwrap();
+    let task = tokio::spawn(runner.run());
+    // The gateway never connects: after a minute both chats hear of it.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let alerted = |c: &MemoryChannel| {
+        c.posts()
+            .iter()
+            .filter(|(_, b)| matches!(b, Bulletin::Alert { .. }))
+            .count()
+    };
+    assert_eq!((alerted(&mem), alerted(&other)), (1, 1));
+    tx.send(Input::Gateway(GatewayEvent::Connected {
+        scopes: vec![],
+        missing: vec![],
+    }))
+    .await
+    .unwrap();
+    tx.send(Input::Gateway(GatewayEvent::Snapshot(vec![])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        matches!(mem.post_edits()[..], [(_, Bulletin::AlertOver { .. })]),
+        "{:?}",
+        mem.post_edits()
+    );
+    assert!(matches!(
+        mem.posts().last(),
+        Some((_, Bulletin::Back { .. }))
+    ));
+    // `mem` reports itself down through its watch: `other` is told, `mem` is not.
+    mem.set_reach(Reach::Down {
+        reason: "token revoked".into(),
+        fix: "new token".into(),
+    });
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!((alerted(&mem), alerted(&other)), (1, 2));
+    let (_, last) = other.posts().last().cloned().unwrap();
+    assert!(
+        last.text().contains("mem cannot reach you (token revoked)"),
+        "{}",
+        last.text()
+    );
+    tx.send(Input::Shutdown).await.unwrap();
+    task.await.unwrap();
 }
