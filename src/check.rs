@@ -74,6 +74,28 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
     match run::build_channels(&cfg) {
         Err(e) => problems.push(format!("{e:#}")),
         Ok(channels) => {
+            match run::reminder_policy(&cfg, &channels) {
+                Ok(r) => {
+                    let points: Vec<&str> = cfg.alerts.remind.iter().map(String::as_str).collect();
+                    let quiet = cfg.alerts.quiet.as_deref().unwrap_or("none");
+                    println!(
+                        "alerts   reminders at [{}], quiet hours {quiet} ({})",
+                        points.join(", "),
+                        r.quiet
+                            .as_ref()
+                            .map_or("-", |q| q.zone.iana_name().unwrap_or("system zone"))
+                    );
+                    if !r.escalate_to.is_empty() {
+                        let to: Vec<String> = r.escalate_to.iter().map(|t| t.to_string()).collect();
+                        println!(
+                            "alerts   escalation to {} at {}",
+                            to.join(", "),
+                            cfg.alerts.escalate_at
+                        );
+                    }
+                }
+                Err(e) => problems.push(format!("{e:#}")),
+            }
             for c in channels {
                 match c.health().await {
                     Ok(desc) => println!(

@@ -78,6 +78,7 @@ impl Config {
         if let Some(s) = &self.slack {
             s.validate()?;
         }
+        self.alerts.reminders()?;
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge::channel::Channel;
 use bridge::config::{LogConfig, LogFormat};
-use bridge::engine::{AlertPolicy, Input, Runner};
+use bridge::engine::{AlertPolicy, Input, ReminderPolicy, Runner};
 use bridge::gateway::{Client, GatewayOptions};
 use bridge::retry::{Backoff, CallPolicy, Verdict};
 use bridge::store::SqliteStore;
@@ -139,6 +139,32 @@ pub fn build_channels(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
 
 /// Checks each channel's credentials at start. A permanent failure (bad token) stops the
 /// bridge; a transient one is retried for a while, then reported on /healthz.
+/// `[alerts]`'s reminders, with every escalation chat on a configured channel whose
+/// `allow_from` lets it decide.
+pub fn reminder_policy(
+    cfg: &Config,
+    channels: &[Arc<dyn Channel>],
+) -> anyhow::Result<ReminderPolicy> {
+    let policy = cfg.alerts.reminders()?;
+    for t in &policy.escalate_to {
+        let Some(c) = channels.iter().find(|c| c.name() == t.channel) else {
+            anyhow::bail!(
+                "alerts.escalate_to: `{t}` names no configured channel: add a [{}] section or fix the name",
+                t.channel
+            );
+        };
+        if !c.allows(&t.chat) {
+            anyhow::bail!(
+                "alerts.escalate_to: `{t}` may not decide: add {} to {}.allow_from, or escalation would \
+                 prompt someone who cannot answer",
+                t.chat,
+                t.channel
+            );
+        }
+    }
+    Ok(policy)
+}
+
 async fn check_channels(
     channels: &[Arc<dyn Channel>],
     health: &ChannelHealth,
@@ -203,6 +229,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let alerts = AlertPolicy {
         after: cfg.alerts.after,
         device_id: client.device_id(),
+        reminders: reminder_policy(&cfg, &channels)?,
     };
     let (engine, input, link) = Runner::new(
         channels.clone(),

@@ -1,8 +1,13 @@
 //! What the bridge tells the owners on its own, not in answer to anyone: that a path from
-//! the gateway to them is broken and how to fix it, and that it works again. Plain text
-//! in one place (channels escape it for their markup); nothing here decides anything.
+//! the gateway to them is broken and how to fix it, that it works again, that a prompt is
+//! about to expire. Plain text in one place (channels escape it for their markup);
+//! nothing here decides anything.
 
+use crate::approval::ApprovalId;
 use crate::time::{clock, span};
+
+/// How much of a command a bulletin quotes; the prompt has all of it.
+const COMMAND_CHARS: usize = 200;
 
 /// A broken path between the gateway and the owners, with what it means and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +124,22 @@ pub enum Bulletin {
     },
     /// A new line when the problem is over, so the phone notifies.
     Back { problem: Problem, lasted_ms: i64 },
+    /// A pending approval has `left_ms` to be decided.
+    Reminder {
+        id: ApprovalId,
+        command: String,
+        agent: Option<String>,
+        left_ms: i64,
+    },
+    /// Nobody answered for `waited_ms`: this chat is asked too (the prompt follows).
+    Escalated {
+        id: ApprovalId,
+        command: String,
+        /// The chats asked so far (`telegram:111`, ...).
+        asked: Vec<String>,
+        waited_ms: i64,
+        left_ms: i64,
+    },
 }
 
 impl Bulletin {
@@ -159,8 +180,46 @@ impl Bulletin {
                     span(*lasted_ms)
                 )
             }
+            Bulletin::Reminder {
+                id,
+                command,
+                agent,
+                left_ms,
+            } => {
+                let agent = agent
+                    .as_deref()
+                    .map(|a| format!(" (agent {a})"))
+                    .unwrap_or_default();
+                format!(
+                    "⏰ {} left to decide{agent}: {}\nUnanswered, it is denied then. Use the prompt's buttons, or /approve {id} allow-once|deny.",
+                    span(*left_ms),
+                    quote(command)
+                )
+            }
+            Bulletin::Escalated {
+                command,
+                asked,
+                waited_ms,
+                left_ms,
+                ..
+            } => format!(
+                "🔔 Nobody has answered this approval for {}, so you are asked too (also asked: {}). {} left: {}",
+                span(*waited_ms),
+                asked.join(", "),
+                span(*left_ms),
+                quote(command)
+            ),
         }
     }
+}
+
+/// The command as a bulletin quotes it: at most [`COMMAND_CHARS`], marked when cut.
+fn quote(command: &str) -> String {
+    if command.chars().count() <= COMMAND_CHARS {
+        return command.to_owned();
+    }
+    let cut: String = command.chars().take(COMMAND_CHARS - 1).collect();
+    format!("{cut}…")
 }
 
 #[cfg(test)]
@@ -208,6 +267,35 @@ mod tests {
             "{text}"
         );
         assert_eq!(down.key(), "channel_down:discord");
+    }
+
+    #[test]
+    fn a_reminder_says_the_time_left_and_how_to_answer_and_cuts_a_long_command() {
+        let r = Bulletin::Reminder {
+            id: "a-1".into(),
+            command: "x".repeat(300),
+            agent: Some("main".into()),
+            left_ms: 120_000,
+        };
+        let text = r.text();
+        assert!(
+            text.starts_with("⏰ 2 min left to decide (agent main): xxx"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{}…\n", "x".repeat(199))), "{text}");
+        assert!(text.ends_with("/approve a-1 allow-once|deny."), "{text}");
+        let e = Bulletin::Escalated {
+            id: "a-1".into(),
+            command: "make deploy".into(),
+            asked: vec!["telegram:111".into(), "matrix:@ann:hs".into()],
+            waited_ms: 900_000,
+            left_ms: 900_000,
+        };
+        assert_eq!(
+            e.text(),
+            "🔔 Nobody has answered this approval for 15 min, so you are asked too (also asked: \
+             telegram:111, matrix:@ann:hs). 15 min left: make deploy"
+        );
     }
 
     #[test]

@@ -8,7 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
+
 use serde::{Deserialize, Deserializer};
+
+use crate::channel::Target;
+use crate::engine::{Point, Quiet, ReminderPolicy};
 
 /// A configuration error that names the field and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,7 +192,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[alerts]`: when the owners are told that approvals cannot reach them.
+/// `[alerts]`: when the owners are told that approvals cannot reach them, and reminded of
+/// approvals about to expire.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
@@ -195,14 +201,118 @@ pub struct AlertsConfig {
     /// works hears of it: `"60s"` (default), `"5m"`, ..., or `"off"`.
     #[serde(default = "default_after", deserialize_with = "after")]
     pub after: Option<Duration>,
+    /// When a pending approval's prompts get a reminder: a share of its life passed
+    /// (`"50%"`) or a time left (`"2m"`). Default `["50%", "2m"]`; `[]` for none.
+    #[serde(default = "default_remind")]
+    pub remind: Vec<String>,
+    /// Hours without reminders, `"23:00-07:00"`, in `timezone`.
+    #[serde(default)]
+    pub quiet: Option<String>,
+    /// An IANA time zone such as `"Europe/Berlin"`; default: the system's.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Chats (`"telegram:222333444"`) that get the prompt when nobody answered by
+    /// `escalate_at`; each must be allowed to decide on its channel.
+    #[serde(default)]
+    pub escalate_to: Vec<String>,
+    /// When to escalate, as a point like `remind`'s; default `"50%"`.
+    #[serde(default = "default_escalate_at")]
+    pub escalate_at: String,
 }
 
 impl Default for AlertsConfig {
     fn default() -> AlertsConfig {
         AlertsConfig {
             after: default_after(),
+            remind: default_remind(),
+            quiet: None,
+            timezone: None,
+            escalate_to: Vec::new(),
+            escalate_at: default_escalate_at(),
         }
     }
+}
+
+impl AlertsConfig {
+    /// The reminder policy this section describes; an error names the bad key and the fix.
+    pub fn reminders(&self) -> Result<ReminderPolicy, ConfigError> {
+        let points = self
+            .remind
+            .iter()
+            .map(|p| parse_point(p).map_err(|e| ConfigError::new("alerts.remind", e)))
+            .collect::<Result<Vec<Point>, _>>()?;
+        let zone = match &self.timezone {
+            None => TimeZone::system(),
+            Some(name) => TimeZone::get(name).map_err(|_| {
+                ConfigError::new(
+                    "alerts.timezone",
+                    format!("`{name}` is not a time zone: write an IANA name like \"Europe/Berlin\" or \"UTC\""),
+                )
+            })?,
+        };
+        let quiet = self
+            .quiet
+            .as_deref()
+            .map(|q| parse_quiet(q, zone).map_err(|e| ConfigError::new("alerts.quiet", e)))
+            .transpose()?;
+        let escalate_to = self
+            .escalate_to
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((channel, chat)) if !channel.is_empty() && !chat.is_empty() => Ok(Target {
+                    channel: channel.to_owned(),
+                    chat: chat.to_owned(),
+                }),
+                _ => Err(ConfigError::new(
+                    "alerts.escalate_to",
+                    format!(
+                        "`{t}` is not a chat: write \"<channel>:<id>\", e.g. \"telegram:222333444\""
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<Target>, _>>()?;
+        let escalate_at = parse_point(&self.escalate_at)
+            .map_err(|e| ConfigError::new("alerts.escalate_at", e))?;
+        Ok(ReminderPolicy {
+            points,
+            quiet,
+            escalate_to,
+            escalate_at: Some(escalate_at),
+        })
+    }
+}
+
+fn default_remind() -> Vec<String> {
+    vec!["50%".into(), "2m".into()]
+}
+
+fn default_escalate_at() -> String {
+    "50%".into()
+}
+
+/// `50%` (a share of the life passed, 1–99) or a duration left (`2m`).
+fn parse_point(s: &str) -> Result<Point, String> {
+    if let Some(p) = s.trim().strip_suffix('%') {
+        return match p.trim().parse::<u8>() {
+            Ok(p @ 1..=99) => Ok(Point::Share(p)),
+            _ => Err(format!("`{s}` is not a share: write 1% to 99%")),
+        };
+    }
+    parse_duration(s)
+        .map(Point::Left)
+        .map_err(|e| format!("{e}, or a share like `50%`"))
+}
+
+/// `23:00-07:00` in `zone`.
+fn parse_quiet(s: &str, zone: TimeZone) -> Result<Quiet, String> {
+    let bad = || format!("`{s}` is not a range of hours: write it like \"23:00-07:00\"");
+    let (from, to) = s.split_once('-').ok_or_else(bad)?;
+    let time = |t: &str| t.trim().parse::<jiff::civil::Time>().map_err(|_| bad());
+    let (from, to) = (time(from)?, time(to)?);
+    if from == to {
+        return Err(bad());
+    }
+    Ok(Quiet { from, to, zone })
 }
 
 fn default_after() -> Option<Duration> {
@@ -275,6 +385,34 @@ mod tests {
         assert!(bad.contains("write it like `60s`"), "{bad}");
         assert!(parse("after = \"-5m\"").is_err());
         assert!(parse("every = \"5m\"").is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn reminders_read_points_quiet_hours_zones_and_escalation_chats() {
+        let parse = |t: &str| toml::from_str::<AlertsConfig>(t).unwrap().reminders();
+        let d = parse("").unwrap();
+        assert_eq!(
+            d.points,
+            vec![Point::Share(50), Point::Left(Duration::from_secs(120))]
+        );
+        assert_eq!((d.quiet, d.escalate_to.len()), (None, 0));
+        let r = parse(
+            "remind = [\"25%\", \"5m\"]\nquiet = \"23:00-07:00\"\ntimezone = \"Europe/Berlin\"\n\
+             escalate_to = [\"telegram:222\"]\nescalate_at = \"10m\"",
+        )
+        .unwrap();
+        assert_eq!(r.points[0], Point::Share(25));
+        assert_eq!(r.escalate_at, Some(Point::Left(Duration::from_secs(600))));
+        assert_eq!(r.escalate_to[0].to_string(), "telegram:222");
+        let q = r.quiet.unwrap();
+        assert_eq!((q.from.hour(), q.to.hour()), (23, 7));
+        let field = |t: &str| parse(t).unwrap_err().field;
+        assert_eq!(field("remind = [\"150%\"]"), "alerts.remind");
+        assert_eq!(field("remind = [\"later\"]"), "alerts.remind");
+        assert_eq!(field("quiet = \"late\""), "alerts.quiet");
+        assert_eq!(field("timezone = \"Mars/Base\""), "alerts.timezone");
+        assert_eq!(field("escalate_to = [\"222\"]"), "alerts.escalate_to");
+        assert_eq!(field("escalate_at = \"0%\""), "alerts.escalate_at");
     }
 
     #[test]

@@ -6,19 +6,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{Core, Effect, Timer};
+use super::{Core, Effect, ReminderPolicy, Timer};
 use crate::bulletin::{Bulletin, Problem};
 use crate::channel::{ChannelError, MessageRef, Reach, Target};
 use crate::telemetry::Event;
 
 /// When the owners hear of a broken path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertPolicy {
     /// How long a problem lasts before it is posted; `None`: never posted (the log and
     /// `/healthz` still tell).
     pub after: Option<Duration>,
     /// This bridge's device id, for the fixes that name it.
     pub device_id: String,
+    /// Reminders before a pending approval expires, and escalation.
+    pub reminders: ReminderPolicy,
 }
 
 impl Default for AlertPolicy {
@@ -26,6 +28,7 @@ impl Default for AlertPolicy {
         AlertPolicy {
             after: Some(Duration::from_secs(60)),
             device_id: String::new(),
+            reminders: ReminderPolicy::default(),
         }
     }
 }
@@ -249,6 +252,8 @@ impl Core {
         let key = match bulletin {
             Bulletin::Alert { problem, .. } | Bulletin::Back { problem, .. } => problem.key(),
             Bulletin::AlertOver { problem, .. } => problem.key(),
+            Bulletin::Reminder { .. } => "reminder".to_owned(),
+            Bulletin::Escalated { .. } => "escalated".to_owned(),
         };
         self.event(Event::Posted {
             kind: key,

@@ -7,16 +7,18 @@
 //! prompts, [`lanes`] the per-target delivery queues and digests, [`resolving`] the one
 //! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
 //! the store at start and audits what a shutdown cut off; [`alerts`] tells the owners when
-//! the path to them is broken.
+//! the path to them is broken, [`reminders`] that a pending approval is about to expire.
 
 mod alerts;
 mod lanes;
 mod lifecycle;
+mod reminders;
 mod resolving;
 mod restore;
 mod runner;
 
 pub use alerts::{AlertPolicy, Path};
+pub use reminders::{Nudge, Point, Quiet, ReminderPolicy};
 pub use runner::Runner;
 
 use std::collections::BTreeMap;
@@ -158,6 +160,11 @@ pub enum Timer {
         path: Path,
         epoch: u64,
     },
+    /// A pending approval's reminder or escalation is due.
+    Nudge {
+        id: ApprovalId,
+        nudge: Nudge,
+    },
 }
 
 /// A durable state change, written with its audit record where it has one.
@@ -273,6 +280,7 @@ pub struct Core {
     lanes: Lanes,
     resolving: Resolving,
     alerts: Alerts,
+    reminders: ReminderPolicy,
     link: LinkStatus,
     /// Work started and not yet reported back (deliveries, edits, resolves).
     inflight: usize,
@@ -303,6 +311,7 @@ impl Core {
             approvals,
             lanes,
             resolving: Resolving::default(),
+            reminders: alerts.reminders.clone(),
             alerts: Alerts::new(alerts),
             link: LinkStatus::default(),
             inflight: 0,
@@ -324,6 +333,11 @@ impl Core {
             Input::Start => {
                 for id in self.approvals.ended() {
                     self.finish_all(&id);
+                }
+                let mut pending: Vec<ApprovalId> = self.approvals.pending_ids().cloned().collect();
+                pending.sort();
+                for id in pending {
+                    self.arm_nudges(&id);
                 }
                 self.check_link();
             }
@@ -452,6 +466,7 @@ impl Core {
                 self.update_digest(&prompt);
             }
             Timer::Alert { path, epoch } => self.on_alert_timer(&path, epoch),
+            Timer::Nudge { id, nudge } => self.on_nudge(&id, nudge),
         }
     }
 
@@ -553,6 +568,7 @@ impl Core {
             entry.seen = at;
         }
         self.prompt_everywhere(id);
+        self.arm_nudges(id);
     }
 
     /// Queues a prompt for the pending approval `id` in every target that has none.

@@ -5,6 +5,7 @@
 //! rewrites a snapshot after a deliberate change). `runner.rs` wires the real ports.
 
 mod alerts;
+mod reminders;
 mod runner;
 
 use std::collections::VecDeque;
@@ -130,7 +131,13 @@ impl Sim {
         let policy = AlertPolicy {
             after: Some(Duration::from_millis(after_ms)),
             device_id: "dev1".into(),
+            reminders: ReminderPolicy::default(),
         };
+        Sim::with_policy(channels, policy)
+    }
+
+    /// A core on `channels` (the first is `channel`) with `policy`.
+    fn with_policy(channels: Vec<MemoryChannel>, policy: AlertPolicy) -> Sim {
         let mut channels = channels.into_iter().map(Arc::new);
         let first = channels.next().expect("a channel");
         let mut sim = Sim::restored(first, Arc::new(MemoryStore::default()), 100, policy.clone());
@@ -459,6 +466,7 @@ impl Sim {
                     Timer::Finish { id, prompt } => format!("finish {id} {}", message_text(prompt)),
                     Timer::Digest(m) => format!("digest {}", message_text(m)),
                     Timer::Alert { path, epoch } => format!("alert {path:?} #{epoch}"),
+                    Timer::Nudge { id, nudge } => format!("nudge {id} {nudge:?}"),
                 };
                 format!("arm +{when}: {what}")
             }
@@ -471,6 +479,7 @@ fn no_alerts() -> AlertPolicy {
     AlertPolicy {
         after: None,
         device_id: String::new(),
+        reminders: ReminderPolicy::default(),
     }
 }
 
