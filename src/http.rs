@@ -1,20 +1,20 @@
 //! The optional operability listener: `/healthz` (200 only while the gateway link is up
-//! with the needed scopes, replayed, and every channel healthy; else 503 with reasons)
-//! and `/metrics` (Prometheus text).
+//! with the needed scopes, replayed, and every channel healthy; else 503 with reasons),
+//! `/metrics` (Prometheus text) and `POST /probe` (the end-to-end probe's report).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use bridge::engine::LinkStatus;
+use axum::routing::{get, post};
+use bridge::engine::{Input, LinkStatus, ProbeDesk};
 use bridge::telemetry::Metrics;
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Each channel's last health check: `Ok(description)` or `Err(problem)`.
 pub type ChannelHealth = Arc<Mutex<BTreeMap<String, Result<String, String>>>>;
@@ -26,6 +26,9 @@ pub struct Health {
     pub store: Arc<dyn bridge::store::Store>,
     pub channels: ChannelHealth,
     pub metrics: Arc<Metrics>,
+    /// Where `/probe` hands in its probe, and the engine's input.
+    pub desk: ProbeDesk,
+    pub input: mpsc::Sender<Input>,
 }
 
 impl Health {
@@ -88,6 +91,32 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     )
 }
 
+#[derive(serde::Deserialize)]
+struct ProbeQuery {
+    /// Wait for an owner's tap (default); `false`: delivery only.
+    tap: Option<bool>,
+}
+
+/// Runs the probe and answers with its report (200 whether it passed or not; 503 when
+/// the engine is gone).
+async fn probe(State(h): State<Health>, Query(q): Query<ProbeQuery>) -> impl IntoResponse {
+    let (input, report) = h.desk.ticket(q.tap.unwrap_or(true));
+    if h.input.send(input).await.is_err() {
+        let body = json!({"error": "the engine is shutting down"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
+    match report.await {
+        Ok(report) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(report).unwrap_or_default()),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the engine stopped before the probe ended"})),
+        ),
+    }
+}
+
 /// Serves until `shutdown` fires.
 pub async fn serve(
     addr: SocketAddr,
@@ -97,11 +126,12 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/probe", post(probe))
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http.listen: cannot listen on {addr}: {e}"))?;
-    tracing::info!(%addr, "http listener up (/healthz, /metrics)");
+    tracing::info!(%addr, "http listener up (/healthz, /metrics, /probe)");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.recv().await;

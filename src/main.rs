@@ -1,9 +1,11 @@
 //! approval-bridge: forwards OpenClaw exec approvals to the owner's chat DMs as one-tap
-//! prompts. `run` is the daemon, `check` verifies a configuration end to end.
+//! prompts. `run` is the daemon, `check` verifies a configuration end to end, `probe`
+//! follows a harmless approval through the running daemon.
 
 mod check;
 mod config;
 mod http;
+mod probe;
 mod run;
 
 use std::path::PathBuf;
@@ -35,6 +37,16 @@ enum Command {
         #[arg(long, short, env = "APPROVAL_BRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Ask the running bridge (through its [http] listener) to raise a harmless approval
+    /// through the gateway and follow it: gateway accepted, prompt delivered on each
+    /// channel, an owner's tap, resolved. Exits non-zero naming the broken hop.
+    Probe {
+        #[arg(long, short, env = "APPROVAL_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Stop once every prompt is delivered; the approval expires unanswered.
+        #[arg(long)]
+        no_tap: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,7 @@ fn main() -> ExitCode {
             run::run(cfg).await
         }),
         Command::Check { config } => runtime.block_on(check::check(&config)),
+        Command::Probe { config, no_tap } => runtime.block_on(probe::probe(&config, !no_tap)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -239,6 +239,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         alerts,
     )?;
 
+    let desk = engine.probe_desk();
     let forward = input.clone();
     tokio::spawn(async move {
         while let Some(ev) = gw_rx.recv().await {
@@ -268,6 +269,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             store,
             channels: channel_health,
             metrics,
+            desk,
+            input: input.clone(),
         };
         let (addr, stop) = (h.listen, link_stop.subscribe());
         // Bind now so a taken port fails the start instead of a silent missing listener.

@@ -53,6 +53,8 @@ pub enum Request {
     },
     /// List pending approvals (`/pending`).
     ListPending,
+    /// Run the end-to-end probe and report each hop (`/probe`).
+    Probe,
     /// Something that looked like an answer but could not be read (forged or garbled
     /// callback data, `/approve` with a bad decision). `raw` is kept for the audit log.
     Malformed { raw: String, why: String },
@@ -209,6 +211,8 @@ pub enum Notice {
     },
     /// Answer to `/pending`.
     Pending(Vec<Approval>),
+    /// Answer to `/probe`.
+    Probe(crate::engine::ProbeReport),
 }
 
 impl Notice {
@@ -232,6 +236,7 @@ impl Notice {
                 }
                 s
             }
+            Notice::Probe(report) => report.text(),
         }
     }
 }

@@ -207,6 +207,7 @@ impl Core {
                 for id in carried {
                     self.on_prompt_sent(id, &prompt);
                 }
+                self.probe_delivered(&target, carried, None);
             }
             Err(err) => {
                 let will_retry = err.is_transient();
@@ -238,6 +239,7 @@ impl Core {
                 if will_retry {
                     self.requeue(&target, &ids);
                 }
+                self.probe_delivered(&target, &ids, Some(&err));
             }
         }
         self.pump(&target, false);

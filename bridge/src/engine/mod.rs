@@ -7,19 +7,22 @@
 //! prompts, [`lanes`] the per-target delivery queues and digests, [`resolving`] the one
 //! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
 //! the store at start and audits what a shutdown cut off; [`alerts`] tells the owners when
-//! the path to them is broken, [`reminders`] that a pending approval is about to expire.
+//! the path to them is broken, [`reminders`] that a pending approval is about to expire;
+//! [`probe`] follows a harmless approval through every hop.
 
 mod alerts;
 mod lanes;
 mod lifecycle;
+mod probe;
 mod reminders;
 mod resolving;
 mod restore;
 mod runner;
 
 pub use alerts::{AlertPolicy, Path};
+pub use probe::{Hop, ProbeBy, ProbeReport};
 pub use reminders::{Nudge, Point, Quiet, ReminderPolicy};
-pub use runner::Runner;
+pub use runner::{ProbeDesk, Runner};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use crate::telemetry::Event;
 use alerts::Alerts;
 use lanes::Lanes;
 use lifecycle::Approvals;
+use probe::Probes;
 use resolving::Resolving;
 
 /// The time of one step, as data: the monotonic instant (for durations and deadlines) and
@@ -109,6 +113,16 @@ pub enum Input {
         result: Result<(), GatewayError>,
         took: Duration,
     },
+    /// Run the end-to-end probe; `tap`: wait for an owner to answer its prompt.
+    Probe {
+        by: ProbeBy,
+        tap: bool,
+    },
+    /// The probe's approval was raised at the gateway (or not).
+    ProbeRaised {
+        probe: u64,
+        result: Result<ApprovalId, GatewayError>,
+    },
     /// A channel's own view of whether it reaches its chats changed.
     ChannelReach {
         channel: String,
@@ -160,6 +174,8 @@ pub enum Timer {
         path: Path,
         epoch: u64,
     },
+    /// A probe's time is up.
+    Probe(u64),
     /// A pending approval's reminder or escalation is due.
     Nudge {
         id: ApprovalId,
@@ -245,6 +261,14 @@ pub enum Effect {
         bulletin: Bulletin,
         incident: Option<(Path, u64)>,
     },
+    /// Raise the probe's approval at the gateway (→ `ProbeRaised`).
+    RaiseProbe {
+        probe: u64,
+        command: String,
+        timeout_ms: u64,
+    },
+    /// A probe is over: hand its report to whoever asked (`ProbeBy::Cli`, `Schedule`).
+    ProbeDone { by: ProbeBy, report: ProbeReport },
     /// Rewrite a posted bulletin where the channel can; nothing reports back.
     EditPost {
         post: MessageRef,
@@ -281,6 +305,7 @@ pub struct Core {
     resolving: Resolving,
     alerts: Alerts,
     reminders: ReminderPolicy,
+    probes: Probes,
     link: LinkStatus,
     /// Work started and not yet reported back (deliveries, edits, resolves).
     inflight: usize,
@@ -312,6 +337,7 @@ impl Core {
             lanes,
             resolving: Resolving::default(),
             reminders: alerts.reminders.clone(),
+            probes: Probes::default(),
             alerts: Alerts::new(alerts),
             link: LinkStatus::default(),
             inflight: 0,
@@ -392,6 +418,8 @@ impl Core {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
+            Input::Probe { by, tap } => self.start_probe(by, tap),
+            Input::ProbeRaised { probe, result } => self.on_probe_raised(probe, result),
             Input::ChannelReach { channel, reach } => self.on_channel_reach(channel, reach),
             Input::Posted {
                 target,
@@ -467,6 +495,7 @@ impl Core {
             }
             Timer::Alert { path, epoch } => self.on_alert_timer(&path, epoch),
             Timer::Nudge { id, nudge } => self.on_nudge(&id, nudge),
+            Timer::Probe(n) => self.on_probe_timer(n),
         }
     }
 
@@ -622,6 +651,7 @@ impl Core {
         let Some(kind) = self.approvals.set_outcome(id, &outcome) else {
             return;
         };
+        self.probe_ended(id, &outcome);
         self.emit(Effect::Store(Write::Outcome {
             id: id.clone(),
             kind,

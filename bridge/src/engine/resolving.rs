@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::PromptState;
-use super::{Core, Effect};
+use super::{Core, Effect, ProbeBy};
 use crate::approval::{ApprovalId, Decider, Decision, Outcome, Responder};
 use crate::channel::{Answer, Notice, Refusal, ReplyTo, Request, Target, Via};
 use crate::gateway::GatewayError;
@@ -129,6 +129,20 @@ impl Core {
                 let list = self.approvals.pending_list();
                 self.notify(&answer.reply, Notice::Pending(list));
             }
+            Request::Probe => {
+                self.event(Event::Answered {
+                    id: None,
+                    responder: answer.responder.clone(),
+                    decision: None,
+                });
+                if !allowed {
+                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                }
+                if !answer.in_dm {
+                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
+                }
+                self.start_probe(ProbeBy::Chat(answer.reply.clone()), true);
+            }
             Request::Malformed { raw, .. } => {
                 let reason = if allowed {
                     Refusal::Malformed
@@ -246,6 +260,7 @@ impl Core {
             .in_flight
             .push((answer.responder.clone(), decision));
         self.inflight += 1;
+        self.probe_tapped(&id, &answer.responder);
         self.emit(Effect::Resolve {
             answer,
             id,

@@ -6,11 +6,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{AlertPolicy, Core, Effect, Input, LinkStatus, Now, Write};
+use super::{AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, Write};
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
 use crate::gateway::Resolver;
 use crate::store::{Store, StoreError};
@@ -29,6 +31,41 @@ pub struct Runner {
     tx: mpsc::Sender<Input>,
     rx: mpsc::Receiver<Input>,
     link: watch::Sender<LinkStatus>,
+    desk: ProbeDesk,
+}
+
+/// Where probes asked for from outside the chats (`approval-bridge probe`, through the
+/// HTTP listener) wait for their reports.
+#[derive(Clone, Default)]
+pub struct ProbeDesk {
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<ProbeReport>>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl ProbeDesk {
+    /// A new ticket: the input that starts its probe, and where its report comes.
+    pub fn ticket(&self, tap: bool) -> (Input, oneshot::Receiver<ProbeReport>) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(n, tx);
+        (
+            Input::Probe {
+                by: ProbeBy::Cli(n),
+                tap,
+            },
+            rx,
+        )
+    }
+
+    fn hand_in(&self, n: u64, report: ProbeReport) {
+        if let Some(tx) = self.lock().remove(&n) {
+            let _ = tx.send(report);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<ProbeReport>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Runner {
@@ -71,8 +108,14 @@ impl Runner {
             tx: tx.clone(),
             rx,
             link,
+            desk: ProbeDesk::default(),
         };
         Ok((runner, tx, link_rx))
+    }
+
+    /// Where `approval-bridge probe` hands in its probes and gets their reports.
+    pub fn probe_desk(&self) -> ProbeDesk {
+        self.desk.clone()
     }
 
     /// Runs until `Input::Shutdown` (or every sender is gone), then waits briefly for
@@ -268,6 +311,21 @@ impl Runner {
                     }
                 });
             }
+            Effect::RaiseProbe {
+                probe,
+                command,
+                timeout_ms,
+            } => {
+                let resolver = self.resolver.clone();
+                self.spawn(async move {
+                    let result = resolver.raise_probe(&command, timeout_ms).await;
+                    Input::ProbeRaised { probe, result }
+                });
+            }
+            Effect::ProbeDone { by, report } => match by {
+                ProbeBy::Cli(n) => self.desk.hand_in(n, report),
+                ProbeBy::Schedule | ProbeBy::Chat(_) => {}
+            },
             Effect::Arm { at, timer } => {
                 self.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;

@@ -558,6 +558,28 @@ impl Resolver for Client {
         }
         result.map(|_| ())
     }
+
+    /// `exec.approval.request` in two phases: the gateway answers with the id at once and
+    /// keeps the approval pending until decided or expired; nobody waits for the decision,
+    /// and nothing runs the command whatever it is.
+    async fn raise_probe(
+        &self,
+        command: &str,
+        timeout_ms: u64,
+    ) -> Result<ApprovalId, GatewayError> {
+        let params = json!({
+            "command": command, "host": "gateway", "timeoutMs": timeout_ms,
+            "twoPhase": true, "requireDeliveryRoute": false,
+        });
+        let accepted = self.call("exec.approval.request", params).await?;
+        match accepted.get("id").and_then(Value::as_str) {
+            Some(id) => Ok(ApprovalId(id.to_owned())),
+            None => Err(GatewayError::Rejected {
+                code: "NO_ID".into(),
+                message: format!("exec.approval.request answered without an id: {accepted}"),
+            }),
+        }
+    }
 }
 
 /// The method and params that resolve one approval.

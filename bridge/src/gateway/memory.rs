@@ -84,4 +84,15 @@ impl Resolver for MemoryGateway {
             None => Err(GatewayError::NotFound),
         }
     }
+
+    /// Adds a pending approval `probe-<n>`; the test feeds its `requested` event.
+    async fn raise_probe(&self, _: &str, _: u64) -> Result<ApprovalId, GatewayError> {
+        let mut s = self.state();
+        if s.unavailable {
+            return Err(GatewayError::Unavailable("not connected".into()));
+        }
+        let id = ApprovalId(format!("probe-{}", s.pending.len()));
+        s.pending.insert(id.clone(), None);
+        Ok(id)
+    }
 }

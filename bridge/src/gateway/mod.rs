@@ -64,7 +64,7 @@ pub enum GatewayError {
     Rejected { code: String, message: String },
 }
 
-/// The one call the engine makes on the gateway.
+/// The calls the engine makes on the gateway.
 #[async_trait]
 pub trait Resolver: Send + Sync + 'static {
     async fn resolve(
@@ -73,4 +73,9 @@ pub trait Resolver: Send + Sync + 'static {
         kind: Kind,
         decision: Decision,
     ) -> Result<(), GatewayError>;
+
+    /// Raises the probe's exec approval for `command` (a marked no-op nobody runs), living
+    /// `timeout_ms`; returns its id once the gateway accepted it.
+    async fn raise_probe(&self, command: &str, timeout_ms: u64)
+    -> Result<ApprovalId, GatewayError>;
 }

@@ -456,6 +456,10 @@ impl Sim {
             Effect::Post {
                 target, bulletin, ..
             } => format!("post {target}: {}", bulletin.text()),
+            Effect::RaiseProbe {
+                probe, timeout_ms, ..
+            } => format!("raise probe #{probe} living {timeout_ms}ms"),
+            Effect::ProbeDone { by, report } => format!("probe done for {by:?}: {}", report.text()),
             Effect::EditPost { post, bulletin } => {
                 format!("edit post {}: {}", message_text(post), bulletin.text())
             }
@@ -467,6 +471,7 @@ impl Sim {
                     Timer::Digest(m) => format!("digest {}", message_text(m)),
                     Timer::Alert { path, epoch } => format!("alert {path:?} #{epoch}"),
                     Timer::Nudge { id, nudge } => format!("nudge {id} {nudge:?}"),
+                    Timer::Probe(n) => format!("probe #{n}"),
                 };
                 format!("arm +{when}: {what}")
             }
@@ -508,6 +513,7 @@ fn answer_text(a: &Answer) -> String {
     let what = match &a.request {
         Request::Decide { id, decision, .. } => format!("{decision} {id}"),
         Request::ListPending => "/pending".into(),
+        Request::Probe => "/probe".into(),
         Request::Malformed { raw, .. } => format!("malformed {raw:?}"),
     };
     let via = match &a.via {
@@ -528,6 +534,7 @@ fn notice_text(n: &Notice) -> String {
             let ids: Vec<&str> = list.iter().map(|a| a.id.as_str()).collect();
             format!("pending [{}]", ids.join(" "))
         }
+        Notice::Probe(report) => format!("probe: {}", report.text()),
     }
 }
 
