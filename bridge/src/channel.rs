@@ -330,22 +330,11 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Posts `bulletin` (an alert, a recovery line) to `target` as a new message, so the
     /// phone notifies.
-    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
-        let _ = (target, bulletin);
-        Err(ChannelError::Permanent(format!(
-            "{} cannot post bulletins yet",
-            self.name()
-        )))
-    }
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError>;
 
-    /// Rewrites a message [`Channel::post`] sent, where the service can edit messages.
-    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
-        let _ = (post, bulletin);
-        Err(ChannelError::Permanent(format!(
-            "{} cannot edit bulletins yet",
-            self.name()
-        )))
-    }
+    /// Rewrites a message [`Channel::post`] sent (an alert marked resolved). The ref is
+    /// the one `post` returned, possibly before a restart.
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError>;
 
     /// The channel's own view of whether it reaches its chats, kept current by its receive
     /// loop (a revoked token, another program polling the same bot...). `None`: it does

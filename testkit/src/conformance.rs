@@ -8,15 +8,17 @@
 //! decisions and nothing else, decodes every press into an `Answer` with the presser's
 //! true stable id (authorization is the engine's job), turns forged data into
 //! `Request::Malformed` instead of dropping it, finishes prompts on every outcome, copes
-//! with stale messages, reports duplicates, answers the responder, and keeps working
-//! with prompts sent before a restart.
+//! with stale messages, reports duplicates, answers the responder, keeps working with
+//! prompts sent before a restart, and posts bulletins as new messages shown literally,
+//! edited in place (also after a restart).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder};
+use bridge::bulletin::{Bulletin, Problem};
 use bridge::channel::{
-    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target, Via,
+    Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target, Via,
 };
 use tokio::sync::{broadcast, mpsc};
 
@@ -520,6 +522,111 @@ pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
     run.stop().await;
 }
 
+/// Every value a channel's reach watch takes after [`ReachLog::start`], in order.
+pub struct ReachLog(Arc<std::sync::Mutex<Vec<Reach>>>);
+
+impl ReachLog {
+    pub fn start(channel: &dyn Channel) -> ReachLog {
+        let mut rx = channel.reach().expect("the channel tells its reach");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let r = rx.borrow_and_update().clone();
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            }
+        });
+        ReachLog(log)
+    }
+
+    pub fn values(&self) -> Vec<Reach> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The values once there are at least `n`; a panic naming them after `limit`.
+    pub async fn wait(&self, n: usize, limit: Duration) -> Vec<Reach> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let v = self.values();
+            if v.len() >= n {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reach went through only {v:?} in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `Reach::Down` with `reason` and `fix`.
+pub fn down(reason: &str, fix: &str) -> Reach {
+    Reach::Down {
+        reason: reason.into(),
+        fix: fix.into(),
+    }
+}
+
+/// A channel-down alert whose reason and fix carry markup of every service (HTML, mrkdwn
+/// links and mentions, Discord mentions, backticks, a bare link): the owner must read it
+/// literally.
+pub fn hostile_bulletin() -> Bulletin {
+    Bulletin::Alert {
+        problem: Problem::ChannelDown {
+            channel: "telegram".into(),
+            reason: "<b>401</b> & <!channel> <@U0OWNER> <@&123> @everyone @room".into(),
+            fix: "run `openclaw gateway status` & see <https://evil.example|here> https://evil.example/x"
+                .into(),
+        },
+        since_ms: 1_795_000_005_999,
+    }
+}
+
+pub async fn bulletins_are_posted_literally_and_edited_in_place<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let alert = hostile_bulletin();
+    let post = ch.post(&f.dm(), &alert).await.expect("post");
+    assert_eq!(post.target, f.dm(), "posted to the owner's DM");
+    let shown = f.prompt_state(&post).await;
+    assert_eq!(shown.text, alert.text(), "the bulletin reads literally");
+    assert!(
+        shown.decisions.is_empty(),
+        "a bulletin offers nothing to press"
+    );
+    let second = ch.post(&f.dm(), &alert).await.expect("post again");
+    assert_ne!(second.message, post.message, "each post is a new message");
+
+    let Bulletin::Alert { problem, since_ms } = alert else {
+        unreachable!()
+    };
+    let over = Bulletin::AlertOver {
+        problem: problem.clone(),
+        since_ms,
+        lasted_ms: 180_000,
+    };
+    ch.edit_post(&post, &over).await.expect("edit_post");
+    assert_eq!(f.prompt_state(&post).await.text, over.text());
+    // The ref outlives the adapter: a restarted one edits it too.
+    let back = Bulletin::Back {
+        problem,
+        lasted_ms: 192_000,
+    };
+    f.restarted()
+        .edit_post(&post, &back)
+        .await
+        .expect("edit_post after a restart");
+    assert_eq!(f.prompt_state(&post).await.text, back.text());
+    let stale = MessageRef {
+        target: f.dm(),
+        message: "987654".into(),
+    };
+    match ch.edit_post(&stale, &back).await {
+        Err(ChannelError::MessageGone(_)) => {}
+        other => panic!("editing an unknown message: expected MessageGone, got {other:?}"),
+    }
+}
+
 /// How a call under an injected fault may end: done, or failed as transient (the engine
 /// retries those). A permanent error would leave an approval without a prompt, or a prompt
 /// with live buttons after it ended.
@@ -696,6 +803,7 @@ macro_rules! channel_conformance {
             finish_survives_a_deleted_or_unknown_message,
             duplicate_press_yields_two_answers,
             prompts_survive_a_restart,
+            bulletins_are_posted_literally_and_edited_in_place,
         );
     };
     (@tests $fixture:expr; $($name:ident),* $(,)?) => {

@@ -322,6 +322,9 @@ pub struct DiscordState {
     identifies: Vec<(Instant, Value)>,
     resumes: u32,
     connections: u32,
+    /// The bot's token was reset in the developer portal: REST answers 401, IDENTIFY and
+    /// RESUME close with 4004.
+    token_revoked: bool,
 }
 
 /// The guild the bot shares with users, for presses from a guild channel.
@@ -618,6 +621,13 @@ impl FakeDiscord {
         self.service.lock().rate_limit.arm(n, (retry_after, global));
     }
 
+    /// Resets the bot's token (`true`: REST answers 401 and the gateway closes with 4004,
+    /// as after "Reset Token" in the developer portal) or takes that back (`false`).
+    pub fn revoke_token(&self, revoked: bool) {
+        self.service.lock().token_revoked = revoked;
+        self.service.bump();
+    }
+
     /// Closes every gateway connection with `code` (4000: resumable "unknown error").
     pub fn disconnect_all(&self, code: u16) {
         let mut inner = self.service.lock();
@@ -805,7 +815,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 error(404, 0, "404: Not Found")
             } else if path.starts_with("/webhooks/")
                 || path.starts_with("/interactions/")
-                || auth == format!("Bot {}", shared.api.token)
+                || (auth == format!("Bot {}", shared.api.token) && !shared.lock().token_revoked)
             {
                 route(&shared, &method, &path, &body, &mut extra)
             } else {
@@ -1068,7 +1078,7 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
                         let token = v["d"]["token"].as_str().unwrap_or_default();
                         let token = token.strip_prefix("Bot ").unwrap_or(token);
                         shared.lock().identifies.push((Instant::now(), v["d"].clone()));
-                        if token != shared.api.token {
+                        if token != shared.api.token || shared.lock().token_revoked {
                             let _ = ws.close(Some(CloseFrame { code: CloseCode::from(4004), reason: "Authentication failed.".into() })).await;
                             break;
                         }
@@ -1097,6 +1107,10 @@ async fn gateway_session(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
                     Some(6) => {
                         let id = v["d"]["session_id"].as_str().unwrap_or_default().to_owned();
                         let known = shared.lock().known_sessions.get(&id).copied();
+                        if shared.lock().token_revoked {
+                            let _ = ws.close(Some(CloseFrame { code: CloseCode::from(4004), reason: "Authentication failed.".into() })).await;
+                            break;
+                        }
                         match known {
                             Some(last) if v["d"]["token"].as_str().map(|t| t.strip_prefix("Bot ").unwrap_or(t)) == Some(shared.api.token.as_str()) => {
                                 seq = last + 1;

@@ -169,6 +169,10 @@ pub struct SlackState {
     connections: u32,
     /// method ("" for any) → the next calls answer 429 with this `Retry-After`.
     rate_limits: HashMap<String, Countdown<u64>>,
+    /// The bot token was revoked (the app uninstalled): its calls answer `token_revoked`.
+    bot_token_revoked: bool,
+    /// The app-level token was revoked: `apps.connections.open` answers `token_revoked`.
+    app_token_revoked: bool,
 }
 
 /// The fake Slack's fixed side: the tokens it accepts, the Socket Mode URL it hands out.
@@ -273,6 +277,20 @@ impl FakeSlack {
 
     pub fn app_token(&self) -> &str {
         &self.service.api.app_token
+    }
+
+    /// Revokes the bot token (`true`: its calls answer `token_revoked`, as after the app
+    /// was uninstalled) or takes that back (`false`).
+    pub fn revoke_bot_token(&self, revoked: bool) {
+        self.service.lock().bot_token_revoked = revoked;
+        self.service.bump();
+    }
+
+    /// Revokes the app-level token (`apps.connections.open` answers `token_revoked`) or
+    /// takes that back.
+    pub fn revoke_app_token(&self, revoked: bool) {
+        self.service.lock().app_token_revoked = revoked;
+        self.service.bump();
     }
 
     /// The next `n` calls to `method` (or to any method, with `""`) answer HTTP 429 with
@@ -607,6 +625,8 @@ async fn socket(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
 }
 
 /// Interprets `mrkdwn` like a Slack client: the visible text and the live tokens.
+/// A backtick right after a zero-width space is literal (it opens no code span: Slack
+/// wants formatting characters at a word's edge, and the space is no edge).
 pub fn mrkdwn(src: &str) -> (String, Vec<String>) {
     let mut out = String::new();
     let mut markup = Vec::new();
@@ -614,6 +634,11 @@ pub fn mrkdwn(src: &str) -> (String, Vec<String>) {
     // Inside a ``` block or an inline `code` span, formatting characters are literal.
     let (mut fenced, mut inline) = (false, false);
     while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("\u{200B}`") {
+            out.push('`');
+            rest = r;
+            continue;
+        }
         if let Some(r) = rest.strip_prefix("```") {
             fenced = !fenced;
             rest = r;
@@ -884,6 +909,9 @@ fn dispatch(
                 "invalid_auth"
             });
         }
+        if inner.app_token_revoked {
+            return Answer::Err("token_revoked");
+        }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         inner.tickets.insert(ticket.clone());
         return Answer::Ok(
@@ -899,6 +927,9 @@ fn dispatch(
         } else {
             "invalid_auth"
         });
+    }
+    if inner.bot_token_revoked {
+        return Answer::Err("token_revoked");
     }
     match method {
         "auth.test" => Answer::Ok(json!({

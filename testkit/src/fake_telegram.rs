@@ -9,7 +9,9 @@
 //!
 //! Like Telegram, it refuses HTML that does not parse, texts over 4096 UTF-16 units,
 //! callback data over 64 bytes, edits of unknown messages, no-op edits ("message is not
-//! modified") and second answers to one callback query.
+//! modified") and second answers to one callback query. A `getUpdates` ends the one still
+//! waiting with 409 ("terminated by other getUpdates request"), polls answer 409 while a
+//! webhook is set (`setWebhook` / `deleteWebhook`), and a revoked token gets 401 on every call.
 //!
 //! The call log, `wait_for` and the injected faults are [`crate::fake_service`]'s.
 
@@ -172,6 +174,12 @@ pub struct TelegramState {
     rate_limit_next: Countdown<u32>,
     min_chat_gap: Option<Duration>,
     last_write: HashMap<i64, Instant>,
+    /// Counts `getUpdates` calls: a waiting poll whose number is no longer the last ends with 409.
+    polls: u64,
+    /// The webhook URL `setWebhook` set: `getUpdates` answers 409 while there is one.
+    webhook: Option<String>,
+    /// Every call answers 401 (the token was revoked with @BotFather).
+    token_revoked: bool,
 }
 
 impl Api for Telegram {
@@ -376,6 +384,19 @@ impl FakeTelegram {
         self.service.lock().rate_limit_next.arm(n, retry_after_secs);
     }
 
+    /// Revokes the bot's token (`true`: every call answers 401 Unauthorized, as after
+    /// @BotFather's /revoke) or takes it back (`false`).
+    pub fn revoke_token(&self, revoked: bool) {
+        self.service.lock().token_revoked = revoked;
+        self.service.bump();
+    }
+
+    /// Sets (or, with `None`, deletes) the bot's webhook, as `setWebhook` / `deleteWebhook` do.
+    pub fn set_webhook(&self, url: Option<&str>) {
+        self.service.lock().webhook = url.map(str::to_owned);
+        self.service.bump();
+    }
+
     /// Enforce Telegram's per-chat limit: a write to a chat less than `gap` after the
     /// previous accepted write to it answers 429 (retry_after 1). `None` turns it off.
     pub fn enforce_chat_gap(&self, gap: Option<Duration>) {
@@ -532,12 +553,21 @@ async fn handle(
     req: Request,
 ) -> Response {
     let at = Instant::now();
-    if bot != format!("bot{}", s.api.token) {
-        let (_, r) = reply(Err(ApiError {
+    let revoked = s.lock().token_revoked;
+    if bot != format!("bot{}", s.api.token) || revoked {
+        let (status, r) = reply(Err(ApiError {
             code: 401,
             description: "Unauthorized".into(),
             retry_after: None,
         }));
+        if revoked {
+            s.record(Call {
+                at,
+                method,
+                params: Value::Object(Map::new()),
+                status,
+            });
+        }
         return r;
     }
     let params = match parse_params(req).await {
@@ -657,8 +687,25 @@ async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
         .unwrap_or(100)
         .clamp(1, 100) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let this_poll = {
+        let mut inner = s.lock();
+        if inner.webhook.is_some() {
+            return Err(conflict(
+                "can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+            ));
+        }
+        inner.polls += 1;
+        inner.polls
+    };
+    // Wakes a poll still waiting: it is terminated by this one.
+    s.bump();
     let ready = s.poll(deadline, |s| {
         let mut inner = s.lock();
+        if inner.polls != this_poll {
+            return Some(Err(conflict(
+                "terminated by other getUpdates request; make sure that only one bot instance is running",
+            )));
+        }
         if offset > inner.confirmed {
             inner.confirmed = offset;
             inner
@@ -672,9 +719,17 @@ async fn get_updates(s: &Shared, params: &Value) -> ApiResult {
             .take(limit)
             .cloned()
             .collect();
-        (!ready.is_empty()).then_some(ready)
+        (!ready.is_empty()).then_some(Ok(ready))
     });
-    Ok(Value::Array(ready.await.unwrap_or_default()))
+    ready.await.unwrap_or(Ok(Vec::new())).map(Value::Array)
+}
+
+fn conflict(description: &str) -> ApiError {
+    ApiError {
+        code: 409,
+        description: format!("Conflict: {description}"),
+        retry_after: None,
+    }
 }
 
 fn dispatch(
@@ -704,12 +759,18 @@ fn dispatch(
         "editmessagetext" => edit(s, inner, p, true),
         "editmessagereplymarkup" => edit(s, inner, p, false),
         "answercallbackquery" => answer_callback(inner, p),
-        "sendchataction" | "deletewebhook" | "setmycommands" | "deletemycommands" => {
+        "sendchataction" | "setmycommands" | "deletemycommands" => Ok(json!(true)),
+        "setwebhook" => {
+            inner.webhook = p.get("url").and_then(Value::as_str).map(str::to_owned);
             Ok(json!(true))
         }
-        "getwebhookinfo" => {
-            Ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        "deletewebhook" => {
+            inner.webhook = None;
+            Ok(json!(true))
         }
+        "getwebhookinfo" => Ok(
+            json!({"url": inner.webhook.clone().unwrap_or_default(), "has_custom_certificate": false, "pending_update_count": 0}),
+        ),
         _ => Err(ApiError {
             code: 404,
             description: "Not Found: method not found".into(),

@@ -217,6 +217,31 @@ impl Synapse {
 }
 
 impl Synapse {
+    /// Locks or unlocks `user` through the admin API (`admin_token`: an admin's access
+    /// token). A locked account's requests answer 401 `M_USER_LOCKED` until it is unlocked.
+    pub async fn set_locked(&self, admin_token: &str, user: &str, locked: bool) -> Result<()> {
+        reqwest::Client::new()
+            .put(format!("{}/_synapse/admin/v2/users/{user}", self.url()))
+            .bearer_auth(admin_token)
+            .json(&json!({"locked": locked}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Logs `access_token` out: its later requests answer 401 `M_UNKNOWN_TOKEN`.
+    pub async fn logout(&self, access_token: &str) -> Result<()> {
+        reqwest::Client::new()
+            .post(format!("{}/_matrix/client/v3/logout", self.url()))
+            .bearer_auth(access_token)
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// A plain password login over HTTP (no keys uploaded): the access token and its device id.
     pub async fn login_token(&self, user: &str, password: &str) -> Result<(String, String)> {
         let body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});

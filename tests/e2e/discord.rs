@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
-use bridge::channel::{Answer, Channel, MessageRef, Notice, Request, Target};
+use bridge::bulletin::Bulletin;
+use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, Reply, codec};
-use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
+};
 use testkit::fake_discord::{FakeDiscord, User};
 use testkit::service_faults::Faults;
 
@@ -433,6 +436,73 @@ async fn wrong_token_fails_health_and_every_call_went_to_the_fake() {
         f.fake.calls().iter().all(|c| c.versioned),
         "every call under /api/v10"
     );
+}
+
+// Issue 14: a bulletin is new DM content, markdown-escaped, pinging nobody, no embed and
+// no buttons; edit_post rewrites that message's content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulletin_is_escaped_content_that_pings_nobody() {
+    let f = DiscordFixture::start().await;
+    let alert = hostile_bulletin();
+    let post = f.channel.post(&f.dm(), &alert).await.unwrap();
+    let m = f.fake.message(&post.message).unwrap();
+    assert_eq!(m.channel_id, f.fake.dm_channel(OWNER), "in the owner's DM");
+    assert_eq!(m.text(), alert.text(), "reads literally");
+    assert_ne!(m.content, alert.text(), "markdown is escaped on the wire");
+    assert!(!m.can_ping(), "mentions nobody: {:?}", m.allowed_mentions);
+    assert_eq!(m.embeds, serde_json::json!([]));
+    assert!(m.buttons().is_empty());
+    assert!(m.reply_to.is_none(), "a new message, not a reply");
+    let Bulletin::Alert { problem, since_ms } = alert else {
+        unreachable!()
+    };
+    let over = Bulletin::AlertOver {
+        problem,
+        since_ms,
+        lasted_ms: 180_000,
+    };
+    f.channel.edit_post(&post, &over).await.unwrap();
+    let edited = f.fake.message(&post.message).unwrap();
+    assert_eq!((edited.edits, edited.text()), (1, over.text()));
+    assert!(!edited.can_ping());
+    let patches = f.fake.calls_to("PATCH /channels/{id}/messages/{id}");
+    assert_eq!(patches.len(), 1);
+}
+
+// Issue 14: a reset token (the gateway closes with 4004, GET /gateway/bot answers 401)
+// sets the channel down once; the READY after the token works again sets it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_is_down_until_the_next_ready() {
+    let f = DiscordFixture::start().await;
+    let log = ReachLog::start(&*f.channel);
+    let run = Running::start(f.channel.clone());
+    f.fake.wait_ready(WAIT).await;
+    f.fake.revoke_token(true);
+    f.fake.disconnect_all(4000);
+    let seen = log.wait(1, WAIT).await;
+    assert_eq!(
+        seen[0],
+        down(
+            "Discord rejects the bot token",
+            "reset the token in the Discord Developer Portal (your application → Bot → Reset Token) and update discord.bot_token"
+        )
+    );
+    // The next try (after the fatal pause) fetches the gateway URL: 401, the same cause.
+    f.fake
+        .wait_for(Duration::from_secs(15), "GET /gateway/bot refused", |v| {
+            v.calls()
+                .iter()
+                .any(|c| c.route() == "GET /gateway/bot" && c.status == 401)
+                .then_some(())
+        })
+        .await;
+    assert_eq!(log.values().len(), 1, "down once: {:?}", log.values());
+    f.fake.revoke_token(false);
+    let seen = log.wait(2, Duration::from_secs(15)).await;
+    assert_eq!(seen[1], Reach::Up);
+    f.fake.wait_ready(WAIT).await;
+    run.stop().await;
+    assert_eq!(log.values().len(), 2, "no flapping: {:?}", log.values());
 }
 
 /// The whole bridge with only a `[discord]` section: the real binary, the real OpenClaw

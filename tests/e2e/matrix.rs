@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bridge::approval::{ApprovalId, Decision};
-use bridge::channel::{Answer, Channel, MessageRef, Target};
+use bridge::channel::{Answer, Channel, MessageRef, Reach, Target};
 use bridge::store::{SqliteStore, Store};
 use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, Reply, render};
 use serde_json::Value;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
-use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
+};
 use testkit::fault_proxy::FaultProxy;
 use testkit::openclaw::{Gateway, GatewayConfig, Operator};
 use testkit::service_faults::Faults;
@@ -976,4 +978,86 @@ async fn decided_on_telegram_the_matrix_prompt_shows_it() {
         "{}",
         done.body
     );
+}
+
+// Issue 14, on a real Synapse: a bulletin is a plain `m.text` (no formatted body, mentioning
+// nobody), so clients notify; a locked account (401 M_USER_LOCKED on sync) sets the channel
+// down once, unlocking it sets it up after the next sync; a logged-out token
+// (M_UNKNOWN_TOKEN) sets it down with the fix to log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulletins_are_plain_text_and_a_refused_sync_is_down() {
+    let f = MatrixFixture::start().await;
+    let alert = hostile_bulletin();
+    let post = f.channel.post(&f.dm(), &alert).await.unwrap();
+    let (room, event) = split(&post.message);
+    assert_eq!(room, f.room, "in the owner's DM");
+    let deadline = Instant::now() + WAIT;
+    let content = loop {
+        let tl = f.acc.owner.timeline(&room).await.unwrap_or_default();
+        // Decrypted (the DM is encrypted): until then it is no `m.room.message`.
+        if let Some(v) = tl
+            .iter()
+            .find(|v| v["event_id"] == event.as_str() && v["type"] == "m.room.message")
+        {
+            break v["content"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the owner never saw the bulletin"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(content["msgtype"], "m.text", "a message clients notify for");
+    assert_eq!(content["body"], alert.text().as_str());
+    assert!(content.get("formatted_body").is_none(), "{content}");
+    assert_eq!(content["m.mentions"], serde_json::json!({}));
+
+    let log = ReachLog::start(&*f.channel);
+    let run = Running::start(f.channel.clone());
+    f.acc
+        .hs
+        .register("admin", "admin-password", true)
+        .await
+        .unwrap();
+    let (admin, _) = f
+        .acc
+        .hs
+        .login_token("admin", "admin-password")
+        .await
+        .unwrap();
+    f.acc.hs.set_locked(&admin, &f.acc.bot, true).await.unwrap();
+    let seen = log.wait(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen[0],
+        down(
+            "the homeserver has locked the bot's account (M_USER_LOCKED)",
+            "ask the homeserver's admin to unlock the account in matrix.user_id"
+        )
+    );
+    f.acc
+        .hs
+        .set_locked(&admin, &f.acc.bot, false)
+        .await
+        .unwrap();
+    assert_eq!(log.wait(2, Duration::from_secs(60)).await[1], Reach::Up);
+
+    let token = f
+        .channel
+        .client()
+        .await
+        .unwrap()
+        .access_token()
+        .expect("logged in");
+    f.acc.hs.logout(&token).await.unwrap();
+    let seen = log.wait(3, Duration::from_secs(60)).await;
+    assert_eq!(
+        seen[2],
+        down(
+            "the homeserver no longer accepts the bot's access token (M_UNKNOWN_TOKEN)",
+            "log the bot in again: put a new token in matrix.access_token, or (with a password) \
+             delete matrix/session.json in the bridge's state directory; then restart the bridge"
+        )
+    );
+    run.stop().await;
+    assert_eq!(log.values().len(), 3, "no flapping: {:?}", log.values());
 }

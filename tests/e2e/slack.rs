@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
+use bridge::bulletin::Bulletin;
 use bridge::channel::{
-    Answer, Channel, ChannelError, MessageRef, Notice, Refusal, Request, Target,
+    Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target,
 };
 use channels::slack::{Options, Reply, Slack, SlackConfig, codec};
-use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
+};
 use testkit::fake_slack::{self, FakeSlack};
 use testkit::service_faults::Faults;
 
@@ -385,6 +388,99 @@ async fn reconnects_after_disconnect_message_and_after_a_dropped_socket() {
         "Socket Mode uses the app token"
     );
     run.stop().await;
+}
+
+// Issue 14: a bulletin is a new message in the owner's DM, its text mrkdwn-escaped (no
+// live link or mention), without unfurls; edit_post updates that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulletin_is_escaped_text_with_no_live_markup() {
+    let f = SlackFixture::start().await;
+    let alert = hostile_bulletin();
+    let post = f.channel.post(&f.dm(), &alert).await.unwrap();
+    let (c, ts) = SlackFixture::ids(&post);
+    assert_eq!(c, fake_slack::dm_channel(OWNER), "in the owner's DM");
+    let m = f.fake.message(&c, &ts).unwrap();
+    assert_eq!(seen(&m.text), alert.text(), "reads literally");
+    assert!(
+        m.markup.is_empty(),
+        "no live link or mention: {:?}",
+        m.markup
+    );
+    assert!(m.buttons().is_empty());
+    let sends = f.fake.calls_to("chat.postMessage");
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].params["unfurl_links"], false);
+    assert_eq!(sends[0].params["unfurl_media"], false);
+    assert!(
+        sends[0].params.get("thread_ts").is_none(),
+        "a new message, not a reply"
+    );
+    let Bulletin::Alert { problem, since_ms } = alert else {
+        unreachable!()
+    };
+    let over = Bulletin::AlertOver {
+        problem,
+        since_ms,
+        lasted_ms: 180_000,
+    };
+    f.channel.edit_post(&post, &over).await.unwrap();
+    let edited = f.fake.message(&c, &ts).unwrap();
+    assert_eq!((edited.edits, seen(&edited.text)), (1, over.text()));
+    assert_eq!(f.fake.calls_to("chat.update").len(), 1);
+}
+
+// Issue 14: a revoked bot token (auth.test at connect) and a revoked app token
+// (apps.connections.open) each set the channel down once, with the fix for that token;
+// the next hello sets it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_tokens_are_down_until_the_next_hello() {
+    let f = SlackFixture::start().await;
+    let log = ReachLog::start(&*f.channel);
+    let run = Running::start(f.channel.clone());
+    let connected = |n: u32| {
+        let fake = &f.fake;
+        async move {
+            fake.wait_for(WAIT, "a socket", |v| {
+                (v.connections() >= n && v.live_sockets() == 1).then_some(())
+            })
+            .await
+        }
+    };
+    connected(1).await;
+    f.fake.revoke_bot_token(true);
+    f.fake.disconnect("refresh_requested");
+    let seen = log.wait(1, WAIT).await;
+    assert_eq!(
+        seen[0],
+        down(
+            "Slack refuses the bot token (token_revoked)",
+            "reinstall the Slack app to the workspace (api.slack.com/apps → your app → Install App) and put its Bot User OAuth Token (xoxb-) in slack.bot_token"
+        )
+    );
+    f.fake
+        .wait_for(WAIT, "three refused auth.tests", |v| {
+            (v.calls().iter().filter(|c| c.method == "auth.test").count() >= 3).then_some(())
+        })
+        .await;
+    assert_eq!(log.values().len(), 1, "down once: {:?}", log.values());
+    f.fake.revoke_bot_token(false);
+    assert_eq!(log.wait(2, WAIT).await[1], Reach::Up);
+    connected(2).await;
+
+    f.fake.revoke_app_token(true);
+    f.fake.disconnect("refresh_requested");
+    let seen = log.wait(3, WAIT).await;
+    assert_eq!(
+        seen[2],
+        down(
+            "Slack refuses the app token (token_revoked)",
+            "create an app-level token with connections:write (api.slack.com/apps → your app → Basic Information → App-Level Tokens) and put it (xapp-) in slack.app_token"
+        )
+    );
+    f.fake.revoke_app_token(false);
+    assert_eq!(log.wait(4, WAIT).await[3], Reach::Up);
+    run.stop().await;
+    assert_eq!(log.values().len(), 4, "no flapping: {:?}", log.values());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

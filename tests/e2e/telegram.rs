@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge::approval::{Approval, ApprovalId, Decision, Kind};
-use bridge::channel::{Answer, Channel, MessageRef, Notice, Refusal, Request, Target};
+use bridge::bulletin::Bulletin;
+use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Refusal, Request, Target};
 use channels::telegram::{Options, Reply, Telegram, TelegramConfig, codec};
-use testkit::conformance::{FaultyFixture, Fixture, PromptState, Running, approval};
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down,
+};
 use testkit::fake_telegram::FakeTelegram;
 use testkit::service_faults::Faults;
 
@@ -494,4 +497,184 @@ async fn reqwest_free_post(base: &str, token: &str, method: &str, body: &str) ->
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// A channel that polls briefly and backs off at most 300 ms, so a test sees several polls.
+fn quick_channel(f: &TelegramFixture) -> Arc<Telegram> {
+    let options = Options {
+        poll_timeout: Duration::from_secs(1),
+        max_poll_backoff: Duration::from_millis(300),
+        conflict_quiet: Duration::from_millis(1500),
+        ..Options::default()
+    };
+    Arc::new(Telegram::with_options(&f.config, TOKEN, options).expect("telegram channel"))
+}
+
+// Issue 14: a bulletin is a new plain-text message (no parse mode: nothing in it is
+// markup), without a link preview, and its edit is plain text too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulletin_is_a_plain_text_message_and_its_edit_too() {
+    let f = TelegramFixture::start().await;
+    let alert = testkit::conformance::hostile_bulletin();
+    let post = f.channel.post(&f.dm(), &alert).await.unwrap();
+    let sends = f.fake.calls_to("sendMessage");
+    assert_eq!(sends.len(), 1);
+    let send = &sends[0];
+    assert_eq!(send.chat_id(), Some(OWNER));
+    assert_eq!(send.str("text"), Some(alert.text().as_str()));
+    assert!(send.params.get("parse_mode").is_none(), "{}", send.line());
+    assert_eq!(send.params["link_preview_options"]["is_disabled"], true);
+    assert!(
+        send.params.get("reply_parameters").is_none(),
+        "a new message, not a reply"
+    );
+    let m = f
+        .fake
+        .message(OWNER, post.message.parse().unwrap())
+        .unwrap();
+    assert_eq!(m.raw, alert.text());
+    assert!(m.buttons().is_empty());
+
+    let Bulletin::Alert { problem, since_ms } = alert else {
+        unreachable!()
+    };
+    let over = Bulletin::AlertOver {
+        problem,
+        since_ms,
+        lasted_ms: 180_000,
+    };
+    f.channel.edit_post(&post, &over).await.unwrap();
+    let edits = f.fake.calls_to("editMessageText");
+    assert_eq!(edits.len(), 1);
+    assert!(
+        edits[0].params.get("parse_mode").is_none(),
+        "{}",
+        edits[0].line()
+    );
+    assert_eq!(edits[0].str("text"), Some(over.text().as_str()));
+    // The same rewrite again is no error (Telegram: "message is not modified").
+    f.channel.edit_post(&post, &over).await.unwrap();
+    assert_eq!(f.fake.message(OWNER, m.message_id).unwrap().edits, 1);
+}
+
+// Issue 14: a revoked token (401 on getUpdates) sets the channel down once, however many
+// polls fail; the first poll that works sets it up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_down_once_and_up_after_a_working_poll() {
+    let f = TelegramFixture::start().await;
+    let ch = quick_channel(&f);
+    let log = ReachLog::start(&*ch);
+    let run = Running::start(ch.clone());
+    f.fake
+        .wait_for(WAIT, "a first poll", |v| {
+            v.calls()
+                .iter()
+                .any(|c| c.is("getUpdates") && c.status == 200)
+                .then_some(())
+        })
+        .await;
+    assert!(
+        log.values().is_empty(),
+        "up from the start: nothing changes"
+    );
+    f.fake.revoke_token(true);
+    f.fake
+        .wait_for(WAIT, "three polls refused with 401", |v| {
+            (v.calls()
+                .iter()
+                .filter(|c| c.is("getUpdates") && c.status == 401)
+                .count()
+                >= 3)
+                .then_some(())
+        })
+        .await;
+    assert_eq!(
+        log.values(),
+        [down(
+            "Telegram rejects the bot token (401 Unauthorized)",
+            "create a new token with @BotFather and update telegram.bot_token"
+        )],
+        "down once, however many polls fail"
+    );
+    f.fake.revoke_token(false);
+    let seen = log.wait(2, WAIT).await;
+    assert_eq!(seen[1], Reach::Up);
+    assert!(
+        f.fake
+            .calls()
+            .iter()
+            .any(|c| c.is("getUpdates") && c.status == 200),
+        "up after a poll that worked"
+    );
+    run.stop().await;
+    assert_eq!(log.values().len(), 2, "no flapping: {:?}", log.values());
+}
+
+// Issue 14: another program polling the same bot (OpenClaw's own Telegram channel) makes
+// Telegram end one of the two polls with 409: the channel is down with the fix, and up
+// again only once its polls have worked for a quiet spell after the other poller is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_poller_is_a_409_conflict_and_up_after_it_stops() {
+    let f = TelegramFixture::start().await;
+    let ch = quick_channel(&f);
+    let log = ReachLog::start(&*ch);
+    let run = Running::start(ch.clone());
+    let other = Running::start(quick_channel(&f));
+    let conflict = down(
+        "another program polls this bot's updates",
+        "OpenClaw's own Telegram channel? Give the bridge its own bot (or remove the webhook)",
+    );
+    let seen = log.wait(1, WAIT).await;
+    assert_eq!(seen[0], conflict);
+    f.fake
+        .wait_for(WAIT, "several 409s", |v| {
+            (v.calls()
+                .iter()
+                .filter(|c| c.is("getUpdates") && c.status == 409)
+                .count()
+                >= 4)
+                .then_some(())
+        })
+        .await;
+    assert_eq!(log.values().len(), 1, "down once: {:?}", log.values());
+    other.stop().await;
+    let stopped = Instant::now();
+    let seen = log.wait(2, WAIT).await;
+    assert_eq!(seen[1], Reach::Up);
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1000),
+        "up only after a quiet spell, took {:?}",
+        stopped.elapsed()
+    );
+    // Answers flow again.
+    let mut run = run;
+    f.fake.send_text(OWNER, OWNER, "/pending");
+    assert_eq!(
+        run.next("/pending after the conflict").await.request,
+        Request::ListPending
+    );
+    run.stop().await;
+}
+
+// Issue 14: a webhook set for the bot (409 on getUpdates) is a cause of its own; deleting
+// it brings the channel back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_a_409_conflict_until_deleted() {
+    let f = TelegramFixture::start().await;
+    let ch = quick_channel(&f);
+    let log = ReachLog::start(&*ch);
+    f.fake
+        .set_webhook(Some("https://openclaw.example/telegram"));
+    let run = Running::start(ch.clone());
+    let seen = log.wait(1, WAIT).await;
+    assert_eq!(
+        seen[0],
+        down(
+            "a webhook takes this bot's updates",
+            "OpenClaw's own Telegram channel? Give the bridge its own bot (or remove the webhook)"
+        )
+    );
+    f.fake.set_webhook(None);
+    assert_eq!(log.wait(2, WAIT).await[1], Reach::Up);
+    run.stop().await;
 }

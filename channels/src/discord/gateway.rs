@@ -8,7 +8,9 @@
 //! IDENTIFY (op 2) or RESUME (op 6) → READY/RESUMED; heartbeats (op 1) at the announced
 //! interval, a missing ACK (op 11) counts as a dead link; RECONNECT (op 7) and INVALID
 //! SESSION (op 9) are obeyed; every drop reconnects with exponential backoff (bridge's
-//! [`Backoff`]) and resumes the session when it can (at `resume_gateway_url`).
+//! [`Backoff`]) and resumes the session when it can (at `resume_gateway_url`). A rejected
+//! token (close 4004, or 401 on `GET /gateway/bot`) sets the channel's reach down; READY or
+//! RESUMED sets it up.
 
 use std::time::Duration;
 
@@ -23,6 +25,15 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Discord, receive};
+
+/// Why the channel is down when Discord rejects the token, and the fix.
+const TOKEN_REJECTED: (&str, &str) = (
+    "Discord rejects the bot token",
+    "reset the token in the Discord Developer Portal (your application → Bot → Reset Token) and update discord.bot_token",
+);
+
+/// Gateway close code: authentication failed.
+const AUTHENTICATION_FAILED: u16 = 4004;
 
 /// `DIRECT_MESSAGES` (1 << 12). Discord delivers the content of DMs to the bot without
 /// the privileged `MESSAGE_CONTENT` intent, so it is not requested: a bot whose portal
@@ -47,7 +58,10 @@ enum End {
     },
     /// Configuration problem Discord will not forgive (bad token, intents): log loudly,
     /// retry slowly.
-    Fatal(String),
+    Fatal {
+        why: String,
+        token_rejected: bool,
+    },
 }
 
 pub(super) async fn run(
@@ -73,6 +87,9 @@ pub(super) async fn run(
                     }
                 },
                 Err(e) => {
+                    if e.status == Some(401) {
+                        d.reach.down(TOKEN_REJECTED.0, TOKEN_REJECTED.1);
+                    }
                     tracing::warn!(error = %e, "cannot fetch the gateway URL");
                     String::new()
                 }
@@ -97,8 +114,14 @@ pub(super) async fn run(
                 tracing::info!(resume, reason = %why, "discord gateway connection ended; reconnecting");
                 retry
             }
-            End::Fatal(why) => {
+            End::Fatal {
+                why,
+                token_rejected,
+            } => {
                 session = None;
+                if token_rejected {
+                    d.reach.down(TOKEN_REJECTED.0, TOKEN_REJECTED.1);
+                }
                 tracing::error!(reason = %why, "discord gateway refused the bot");
                 d.options.max_backoff
             }
@@ -258,6 +281,7 @@ async fn connection(
                     }
                     "RESUMED" => {
                         d.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                        d.reach.up();
                         tracing::info!("discord gateway session resumed");
                     }
                     "INTERACTION_CREATE" => d.on_interaction(data, answers),
@@ -315,13 +339,18 @@ fn closed(frame: Option<(u16, String)>) -> End {
     };
     let why = format!("closed {code} {reason}");
     match code {
-        4004 => End::Fatal(format!(
-            "{why}: the bot token was rejected; check discord.bot_token"
-        )),
-        4013 | 4014 => End::Fatal(format!(
-            "{why}: intents refused (the bridge asks only for DIRECT_MESSAGES)"
-        )),
-        4010..=4012 => End::Fatal(why),
+        AUTHENTICATION_FAILED => End::Fatal {
+            why: format!("{why}: the bot token was rejected; check discord.bot_token"),
+            token_rejected: true,
+        },
+        4013 | 4014 => End::Fatal {
+            why: format!("{why}: intents refused (the bridge asks only for DIRECT_MESSAGES)"),
+            token_rejected: false,
+        },
+        4010..=4012 => End::Fatal {
+            why,
+            token_rejected: false,
+        },
         // Session no longer valid: identify afresh.
         4007 | 4009 | 1000 | 1001 => End::Reconnect { resume: false, why },
         _ => End::Reconnect { resume: true, why },

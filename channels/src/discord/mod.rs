@@ -10,7 +10,9 @@
 //! A press is acknowledged first (`DEFERRED_UPDATE_MESSAGE`, within Discord's 3-second
 //! deadline), then handed to the engine; the engine's notice reaches the presser as an
 //! ephemeral follow-up (`POST /webhooks/{app}/{token}`, flags 64), and the outcome edits
-//! the prompt (`PATCH`, buttons removed).
+//! the prompt (`PATCH`, buttons removed). Bulletins are markdown-escaped message content in
+//! the DM, mentioning nobody, edited with `PATCH`. The gateway loop reports the channel down
+//! when Discord rejects the token (close 4004, or 401 on `GET /gateway/bot`), up at READY.
 
 pub mod codec;
 pub mod config;
@@ -26,15 +28,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge::approval::{Approval, Outcome};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::bulletin::Bulletin;
+use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
 use bridge::retry::CallPolicy;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use config::{ConfigError, DiscordConfig, Snowflake};
 pub use receive::Reply;
 
+use crate::common::reach::ReachCell;
 use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -90,6 +94,8 @@ pub struct Discord {
     me: OnceLock<BotUser>,
     /// Set while the gateway session is READY.
     ready: AtomicBool,
+    /// Whether Discord takes the bot's token, as the gateway loop last saw.
+    reach: ReachCell,
 }
 
 impl Discord {
@@ -116,6 +122,7 @@ impl Discord {
             dms: DmCache::default(),
             me: OnceLock::new(),
             ready: AtomicBool::new(false),
+            reach: ReachCell::new(NAME),
         })
     }
 
@@ -130,6 +137,15 @@ impl Discord {
 
     async fn dm_channel(&self, user: &str) -> Result<String, ChannelError> {
         open_dm(&self.rest, &self.dms, user).await
+    }
+
+    /// The DM with `user` for a new message: a user id that names no DM is a permanent
+    /// failure of the send, not a message gone.
+    async fn dm_to_send(&self, user: &str) -> Result<String, ChannelError> {
+        self.dm_channel(user).await.map_err(|e| match e {
+            ChannelError::MessageGone(m) => ChannelError::Permanent(m),
+            e => e,
+        })
     }
 
     /// The target user whose DM `channel` is, if it is one of ours.
@@ -189,6 +205,7 @@ impl Discord {
             }
         }
         self.ready.store(true, Ordering::SeqCst);
+        self.reach.up();
         tracing::info!(bot = %name, id = %id, "discord gateway ready");
     }
 
@@ -307,12 +324,17 @@ async fn open_dm(rest: &rest::Rest, dms: &DmCache, user: &str) -> Result<String,
 /// Discord's message nonce (at most 25 characters) for one prompt: the same approval to the
 /// same target always yields the same nonce.
 pub fn nonce(approval: &Approval, target: &Target) -> String {
+    nonce_of(approval.id.as_str(), target)
+}
+
+/// The nonce of a message identified by `key` to `target`.
+fn nonce_of(key: &str, target: &Target) -> String {
     use std::hash::{Hash, Hasher};
     // SipHash with fixed keys: stable across processes of one build, which is all a
     // nonce checked "within the past few minutes" needs.
     let hash = |salt: u8| {
         let mut h = std::hash::DefaultHasher::new();
-        (salt, approval.id.as_str(), &target.chat).hash(&mut h);
+        (salt, key, target.chat.as_str()).hash(&mut h);
         h.finish()
     };
     let s = format!("ab{:016x}{:016x}", hash(1), hash(2));
@@ -358,10 +380,7 @@ impl Channel for Discord {
     ) -> Result<MessageRef, ChannelError> {
         let components = render::components(approval)
             .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
-        let channel = self.dm_channel(&target.chat).await.map_err(|e| match e {
-            ChannelError::MessageGone(m) => ChannelError::Permanent(m),
-            e => e,
-        })?;
+        let channel = self.dm_to_send(&target.chat).await?;
         // The nonce makes the send idempotent: a bridge killed between Discord's answer
         // and its own store write sends again after the restart, and Discord hands back
         // the same message instead of a duplicate prompt.
@@ -429,6 +448,75 @@ impl Channel for Discord {
             .await
             .map(|_| ())
             .map_err(rest::RestError::classify)
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target))]
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        let channel = self.dm_to_send(&target.chat).await?;
+        let content = render::escape_capped(&bulletin.text(), MAX_CONTENT);
+        // One nonce per post: a retry of this call whose answer was lost gets the message
+        // Discord already made; another post is another message (and another notification).
+        let body = json!({
+            "content": content,
+            "allowed_mentions": allowed_mentions_none(),
+            "nonce": nonce_of(&uuid::Uuid::new_v4().to_string(), target),
+            "enforce_nonce": true,
+        });
+        let msg = self
+            .rest
+            .call(
+                Method::POST,
+                &format!("/channels/{channel}/messages"),
+                "POST /channels/{id}/messages",
+                Some(&channel),
+                Some(&body),
+            )
+            .await
+            .map_err(|e| match e.classify() {
+                ChannelError::MessageGone(m) => ChannelError::Permanent(m),
+                e => e,
+            })?;
+        let id = msg
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ChannelError::Transient {
+                message: "message without an id".into(),
+                retry_after: None,
+            })?;
+        Ok(MessageRef {
+            target: target.clone(),
+            message: id.to_owned(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %post.target.chat, message = %post.message))]
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        if post.message.is_empty() || !post.message.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ChannelError::MessageGone(format!(
+                "{:?} is not a Discord message id",
+                post.message
+            )));
+        }
+        let channel = self.dm_channel(&post.target.chat).await?;
+        let body = json!({
+            "content": render::escape_capped(&bulletin.text(), MAX_CONTENT),
+            "allowed_mentions": allowed_mentions_none(),
+        });
+        self.rest
+            .call(
+                Method::PATCH,
+                &format!("/channels/{channel}/messages/{}", post.message),
+                "PATCH /channels/{id}/messages/{id}",
+                Some(&channel),
+                Some(&body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(rest::RestError::classify)
+    }
+
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        Some(self.reach.subscribe())
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {

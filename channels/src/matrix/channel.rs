@@ -1,16 +1,17 @@
 //! The Matrix channel: [`Matrix`] puts the session, the owners' rooms and the send and
-//! receive paths behind the `Channel` port. A prompt's `MessageRef.message` is
-//! `<room id>|<event id>`; its `target.chat` is the owner's user id.
+//! receive paths behind the `Channel` port. A prompt's (and a bulletin's) `MessageRef.message`
+//! is `<room id>|<event id>`; its `target.chat` is the owner's user id.
 
 use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge::approval::{Approval, Outcome};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::bulletin::Bulletin;
+use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
 use matrix_sdk::Client;
 use matrix_sdk::ruma::OwnedUserId;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::config::{ConfigError, MatrixConfig};
 use super::error::classify_http;
@@ -89,6 +90,24 @@ impl Matrix {
     pub async fn client(&self) -> Result<&Client, ChannelError> {
         self.session.client().await
     }
+
+    /// The joined room and event a `<room id>|<event id>` ref names.
+    async fn referenced(
+        &self,
+        message: &MessageRef,
+    ) -> Result<(matrix_sdk::Room, matrix_sdk::ruma::OwnedEventId), ChannelError> {
+        let Some((room_id, event_id)) = split_ref(&message.message) else {
+            return Err(ChannelError::MessageGone(format!(
+                "{:?} is not <room>|<event>",
+                message.message
+            )));
+        };
+        let client = self.client().await?;
+        let room = client
+            .get_room(&room_id)
+            .ok_or_else(|| ChannelError::MessageGone(format!("room {room_id} unknown")))?;
+        Ok((room, event_id))
+    }
 }
 
 #[async_trait]
@@ -140,7 +159,10 @@ impl Channel for Matrix {
             ChannelError::Permanent(format!("{:?} is not a Matrix user id", target.chat))
         })?;
         let client = self.client().await?;
-        let room = self.rooms.joined_dm(client, &owner, approval).await?;
+        let room = self
+            .rooms
+            .joined_dm(client, &owner, approval.expires_at_ms)
+            .await?;
         let event_id = send::prompt(&room, approval).await?;
         self.inbox
             .prompt_sent(event_id.clone(), approval.id.clone());
@@ -158,16 +180,7 @@ impl Channel for Matrix {
         approval: &Approval,
         outcome: &Outcome,
     ) -> Result<(), ChannelError> {
-        let Some((room_id, event_id)) = split_ref(&prompt.message) else {
-            return Err(ChannelError::MessageGone(format!(
-                "{:?} is not <room>|<event>",
-                prompt.message
-            )));
-        };
-        let client = self.client().await?;
-        let room = client
-            .get_room(&room_id)
-            .ok_or_else(|| ChannelError::MessageGone(format!("room {room_id} unknown")))?;
+        let (room, event_id) = self.referenced(prompt).await?;
         send::finish(
             &room,
             &event_id,
@@ -187,6 +200,30 @@ impl Channel for Matrix {
             .get_room(room)
             .ok_or_else(|| ChannelError::Permanent(format!("room {room} unknown")))?;
         send::notice(&room, event, &notice.text()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target))]
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        let owner = OwnedUserId::try_from(target.chat.as_str()).map_err(|_| {
+            ChannelError::Permanent(format!("{:?} is not a Matrix user id", target.chat))
+        })?;
+        let client = self.client().await?;
+        let room = self.rooms.joined_dm(client, &owner, None).await?;
+        let event_id = send::bulletin(&room, &bulletin.text()).await?;
+        Ok(MessageRef {
+            target: target.clone(),
+            message: message_ref(room.room_id(), event_id.as_str()),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(message = %post.message))]
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        let (room, event_id) = self.referenced(post).await?;
+        send::edit_bulletin(&room, &event_id, &bulletin.text()).await
+    }
+
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        Some(self.inbox.reach())
     }
 
     #[tracing::instrument(skip_all, fields(channel = NAME))]

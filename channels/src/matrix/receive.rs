@@ -1,27 +1,33 @@
 //! The inbound path: the sync loop (login first, backoff after failures) and the timeline
 //! events it brings decoded into `Answer`s: reactions on our prompts, `/approve` and
-//! `/pending` text.
+//! `/pending` text. A sync the homeserver refuses for the account's sake (`M_UNKNOWN_TOKEN`,
+//! `M_FORBIDDEN`, `M_USER_LOCKED`, `M_USER_DEACTIVATED`) sets the channel's reach down; the
+//! next sync that works sets it up.
 
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use bridge::approval::{ApprovalId, Responder, now_ms};
-use bridge::channel::{Answer, ChannelError, MessageRef, ReplyTo, Request, Target, Via, command};
+use bridge::channel::{
+    Answer, ChannelError, MessageRef, Reach, ReplyTo, Request, Target, Via, command,
+};
 use bridge::retry::Backoff;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind, VerificationState};
+use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::classify;
 use super::ids::{NAME, PROMPT_KEY, Reply, message_ref};
 use super::render;
 use super::rooms::Rooms;
 use super::session::Session;
+use crate::common::reach::ReachCell;
 
 /// The pause after the first failed login or sync in a row (jittered, as every pause of a
 /// `Backoff`); it doubles up to `Options::max_sync_backoff`.
@@ -40,6 +46,33 @@ pub(super) struct Inbox {
     backoff: Backoff,
     /// Reacted-to events: our prompt's approval id, or `None` for other events.
     prompts: StdMutex<HashMap<OwnedEventId, Option<ApprovalId>>>,
+    /// Whether the homeserver lets the bot sync, as the loop last saw.
+    reach: ReachCell,
+}
+
+/// Why the channel is down when the homeserver refuses a sync with `kind`, and the fix;
+/// `None` for errors that pass (rate limits, outages, network).
+fn refused(kind: &ErrorKind) -> Option<(&'static str, &'static str)> {
+    match kind {
+        ErrorKind::UnknownToken(_) => Some((
+            "the homeserver no longer accepts the bot's access token (M_UNKNOWN_TOKEN)",
+            "log the bot in again: put a new token in matrix.access_token, or (with a password) \
+             delete matrix/session.json in the bridge's state directory; then restart the bridge",
+        )),
+        ErrorKind::Forbidden => Some((
+            "the homeserver refuses the bot's sync (M_FORBIDDEN)",
+            "check on the homeserver that the account in matrix.user_id is active and may log in",
+        )),
+        ErrorKind::UserLocked => Some((
+            "the homeserver has locked the bot's account (M_USER_LOCKED)",
+            "ask the homeserver's admin to unlock the account in matrix.user_id",
+        )),
+        ErrorKind::UserDeactivated => Some((
+            "the bot's account is deactivated (M_USER_DEACTIVATED)",
+            "register a new account for the bridge and set matrix.user_id and its secret",
+        )),
+        _ => None,
+    }
 }
 
 impl Inbox {
@@ -56,7 +89,12 @@ impl Inbox {
             sync_timeout,
             backoff: Backoff::new(FIRST_PAUSE, max_backoff),
             prompts: StdMutex::new(HashMap::new()),
+            reach: ReachCell::new(NAME),
         }
+    }
+
+    pub(super) fn reach(&self) -> watch::Receiver<Reach> {
+        self.reach.subscribe()
     }
 
     /// Remembers that `event` is our prompt for `id`.
@@ -108,12 +146,16 @@ impl Inbox {
             let pause = match res {
                 Ok(resp) => {
                     backoff.reset();
+                    self.reach.up();
                     if !self.handle_sync(client, rooms, resp, &answers).await {
                         return;
                     }
                     continue;
                 }
                 Err(e) => {
+                    if let Some((reason, fix)) = e.client_api_error_kind().and_then(refused) {
+                        self.reach.down(reason, fix);
+                    }
                     let hint = match classify(e) {
                         ChannelError::Transient {
                             retry_after,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use bridge::approval::{Approval, now_ms};
+use bridge::approval::now_ms;
 use bridge::channel::ChannelError;
 use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
 use matrix_sdk::ruma::api::error::ErrorKind;
@@ -49,14 +49,15 @@ impl Rooms {
     /// The direct room with `owner`, once they have joined it.
     ///
     /// An owner who has not joined yet is waited for here (polling their membership) until
-    /// they join or the approval expires; then this returns a transient error, so the engine
-    /// retries only while the approval is still pending. Nothing is queued in memory that a
+    /// they join or `expires_at_ms` (the approval's expiry; `None` for a bulletin) passes,
+    /// at most `max_join_wait`; then this returns a transient error, so the engine retries
+    /// only while the approval is still pending. Nothing is queued in memory that a
     /// restart could lose: the engine replays pending approvals.
     pub(super) async fn joined_dm(
         &self,
         client: &Client,
         owner: &OwnedUserId,
-        approval: &Approval,
+        expires_at_ms: Option<i64>,
     ) -> Result<Room, ChannelError> {
         let lock = self
             .dm_locks
@@ -97,7 +98,7 @@ impl Rooms {
             .unwrap_or_else(|e| e.into_inner())
             .insert(room.room_id().to_owned(), owner.to_string());
         let limit = now_ms() + self.max_join_wait.as_millis() as i64;
-        let deadline = approval.expires_at_ms.map_or(limit, |e| e.min(limit));
+        let deadline = expires_at_ms.map_or(limit, |e| e.min(limit));
         let mut invited = false;
         loop {
             match membership(client, room.room_id(), owner).await?.as_deref() {

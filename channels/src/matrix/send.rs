@@ -1,6 +1,6 @@
 //! The outbound path: a prompt and its seeded reactions, the edit that shows its outcome
-//! (`m.replace`) and the redaction of those reactions, and notices. Nothing we send mentions
-//! anyone.
+//! (`m.replace`) and the redaction of those reactions, notices, and bulletins (plain
+//! `m.text`, edited with `m.replace`). Nothing we send mentions anyone.
 
 use bridge::approval::{Approval, Outcome};
 use bridge::channel::ChannelError;
@@ -56,18 +56,7 @@ pub(super) async fn finish(
     outcome: &Outcome,
     bot: &str,
 ) -> Result<(), ChannelError> {
-    match room.event(prompt, None).await {
-        Ok(ev) => {
-            let v: Value = ev.raw().deserialize_as().unwrap_or_default();
-            if v.pointer("/unsigned/redacted_because").is_some() {
-                return Err(ChannelError::MessageGone(format!("{prompt} was deleted")));
-            }
-        }
-        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::NotFound) => {
-            return Err(ChannelError::MessageGone(format!("{prompt} not found")));
-        }
-        Err(e) => return Err(classify(e)),
-    }
+    still_there(room, prompt).await?;
     let r = render::render(approval, render::Footer::Finished(outcome));
     let starred = render::Rendered {
         body: format!("* {}", r.body),
@@ -104,6 +93,55 @@ pub(super) async fn finish(
         }
     }
     Ok(())
+}
+
+/// `MessageGone` unless `event` is in `room` and not redacted.
+async fn still_there(room: &Room, event: &OwnedEventId) -> Result<(), ChannelError> {
+    match room.event(event, None).await {
+        Ok(ev) => {
+            let v: Value = ev.raw().deserialize_as().unwrap_or_default();
+            if v.pointer("/unsigned/redacted_because").is_some() {
+                return Err(ChannelError::MessageGone(format!("{event} was deleted")));
+            }
+            Ok(())
+        }
+        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::NotFound) => {
+            Err(ChannelError::MessageGone(format!("{event} not found")))
+        }
+        Err(e) => Err(classify(e)),
+    }
+}
+
+/// Posts a bulletin's plain `text` as an `m.text` message (not a notice: clients notify
+/// for it); its event id.
+pub(super) async fn bulletin(room: &Room, text: &str) -> Result<OwnedEventId, ChannelError> {
+    let sent = room
+        .send_raw("m.room.message", plain_content(text))
+        .await
+        .map_err(classify)?;
+    Ok(sent.response.event_id)
+}
+
+/// Replaces the bulletin `event` with `text` (`m.replace`). A deleted or unknown event is
+/// `MessageGone`.
+pub(super) async fn edit_bulletin(
+    room: &Room,
+    event: &OwnedEventId,
+    text: &str,
+) -> Result<(), ChannelError> {
+    still_there(room, event).await?;
+    let mut content = plain_content(&format!("* {text}"));
+    content["m.new_content"] = plain_content(text);
+    content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": event});
+    room.send_raw("m.room.message", content)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Plain text, no `formatted_body`: nothing in it is read as markup, and it mentions nobody.
+fn plain_content(text: &str) -> Value {
+    json!({"msgtype": "m.text", "body": text, "m.mentions": {}})
 }
 
 /// Posts `text` as an `m.notice` in reply to `event`.

@@ -1,7 +1,11 @@
 //! Slack adapter: Block Kit prompts with buttons in the owner's DM with the bot, answers by
 //! button press or `/approve` text over Socket Mode (no public URL needed). Built on the
 //! Web API over reqwest and a tokio-tungstenite WebSocket, so acks, reconnects and rate
-//! limits are ours to see and test.
+//! limits are ours to see and test. Bulletins are mrkdwn-escaped text in the DM
+//! (`chat.postMessage`, edited with `chat.update`). Each Socket Mode connect checks the bot
+//! token (`auth.test`) and opens with the app token: a token Slack refuses
+//! (`invalid_auth`, `token_revoked`, `account_inactive`...) sets the channel's reach down,
+//! the next `hello` sets it up.
 //!
 //! - [`codec`]: button `action_id`/`value`, one form per approval kind.
 //! - [`render`]: Block Kit prompts, escaped and cut within Slack's limits.
@@ -26,15 +30,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge::approval::{Approval, ApprovalId, Outcome};
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, ReplyTo, Target};
+use bridge::bulletin::Bulletin;
+use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
 use bridge::retry::CallPolicy;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use api::{Api, Body, Token};
 pub use config::{ConfigError, SlackConfig, UserId};
 pub use receive::Reply;
 
+use crate::common::reach::ReachCell;
 use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -77,6 +83,8 @@ pub struct Slack {
     dm_of: Mutex<HashMap<String, String>>,
     /// IM channels whose history was read for prompts to adopt since start.
     looked: Mutex<HashSet<String>>,
+    /// Whether Slack takes the tokens, as the Socket Mode loop last saw.
+    reach: ReachCell,
 }
 
 impl Slack {
@@ -108,6 +116,7 @@ impl Slack {
             dm_owner: Mutex::new(HashMap::new()),
             dm_of: Mutex::new(HashMap::new()),
             looked: Mutex::new(HashSet::new()),
+            reach: ReachCell::new(NAME),
         })
     }
 
@@ -328,6 +337,56 @@ impl Channel for Slack {
             .await
             .map(|_| ())
             .map_err(api::ApiError::classify)
+    }
+
+    #[tracing::instrument(skip_all, fields(target = %target))]
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        if !UserId::is_valid(&target.chat) {
+            return Err(ChannelError::Permanent(format!(
+                "{:?} is not a Slack user id",
+                target.chat
+            )));
+        }
+        let channel = self.open_dm(&target.chat).await?;
+        let text = render::escape_capped(&bulletin.text(), render::MAX_TEXT_CHARS);
+        let body =
+            json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
+        let v = self
+            .api
+            .call(
+                "chat.postMessage",
+                Token::Bot,
+                Some(&channel),
+                Body::Json(body),
+            )
+            .await
+            .map_err(api::ApiError::classify)?;
+        let ts = v["ts"].as_str().ok_or_else(|| {
+            ChannelError::Permanent("chat.postMessage answered without ts".into())
+        })?;
+        let ch = v["channel"].as_str().unwrap_or(&channel);
+        Ok(MessageRef {
+            target: target.clone(),
+            message: receive::message_id(ch, ts),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(message = %post.message))]
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        let (channel, ts) = receive::split_message_id(&post.message).ok_or_else(|| {
+            ChannelError::MessageGone(format!("{:?} is not a Slack message id", post.message))
+        })?;
+        let text = render::escape_capped(&bulletin.text(), render::MAX_TEXT_CHARS);
+        let body = json!({"channel": channel, "ts": ts, "text": text});
+        self.api
+            .call("chat.update", Token::Bot, None, Body::Json(body))
+            .await
+            .map(|_| ())
+            .map_err(api::ApiError::classify)
+    }
+
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        Some(self.reach.subscribe())
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {

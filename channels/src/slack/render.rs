@@ -20,6 +20,9 @@ use crate::common::render::{decision_words, icon, kind_title, utc};
 pub const MAX_SECTION_CHARS: usize = 3000;
 /// Slack's limit on one context element's text.
 pub const MAX_CONTEXT_CHARS: usize = 2000;
+/// The most a message's top-level `text` should hold (Slack truncates past 40,000
+/// characters and advises at most 4,000).
+pub const MAX_TEXT_CHARS: usize = 4000;
 /// Zero-width space, fencing backticks.
 pub const ZWSP: char = '\u{200B}';
 

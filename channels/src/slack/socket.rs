@@ -7,6 +7,11 @@
 //! silent sockets are reopened too, with exponential backoff (bridge's [`Backoff`]) after
 //! failures. Envelope
 //! ids seen recently are remembered, so a retried envelope is not answered twice.
+//!
+//! Each connect first checks the bot token (`auth.test`): Socket Mode works with the app
+//! token alone, so without it a revoked bot token would go unseen until a prompt fails. A
+//! token Slack refuses sets the channel's reach down with the fix for that token; `hello`
+//! on the new socket sets it up.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -19,7 +24,28 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Slack;
-use super::api::{Body, Token};
+use super::api::{ApiError, Body, Token};
+
+/// Slack's answers to a token it no longer takes.
+const REFUSED_TOKEN: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+];
+
+/// Why the channel is down when Slack refuses the bot token, and the fix.
+const BOT_TOKEN_REFUSED: &str = "reinstall the Slack app to the workspace (api.slack.com/apps → your app → Install App) and put its Bot User OAuth Token (xoxb-) in slack.bot_token";
+const APP_TOKEN_REFUSED: &str = "create an app-level token with connections:write (api.slack.com/apps → your app → Basic Information → App-Level Tokens) and put it (xapp-) in slack.app_token";
+
+/// The refused token's Slack error code, if `e` is one.
+fn refused(e: &ApiError) -> Option<&str> {
+    match e {
+        ApiError::Slack(code) if REFUSED_TOKEN.contains(&code.as_str()) => Some(code),
+        _ => None,
+    }
+}
 
 /// How many envelope ids are remembered for deduplication.
 const SEEN_CAPACITY: usize = 1024;
@@ -97,6 +123,19 @@ async fn session(
     answers: &mpsc::Sender<Answer>,
     seen: &mut Seen,
 ) -> Result<End, String> {
+    if let Err(e) = slack
+        .api
+        .call("auth.test", Token::Bot, None, Body::Form(Vec::new()))
+        .await
+    {
+        if let Some(code) = refused(&e) {
+            slack.reach.down(
+                &format!("Slack refuses the bot token ({code})"),
+                BOT_TOKEN_REFUSED,
+            );
+        }
+        return Err(format!("auth.test: {e} (check slack.bot_token)"));
+    }
     let v = slack
         .api
         .call(
@@ -107,6 +146,12 @@ async fn session(
         )
         .await
         .map_err(|e| {
+            if let Some(code) = refused(&e) {
+                slack.reach.down(
+                    &format!("Slack refuses the app token ({code})"),
+                    APP_TOKEN_REFUSED,
+                );
+            }
             format!("apps.connections.open: {e} (check slack.app_token and that Socket Mode is on)")
         })?;
     let url = v["url"]
@@ -160,6 +205,7 @@ async fn session(
         match env["type"].as_str() {
             Some("hello") => {
                 greeted = true;
+                slack.reach.up();
                 tracing::info!(
                     connections = env["num_connections"].as_u64(),
                     "slack socket mode connected"

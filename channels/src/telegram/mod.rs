@@ -1,5 +1,8 @@
 //! Telegram adapter (teloxide): prompts with inline buttons in the owner's DM, answers
-//! by button press or `/approve` text, long polling for updates.
+//! by button press or `/approve` text, long polling for updates. Bulletins go out as plain
+//! text (no parse mode, nothing in them is markup) and are edited in place; the poll loop
+//! reports the channel down on a revoked token (401) or a conflict over the bot's updates
+//! (409: another poller, a webhook), up again after a poll that works.
 //!
 //! - [`codec`]: callback data, one form per approval kind, ≤ 64 bytes.
 //! - [`render`]: HTML prompts, escaped and cut within Telegram's limits.
@@ -22,9 +25,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bridge::approval::{Approval, Decision, Outcome};
+use bridge::bulletin::Bulletin;
 use bridge::channel::{
-    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, ReplyTo, RestartSweep,
-    SendSlot, Target,
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, ReplyTo,
+    RestartSweep, SendSlot, Target,
 };
 use bridge::retry::{Backoff, CallPolicy};
 use teloxide::payloads::{
@@ -37,12 +41,13 @@ use teloxide::types::{
     LinkPreviewOptions, MessageId, ParseMode, ReplyParameters, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use config::{ConfigError, TelegramConfig};
 pub use receive::Reply;
 use send::Dest;
 
+use crate::common::reach::ReachCell;
 use crate::common::section;
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
@@ -54,6 +59,20 @@ const MIN_POLL_BACKOFF: Duration = Duration::from_millis(500);
 /// Telegram's limit on a callback answer's text.
 const MAX_CALLBACK_ANSWER_CHARS: usize = 200;
 
+/// Why the channel is down, and the fix, for each cause the poll loop tells apart.
+const TOKEN_REVOKED: (&str, &str) = (
+    "Telegram rejects the bot token (401 Unauthorized)",
+    "create a new token with @BotFather and update telegram.bot_token",
+);
+const OTHER_POLLER: (&str, &str) = (
+    "another program polls this bot's updates",
+    "OpenClaw's own Telegram channel? Give the bridge its own bot (or remove the webhook)",
+);
+const WEBHOOK_SET: (&str, &str) = (
+    "a webhook takes this bot's updates",
+    "OpenClaw's own Telegram channel? Give the bridge its own bot (or remove the webhook)",
+);
+
 /// Tunables with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -64,6 +83,9 @@ pub struct Options {
     pub max_poll_backoff: Duration,
     /// How hard each Bot API call is tried before its error goes back to the engine.
     pub retry: CallPolicy,
+    /// After a 409 (another poller), how long polls must work without one before the
+    /// channel counts as up again: a poller that backs off lets some of ours through.
+    pub conflict_quiet: Duration,
 }
 
 impl Default for Options {
@@ -72,6 +94,7 @@ impl Default for Options {
             poll_timeout: Duration::from_secs(10),
             max_poll_backoff: Duration::from_secs(30),
             retry: CallPolicy::default(),
+            conflict_quiet: Duration::from_secs(90),
         }
     }
 }
@@ -86,6 +109,8 @@ pub struct Telegram {
     options: Options,
     /// The bot's username (for `/approve@<bot>`), learned from `getMe`.
     username: OnceLock<String>,
+    /// Whether the poll loop gets the bot's updates.
+    reach: ReachCell,
 }
 
 impl Telegram {
@@ -116,6 +141,7 @@ impl Telegram {
             orphans: Arc::default(),
             options,
             username: OnceLock::new(),
+            reach: ReachCell::new(NAME),
         })
     }
 
@@ -425,6 +451,51 @@ impl Channel for Telegram {
         unreachable!("a Telegram reply is a callback or a chat")
     }
 
+    #[tracing::instrument(skip_all, fields(target = %target))]
+    async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
+        let chat = Self::chat_id(&target.chat)?;
+        let text = bulletin.text();
+        // Plain text (no parse mode): nothing in it can be read as markup.
+        let msg = self
+            .throttle
+            .call(Dest::Chat(chat), "sendMessage", || {
+                self.bot
+                    .send_message(ChatId(chat), text.clone())
+                    .link_preview_options(Self::link_preview_off())
+                    .send()
+            })
+            .await
+            .map_err(|e| self.throttle.classify(e))?;
+        self.orphans.saw(chat, msg.id.0);
+        Ok(MessageRef {
+            target: target.clone(),
+            message: msg.id.0.to_string(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(chat = %post.target.chat, message = %post.message))]
+    async fn edit_post(&self, post: &MessageRef, bulletin: &Bulletin) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(post)?;
+        let text = bulletin.text();
+        let res = self
+            .throttle
+            .call(Dest::Chat(chat), "editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat), message, text.clone())
+                    .link_preview_options(Self::link_preview_off())
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+
+    fn reach(&self) -> Option<watch::Receiver<Reach>> {
+        Some(self.reach.subscribe())
+    }
+
     #[tracing::instrument(skip_all, fields(channel = NAME))]
     async fn run(&self, answers: mpsc::Sender<Answer>, mut shutdown: broadcast::Receiver<()>) {
         if self.username.get().is_none()
@@ -435,6 +506,8 @@ impl Channel for Telegram {
         let mut offset: i32 = 0;
         let mut backoff = Backoff::new(MIN_POLL_BACKOFF, self.options.max_poll_backoff).attempts();
         let timeout = self.options.poll_timeout.as_secs() as u32;
+        // When the last 409 came: the channel is up again only after a quiet spell.
+        let mut last_conflict: Option<tokio::time::Instant> = None;
         loop {
             let poll = self
                 .bot
@@ -450,6 +523,10 @@ impl Channel for Telegram {
             let pause = match res {
                 Ok(updates) => {
                     backoff.reset();
+                    if last_conflict.is_none_or(|t| t.elapsed() >= self.options.conflict_quiet) {
+                        last_conflict = None;
+                        self.reach.up();
+                    }
                     for u in updates {
                         // `as_offset` is already `id + 1`.
                         offset = offset.max(u.id.as_offset());
@@ -471,12 +548,16 @@ impl Channel for Telegram {
                 }
                 Err(RequestError::RetryAfter(s)) => s.duration(),
                 Err(e) => {
-                    if matches!(e, RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) {
-                        tracing::error!(
-                            "another process polls this bot's updates; give the bridge its own bot token"
-                        );
-                    } else {
-                        tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off");
+                    match poll_failure(&e) {
+                        Some(cause) => {
+                            if cause != TOKEN_REVOKED {
+                                last_conflict = Some(tokio::time::Instant::now());
+                            }
+                            self.reach.down(cause.0, cause.1);
+                        }
+                        None => {
+                            tracing::warn!(error = %self.throttle.redact(&e), "getUpdates failed; backing off")
+                        }
                     }
                     backoff.next_pause()
                 }
@@ -486,6 +567,24 @@ impl Channel for Telegram {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+/// The cause (reason, fix) of a failed poll that means the channel gets no updates until
+/// someone acts; `None` for faults that pass (network, 5xx).
+fn poll_failure(e: &RequestError) -> Option<(&'static str, &'static str)> {
+    match e {
+        RequestError::Api(ApiError::InvalidToken) => Some(TOKEN_REVOKED),
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => Some(OTHER_POLLER),
+        RequestError::Api(ApiError::CantGetUpdates) => Some(WEBHOOK_SET),
+        // Telegram's own text carries a "Conflict: " prefix teloxide does not match.
+        RequestError::Api(ApiError::Unknown(text)) if text.contains("webhook is active") => {
+            Some(WEBHOOK_SET)
+        }
+        RequestError::Api(ApiError::Unknown(text)) if text.contains("other getUpdates") => {
+            Some(OTHER_POLLER)
+        }
+        _ => None,
     }
 }
 
