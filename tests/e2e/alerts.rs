@@ -46,15 +46,10 @@ async fn gateway_down_longer_than_after_alerts_once_and_says_when_it_is_back() {
         );
     };
 
-    // A restart shorter than `after` is not worth a message.
-    gw.restart().await.unwrap();
-    tokio::time::sleep(AFTER + Duration::from_secs(2)).await;
-    if !alerts(&tg).is_empty() {
-        dump("a gateway restart shorter than alerts.after was posted");
-    }
-
-    gw.stop();
+    // (An outage shorter than `after` is not posted: the engine's tests cover it; a real
+    // gateway restart here takes about as long as `after` itself.)
     let down = Instant::now();
+    gw.stop();
     let alert = tg
         .wait_for(AFTER * 3, "the gateway-down alert", |v| {
             v.bot_messages(OWNER)
@@ -113,7 +108,8 @@ async fn gateway_down_longer_than_after_alerts_once_and_says_when_it_is_back() {
         edited.text
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(back_lines(&tg).len(), 1, "one back line");
+    let texts: Vec<String> = tg.bot_messages(OWNER).into_iter().map(|m| m.text).collect();
+    assert_eq!(back_lines(&tg).len(), 1, "one back line: {texts:#?}");
     assert_eq!(alerts(&tg).len(), 0, "the alert now reads as resolved");
 
     let store = SqliteStore::open(&bridge.state_dir().join("bridge.sqlite")).unwrap();
