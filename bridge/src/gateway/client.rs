@@ -22,7 +22,9 @@ use super::connection::{ConnectError, ConnectOptions, Connection, Hello};
 use super::frames::{ErrorShape, EventFrame};
 use super::identity::{DeviceIdentity, StoredDeviceToken};
 use super::{GatewayError, GatewayEvent, NEEDED_SCOPES, Resolver};
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, now_ms};
+use crate::approval::{
+    Approval, ApprovalId, CancelReason, Decider, Decision, Kind, Outcome, now_ms,
+};
 use crate::retry::Backoff;
 
 /// How to reach and authenticate to one gateway. `Debug` redacts the token.
@@ -476,20 +478,18 @@ pub fn translate(ev: &EventFrame) -> Option<GatewayEvent> {
     }
 }
 
-/// `resolvedBy` values the gateway itself uses when it denies without a human.
-const SYSTEM_RESOLVERS: [&str; 4] = [
-    "no-approval-route",
-    "session-evicted",
-    "run-aborted",
-    "timeout",
-];
-
 /// `*.approval.resolved` payload → outcome.
 ///
-/// Observed on openclaw 2026.9.6: an expiry is broadcast as `decision: "deny"` with
-/// `resolvedBy: null` (the gateway force-denies on timeout); a "no route" denial carries
-/// `resolvedBy: "no-approval-route"`; system-agent events add `terminalStatus`
-/// (`expired`/`cancelled`). A decision by a client carries its display name or client id.
+/// Observed on openclaw 2026.9.6 (events and `dist/exec-approval-manager`): an expiry is
+/// broadcast as `decision: "deny"` with `resolvedBy: null` (the gateway force-denies on
+/// timeout); the gateway names itself in `resolvedBy` when it ends one without a human:
+/// `no-approval-route` (nobody could see it: `NoRoute`), `timeout` (`Expired`),
+/// `run-aborted` (the asking run ended: `Cancelled`), `session-evicted` (a system-agent
+/// session closed; filed as a timeout there, but nobody's deadline passed: `Cancelled`);
+/// system-agent events add `terminalStatus` (`expired`/`cancelled`). A decision by a client
+/// carries its display name or client id, and anything else `Decided` elsewhere. An exec
+/// cancelled because its run ended is broadcast like an expiry (`resolvedBy: null`) and
+/// reads as `Expired` here; the history row (`crate::history`) tells them apart.
 pub fn resolved_outcome(p: &Value) -> Outcome {
     let at_ms = p.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
     let resolved_by = p
@@ -502,13 +502,16 @@ pub fn resolved_outcome(p: &Value) -> Outcome {
         .get("decision")
         .and_then(Value::as_str)
         .and_then(Decision::parse);
-    match decision {
-        _ if matches!(terminal, Some("expired" | "cancelled")) => Outcome::Expired { at_ms },
-        None => Outcome::Expired { at_ms },
-        Some(Decision::Deny) if resolved_by.is_none_or(|r| SYSTEM_RESOLVERS.contains(&r)) => {
-            Outcome::Expired { at_ms }
-        }
-        Some(decision) => Outcome::Decided {
+    let cancel = resolved_by.and_then(CancelReason::parse);
+    match (decision, resolved_by) {
+        _ if cancel.is_some() || terminal == Some("cancelled") => Outcome::Cancelled {
+            reason: cancel.unwrap_or(CancelReason::Other),
+            at_ms,
+        },
+        (_, Some("no-approval-route")) => Outcome::NoRoute { at_ms },
+        _ if terminal == Some("expired") => Outcome::Expired { at_ms },
+        (None, _) | (Some(Decision::Deny), None | Some("timeout")) => Outcome::Expired { at_ms },
+        (Some(decision), resolved_by) => Outcome::Decided {
             decision,
             by: Decider::Elsewhere {
                 resolved_by: resolved_by.map(str::to_owned),
@@ -700,7 +703,11 @@ mod tests {
     }
 
     #[test]
-    fn resolved_with_a_decision_is_decided_elsewhere_and_without_one_expired() {
+    fn resolved_with_a_decision_is_decided_elsewhere_and_the_gateways_own_ends_are_named() {
+        let ended = |event: &str, payload: Value| match translate(&ev(event, payload)) {
+            Some(GatewayEvent::Ended { outcome, .. }) => outcome,
+            other => panic!("{other:?}"),
+        };
         let e = translate(&ev(
             "exec.approval.resolved",
             json!({"id": "a-1", "decision": "allow-once", "resolvedBy": "cli", "ts": 7}),
@@ -719,52 +726,82 @@ mod tests {
             })
         );
         // Expiry as the gateway broadcasts it: a deny nobody made.
-        let e = translate(&ev(
-            "exec.approval.resolved",
-            json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9}),
-        ));
+        let exec = "exec.approval.resolved";
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "a-2".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(
+                exec,
+                json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
         );
-        let e = translate(&ev(
-            "exec.approval.resolved",
-            json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9}),
-        ));
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "a-3".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(
+                exec,
+                json!({"id": "a-2", "decision": "deny", "resolvedBy": "timeout", "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
         );
-        let e = translate(&ev(
-            "openclaw.approval.resolved",
-            json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9}),
-        ));
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "s".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(exec, json!({"id": "a-2", "ts": 9})),
+            Outcome::Expired { at_ms: 9 },
+            "no decision at all"
         );
-        let e = translate(&ev(
-            "plugin.approval.resolved",
-            json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9}),
-        ));
+        // Nobody could see it: denied at once, not expired.
+        assert_eq!(
+            ended(
+                exec,
+                json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9})
+            ),
+            Outcome::NoRoute { at_ms: 9 }
+        );
+        assert_eq!(
+            ended(
+                exec,
+                json!({"id": "a-4", "decision": "deny", "resolvedBy": "run-aborted", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::RunAborted,
+                at_ms: 9
+            }
+        );
+        let system = "openclaw.approval.resolved";
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::Other,
+                at_ms: 9
+            }
+        );
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": "session-evicted", "terminalStatus": "expired", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::SessionEvicted,
+                at_ms: 9
+            },
+            "an evicted session's approval did not time out"
+        );
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": null, "terminalStatus": "expired", "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
+        );
         assert!(matches!(
-            e,
-            Some(GatewayEvent::Ended {
-                outcome: Outcome::Decided {
-                    decision: Decision::Deny,
-                    ..
-                },
+            ended(
+                "plugin.approval.resolved",
+                json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9})
+            ),
+            Outcome::Decided {
+                decision: Decision::Deny,
                 ..
-            })
+            }
         ));
     }
 
