@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Core, Effect, Input, LinkStatus, Now, Write};
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Request};
-use crate::gateway::Resolver;
+use crate::gateway::GatewayPort;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
 
@@ -23,7 +23,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Runner {
     core: Core,
     channels: HashMap<String, Arc<dyn Channel>>,
-    resolver: Arc<dyn Resolver>,
+    resolver: Arc<dyn GatewayPort>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Input>,
@@ -37,7 +37,7 @@ impl Runner {
     /// the gateway link.
     pub fn new(
         channels: Vec<Arc<dyn Channel>>,
-        resolver: Arc<dyn Resolver>,
+        resolver: Arc<dyn GatewayPort>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Result<(Runner, mpsc::Sender<Input>, watch::Receiver<LinkStatus>), StoreError> {
