@@ -104,9 +104,11 @@ impl HistoryReason {
     }
 }
 
-/// Who the gateway recorded as ending it: `kind` `device` (a client's device id), `channel`,
-/// `runtime` (a client without a device, or the gateway's own runtime) or `system` (the
-/// gateway itself, `id` e.g. `no-approval-route`, `session-evicted`, or none).
+/// Who the gateway recorded as ending it: `kind` `device` (a client's device id, through
+/// `approval.resolve`), `channel`, `runtime` (measured: a client's `exec.approval.resolve`,
+/// with its display name as `id` — the bridge's own decisions read `approval-bridge`; also
+/// the gateway's auto-review) or `system` (the gateway itself, `id` e.g.
+/// `no-approval-route`, `session-evicted`, or none for a timeout or a restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryResolver {
     pub kind: String,
