@@ -106,8 +106,9 @@ impl HistoryReason {
 
 /// Who the gateway recorded as ending it: `kind` `device` (a client's device id, through
 /// `approval.resolve`), `channel`, `runtime` (measured: a client's `exec.approval.resolve`,
-/// with its display name as `id` — the bridge's own decisions read `approval-bridge`; also
-/// the gateway's auto-review) or `system` (the gateway itself, `id` e.g.
+/// with its display name as `id`, so the bridge's own exec decisions should read
+/// `approval-bridge` (same path; not measured); also the gateway's auto-review; a
+/// `approval.resolve` — the bridge's system-agent path — records `device`) or `system` (the gateway itself, `id` e.g.
 /// `no-approval-route`, `session-evicted`, or none for a timeout or a restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryResolver {
