@@ -1,5 +1,6 @@
 //! Domain types of one approval's life: what was asked (`Approval`), what may be
-//! answered (`Decision`), who answered (`Responder`) and how it ended (`Outcome`).
+//! answered (`Decision`), who answered (`Responder`) and how it ended (`Outcome`: decided,
+//! expired, denied for lack of a route, cancelled, or gone).
 //! Parsing from the gateway's JSON lives here so every port shares one reading.
 
 use std::fmt;
@@ -303,6 +304,41 @@ pub enum Outcome {
     Expired { at_ms: i64 },
     /// The gateway no longer knows it (restarted, or ended while we were away).
     Gone { at_ms: i64 },
+    /// The gateway denied it by itself at once because no approval client or chat could
+    /// see it (`resolvedBy: "no-approval-route"`, history reason `no-route`).
+    NoRoute { at_ms: i64 },
+    /// The gateway withdrew it without a decision, before its deadline: it was pending
+    /// across a gateway restart, or whatever asked for it went away.
+    Cancelled { reason: CancelReason, at_ms: i64 },
+}
+
+/// Why the gateway withdrew an approval (`Outcome::Cancelled`). Stored as kebab-case text;
+/// a value this version does not know reads back as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CancelReason {
+    /// Pending while the gateway restarted (history reason `gateway-restart`).
+    GatewayRestart,
+    /// The agent run that asked ended first (history reason `run-aborted`).
+    RunAborted,
+    /// The system-agent session that asked was evicted (`resolvedBy: "session-evicted"`;
+    /// the gateway files it as a timeout, but nobody's deadline passed).
+    SessionEvicted,
+    /// Any other reason the gateway gave, or none.
+    #[serde(other)]
+    Other,
+}
+
+impl CancelReason {
+    /// The gateway's own word for it (`resolvedBy`, or a history row's `reason`).
+    pub fn parse(s: &str) -> Option<CancelReason> {
+        match s {
+            "gateway-restart" => Some(CancelReason::GatewayRestart),
+            "run-aborted" => Some(CancelReason::RunAborted),
+            "session-evicted" => Some(CancelReason::SessionEvicted),
+            _ => None,
+        }
+    }
 }
 
 impl Outcome {
@@ -310,7 +346,9 @@ impl Outcome {
         match self {
             Outcome::Decided { at_ms, .. }
             | Outcome::Expired { at_ms }
-            | Outcome::Gone { at_ms } => *at_ms,
+            | Outcome::Gone { at_ms }
+            | Outcome::NoRoute { at_ms }
+            | Outcome::Cancelled { at_ms, .. } => *at_ms,
         }
     }
 
@@ -335,6 +373,14 @@ impl Outcome {
             },
             Outcome::Expired { .. } => "Expired without a decision".to_owned(),
             Outcome::Gone { .. } => "No longer pending at the gateway".to_owned(),
+            Outcome::NoRoute { .. } => "Denied: no approval route reached anyone".to_owned(),
+            Outcome::Cancelled { reason, .. } => match reason {
+                CancelReason::GatewayRestart => "Cancelled by a gateway restart",
+                CancelReason::RunAborted => "Cancelled: the run that asked ended",
+                CancelReason::SessionEvicted => "Cancelled: the session that asked was closed",
+                CancelReason::Other => "Cancelled by the gateway",
+            }
+            .to_owned(),
         }
     }
 }
@@ -398,6 +444,64 @@ mod tests {
         assert_eq!(
             Approval::from_gateway(Kind::Exec, &json!({})),
             Err(ParseError::Missing("id"))
+        );
+    }
+
+    #[test]
+    fn outcomes_read_back_from_their_stored_form_old_and_new() {
+        // Forms written by earlier versions stay readable: variants are added, never renamed.
+        let old: Outcome = serde_json::from_str(r#"{"type":"expired","at_ms":5}"#).unwrap();
+        assert_eq!(old, Outcome::Expired { at_ms: 5 });
+        let old: Outcome = serde_json::from_str(r#"{"type":"gone","at_ms":6}"#).unwrap();
+        assert_eq!(old, Outcome::Gone { at_ms: 6 });
+        for o in [
+            Outcome::NoRoute { at_ms: 7 },
+            Outcome::Cancelled {
+                reason: CancelReason::GatewayRestart,
+                at_ms: 8,
+            },
+        ] {
+            let text = serde_json::to_string(&o).unwrap();
+            assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), o, "{text}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Outcome::Cancelled {
+                reason: CancelReason::RunAborted,
+                at_ms: 1
+            })
+            .unwrap(),
+            r#"{"type":"cancelled","reason":"run-aborted","at_ms":1}"#
+        );
+        let future: Outcome =
+            serde_json::from_str(r#"{"type":"cancelled","reason":"moon-phase","at_ms":2}"#)
+                .unwrap();
+        assert_eq!(
+            future,
+            Outcome::Cancelled {
+                reason: CancelReason::Other,
+                at_ms: 2
+            }
+        );
+    }
+
+    #[test]
+    fn each_way_of_ending_without_a_human_says_what_it_was() {
+        let cancelled = |reason| Outcome::Cancelled { reason, at_ms: 0 };
+        assert_eq!(
+            Outcome::NoRoute { at_ms: 0 }.summary(),
+            "Denied: no approval route reached anyone"
+        );
+        assert_eq!(
+            cancelled(CancelReason::GatewayRestart).summary(),
+            "Cancelled by a gateway restart"
+        );
+        assert_eq!(
+            cancelled(CancelReason::Other).summary(),
+            "Cancelled by the gateway"
+        );
+        assert_eq!(
+            Outcome::Expired { at_ms: 0 }.summary(),
+            "Expired without a decision"
         );
     }
 

@@ -514,5 +514,7 @@ fn outcome_labels(o: &Outcome) -> (&'static str, &'static str) {
         } => (decision.as_str(), "elsewhere"),
         Outcome::Expired { .. } => ("expired", "gateway"),
         Outcome::Gone { .. } => ("gone", "gateway"),
+        Outcome::NoRoute { .. } => ("no-route", "gateway"),
+        Outcome::Cancelled { .. } => ("cancelled", "gateway"),
     }
 }

@@ -184,6 +184,11 @@ fn outcomes(owner: &str, channel: &str) -> Vec<Outcome> {
     });
     v.push(Outcome::Expired { at_ms: now });
     v.push(Outcome::Gone { at_ms: now });
+    v.push(Outcome::NoRoute { at_ms: now });
+    v.push(Outcome::Cancelled {
+        reason: bridge::approval::CancelReason::GatewayRestart,
+        at_ms: now,
+    });
     v
 }
 

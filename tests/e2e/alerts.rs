@@ -37,14 +37,6 @@ async fn gateway_down_longer_than_after_alerts_once_and_says_when_it_is_back() {
     let bridge = BridgeProcess::start_healthy(exe.as_ref(), setup)
         .await
         .unwrap();
-    let dump = |why: &str| {
-        let calls: Vec<String> = tg.calls().iter().map(|c| c.line()).collect();
-        panic!(
-            "{why}\n---- bridge log ----\n{}\n---- telegram calls ----\n{}",
-            bridge.log(),
-            calls.join("\n")
-        );
-    };
 
     // (An outage shorter than `after` is not posted: the engine's tests cover it; a real
     // gateway restart here takes about as long as `after` itself.)

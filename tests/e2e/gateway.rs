@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome};
 use bridge::gateway::identity::{IDENTITY_FILE, StoredDeviceToken};
-use bridge::gateway::{Client, GatewayError, GatewayEvent, GatewayOptions, Resolver};
+use bridge::gateway::{Client, GatewayError, GatewayEvent, GatewayOptions, GatewayPort};
 use testkit::openclaw::{Gateway, GatewayConfig};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;

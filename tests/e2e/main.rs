@@ -11,6 +11,7 @@ mod daemon;
 mod discord;
 mod faults;
 mod gateway;
+mod history;
 mod matrix;
 mod secrets;
 mod slack;

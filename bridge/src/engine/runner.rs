@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, Write};
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
-use crate::gateway::Resolver;
+use crate::gateway::GatewayPort;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Event, Metrics};
 
@@ -25,7 +25,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Runner {
     core: Core,
     channels: HashMap<String, Arc<dyn Channel>>,
-    resolver: Arc<dyn Resolver>,
+    resolver: Arc<dyn GatewayPort>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Input>,
@@ -74,7 +74,7 @@ impl Runner {
     /// the gateway link.
     pub fn new(
         channels: Vec<Arc<dyn Channel>>,
-        resolver: Arc<dyn Resolver>,
+        resolver: Arc<dyn GatewayPort>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         alerts: AlertPolicy,

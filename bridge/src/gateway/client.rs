@@ -1,8 +1,8 @@
 //! The long-lived gateway link: reconnects forever with capped exponential backoff and
 //! jitter, reports `Connected`, replays every pending approval as one `Snapshot` after
 //! each (re)connect, then forwards approval events until the socket drops
-//! (`Disconnected`). It also implements `Resolver`, and offers a one-shot `probe` for the
-//! binary's `check` command.
+//! (`Disconnected`). It also implements `GatewayPort` (resolve; `history_since`, paging
+//! `approval.history`), and offers a one-shot `probe` for the binary's `check` command.
 //!
 //! Invariant: nothing here decides an approval. `resolve` is called only by the engine,
 //! and every failure is reported, never retried into a decision.
@@ -21,8 +21,11 @@ use tracing::{debug, error, info, instrument, warn};
 use super::connection::{ConnectError, ConnectOptions, Connection, Hello};
 use super::frames::{ErrorShape, EventFrame};
 use super::identity::{DeviceIdentity, StoredDeviceToken};
-use super::{GatewayError, GatewayEvent, NEEDED_SCOPES, Resolver};
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, now_ms};
+use super::{GatewayError, GatewayEvent, GatewayPort, NEEDED_SCOPES};
+use crate::approval::{
+    Approval, ApprovalId, CancelReason, Decider, Decision, Kind, Outcome, now_ms,
+};
+use crate::history::{HistoryMark, HistoryRow, take_page};
 use crate::retry::Backoff;
 
 /// How to reach and authenticate to one gateway. `Debug` redacts the token.
@@ -476,20 +479,18 @@ pub fn translate(ev: &EventFrame) -> Option<GatewayEvent> {
     }
 }
 
-/// `resolvedBy` values the gateway itself uses when it denies without a human.
-const SYSTEM_RESOLVERS: [&str; 4] = [
-    "no-approval-route",
-    "session-evicted",
-    "run-aborted",
-    "timeout",
-];
-
 /// `*.approval.resolved` payload → outcome.
 ///
-/// Observed on openclaw 2026.9.6: an expiry is broadcast as `decision: "deny"` with
-/// `resolvedBy: null` (the gateway force-denies on timeout); a "no route" denial carries
-/// `resolvedBy: "no-approval-route"`; system-agent events add `terminalStatus`
-/// (`expired`/`cancelled`). A decision by a client carries its display name or client id.
+/// Observed on openclaw 2026.9.6 (events and `dist/exec-approval-manager`): an expiry is
+/// broadcast as `decision: "deny"` with `resolvedBy: null` (the gateway force-denies on
+/// timeout); the gateway names itself in `resolvedBy` when it ends one without a human:
+/// `no-approval-route` (nobody could see it: `NoRoute`), `timeout` (`Expired`),
+/// `run-aborted` (the asking run ended: `Cancelled`), `session-evicted` (a system-agent
+/// session closed; filed as a timeout there, but nobody's deadline passed: `Cancelled`);
+/// system-agent events add `terminalStatus` (`expired`/`cancelled`). A decision by a client
+/// carries its display name or client id, and anything else `Decided` elsewhere. An exec
+/// cancelled because its run ended is broadcast like an expiry (`resolvedBy: null`) and
+/// reads as `Expired` here; the history row (`crate::history`) tells them apart.
 pub fn resolved_outcome(p: &Value) -> Outcome {
     let at_ms = p.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
     let resolved_by = p
@@ -502,13 +503,16 @@ pub fn resolved_outcome(p: &Value) -> Outcome {
         .get("decision")
         .and_then(Value::as_str)
         .and_then(Decision::parse);
-    match decision {
-        _ if matches!(terminal, Some("expired" | "cancelled")) => Outcome::Expired { at_ms },
-        None => Outcome::Expired { at_ms },
-        Some(Decision::Deny) if resolved_by.is_none_or(|r| SYSTEM_RESOLVERS.contains(&r)) => {
-            Outcome::Expired { at_ms }
-        }
-        Some(decision) => Outcome::Decided {
+    let cancel = resolved_by.and_then(CancelReason::parse);
+    match (decision, resolved_by) {
+        _ if cancel.is_some() || terminal == Some("cancelled") => Outcome::Cancelled {
+            reason: cancel.unwrap_or(CancelReason::Other),
+            at_ms,
+        },
+        (_, Some("no-approval-route")) => Outcome::NoRoute { at_ms },
+        _ if terminal == Some("expired") => Outcome::Expired { at_ms },
+        (None, _) | (Some(Decision::Deny), None | Some("timeout")) => Outcome::Expired { at_ms },
+        (Some(decision), resolved_by) => Outcome::Decided {
             decision,
             by: Decider::Elsewhere {
                 resolved_by: resolved_by.map(str::to_owned),
@@ -518,8 +522,16 @@ pub fn resolved_outcome(p: &Value) -> Outcome {
     }
 }
 
+/// Rows per `approval.history` page: the gateway's maximum.
+const HISTORY_PAGE: u64 = 100;
+
+/// Pages one `history_since` reads at most (10 000 rows, newest first). Past that, the
+/// oldest rows after the mark are left out, with a warning: a bridge away that long learns
+/// the newest of what it missed.
+const HISTORY_MAX_PAGES: usize = 100;
+
 #[async_trait]
-impl Resolver for Client {
+impl GatewayPort for Client {
     /// Exec and plugin use their own resolve methods; system-agent approvals only have the
     /// kind-agnostic `approval.resolve`. `reviewer` is never sent.
     async fn resolve(
@@ -579,6 +591,58 @@ impl Resolver for Client {
                 message: format!("exec.approval.request answered without an id: {accepted}"),
             }),
         }
+    }
+
+    /// Walks `approval.history` (all kinds, `limit` 100) from the newest row down, passing
+    /// each `nextCursor` back verbatim, and stops at the first page that reaches the mark or
+    /// the floor, at the last page, or after `HISTORY_MAX_PAGES`. Unreadable rows are skipped
+    /// with a warning. The rows come back oldest first, without duplicates. Any failed call
+    /// fails the whole walk (`Unavailable` when not connected), so no mark moves past rows
+    /// that were not read.
+    async fn history_since(
+        &self,
+        mark: Option<&HistoryMark>,
+        floor_ms: i64,
+    ) -> Result<Vec<HistoryRow>, GatewayError> {
+        let mut rows: Vec<HistoryRow> = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            if pages == HISTORY_MAX_PAGES {
+                warn!(
+                    pages,
+                    rows = rows.len(),
+                    mark = ?mark.map(ToString::to_string),
+                    "approval history: page cap reached; older rows after the mark are not read"
+                );
+                break;
+            }
+            pages += 1;
+            let mut params = json!({"limit": HISTORY_PAGE});
+            if let Some(c) = &cursor {
+                params["cursor"] = json!(c);
+            }
+            let answer = self.call("approval.history", params).await?;
+            let Some(items) = answer.get("items").and_then(Value::as_array) else {
+                return Err(GatewayError::Rejected {
+                    code: "UNREADABLE_ANSWER".into(),
+                    message: "approval.history answered without `items`".into(),
+                });
+            };
+            let page = take_page(items, mark, floor_ms);
+            rows.extend(page.rows);
+            if page.reached_end {
+                break;
+            }
+            match answer.get("nextCursor").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        rows.sort_by_key(HistoryRow::mark);
+        rows.dedup_by(|a, b| a.id == b.id);
+        debug!(pages, rows = rows.len(), "approval history read");
+        Ok(rows)
     }
 }
 
@@ -722,7 +786,11 @@ mod tests {
     }
 
     #[test]
-    fn resolved_with_a_decision_is_decided_elsewhere_and_without_one_expired() {
+    fn resolved_with_a_decision_is_decided_elsewhere_and_the_gateways_own_ends_are_named() {
+        let ended = |event: &str, payload: Value| match translate(&ev(event, payload)) {
+            Some(GatewayEvent::Ended { outcome, .. }) => outcome,
+            other => panic!("{other:?}"),
+        };
         let e = translate(&ev(
             "exec.approval.resolved",
             json!({"id": "a-1", "decision": "allow-once", "resolvedBy": "cli", "ts": 7}),
@@ -741,52 +809,82 @@ mod tests {
             })
         );
         // Expiry as the gateway broadcasts it: a deny nobody made.
-        let e = translate(&ev(
-            "exec.approval.resolved",
-            json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9}),
-        ));
+        let exec = "exec.approval.resolved";
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "a-2".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(
+                exec,
+                json!({"id": "a-2", "decision": "deny", "resolvedBy": null, "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
         );
-        let e = translate(&ev(
-            "exec.approval.resolved",
-            json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9}),
-        ));
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "a-3".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(
+                exec,
+                json!({"id": "a-2", "decision": "deny", "resolvedBy": "timeout", "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
         );
-        let e = translate(&ev(
-            "openclaw.approval.resolved",
-            json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9}),
-        ));
         assert_eq!(
-            e,
-            Some(GatewayEvent::Ended {
-                id: "s".into(),
-                outcome: Outcome::Expired { at_ms: 9 }
-            })
+            ended(exec, json!({"id": "a-2", "ts": 9})),
+            Outcome::Expired { at_ms: 9 },
+            "no decision at all"
         );
-        let e = translate(&ev(
-            "plugin.approval.resolved",
-            json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9}),
-        ));
+        // Nobody could see it: denied at once, not expired.
+        assert_eq!(
+            ended(
+                exec,
+                json!({"id": "a-3", "decision": "deny", "resolvedBy": "no-approval-route", "ts": 9})
+            ),
+            Outcome::NoRoute { at_ms: 9 }
+        );
+        assert_eq!(
+            ended(
+                exec,
+                json!({"id": "a-4", "decision": "deny", "resolvedBy": "run-aborted", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::RunAborted,
+                at_ms: 9
+            }
+        );
+        let system = "openclaw.approval.resolved";
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": "x", "terminalStatus": "cancelled", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::Other,
+                at_ms: 9
+            }
+        );
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": "session-evicted", "terminalStatus": "expired", "ts": 9})
+            ),
+            Outcome::Cancelled {
+                reason: CancelReason::SessionEvicted,
+                at_ms: 9
+            },
+            "an evicted session's approval did not time out"
+        );
+        assert_eq!(
+            ended(
+                system,
+                json!({"id": "s", "decision": "deny", "resolvedBy": null, "terminalStatus": "expired", "ts": 9})
+            ),
+            Outcome::Expired { at_ms: 9 }
+        );
         assert!(matches!(
-            e,
-            Some(GatewayEvent::Ended {
-                outcome: Outcome::Decided {
-                    decision: Decision::Deny,
-                    ..
-                },
+            ended(
+                "plugin.approval.resolved",
+                json!({"id": "plugin:p", "decision": "deny", "resolvedBy": "ops", "ts": 9})
+            ),
+            Outcome::Decided {
+                decision: Decision::Deny,
                 ..
-            })
+            }
         ));
     }
 
@@ -938,5 +1036,195 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// One terminal row as `approval.history` lists it.
+    fn hist(ms: i64, id: &str) -> Value {
+        json!({
+            "id": id, "status": "denied", "reason": "no-route", "decision": "deny",
+            "presentation": {"kind": "exec", "commandText": format!("echo {id}"),
+                "allowedDecisions": ["allow-once", "deny"]},
+            "createdAtMs": ms - 1, "expiresAtMs": ms + 1_800_000, "resolvedAtMs": ms,
+            "source": {"agentId": "main", "sessionKey": "agent:main:x"},
+            "resolver": {"kind": "system", "id": "no-approval-route"}
+        })
+    }
+
+    fn hello() -> Value {
+        json!({"type": "hello-ok", "protocol": 4, "server": {"version": "t"},
+            "auth": {"role": "operator", "scopes": NEEDED_SCOPES},
+            "policy": {"tickIntervalMs": 30000}})
+    }
+
+    /// Three pages, newest first; page 2 shares a millisecond with page 1 and page 1 holds
+    /// an unreadable row.
+    fn three_pages(req: &Value) -> Value {
+        let payload = match (req["method"].as_str(), req["params"]["cursor"].as_str()) {
+            (Some("connect"), _) => hello(),
+            (Some("approval.history"), None) => json!({
+                "items": [hist(50, "e"), {"id": "broken", "status": "denied"}, hist(40, "d")],
+                "nextCursor": "page-2"}),
+            (Some("approval.history"), Some("page-2")) => json!({
+                "items": [hist(40, "c"), hist(30, "b")], "nextCursor": "page-3"}),
+            (Some("approval.history"), Some("page-3")) => json!({"items": [hist(20, "a")]}),
+            (Some("approval.history"), Some(other)) => {
+                json!({"items": [hist(1, &format!("unexpected cursor {other}"))]})
+            }
+            _ => json!([]),
+        };
+        json!({"type": "res", "id": req["id"], "ok": true, "payload": payload})
+    }
+
+    /// A history that never ends: every page points at another.
+    fn endless(req: &Value) -> Value {
+        let payload = match req["method"].as_str() {
+            Some("connect") => hello(),
+            Some("approval.history") => {
+                let n: i64 = req["params"]["cursor"]
+                    .as_str()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                json!({"items": [hist(1_000_000 - n, &format!("r{n}"))],
+                    "nextCursor": (n + 1).to_string()})
+            }
+            _ => json!([]),
+        };
+        json!({"type": "res", "id": req["id"], "ok": true, "payload": payload})
+    }
+
+    /// A connected client of the fake at `url`, past its snapshot.
+    async fn connected(
+        url: String,
+        dir: &std::path::Path,
+    ) -> (
+        Arc<Client>,
+        broadcast::Sender<()>,
+        mpsc::Receiver<GatewayEvent>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (stop, stop_rx) = broadcast::channel(1);
+        let (client, _task) =
+            Client::spawn(GatewayOptions::new(url, None, dir), tx, stop_rx).unwrap();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if matches!(ev, GatewayEvent::Snapshot(_)) {
+                return (client, stop, rx);
+            }
+        }
+    }
+
+    /// The `approval.history` requests the fake saw so far.
+    fn history_requests(seen: &mut mpsc::UnboundedReceiver<Value>) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(req) = seen.try_recv() {
+            if req["method"] == "approval.history" {
+                out.push(req["params"].clone());
+            }
+        }
+        out
+    }
+
+    fn ids(rows: &[HistoryRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn history_pages_with_the_gateways_cursor_and_answers_oldest_first() {
+        let (url, mut seen) = fake_gateway(three_pages).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, stop, _rx) = connected(url, dir.path()).await;
+
+        let all = client.history_since(None, 0).await.unwrap();
+        assert_eq!(
+            ids(&all),
+            ["a", "b", "c", "d", "e"],
+            "the broken row is skipped"
+        );
+        assert_eq!(all[0].command, "echo a");
+        assert_eq!(
+            history_requests(&mut seen),
+            [
+                json!({"limit": 100}),
+                json!({"limit": 100, "cursor": "page-2"}),
+                json!({"limit": 100, "cursor": "page-3"})
+            ],
+            "every page asked with the cursor exactly as given"
+        );
+
+        // The next call from the newest row: nothing new, and one page was enough.
+        let mark = all.last().unwrap().mark();
+        assert!(
+            client
+                .history_since(Some(&mark), 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(history_requests(&mut seen).len(), 1);
+        stop.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn history_stops_at_the_mark_even_inside_a_shared_millisecond() {
+        let (url, mut seen) = fake_gateway(three_pages).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, stop, _rx) = connected(url, dir.path()).await;
+
+        // "c" and "d" share 40 ms: after c comes d, not c again.
+        let mark = HistoryMark {
+            resolved_at_ms: 40,
+            id: "c".into(),
+        };
+        let rows = client.history_since(Some(&mark), 0).await.unwrap();
+        assert_eq!(ids(&rows), ["d", "e"]);
+        assert_eq!(
+            history_requests(&mut seen).len(),
+            2,
+            "page 2 reached the mark: page 3 is never asked for"
+        );
+
+        // The floor cuts the same way: nothing resolved before it, inclusive.
+        let rows = client.history_since(None, 40).await.unwrap();
+        assert_eq!(ids(&rows), ["c", "d", "e"]);
+        assert_eq!(history_requests(&mut seen).len(), 2);
+        stop.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_endless_history_is_read_up_to_the_page_cap_newest_first() {
+        let (url, mut seen) = fake_gateway(endless).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, stop, _rx) = connected(url, dir.path()).await;
+        let rows = client.history_since(None, 0).await.unwrap();
+        assert_eq!(rows.len(), HISTORY_MAX_PAGES);
+        assert_eq!(history_requests(&mut seen).len(), HISTORY_MAX_PAGES);
+        assert_eq!(
+            rows.last().unwrap().id.as_str(),
+            "r0",
+            "the newest row is there, the oldest ones are left out"
+        );
+        stop.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn history_without_a_connection_is_unavailable() {
+        let (url, _seen) = fake_gateway(|req| {
+            json!({"type": "res", "id": req["id"], "ok": false, "error": {
+                "code": "INVALID_REQUEST", "message": "unauthorized"}})
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(8);
+        let (stop, stop_rx) = broadcast::channel(1);
+        let (client, _task) =
+            Client::spawn(GatewayOptions::new(url, None, dir.path()), tx, stop_rx).unwrap();
+        assert_eq!(
+            client.history_since(None, 0).await,
+            Err(GatewayError::Unavailable("not connected".into()))
+        );
+        stop.send(()).unwrap();
     }
 }

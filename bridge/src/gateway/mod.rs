@@ -1,6 +1,7 @@
 //! The OpenClaw gateway link: protocol-4 frames, the device identity that signs the
 //! handshake, and a client that keeps one authenticated connection alive, replays pending
-//! approvals after every (re)connect and turns gateway events into `GatewayEvent`s.
+//! approvals after every (re)connect and turns gateway events into `GatewayEvent`s. The
+//! engine reaches the gateway only through the `GatewayPort` trait (resolve, history).
 
 pub mod memory;
 
@@ -16,6 +17,7 @@ pub use connection::{ConnectError, ConnectOptions, Connection, Hello};
 pub use identity::DeviceIdentity;
 
 use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome};
+use crate::history::{HistoryMark, HistoryRow};
 
 /// Scopes the bridge asks for; without `operator.admin` it is blind to agent approvals.
 pub const NEEDED_SCOPES: [&str; 3] = ["operator.read", "operator.approvals", "operator.admin"];
@@ -64,9 +66,11 @@ pub enum GatewayError {
     Rejected { code: String, message: String },
 }
 
-/// The calls the engine makes on the gateway.
+/// What the engine asks of the gateway: decide an approval, read back what ended there.
 #[async_trait]
-pub trait Resolver: Send + Sync + 'static {
+pub trait GatewayPort: Send + Sync + 'static {
+    /// Resolves `id` with the owner's `decision`; only the engine calls it, and only after
+    /// `policy::authorize` said yes.
     async fn resolve(
         &self,
         id: &ApprovalId,
@@ -78,4 +82,15 @@ pub trait Resolver: Send + Sync + 'static {
     /// `timeout_ms`; returns its id once the gateway accepted it.
     async fn raise_probe(&self, command: &str, timeout_ms: u64)
     -> Result<ApprovalId, GatewayError>;
+
+    /// Every terminal approval of every kind the gateway recorded after `mark` (strictly:
+    /// [`HistoryMark`]'s order) and resolved at or after `floor_ms`, **oldest first**, so
+    /// the last row is the next mark. Empty when nothing ended since. Reads only; decides
+    /// nothing. A gateway that is down or refuses the call is an error, and the caller keeps
+    /// its mark. See `Client`'s implementation for paging and its cap.
+    async fn history_since(
+        &self,
+        mark: Option<&HistoryMark>,
+        floor_ms: i64,
+    ) -> Result<Vec<HistoryRow>, GatewayError>;
 }

@@ -1,17 +1,26 @@
 //! An in-memory [`Store`] for tests of the engine's runner: the same behaviour as the
 //! SQLite store (the shared suite checks it), nothing on disk. `set_full` makes every
-//! write fail as a full disk does.
+//! write fail as a full disk does; `started_at` fixes its first start for deterministic
+//! tests.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{AuditRecord, OpenApproval, Store, StoreError, StoredPrompt};
-use crate::approval::{Approval, ApprovalId, Outcome};
+use crate::approval::{Approval, ApprovalId, Outcome, now_ms};
 use crate::channel::{MessageRef, Target};
+use crate::history::HistoryMark;
 
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    first_start_ms: i64,
+}
+
+/// A fresh store, first started now.
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::started_at(now_ms())
+    }
 }
 
 #[derive(Default)]
@@ -20,6 +29,7 @@ struct State {
     /// Every prompt in the order it was recorded.
     prompts: Vec<PromptRow>,
     audit: Vec<AuditRecord>,
+    history_mark: Option<HistoryMark>,
     full: bool,
     fault: Option<String>,
 }
@@ -36,6 +46,14 @@ struct PromptRow {
 }
 
 impl MemoryStore {
+    /// A fresh store whose first start was at `first_start_ms`.
+    pub fn started_at(first_start_ms: i64) -> MemoryStore {
+        MemoryStore {
+            state: Mutex::default(),
+            first_start_ms,
+        }
+    }
+
     /// While `full`, every write fails and changes nothing.
     pub fn set_full(&self, full: bool) {
         self.state().full = full;
@@ -194,6 +212,26 @@ impl Store for MemoryStore {
 
     fn fault(&self) -> Option<String> {
         self.state().fault.clone()
+    }
+
+    fn history_mark(&self) -> Result<Option<HistoryMark>, StoreError> {
+        Ok(self.state().history_mark.clone())
+    }
+
+    fn set_history_mark(&self, mark: &HistoryMark) -> Result<(), StoreError> {
+        self.state().write(|s| {
+            if s.history_mark.as_ref().is_none_or(|m| mark > m) {
+                s.history_mark = Some(mark.clone());
+            }
+        })
+    }
+
+    fn first_start_ms(&self) -> i64 {
+        self.first_start_ms
+    }
+
+    fn was_prompted(&self, id: &ApprovalId) -> Result<bool, StoreError> {
+        Ok(self.state().prompts.iter().any(|p| p.id == *id))
     }
 }
 

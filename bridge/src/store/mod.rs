@@ -1,6 +1,8 @@
 //! The Store port: the approvals the bridge knows, the prompts it sent for them
-//! (approval -> channel message refs) and an append-only audit log. It is what lets a
-//! restarted bridge edit old prompts, honour their buttons and send no duplicates.
+//! (approval -> channel message refs), an append-only audit log, and the bridge's own
+//! state (when this state dir first started, how far the gateway's approval history has
+//! been read). It is what lets a restarted bridge edit old prompts, honour their buttons,
+//! send no duplicates and report each approval that ended unseen once.
 //! `SqliteStore` is the daemon's; `MemoryStore` serves tests; both pass one suite.
 
 mod memory;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approval::{Approval, ApprovalId, Outcome};
 use crate::channel::MessageRef;
+use crate::history::HistoryMark;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +26,10 @@ pub enum StoreError {
     /// The store refuses writes (the in-memory store's stand-in for a full disk).
     #[error("database or disk is full")]
     Full,
+    /// The database was written by a newer bridge (schema version `found`; this build
+    /// knows up to `known`): refused rather than misread.
+    #[error("database schema version {found} is newer than this bridge knows ({known})")]
+    TooNew { found: i64, known: i64 },
 }
 
 /// An approval the bridge still has work for: pending, or ended with prompts not yet
@@ -112,6 +119,22 @@ pub trait Store: Send + Sync + 'static {
     /// Why the last write failed, while no later write has succeeded (disk full,
     /// read-only file): the bridge then refuses answers, since it cannot record them.
     fn fault(&self) -> Option<String>;
+
+    /// How far the gateway's approval history has been read: the newest row taken in, or
+    /// `None` before the first read.
+    fn history_mark(&self) -> Result<Option<HistoryMark>, StoreError>;
+
+    /// Records `mark` as read. The mark only moves forward: one at or before the stored
+    /// mark (`HistoryMark`'s order) changes nothing.
+    fn set_history_mark(&self, mark: &HistoryMark) -> Result<(), StoreError>;
+
+    /// When this store first started (Unix ms, the bridge's clock): set once when a fresh
+    /// database is created, or when one that predates it is first opened by a bridge that
+    /// knows it, and kept from then on. A fresh state dir reads history no further back.
+    fn first_start_ms(&self) -> i64;
+
+    /// Whether any prompt was recorded for `id` (finished or not, in any target).
+    fn was_prompted(&self, id: &ApprovalId) -> Result<bool, StoreError>;
 }
 
 /// The behaviour every [`Store`] must show, run against each implementation
@@ -317,6 +340,63 @@ macro_rules! store_conformance {
                     digest: true
                 }]
             );
+        }
+
+        #[test]
+        fn the_history_mark_starts_empty_and_only_moves_forward() {
+            let s = $new;
+            assert_eq!(s.history_mark().unwrap(), None);
+            let mark = |ms: i64, id: &str| $crate::history::HistoryMark {
+                resolved_at_ms: ms,
+                id: id.into(),
+            };
+            s.set_history_mark(&mark(10, "b")).unwrap();
+            assert_eq!(s.history_mark().unwrap(), Some(mark(10, "b")));
+            s.set_history_mark(&mark(10, "a")).unwrap();
+            s.set_history_mark(&mark(9, "z")).unwrap();
+            assert_eq!(
+                s.history_mark().unwrap(),
+                Some(mark(10, "b")),
+                "an older mark changes nothing"
+            );
+            s.set_history_mark(&mark(10, "c")).unwrap();
+            assert_eq!(s.history_mark().unwrap(), Some(mark(10, "c")));
+            s.set_history_mark(&mark(11, "a")).unwrap();
+            assert_eq!(s.history_mark().unwrap(), Some(mark(11, "a")));
+        }
+
+        #[test]
+        fn the_first_start_is_recorded_once() {
+            let before = $crate::approval::now_ms();
+            let s = $new;
+            let after = $crate::approval::now_ms();
+            let first = s.first_start_ms();
+            assert!(
+                (before..=after).contains(&first),
+                "{before} <= {first} <= {after}"
+            );
+            s.audit(&rec("a", "requested")).unwrap();
+            assert_eq!(s.first_start_ms(), first);
+        }
+
+        #[test]
+        fn was_prompted_knows_any_prompt_recorded_for_an_approval() {
+            let s = $new;
+            assert!(!s.was_prompted(&"a".into()).unwrap(), "unknown approval");
+            s.insert_approval(&approval("a"), &rec("a", "requested"))
+                .unwrap();
+            assert!(!s.was_prompted(&"a".into()).unwrap(), "known, never prompted");
+            s.insert_prompt(&"a".into(), &prompt("1", "10"), 5).unwrap();
+            assert!(s.was_prompted(&"a".into()).unwrap());
+            s.set_outcome(&"a".into(), &Outcome::Gone { at_ms: 9 }, &rec("a", "ended"))
+                .unwrap();
+            s.prompt_finished(&"a".into(), &prompt("1", "10"), 11)
+                .unwrap();
+            assert!(
+                s.was_prompted(&"a".into()).unwrap(),
+                "finished prompts count too"
+            );
+            assert!(!s.was_prompted(&"b".into()).unwrap());
         }
 
         #[test]

@@ -1,5 +1,10 @@
 //! The SQLite store (WAL): the daemon's durable state, one file in `state.dir`. The audit
 //! table refuses UPDATE and DELETE (triggers), so the log stays append-only.
+//!
+//! The schema is versioned in `PRAGMA user_version`: 0 is `SCHEMA` (every database before
+//! versioning had exactly these tables), each entry of `MIGRATIONS` moves it one version
+//! forward, all in one transaction at open. A database at the latest version is opened
+//! without a write; one newer than this build knows is refused.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -7,13 +12,16 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{AuditRecord, OpenApproval, Store, StoreError, StoredPrompt};
-use crate::approval::{Approval, ApprovalId, Outcome};
+use crate::approval::{Approval, ApprovalId, Outcome, now_ms};
 use crate::channel::{MessageRef, Target};
+use crate::history::HistoryMark;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// The last write's error, cleared by the next write that succeeds; `/healthz` reports it.
     fault: Mutex<Option<String>>,
+    /// `bridge_state.first_start_ms`, read once at open.
+    first_start_ms: i64,
 }
 
 const SCHEMA: &str = "
@@ -50,6 +58,23 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 ";
 
+/// Version `i + 1` of the schema is version `i` plus `MIGRATIONS[i]`. Append, never edit.
+const MIGRATIONS: [&str; 1] = [
+    // 1: one row of the bridge's own state: when this database was first opened (a fresh
+    // one at its creation, an older one at this upgrade; the row is inserted right after
+    // the migrations run), and how far the gateway's approval history has been read.
+    "CREATE TABLE bridge_state (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        first_start_ms  INTEGER NOT NULL,
+        history_mark_ms INTEGER,
+        history_mark_id TEXT,
+        CHECK ((history_mark_ms IS NULL) = (history_mark_id IS NULL))
+    );",
+];
+
+/// The schema version this build writes and reads.
+const VERSION: i64 = MIGRATIONS.len() as i64;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -68,10 +93,14 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        migrate(&mut conn, now_ms())?;
+        let first_start_ms =
+            conn.query_row("SELECT first_start_ms FROM bridge_state", [], |r| r.get(0))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             fault: Mutex::new(None),
+            first_start_ms,
         })
     }
 
@@ -312,6 +341,72 @@ impl Store for SqliteStore {
     fn fault(&self) -> Option<String> {
         self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    fn history_mark(&self) -> Result<Option<HistoryMark>, StoreError> {
+        let (ms, id): (Option<i64>, Option<String>) = self.conn().query_row(
+            "SELECT history_mark_ms, history_mark_id FROM bridge_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(ms.zip(id).map(|(resolved_at_ms, id)| HistoryMark {
+            resolved_at_ms,
+            id: ApprovalId(id),
+        }))
+    }
+
+    fn set_history_mark(&self, mark: &HistoryMark) -> Result<(), StoreError> {
+        // Row values compare left to right, as `HistoryMark`'s order does; ids as BINARY
+        // text, byte by byte, like Rust's `str`.
+        let r = self.conn().execute(
+            "UPDATE bridge_state SET history_mark_ms = ?1, history_mark_id = ?2
+              WHERE history_mark_ms IS NULL OR (?1, ?2) > (history_mark_ms, history_mark_id)",
+            params![mark.resolved_at_ms, mark.id.as_str()],
+        );
+        self.wrote(r)?;
+        Ok(())
+    }
+
+    fn first_start_ms(&self) -> i64 {
+        self.first_start_ms
+    }
+
+    fn was_prompted(&self, id: &ApprovalId) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM prompts WHERE approval_id = ?1)",
+            [id.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// Brings the schema to `VERSION` in one transaction; writes nothing when it is there.
+fn migrate(conn: &mut Connection, now_ms: i64) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: VERSION,
+        });
+    }
+    if version == VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated it meanwhile.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < VERSION {
+        tx.execute_batch(SCHEMA)?;
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO bridge_state (id, first_start_ms) VALUES (1, ?1)",
+            [now_ms],
+        )?;
+        tx.pragma_update(None, "user_version", VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn insert_audit(conn: &Connection, r: &AuditRecord) -> Result<(), rusqlite::Error> {
@@ -355,6 +450,84 @@ mod tests {
             }]
         );
         assert_eq!(s.audit_log(None).unwrap(), vec![rec("a", "requested")]);
+    }
+
+    #[test]
+    fn a_reopened_database_keeps_its_first_start_and_history_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.sqlite");
+        let mark = HistoryMark {
+            resolved_at_ms: 42,
+            id: "a".into(),
+        };
+        let first = {
+            let s = SqliteStore::open(&path).unwrap();
+            s.set_history_mark(&mark).unwrap();
+            s.first_start_ms()
+        };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.first_start_ms(), first);
+        assert_eq!(s.history_mark().unwrap(), Some(mark));
+    }
+
+    #[test]
+    fn a_database_from_before_versioning_is_migrated_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.sqlite");
+        {
+            // What every earlier bridge wrote: `SCHEMA`, user_version 0.
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            let body = serde_json::to_string(&approval("a")).unwrap();
+            old.execute(
+                "INSERT INTO approvals (id, body, created_ms) VALUES ('a', ?1, 1)",
+                [body],
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO prompts (approval_id, channel, chat, message, sent_ms)
+                 VALUES ('a', 'telegram', '1', '10', 5)",
+                [],
+            )
+            .unwrap();
+            insert_audit(&old, &rec("a", "requested")).unwrap();
+        }
+        let before = now_ms();
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(
+            s.first_start_ms() >= before,
+            "an upgraded database starts at the upgrade"
+        );
+        assert_eq!(s.history_mark().unwrap(), None);
+        assert!(s.was_prompted(&"a".into()).unwrap());
+        assert_eq!(s.open_approvals().unwrap().len(), 1);
+        assert_eq!(s.audit_log(None).unwrap(), vec![rec("a", "requested")]);
+        let conn = s.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        assert!(
+            conn.execute("DELETE FROM audit", []).is_err(),
+            "the audit triggers survive the migration"
+        );
+        assert!(conn.execute("UPDATE audit SET event = 'x'", []).is_err());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_bridge_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew { found, known }) if found == VERSION + 1 && known == VERSION
+        ));
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub fn decision_words(a: &Approval) -> String {
     words.join("|")
 }
 
-/// The icon before an outcome: ⛔ denied, ✅ allowed, ⌛ expired, ⚪ gone.
+/// The icon before an outcome: ⛔ denied, ✅ allowed, ⌛ expired, ⚪ gone, 🚫 denied for lack
+/// of an approval route, ⏹️ cancelled by the gateway.
 pub fn icon(o: &Outcome) -> &'static str {
     match o {
         Outcome::Decided {
@@ -34,6 +35,8 @@ pub fn icon(o: &Outcome) -> &'static str {
         Outcome::Decided { .. } => "✅",
         Outcome::Expired { .. } => "⌛",
         Outcome::Gone { .. } => "⚪",
+        Outcome::NoRoute { .. } => "🚫",
+        Outcome::Cancelled { .. } => "⏹️",
     }
 }
 
@@ -42,7 +45,7 @@ pub use bridge::time::utc;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::approval::{ApprovalId, Decider, Responder};
+    use bridge::approval::{ApprovalId, CancelReason, Decider, Responder};
 
     #[test]
     fn titles_and_the_approve_line_read_the_same_everywhere() {
@@ -100,5 +103,11 @@ mod tests {
         assert_eq!(icon(&decided(Decision::Deny, elsewhere)), "⛔");
         assert_eq!(icon(&Outcome::Expired { at_ms: 0 }), "⌛");
         assert_eq!(icon(&Outcome::Gone { at_ms: 0 }), "⚪");
+        assert_eq!(icon(&Outcome::NoRoute { at_ms: 0 }), "🚫");
+        let cancelled = Outcome::Cancelled {
+            reason: CancelReason::GatewayRestart,
+            at_ms: 0,
+        };
+        assert_eq!(icon(&cancelled), "⏹️");
     }
 }

@@ -279,9 +279,10 @@ fn color(o: &Outcome) -> u32 {
         Outcome::Decided {
             decision: Decision::Deny,
             ..
-        } => DENIED_COLOR,
+        }
+        | Outcome::NoRoute { .. } => DENIED_COLOR,
         Outcome::Decided { .. } => ALLOWED_COLOR,
-        Outcome::Expired { .. } | Outcome::Gone { .. } => ENDED_COLOR,
+        Outcome::Expired { .. } | Outcome::Gone { .. } | Outcome::Cancelled { .. } => ENDED_COLOR,
     }
 }
 

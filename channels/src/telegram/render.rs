@@ -316,6 +316,22 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
 
 ⌛ <b>Expired without a decision</b> · 2026-11-18 11:08:40 UTC",
         );
+        check(
+            &a,
+            Footer::Finished(&Outcome::NoRoute {
+                at_ms: 1_795_000_005_000,
+            }),
+            "🔐 <b>Exec approval</b> · ⏰ <b>cron run</b>
+<pre><code>ls</code></pre>
+<b>cwd</b> <code>/srv/app</code>
+<b>agent</b> <code>main</code>
+<b>host</b> <code>gateway</code>
+<b>session</b> <code>agent:main:main</code>
+<b>expires</b> 2026-11-18 11:08:40 UTC
+<b>id</b> <code>0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11</code>
+
+🚫 <b>Denied: no approval route reached anyone</b> · 2026-11-18 11:06:45 UTC",
+        );
     }
 
     #[test]

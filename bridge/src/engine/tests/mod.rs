@@ -506,6 +506,8 @@ fn outcome_text(o: &Outcome) -> String {
         } => format!("{decision} elsewhere by {resolved_by:?}"),
         Outcome::Expired { .. } => "expired".into(),
         Outcome::Gone { .. } => "gone".into(),
+        Outcome::NoRoute { .. } => "no-route".into(),
+        Outcome::Cancelled { reason, .. } => format!("cancelled ({reason:?})"),
     }
 }
 
