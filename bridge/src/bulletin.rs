@@ -4,10 +4,13 @@
 //! nothing here decides anything.
 
 use crate::approval::ApprovalId;
+use crate::history::HistoryRow;
 use crate::time::{clock, span};
 
 /// How much of a command a bulletin quotes; the prompt has all of it.
 const COMMAND_CHARS: usize = 200;
+/// How many approvals one report of missed approvals lists; `/missed` has the rest.
+const MISSED_LINES: usize = 8;
 
 /// A broken path between the gateway and the owners, with what it means and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,8 @@ pub enum Bulletin {
         agent: Option<String>,
         left_ms: i64,
     },
+    /// Approvals that ended at the gateway without reaching anyone (oldest first).
+    Missed { rows: Vec<HistoryRow> },
     /// Nobody answered for `waited_ms`: this chat is asked too (the prompt follows).
     Escalated {
         id: ApprovalId,
@@ -196,6 +201,32 @@ impl Bulletin {
                     quote(command)
                 )
             }
+            Bulletin::Missed { rows } => {
+                let (from, to) = (
+                    rows.first().map_or(0, |r| r.resolved_at_ms),
+                    rows.last().map_or(0, |r| r.resolved_at_ms),
+                );
+                let span = if clock(from) == clock(to) {
+                    clock(from)
+                } else {
+                    format!("{}–{}", clock(from).trim_end_matches(" UTC"), clock(to))
+                };
+                let n = rows.len();
+                let mut s = format!(
+                    "🚫 While no approval could reach you ({span}), {n} command{} ended without asking you:",
+                    if n == 1 { "" } else { "s" }
+                );
+                for r in rows.iter().take(MISSED_LINES) {
+                    s.push_str(&format!("\n• {}", missed_line(r)));
+                }
+                if n > MISSED_LINES {
+                    s.push_str(&format!(
+                        "\n…and {} more: /missed lists them all.",
+                        n - MISSED_LINES
+                    ));
+                }
+                s
+            }
             Bulletin::Escalated {
                 command,
                 asked,
@@ -211,6 +242,28 @@ impl Bulletin {
             ),
         }
     }
+}
+
+/// `17:03 UTC touch /tmp/x (agent main, cron job nightly): Denied: no approval route…`
+pub fn missed_line(r: &HistoryRow) -> String {
+    let mut who: Vec<String> = Vec::new();
+    if let Some(a) = &r.agent_id {
+        who.push(format!("agent {a}"));
+    }
+    if let Some(job) = &r.cron_job {
+        who.push(format!("cron job {job}"));
+    }
+    let who = if who.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", who.join(", "))
+    };
+    format!(
+        "{} {}{who}: {}",
+        clock(r.resolved_at_ms),
+        quote(&r.command),
+        r.outcome().summary()
+    )
 }
 
 /// The command as a bulletin quotes it: at most [`COMMAND_CHARS`], marked when cut.

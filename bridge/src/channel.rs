@@ -55,6 +55,8 @@ pub enum Request {
     ListPending,
     /// Run the end-to-end probe and report each hop (`/probe`).
     Probe,
+    /// List the approvals reported as ended without reaching anyone (`/missed`).
+    ListMissed,
     /// Something that looked like an answer but could not be read (forged or garbled
     /// callback data, `/approve` with a bad decision). `raw` is kept for the audit log.
     Malformed { raw: String, why: String },
@@ -213,6 +215,8 @@ pub enum Notice {
     Pending(Vec<Approval>),
     /// Answer to `/probe`.
     Probe(crate::engine::ProbeReport),
+    /// Answer to `/missed`, newest first.
+    Missed(Vec<crate::history::HistoryRow>),
 }
 
 impl Notice {
@@ -237,6 +241,16 @@ impl Notice {
                 s
             }
             Notice::Probe(report) => report.text(),
+            Notice::Missed(rows) if rows.is_empty() => {
+                "No approval has ended without reaching you since the bridge started.".to_owned()
+            }
+            Notice::Missed(rows) => {
+                let mut s = format!("{} ended without reaching you, newest first:", rows.len());
+                for r in rows {
+                    s.push_str(&format!("\n{} {}", r.id, crate::bulletin::missed_line(r)));
+                }
+                s
+            }
         }
     }
 }

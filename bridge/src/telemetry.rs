@@ -63,6 +63,7 @@ pub struct Metrics {
     ended: Family<EndLabel, Counter>,
     prompts: Family<PromptLabel, Counter>,
     posts: Family<PromptLabel, Counter>,
+    missed: Family<KindLabel, Counter>,
     answers: Family<ChannelLabel, Counter>,
     refusals: Family<ReasonLabel, Counter>,
     delivery_seconds: Family<ChannelLabel, Histogram>,
@@ -80,6 +81,7 @@ impl Default for Metrics {
             ended: Family::default(),
             prompts: Family::default(),
             posts: Family::default(),
+            missed: Family::default(),
             answers: Family::default(),
             refusals: Family::default(),
             delivery_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
@@ -108,6 +110,11 @@ impl Default for Metrics {
             "prompts",
             "Prompts sent, by channel and result",
             m.prompts.clone(),
+        );
+        registry.register(
+            "approvals_missed",
+            "Approvals that ended at the gateway without a human and without a prompt of the bridge, by kind",
+            m.missed.clone(),
         );
         registry.register(
             "bulletins",
@@ -214,6 +221,10 @@ pub enum Event {
         id: ApprovalId,
         target: Target,
         note: &'static str,
+    },
+    /// An approval ended at the gateway without a human and without a prompt of ours.
+    Missed {
+        row: crate::history::HistoryRow,
     },
     /// A bulletin (an alert, a recovery line) was posted to `target`, or could not be.
     Posted {
@@ -350,6 +361,15 @@ impl Event {
             Event::Finished { id, target, note } => {
                 tracing::debug!(event = "finished", %id, %target, note, "prompt shows the outcome");
             }
+            Event::Missed { row } => {
+                metrics
+                    .missed
+                    .get_or_create(&KindLabel {
+                        kind: row.kind.as_str().into(),
+                    })
+                    .inc();
+                tracing::warn!(event = "missed", id = %row.id, command = %row.command, agent = row.agent_id.as_deref(), cron_job = row.cron_job.as_deref(), outcome = %row.outcome().summary(), "approval ended without reaching anyone");
+            }
             Event::Posted {
                 kind,
                 target,
@@ -468,6 +488,15 @@ impl Event {
                 Some(target.channel.clone()),
                 None,
                 json!({"chat": target.chat, "note": note}),
+            ),
+            Event::Missed { row } => (
+                "missed",
+                Some(row.id.to_string()),
+                None,
+                None,
+                json!({"kind": row.kind, "command": row.command, "agent": row.agent_id,
+                    "cron_job": row.cron_job, "outcome": row.outcome(),
+                    "created_at_ms": row.created_at_ms, "resolved_at_ms": row.resolved_at_ms}),
             ),
             Event::Posted {
                 kind,

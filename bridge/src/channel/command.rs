@@ -1,5 +1,5 @@
 //! The commands an owner can type on every channel: `/approve <id> <decision>`,
-//! `/pending` and `/probe`. One parser, so every channel reads the same text the same way; a channel
+//! `/pending`, `/missed` and `/probe`. One parser, so every channel reads the same text the same way; a channel
 //! whose commands carry an addressee (Telegram's `/approve@my_bot`) names it first.
 
 use super::Request;
@@ -31,6 +31,7 @@ pub fn parse_named<'a>(
     match cmd.as_str() {
         "/pending" => Some(Request::ListPending),
         "/probe" => Some(Request::Probe),
+        "/missed" => Some(Request::ListMissed),
         "/approve" => Some(match args.as_slice() {
             [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
                 Some(decision) => Request::Decide {
@@ -79,6 +80,7 @@ mod tests {
         );
         assert_eq!(parse("/pending"), Some(Request::ListPending));
         assert_eq!(parse("/Probe"), Some(Request::Probe));
+        assert_eq!(parse("/missed"), Some(Request::ListMissed));
     }
 
     #[test]

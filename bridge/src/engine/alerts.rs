@@ -254,6 +254,7 @@ impl Core {
             Bulletin::AlertOver { problem, .. } => problem.key(),
             Bulletin::Reminder { .. } => "reminder".to_owned(),
             Bulletin::Escalated { .. } => "escalated".to_owned(),
+            Bulletin::Missed { .. } => "missed".to_owned(),
         };
         self.event(Event::Posted {
             kind: key,
@@ -332,7 +333,7 @@ impl Core {
 
     /// Every target that can hear of a problem on `path`: those of channels with no
     /// incident of their own, less the target the problem is about.
-    fn healthy_targets(&self, path: &Path) -> Vec<Target> {
+    pub(super) fn healthy_targets(&self, path: &Path) -> Vec<Target> {
         self.channels
             .values()
             .filter(|c| {

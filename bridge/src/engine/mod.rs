@@ -8,11 +8,13 @@
 //! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
 //! the store at start and audits what a shutdown cut off; [`alerts`] tells the owners when
 //! the path to them is broken, [`reminders`] that a pending approval is about to expire;
-//! [`probe`] follows a harmless approval through every hop.
+//! [`probe`] follows a harmless approval through every hop; [`missed`] reports what the
+//! gateway denied while nobody could see it.
 
 mod alerts;
 mod lanes;
 mod lifecycle;
+mod missed;
 mod probe;
 mod reminders;
 mod resolving;
@@ -20,6 +22,7 @@ mod restore;
 mod runner;
 
 pub use alerts::{AlertPolicy, Path};
+pub use missed::SeenRow;
 pub use probe::{Hop, ProbeBy, ProbeReport};
 pub use reminders::{Nudge, Point, Quiet, ReminderPolicy};
 pub use runner::{ProbeDesk, Runner};
@@ -37,6 +40,7 @@ use crate::channel::{
     Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, Reach, ReplyTo, Target,
 };
 use crate::gateway::{GatewayError, GatewayEvent};
+use crate::history::HistoryMark;
 use crate::retry::Backoff;
 use crate::store::OpenApproval;
 use crate::telemetry::Event;
@@ -44,6 +48,7 @@ use crate::telemetry::Event;
 use alerts::Alerts;
 use lanes::Lanes;
 use lifecycle::Approvals;
+use missed::Missed;
 use probe::Probes;
 use resolving::Resolving;
 
@@ -122,6 +127,10 @@ pub enum Input {
     ProbeRaised {
         probe: u64,
         result: Result<ApprovalId, GatewayError>,
+    },
+    /// The gateway's history since the mark, each row with whether a prompt of ours showed it.
+    HistoryRead {
+        result: Result<Vec<SeenRow>, GatewayError>,
     },
     /// A channel's own view of whether it reaches its chats changed.
     ChannelReach {
@@ -208,6 +217,8 @@ pub enum Write {
         prompt: MessageRef,
         at_ms: i64,
     },
+    /// The gateway's history has been read and reported up to here.
+    HistoryMark(HistoryMark),
 }
 
 /// What the core asks the runner to do, in order. The comment names the input that
@@ -261,6 +272,12 @@ pub enum Effect {
         bulletin: Bulletin,
         incident: Option<(Path, u64)>,
     },
+    /// Read the gateway's history of ended approvals after `mark`, not older than `floor_ms`
+    /// (→ `HistoryRead`).
+    ReadHistory {
+        mark: Option<HistoryMark>,
+        floor_ms: i64,
+    },
     /// Raise the probe's approval at the gateway (→ `ProbeRaised`).
     RaiseProbe {
         probe: u64,
@@ -306,6 +323,7 @@ pub struct Core {
     alerts: Alerts,
     reminders: ReminderPolicy,
     probes: Probes,
+    missed: Missed,
     link: LinkStatus,
     /// Work started and not yet reported back (deliveries, edits, resolves).
     inflight: usize,
@@ -326,6 +344,7 @@ impl Core {
         now: Now,
         seed: u64,
         alerts: AlertPolicy,
+        history: (Option<HistoryMark>, i64),
     ) -> Core {
         let (approvals, lanes) = restore::restore(open, now.at);
         Core {
@@ -338,6 +357,7 @@ impl Core {
             resolving: Resolving::default(),
             reminders: alerts.reminders.clone(),
             probes: Probes::default(),
+            missed: Missed::new(history.0, history.1),
             alerts: Alerts::new(alerts),
             link: LinkStatus::default(),
             inflight: 0,
@@ -418,6 +438,7 @@ impl Core {
                 self.inflight -= 1;
                 self.on_resolve_done(answer, id, decision, result, took)
             }
+            Input::HistoryRead { result } => self.on_history_read(result),
             Input::Probe { by, tap } => self.start_probe(by, tap),
             Input::ProbeRaised { probe, result } => self.on_probe_raised(probe, result),
             Input::ChannelReach { channel, reach } => self.on_channel_reach(channel, reach),
@@ -567,6 +588,7 @@ impl Core {
         }
         self.link.replayed = true;
         self.link.last_error = None;
+        self.read_history();
         if !self.ready_logged {
             self.ready_logged = true;
             tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");

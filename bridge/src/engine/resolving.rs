@@ -129,6 +129,21 @@ impl Core {
                 let list = self.approvals.pending_list();
                 self.notify(&answer.reply, Notice::Pending(list));
             }
+            Request::ListMissed => {
+                self.event(Event::Answered {
+                    id: None,
+                    responder: answer.responder.clone(),
+                    decision: None,
+                });
+                if !allowed {
+                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                }
+                if !answer.in_dm {
+                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
+                }
+                let list = self.missed_list();
+                self.notify(&answer.reply, Notice::Missed(list));
+            }
             Request::Probe => {
                 self.event(Event::Answered {
                     id: None,

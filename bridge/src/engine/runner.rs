@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, Write};
+use super::{
+    AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, SeenRow, Write,
+};
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
 use crate::gateway::GatewayPort;
 use crate::store::{Store, StoreError};
@@ -94,7 +96,15 @@ impl Runner {
                 .collect();
             sweep.resume(&mine);
         }
-        let core = Core::new(channels.clone(), open, now(), rand::random(), alerts);
+        let history = (store.history_mark()?, store.first_start_ms());
+        let core = Core::new(
+            channels.clone(),
+            open,
+            now(),
+            rand::random(),
+            alerts,
+            history,
+        );
         metrics.pending.set(core.pending_count() as i64);
         let runner = Runner {
             core,
@@ -311,6 +321,23 @@ impl Runner {
                     }
                 });
             }
+            Effect::ReadHistory { mark, floor_ms } => {
+                let (gateway, store) = (self.resolver.clone(), self.store.clone());
+                self.spawn(async move {
+                    let rows = gateway.history_since(mark.as_ref(), floor_ms).await;
+                    // A row whose prompt state cannot be read counts as prompted: report
+                    // nothing rather than something the owner did see.
+                    let result = rows.map(|rows| {
+                        rows.into_iter()
+                            .map(|row| SeenRow {
+                                prompted: store.was_prompted(&row.id).unwrap_or(true),
+                                row,
+                            })
+                            .collect()
+                    });
+                    Input::HistoryRead { result }
+                });
+            }
             Effect::RaiseProbe {
                 probe,
                 command,
@@ -467,6 +494,11 @@ fn write(
         Write::Prompt { id, prompt, at_ms } => {
             if let Err(e) = store.insert_prompt(&id, &prompt, at_ms) {
                 tracing::error!(%id, error = %e, "could not persist prompt; its buttons will not survive a restart");
+            }
+        }
+        Write::HistoryMark(mark) => {
+            if let Err(e) = store.set_history_mark(&mark) {
+                tracing::error!(error = %e, "could not persist the history mark; a restart may report those approvals again");
             }
         }
         Write::PromptFinished { id, prompt, at_ms } => {

@@ -87,6 +87,7 @@ fn a_gateway_down_for_longer_than_after_is_posted_once_and_its_end_twice() {
     sim.advance(1_000);
     sim.link_down("connect failed: connection refused");
     sim.check(expect![[r#"
+        read history after - from 0
         arm +60000ms: alert Gateway #1
     "#]]);
     // The first incident's timer finds nothing to do; retries do not start new incidents.
@@ -108,6 +109,7 @@ fn a_gateway_down_for_longer_than_after_is_posted_once_and_its_end_twice() {
     sim.link_up();
     sim.check(expect![[r#"
         emit posted gateway_down mem:42: Ok("101")
+        read history after - from 0
         edit post mem:42#101: ✅ Resolved after 3 min 12 s: since 00:00 UTC, the bridge cannot reach the OpenClaw gateway (connect failed: connection refused).
         post mem:42: ✅ Back: approvals reach you again (the problem lasted 3 min 12 s).
     "#]]);
@@ -154,12 +156,14 @@ fn a_problem_that_changes_kind_is_posted_again_with_its_fix_and_ends_once() {
         post mem:42: ⚠️ Approvals cannot reach you: since 00:00 UTC, the bridge is connected to the gateway without the scope operator.admin, so it cannot see the approvals agents raise.
         While this lasts, commands that need your approval are denied without asking you.
         Fix: on the gateway host run `openclaw devices rotate --device dev1 --role operator --scope operator.admin` (or approve the device's scope upgrade in `openclaw devices list`).
+        read history after - from 0
     "#]]);
     sim.posted();
     sim.advance(10_000);
     sim.link_up();
     sim.check(expect![[r#"
         emit posted gateway_blind mem:42: Ok("102")
+        read history after - from 0
         edit post mem:42#101: ✅ Resolved after 1 min 10 s: since 00:00 UTC, the gateway waits for you to pair the bridge's device.
         edit post mem:42#102: ✅ Resolved after 1 min 10 s: since 00:00 UTC, the bridge is connected to the gateway without the scope operator.admin, so it cannot see the approvals agents raise.
         post mem:42: ✅ Back: approvals reach you again (the problem lasted 1 min 10 s).
@@ -298,6 +302,8 @@ fn alerts_off_posts_nothing() {
     sim.link_down("connect failed");
     sim.advance(10 * AFTER);
     sim.link_up();
-    sim.nothing();
+    sim.check(expect![[r#"
+        read history after - from 0
+    "#]]);
     assert!(sim.waiting.is_empty());
 }

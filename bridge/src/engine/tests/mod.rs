@@ -5,6 +5,7 @@
 //! rewrites a snapshot after a deliberate change). `runner.rs` wires the real ports.
 
 mod alerts;
+mod missed;
 mod reminders;
 mod runner;
 
@@ -105,6 +106,8 @@ struct Sim {
     /// Every effect so far, as text.
     log: Vec<String>,
     policy: AlertPolicy,
+    /// What the next history read answers.
+    history: Vec<SeenRow>,
 }
 
 impl Sim {
@@ -120,7 +123,7 @@ impl Sim {
     fn on(channel: MemoryChannel) -> Sim {
         Sim::restored(
             Arc::new(channel),
-            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryStore::started_at(0)),
             100,
             no_alerts(),
         )
@@ -140,12 +143,12 @@ impl Sim {
     fn with_policy(channels: Vec<MemoryChannel>, policy: AlertPolicy) -> Sim {
         let mut channels = channels.into_iter().map(Arc::new);
         let first = channels.next().expect("a channel");
-        let mut sim = Sim::restored(first, Arc::new(MemoryStore::default()), 100, policy.clone());
+        let mut sim = Sim::restored(first, Arc::new(MemoryStore::started_at(0)), 100, policy.clone());
         let others: Vec<Arc<dyn Channel>> = channels.map(|c| c as Arc<dyn Channel>).collect();
         if !others.is_empty() {
             let mut all = vec![sim.channel.clone() as Arc<dyn Channel>];
             all.extend(others);
-            sim.core = Core::new(all, Vec::new(), sim.now, 7, policy);
+            sim.core = Core::new(all, Vec::new(), sim.now, 7, policy, (None, 0));
             sim.log.clear();
             sim.waiting.clear();
             sim.input(Input::Start);
@@ -171,6 +174,7 @@ impl Sim {
             now,
             7,
             policy.clone(),
+            (store.history_mark().unwrap(), store.first_start_ms()),
         );
         let mut sim = Sim {
             core,
@@ -183,6 +187,7 @@ impl Sim {
             waiting: VecDeque::new(),
             log: Vec::new(),
             policy,
+            history: Vec::new(),
         };
         sim.input(Input::Start);
         sim
@@ -217,6 +222,10 @@ impl Sim {
         match super::runner::inline(self.store.as_ref(), &self.metrics, || now, effect) {
             Inline::Done(done) => done,
             Inline::Elsewhere(Effect::Notify { .. } | Effect::EditPost { .. }) => None,
+            // The gateway's history answers at once with what the test put there.
+            Inline::Elsewhere(Effect::ReadHistory { .. }) => Some(Input::HistoryRead {
+                result: Ok(std::mem::take(&mut self.history)),
+            }),
             Inline::Elsewhere(other) => {
                 self.waiting.push_back(other);
                 None
@@ -397,6 +406,7 @@ impl Sim {
             Effect::Store(Write::PromptFinished { id, prompt, .. }) => {
                 format!("store finished {id} = {}", message_text(prompt))
             }
+            Effect::Store(Write::HistoryMark(m)) => format!("store history mark {m}"),
             Effect::Emit(ev) => format!("emit {}", event_text(ev)),
             Effect::RecordAnswer { answer, .. } => format!("record answer {}", answer_text(answer)),
             Effect::LookupOutcome { answer, .. } => format!("look up {}", answer_text(answer)),
@@ -456,6 +466,10 @@ impl Sim {
             Effect::Post {
                 target, bulletin, ..
             } => format!("post {target}: {}", bulletin.text()),
+            Effect::ReadHistory { mark, floor_ms } => format!(
+                "read history after {} from {floor_ms}",
+                mark.as_ref().map_or("-".to_owned(), ToString::to_string)
+            ),
             Effect::RaiseProbe {
                 probe, timeout_ms, ..
             } => format!("raise probe #{probe} living {timeout_ms}ms"),
@@ -516,6 +530,7 @@ fn answer_text(a: &Answer) -> String {
         Request::Decide { id, decision, .. } => format!("{decision} {id}"),
         Request::ListPending => "/pending".into(),
         Request::Probe => "/probe".into(),
+        Request::ListMissed => "/missed".into(),
         Request::Malformed { raw, .. } => format!("malformed {raw:?}"),
     };
     let via = match &a.via {
@@ -537,6 +552,10 @@ fn notice_text(n: &Notice) -> String {
             format!("pending [{}]", ids.join(" "))
         }
         Notice::Probe(report) => format!("probe: {}", report.text()),
+        Notice::Missed(rows) => {
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            format!("missed [{}]", ids.join(" "))
+        }
     }
 }
 
@@ -596,6 +615,7 @@ fn event_text(e: &Event) -> String {
             result,
             ..
         } => format!("posted {kind} {target}: {result:?}"),
+        Event::Missed { row } => format!("missed {}: {}", row.id, row.outcome().summary()),
     }
 }
 
@@ -1124,6 +1144,7 @@ fn replay_prompts_once_and_finishes_what_vanished() {
         finish mem:42#101: gone
         store outcome b2: gone
         finish mem:42#102: gone
+        read history after - from 0
     "#]]);
     assert_eq!((p1, p2), (msg(101), msg(102)), "no duplicate prompts");
 }
@@ -1171,6 +1192,7 @@ fn restart_keeps_prompts_honoured_and_sends_no_duplicates() {
     s.answer(pressed(OWNER, "d1", Decision::Deny, &prompt));
     s.resolve(Ok(()));
     s.check(expect![[r#"
+        read history after - from 0
         record answer 42 deny d1 via #101
         resolve d1 deny for 42
         emit resolved d1 deny by 42
@@ -1392,6 +1414,7 @@ fn digest_rows_survive_a_restart() {
     s.answer(pressed(OWNER, "k3", Decision::AllowOnce, &digest));
     s.resolve(Ok(()));
     s.check(expect![[r#"
+        read history after - from 0
         record answer 42 allow-once k3 via #102
         resolve k3 allow-once for 42
         emit resolved k3 allow-once by 42
