@@ -143,7 +143,12 @@ impl Sim {
     fn with_policy(channels: Vec<MemoryChannel>, policy: AlertPolicy) -> Sim {
         let mut channels = channels.into_iter().map(Arc::new);
         let first = channels.next().expect("a channel");
-        let mut sim = Sim::restored(first, Arc::new(MemoryStore::started_at(0)), 100, policy.clone());
+        let mut sim = Sim::restored(
+            first,
+            Arc::new(MemoryStore::started_at(0)),
+            100,
+            policy.clone(),
+        );
         let others: Vec<Arc<dyn Channel>> = channels.map(|c| c as Arc<dyn Channel>).collect();
         if !others.is_empty() {
             let mut all = vec![sim.channel.clone() as Arc<dyn Channel>];
