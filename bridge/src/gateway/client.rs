@@ -112,6 +112,9 @@ pub struct Client {
     conn: Mutex<Option<Arc<Connection>>>,
     /// Resolves in flight at once (see `RESOLVES_IN_FLIGHT`).
     resolves: tokio::sync::Semaphore,
+    /// The engine's event stream, also fed by `raise_probe` (see there); weak, so the
+    /// stream still ends when the link task does.
+    events: mpsc::WeakSender<GatewayEvent>,
 }
 
 /// At most this many resolve calls in flight: the gateway admits 256 queued operator
@@ -138,6 +141,7 @@ impl Client {
             identity,
             conn: Mutex::new(None),
             resolves: tokio::sync::Semaphore::new(RESOLVES_IN_FLIGHT),
+            events: events.downgrade(),
         });
         let task = tokio::spawn(client.clone().run(events, shutdown));
         Ok((client, task))
@@ -584,13 +588,35 @@ impl GatewayPort for Client {
             "twoPhase": true, "requireDeliveryRoute": false,
         });
         let accepted = self.call("exec.approval.request", params).await?;
-        match accepted.get("id").and_then(Value::as_str) {
-            Some(id) => Ok(ApprovalId(id.to_owned())),
-            None => Err(GatewayError::Rejected {
+        let Some(id) = accepted.get("id").and_then(Value::as_str) else {
+            return Err(GatewayError::Rejected {
                 code: "NO_ID".into(),
                 message: format!("exec.approval.request answered without an id: {accepted}"),
-            }),
+            });
+        };
+        let id = ApprovalId(id.to_owned());
+        // The gateway sends `exec.approval.requested` to every approval client except the
+        // requester's connection, which is ours: read the probe back from the pending list
+        // and hand it to the engine as the event would have (a duplicate is harmless).
+        let listed = self.call("exec.approval.list", json!({})).await?;
+        let entry = listed
+            .as_array()
+            .or_else(|| listed.get("approvals").and_then(Value::as_array))
+            .or_else(|| listed.get("items").and_then(Value::as_array))
+            .and_then(|l| {
+                l.iter()
+                    .find(|e| e.get("id").and_then(Value::as_str) == Some(id.as_str()))
+            });
+        match entry.map(|e| Approval::from_gateway(Kind::Exec, e)) {
+            Some(Ok(a)) => {
+                if let Some(events) = self.events.upgrade() {
+                    let _ = send(&events, GatewayEvent::Requested(a)).await;
+                }
+            }
+            Some(Err(e)) => warn!(%id, error = %e, "the probe's pending approval is unreadable"),
+            None => warn!(%id, "the probe's approval is not in the pending list"),
         }
+        Ok(id)
     }
 
     /// Walks `approval.history` (all kinds, `limit` 100) from the newest row down, passing
