@@ -13,6 +13,7 @@ mod faults;
 mod gateway;
 mod history;
 mod matrix;
+mod reach;
 mod secrets;
 mod slack;
 mod storage_faults;
