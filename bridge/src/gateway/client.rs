@@ -1253,4 +1253,42 @@ mod tests {
         );
         stop.send(()).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_raised_probe_reaches_the_engine_though_the_gateway_skips_its_requester() {
+        // The real gateway sends `exec.approval.requested` to every approval client but
+        // the one that raised it; this fake sends it to nobody, and lists it once raised.
+        static RAISED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let (url, _seen) = fake_gateway(|req| {
+            let payload = match req["method"].as_str() {
+                Some("connect") => hello(),
+                Some("exec.approval.request") => {
+                    RAISED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    json!({"status": "accepted", "id": "p1", "createdAtMs": 1, "expiresAtMs": 90_001})
+                }
+                Some("exec.approval.list") if RAISED.load(std::sync::atomic::Ordering::SeqCst) => {
+                    json!([{"id": "p1", "request": {"command": "true # probe", "host": "gateway"},
+                        "createdAtMs": 1, "expiresAtMs": 90_001}])
+                }
+                _ => json!([]),
+            };
+            json!({"type": "res", "id": req["id"], "ok": true, "payload": payload})
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, stop, mut rx) = connected(url, dir.path()).await;
+        assert_eq!(
+            client.raise_probe("true # probe", 90_000).await,
+            Ok("p1".into())
+        );
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let GatewayEvent::Requested(a) = ev else {
+            panic!("not a request: {ev:?}")
+        };
+        assert_eq!((a.id.as_str(), a.command.as_str()), ("p1", "true # probe"));
+        stop.send(()).unwrap();
+    }
 }
