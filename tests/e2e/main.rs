@@ -14,6 +14,7 @@ mod gateway;
 mod history;
 mod matrix;
 mod missed;
+mod reach;
 mod secrets;
 mod slack;
 mod storage_faults;

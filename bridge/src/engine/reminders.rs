@@ -120,7 +120,11 @@ impl Core {
             ));
         }
         due.sort_by_key(|(o, _)| *o);
-        due.dedup_by_key(|(o, _)| *o);
+        // Two reminders at one moment are one message; a reminder and the escalation at
+        // one moment (the defaults: "50%" and "50%") are both due.
+        due.dedup_by(|b, a| {
+            a.0 == b.0 && matches!((&a.1, &b.1), (Nudge::Remind { .. }, Nudge::Remind { .. }))
+        });
         for (offset, nudge) in due {
             if offset <= passed {
                 continue;

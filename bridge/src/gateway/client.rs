@@ -112,6 +112,9 @@ pub struct Client {
     conn: Mutex<Option<Arc<Connection>>>,
     /// Resolves in flight at once (see `RESOLVES_IN_FLIGHT`).
     resolves: tokio::sync::Semaphore,
+    /// The engine's event stream, also fed by `raise_probe` (see there); weak, so the
+    /// stream still ends when the link task does.
+    events: mpsc::WeakSender<GatewayEvent>,
 }
 
 /// At most this many resolve calls in flight: the gateway admits 256 queued operator
@@ -138,6 +141,7 @@ impl Client {
             identity,
             conn: Mutex::new(None),
             resolves: tokio::sync::Semaphore::new(RESOLVES_IN_FLIGHT),
+            events: events.downgrade(),
         });
         let task = tokio::spawn(client.clone().run(events, shutdown));
         Ok((client, task))
@@ -584,13 +588,35 @@ impl GatewayPort for Client {
             "twoPhase": true, "requireDeliveryRoute": false,
         });
         let accepted = self.call("exec.approval.request", params).await?;
-        match accepted.get("id").and_then(Value::as_str) {
-            Some(id) => Ok(ApprovalId(id.to_owned())),
-            None => Err(GatewayError::Rejected {
+        let Some(id) = accepted.get("id").and_then(Value::as_str) else {
+            return Err(GatewayError::Rejected {
                 code: "NO_ID".into(),
                 message: format!("exec.approval.request answered without an id: {accepted}"),
-            }),
+            });
+        };
+        let id = ApprovalId(id.to_owned());
+        // The gateway sends `exec.approval.requested` to every approval client except the
+        // requester's connection, which is ours: read the probe back from the pending list
+        // and hand it to the engine as the event would have (a duplicate is harmless).
+        let listed = self.call("exec.approval.list", json!({})).await?;
+        let entry = listed
+            .as_array()
+            .or_else(|| listed.get("approvals").and_then(Value::as_array))
+            .or_else(|| listed.get("items").and_then(Value::as_array))
+            .and_then(|l| {
+                l.iter()
+                    .find(|e| e.get("id").and_then(Value::as_str) == Some(id.as_str()))
+            });
+        match entry.map(|e| Approval::from_gateway(Kind::Exec, e)) {
+            Some(Ok(a)) => {
+                if let Some(events) = self.events.upgrade() {
+                    let _ = send(&events, GatewayEvent::Requested(a)).await;
+                }
+            }
+            Some(Err(e)) => warn!(%id, error = %e, "the probe's pending approval is unreadable"),
+            None => warn!(%id, "the probe's approval is not in the pending list"),
         }
+        Ok(id)
     }
 
     /// Walks `approval.history` (all kinds, `limit` 100) from the newest row down, passing
@@ -1225,6 +1251,44 @@ mod tests {
             client.history_since(None, 0).await,
             Err(GatewayError::Unavailable("not connected".into()))
         );
+        stop.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_raised_probe_reaches_the_engine_though_the_gateway_skips_its_requester() {
+        // The real gateway sends `exec.approval.requested` to every approval client but
+        // the one that raised it; this fake sends it to nobody, and lists it once raised.
+        static RAISED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let (url, _seen) = fake_gateway(|req| {
+            let payload = match req["method"].as_str() {
+                Some("connect") => hello(),
+                Some("exec.approval.request") => {
+                    RAISED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    json!({"status": "accepted", "id": "p1", "createdAtMs": 1, "expiresAtMs": 90_001})
+                }
+                Some("exec.approval.list") if RAISED.load(std::sync::atomic::Ordering::SeqCst) => {
+                    json!([{"id": "p1", "request": {"command": "true # probe", "host": "gateway"},
+                        "createdAtMs": 1, "expiresAtMs": 90_001}])
+                }
+                _ => json!([]),
+            };
+            json!({"type": "res", "id": req["id"], "ok": true, "payload": payload})
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (client, stop, mut rx) = connected(url, dir.path()).await;
+        assert_eq!(
+            client.raise_probe("true # probe", 90_000).await,
+            Ok("p1".into())
+        );
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let GatewayEvent::Requested(a) = ev else {
+            panic!("not a request: {ev:?}")
+        };
+        assert_eq!((a.id.as_str(), a.command.as_str()), ("p1", "true # probe"));
         stop.send(()).unwrap();
     }
 }

@@ -161,3 +161,28 @@ fn an_unanswered_approval_is_escalated_with_who_else_was_asked_and_they_can_deci
         "{log}"
     );
 }
+
+#[test]
+fn escalation_at_the_same_point_as_a_reminder_still_comes() {
+    // The defaults: remind at "50%" and escalate at "50%".
+    let r = ReminderPolicy {
+        points: vec![Point::Share(50)],
+        escalate_to: vec![Target {
+            channel: "mem".into(),
+            chat: "99".into(),
+        }],
+        escalate_at: Some(Point::Share(50)),
+        ..ReminderPolicy::default()
+    };
+    let mut sim = Sim::with_policy(
+        vec![MemoryChannel::new("mem", &[OWNER], &[OWNER, "99"])],
+        policy(r),
+    );
+    sim.requested(expiring("a1", 30 * MIN as i64));
+    let log = sim.take();
+    assert!(
+        log.contains("arm +900000ms: nudge a1 Remind { left: 900s }")
+            && log.contains("arm +900000ms: nudge a1 Escalate"),
+        "{log}"
+    );
+}
