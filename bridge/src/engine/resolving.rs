@@ -111,52 +111,44 @@ impl Core {
             .is_some_and(|c| c.allows(&who.user_id))
     }
 
+    /// Audits a command that decides nothing (`/pending`, `/missed`, `/probe`) and whether
+    /// it may run: only an owner's, only in a DM; a refusal is told.
+    fn owner_command(&mut self, answer: &Answer, allowed: bool) -> bool {
+        self.event(Event::Answered {
+            id: None,
+            responder: answer.responder.clone(),
+            decision: None,
+        });
+        let refusal = if !allowed {
+            Refusal::NotAllowed
+        } else if !answer.in_dm {
+            Refusal::NotDirectMessage
+        } else {
+            return true;
+        };
+        self.refuse(answer, None, refusal);
+        false
+    }
+
     pub(super) fn on_answer(&mut self, answer: Answer) {
         let allowed = self.allows(&answer.responder);
         match answer.request.clone() {
             Request::ListPending => {
-                self.event(Event::Answered {
-                    id: None,
-                    responder: answer.responder.clone(),
-                    decision: None,
-                });
-                if !allowed {
-                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                if self.owner_command(&answer, allowed) {
+                    let list = self.approvals.pending_list();
+                    self.notify(&answer.reply, Notice::Pending(list));
                 }
-                if !answer.in_dm {
-                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
-                }
-                let list = self.approvals.pending_list();
-                self.notify(&answer.reply, Notice::Pending(list));
             }
             Request::ListMissed => {
-                self.event(Event::Answered {
-                    id: None,
-                    responder: answer.responder.clone(),
-                    decision: None,
-                });
-                if !allowed {
-                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                if self.owner_command(&answer, allowed) {
+                    let list = self.missed_list();
+                    self.notify(&answer.reply, Notice::Missed(list));
                 }
-                if !answer.in_dm {
-                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
-                }
-                let list = self.missed_list();
-                self.notify(&answer.reply, Notice::Missed(list));
             }
             Request::Probe => {
-                self.event(Event::Answered {
-                    id: None,
-                    responder: answer.responder.clone(),
-                    decision: None,
-                });
-                if !allowed {
-                    return self.refuse(&answer, None, Refusal::NotAllowed);
+                if self.owner_command(&answer, allowed) {
+                    self.start_probe(ProbeBy::Chat(answer.reply.clone()), true);
                 }
-                if !answer.in_dm {
-                    return self.refuse(&answer, None, Refusal::NotDirectMessage);
-                }
-                self.start_probe(ProbeBy::Chat(answer.reply.clone()), true);
             }
             Request::Malformed { raw, .. } => {
                 let reason = if allowed {

@@ -184,6 +184,40 @@ impl Discord {
         Ok(me)
     }
 
+    /// `POST /channels/{id}/messages` to `target`'s DM; a gone channel is permanent there.
+    async fn send_message(
+        &self,
+        target: &Target,
+        channel: &str,
+        body: &Value,
+    ) -> Result<MessageRef, ChannelError> {
+        let msg = self
+            .rest
+            .call(
+                Method::POST,
+                &format!("/channels/{channel}/messages"),
+                "POST /channels/{id}/messages",
+                Some(channel),
+                Some(body),
+            )
+            .await
+            .map_err(|e| match e.classify() {
+                ChannelError::MessageGone(m) => ChannelError::Permanent(m),
+                e => e,
+            })?;
+        let id = msg
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ChannelError::Transient {
+                message: "message without an id".into(),
+                retry_after: None,
+            })?;
+        Ok(MessageRef {
+            target: target.clone(),
+            message: id.to_owned(),
+        })
+    }
+
     fn on_ready(&self, data: &Value) {
         let id = data
             .pointer("/user/id")
@@ -391,31 +425,7 @@ impl Channel for Discord {
             "nonce": nonce(approval, target),
             "enforce_nonce": true,
         });
-        let msg = self
-            .rest
-            .call(
-                Method::POST,
-                &format!("/channels/{channel}/messages"),
-                "POST /channels/{id}/messages",
-                Some(&channel),
-                Some(&body),
-            )
-            .await
-            .map_err(|e| match e.classify() {
-                ChannelError::MessageGone(m) => ChannelError::Permanent(m),
-                e => e,
-            })?;
-        let id = msg
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ChannelError::Transient {
-                message: "message without an id".into(),
-                retry_after: None,
-            })?;
-        Ok(MessageRef {
-            target: target.clone(),
-            message: id.to_owned(),
-        })
+        self.send_message(target, &channel, &body).await
     }
 
     #[tracing::instrument(skip_all, fields(user = %prompt.target.chat, message = %prompt.message, approval = %approval.id))]
@@ -462,31 +472,7 @@ impl Channel for Discord {
             "nonce": nonce_of(&uuid::Uuid::new_v4().to_string(), target),
             "enforce_nonce": true,
         });
-        let msg = self
-            .rest
-            .call(
-                Method::POST,
-                &format!("/channels/{channel}/messages"),
-                "POST /channels/{id}/messages",
-                Some(&channel),
-                Some(&body),
-            )
-            .await
-            .map_err(|e| match e.classify() {
-                ChannelError::MessageGone(m) => ChannelError::Permanent(m),
-                e => e,
-            })?;
-        let id = msg
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ChannelError::Transient {
-                message: "message without an id".into(),
-                retry_after: None,
-            })?;
-        Ok(MessageRef {
-            target: target.clone(),
-            message: id.to_owned(),
-        })
+        self.send_message(target, &channel, &body).await
     }
 
     #[tracing::instrument(skip_all, fields(user = %post.target.chat, message = %post.message))]
