@@ -111,8 +111,8 @@ mod telegram {
         }
 
         #[test]
-        fn prompt_fits_and_has_only_our_markup(a in approval(), o in of(outcome())) {
-            let html = render(&a, o.as_ref().map_or(Footer::Pending, Footer::Finished)).html;
+        fn prompt_fits_and_has_only_our_markup(a in approval(), o in of(outcome()), now_ms in any::<i64>()) {
+            let html = render(&a, o.as_ref().map_or(Footer::Pending { now_ms }, Footer::Finished)).html;
             prop_assert!(utf16_len(&html) <= MAX_MESSAGE_UTF16);
             prop_assert!(markup_ok(&html, &["b", "i", "code", "pre"]), "{}", html);
             prop_assert!(entities_only(&html, &["amp", "lt", "gt"]));
@@ -135,8 +135,8 @@ mod matrix {
         }
 
         #[test]
-        fn prompt_html_has_only_our_markup(a in approval(), o in of(outcome())) {
-            let html = render(&a, o.as_ref().map_or(Footer::Pending, Footer::Finished)).html;
+        fn prompt_html_has_only_our_markup(a in approval(), o in of(outcome()), now_ms in any::<i64>()) {
+            let html = render(&a, o.as_ref().map_or(Footer::Pending { now_ms }, Footer::Finished)).html;
             prop_assert!(markup_ok(&html, &["b", "i", "code", "pre", "br"]), "{}", html);
             prop_assert!(entities_only(&html, &["amp", "lt", "gt", "quot", "#39"]));
         }
@@ -144,11 +144,11 @@ mod matrix {
         /// render.rs: "Matrix caps an event at 65 536 bytes (encryption adds a third)": the
         /// prompt, and the edit that finishes it (a `* ` fallback plus `m.new_content`).
         #[test]
-        fn events_fit_65536_bytes_encrypted(a in approval(), o in outcome()) {
+        fn events_fit_65536_bytes_encrypted(a in approval(), o in outcome(), now_ms in any::<i64>()) {
             let json = |r: &Rendered| json!({"msgtype": "m.text", "body": r.body,
                 "format": "org.matrix.custom.html", "formatted_body": r.html});
             let size = |v: Value| serde_json::to_string(&v).unwrap().len() * 4 / 3 + 2048;
-            let prompt = render(&a, Footer::Pending);
+            let prompt = render(&a, Footer::Pending { now_ms });
             prop_assert!(size(json(&prompt)) <= 65_536, "prompt: {}", size(json(&prompt)));
             let r = render(&a, Footer::Finished(&o));
             let starred = Rendered { body: format!("* {}", r.body), html: format!("* {}", r.html) };
@@ -234,8 +234,8 @@ mod discord {
         }
 
         #[test]
-        fn embed_keeps_discords_limits(a in approval(), o in of(outcome())) {
-            let e = render::embed(&a, o.as_ref().map_or(Footer::Pending, Footer::Finished));
+        fn embed_keeps_discords_limits(a in approval(), o in of(outcome()), now_ms in any::<i64>()) {
+            let e = render::embed(&a, o.as_ref().map_or(Footer::Pending { now_ms }, Footer::Finished));
             let len = |v: &Value| v.as_str().unwrap_or_default().chars().count();
             let fields = e["fields"].as_array().unwrap();
             prop_assert!(len(&e["title"]) <= 256 && len(&e["footer"]["text"]) <= 2048);
@@ -284,8 +284,8 @@ mod slack {
         }
 
         #[test]
-        fn blocks_keep_slacks_limits(a in approval(), o in of(outcome())) {
-            let r = render::render(&a, o.as_ref().map_or(Footer::Pending, Footer::Finished));
+        fn blocks_keep_slacks_limits(a in approval(), o in of(outcome()), now_ms in any::<i64>()) {
+            let r = render::render(&a, o.as_ref().map_or(Footer::Pending { now_ms }, Footer::Finished));
             let mut texts = vec![(r.text.clone(), usize::MAX)];
             for b in r.blocks.as_array().unwrap() {
                 match b["type"].as_str() {

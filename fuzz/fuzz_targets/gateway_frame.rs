@@ -22,12 +22,14 @@ fn check(a: &Approval) {
 /// Request text is untrusted: every renderer takes it without panicking, within its limits.
 fn render(a: &Approval) {
     use telegram::render::{MAX_MESSAGE_UTF16, utf16_len};
-    let html = telegram::render::render(a, telegram::render::Footer::Pending).html;
+    // Rendered as it arrives; the expiry is the request's, whatever it says.
+    let now_ms = a.created_at_ms;
+    let html = telegram::render::render(a, telegram::render::Footer::Pending { now_ms }).html;
     assert!(utf16_len(&html) <= MAX_MESSAGE_UTF16);
-    let _ = matrix::render::render(a, matrix::render::Footer::Pending);
-    let _ = discord::render::embed(a, discord::render::Footer::Pending);
+    let _ = matrix::render::render(a, matrix::render::Footer::Pending { now_ms });
+    let _ = discord::render::embed(a, discord::render::Footer::Pending { now_ms });
     let _ = discord::render::components(a);
-    let _ = slack::render::render(a, slack::render::Footer::Pending);
+    let _ = slack::render::render(a, slack::render::Footer::Pending { now_ms });
 }
 
 fn approvals(payload: &Value) {

@@ -234,6 +234,12 @@ pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
             "the prompt shows the command literally: {}",
             s.text
         );
+        // `expires in 1 min 59 s (11:06 UTC)`; Discord's `<t:…:R>` its client renders.
+        assert!(
+            s.text.contains("expires") && s.text.contains(" UTC)"),
+            "the prompt says the time left and the instant: {}",
+            s.text
+        );
     }
 }
 
@@ -407,6 +413,11 @@ pub async fn finish_shows_each_outcome_and_removes_buttons<F: Fixture>(f: &F) {
         assert!(
             s.text.contains(&a.command),
             "finished prompt keeps the request: {}",
+            s.text
+        );
+        assert!(
+            !s.text.contains("expires"),
+            "a finished prompt shows its outcome, not the time left: {}",
             s.text
         );
         if i == 0 {

@@ -592,6 +592,12 @@ async fn a_burst_for_one_owner_goes_out_as_digests_within_telegrams_limits() {
         "{}",
         digest.text
     );
+    // Two-minute requests, rendered within seconds of their arrival.
+    assert!(
+        digest.text.contains("expires in 1 min "),
+        "each row says its time left: {}",
+        digest.text
+    );
 
     let presses: Vec<(Message, String)> = reqs
         .iter()
@@ -613,6 +619,7 @@ async fn a_burst_for_one_owner_goes_out_as_digests_within_telegrams_limits() {
         )
         .await;
     assert!(shown.text.contains("all ended"), "{}", shown.text);
+    assert!(!shown.text.contains("expires"), "{}", shown.text);
     assert!(shown.text.contains("Allowed once"), "{}", shown.text);
     let limited = w.tg.calls().iter().filter(|c| c.status == 429).count();
     assert_eq!(limited, 0, "the bridge kept within the chat's rate");

@@ -1,8 +1,10 @@
 //! The pieces of a prompt every channel renders alike: the kind's title, the decisions the
-//! `/approve` fallback offers, an outcome's icon, and (from `bridge::time`) an instant as UTC text. Escaping and
-//! layout differ per service and stay in each `render.rs`.
+//! `/approve` fallback offers, an outcome's icon, the time a pending prompt has left, and
+//! (from `bridge::time`) an instant as UTC text. Escaping and layout differ per service and
+//! stay in each `render.rs`.
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::time::{clock, span};
 
 /// The emoji and the name that head a prompt of this kind, each service marking them up
 /// its own way: `("🔐", "Exec approval")`.
@@ -42,6 +44,41 @@ pub fn icon(o: &Outcome) -> &'static str {
 
 pub use bridge::time::utc;
 
+/// Below this much time left a prompt counts seconds; from it on, whole minutes.
+const SECONDS_BELOW_MS: i64 = 120_000;
+/// From this much time left on, the expiry shows its date too: a time of day alone could
+/// be today's or tomorrow's.
+const DATE_FROM_MS: i64 = 12 * 3_600_000;
+
+/// What follows the word `expires` on a pending prompt rendered at `now_ms`: the time left
+/// as a phone reads it, then the instant, `in 12 min (11:06 UTC)`. Whole minutes (the
+/// nearest) from 2 minutes left on, seconds below (`in 1 min 30 s`), `now` once nothing is
+/// left; the date joins the instant from 12 hours left on. The time left reads the
+/// bridge's clock, the instant is the gateway's: a skewed clock misstates only the first.
+pub fn expires(expires_at_ms: i64, now_ms: i64) -> String {
+    let left = expires_at_ms.saturating_sub(now_ms);
+    let at = deadline(expires_at_ms, now_ms);
+    match left {
+        ..1000 => format!("now ({at})"),
+        1000..SECONDS_BELOW_MS => format!("in {} ({at})", span(left)),
+        _ => {
+            let minutes = left.saturating_add(30_000) / 60_000;
+            format!("in {} ({at})", span(minutes.saturating_mul(60_000)))
+        }
+    }
+}
+
+/// The instant a pending prompt expires, seen from `now_ms`: `11:06 UTC` within 12 hours,
+/// `2026-11-19 11:06:45 UTC` from then on. Half of [`expires`], for a channel that shows
+/// the time left its own way (Discord's live `<t:…:R>`).
+pub fn deadline(expires_at_ms: i64, now_ms: i64) -> String {
+    if expires_at_ms.saturating_sub(now_ms) < DATE_FROM_MS {
+        clock(expires_at_ms)
+    } else {
+        utc(expires_at_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +116,36 @@ mod tests {
             decision_words(&offering(&Decision::ALL)),
             "allow-once|allow-always|deny"
         );
+    }
+
+    #[test]
+    fn a_pending_prompt_says_the_time_left_then_the_instant() {
+        // 2026-11-18 11:06:45 UTC.
+        const AT: i64 = 1_795_000_005_999;
+        let check = |left_ms: i64, expect: &str| {
+            assert_eq!(expires(AT, AT - left_ms), expect, "{left_ms} ms left");
+        };
+        check(30 * 60_000 - 250, "in 30 min (11:06 UTC)");
+        check(12 * 60_000 + 29_999, "in 12 min (11:06 UTC)");
+        check(12 * 60_000 + 30_000, "in 13 min (11:06 UTC)");
+        check(2 * 60_000, "in 2 min (11:06 UTC)");
+        check(2 * 60_000 - 1, "in 1 min 59 s (11:06 UTC)");
+        check(90_000, "in 1 min 30 s (11:06 UTC)");
+        check(45_500, "in 45 s (11:06 UTC)");
+        check(1000, "in 1 s (11:06 UTC)");
+        check(999, "now (11:06 UTC)");
+        check(0, "now (11:06 UTC)");
+        check(-5 * 60_000, "now (11:06 UTC)");
+        check(
+            2 * 3_600_000 + 5 * 60_000 + 10_000,
+            "in 2 h 5 min (11:06 UTC)",
+        );
+        check(12 * 3_600_000 - 1, "in 12 h (11:06 UTC)");
+        check(12 * 3_600_000, "in 12 h (2026-11-18 11:06:45 UTC)");
+        check(3 * 86_400_000, "in 3 d (2026-11-18 11:06:45 UTC)");
+        // No overflow at the extremes.
+        assert!(expires(i64::MAX, i64::MIN).starts_with("in "));
+        assert!(expires(i64::MIN, i64::MAX).starts_with("now ("));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{Approval, Outcome};
+use bridge::approval::{Approval, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
 use bridge::retry::CallPolicy;
@@ -419,7 +419,7 @@ impl Channel for Discord {
         // and its own store write sends again after the restart, and Discord hands back
         // the same message instead of a duplicate prompt.
         let body = json!({
-            "embeds": [render::embed(approval, render::Footer::Pending)],
+            "embeds": [render::embed(approval, render::Footer::Pending { now_ms: now_ms() })],
             "components": components,
             "allowed_mentions": allowed_mentions_none(),
             "nonce": nonce(approval, target),

@@ -11,7 +11,7 @@
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
-use crate::common::render::{decision_words, icon, kind_title, utc};
+use crate::common::render::{deadline, decision_words, icon, kind_title, utc};
 
 /// Discord's limits on an embed, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
@@ -29,9 +29,9 @@ const ZWSP: char = '\u{200B}';
 /// What closes the prompt.
 #[derive(Debug, Clone, Copy)]
 pub enum Footer<'a> {
-    /// Still pending: the `/approve` fallback line.
-    Pending,
-    /// Finished: the outcome.
+    /// Still pending, rendered at `now_ms`: the time left, then the `/approve` fallback line.
+    Pending { now_ms: i64 },
+    /// Finished: the outcome (and its time), no time left.
     Finished(&'a Outcome),
 }
 
@@ -175,16 +175,19 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     if !a.risk_kinds.is_empty() {
         field("risk", escape_capped(&a.risk_kinds.join(", "), 300));
     }
-    if let Some(exp) = a.expires_at_ms {
-        // `<t:…:R>` renders as a live relative time in the reader's client.
+    if let (Some(exp), Footer::Pending { now_ms }) = (a.expires_at_ms, footer) {
+        // The time left as Discord's own relative timestamp rather than the other channels'
+        // `in 12 min` (common::render::expires): `<t:…:R>` renders as `in 12 minutes` in
+        // the reader's client and counts down by itself, with no edit. The instant beside
+        // it is the one the other channels show.
         field(
             "expires",
-            format!("<t:{}:R> · {}", exp.div_euclid(1000), utc(exp)),
+            format!("<t:{}:R> ({})", exp.div_euclid(1000), deadline(exp, now_ms)),
         );
     }
     field("id", escape_capped(a.id.as_str(), 120));
     let (color, foot) = match footer {
-        Footer::Pending => (
+        Footer::Pending { .. } => (
             PENDING_COLOR,
             format!("Or send: /approve {} {}", a.id, decision_words(a)),
         ),
@@ -291,6 +294,11 @@ mod tests {
     use super::*;
     use bridge::approval::ApprovalId;
 
+    /// Rendered 2 minutes before the approval expires.
+    const PENDING: Footer<'static> = Footer::Pending {
+        now_ms: 1_795_000_000_000,
+    };
+
     fn exec(command: &str) -> Approval {
         Approval {
             id: ApprovalId::from("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11"),
@@ -319,7 +327,7 @@ mod tests {
         let mut a = exec("ls");
         a.risk_kinds = vec![String::new()];
         a.cwd = Some(" ".into());
-        let e = embed(&a, Footer::Pending);
+        let e = embed(&a, PENDING);
         for f in e["fields"].as_array().unwrap() {
             assert!(!f["value"].as_str().unwrap().trim().is_empty(), "{f}");
         }
@@ -358,7 +366,7 @@ mod tests {
 
     #[test]
     fn pending_embed_lists_fields_and_the_fallback() {
-        let e = embed(&exec("rm -rf /tmp/x"), Footer::Pending);
+        let e = embed(&exec("rm -rf /tmp/x"), PENDING);
         check(
             e["description"].as_str().unwrap(),
             "```\nrm -rf /tmp/x\n```",
@@ -383,7 +391,7 @@ mod tests {
                 "agent=main",
                 "host=gateway",
                 r"warnings=⚠️ deletes \[files\]\(https\://evil\)",
-                "expires=<t:1795000120:R> · 2026-11-18 11:08:40 UTC",
+                "expires=<t:1795000120:R> (11:08 UTC)",
                 "id=0b8f6c1e\\-8a44\\-4c1e\\-9d6f\\-2f9b1c0d7e11",
             ]
         );
@@ -406,6 +414,27 @@ mod tests {
         assert_eq!(
             styles,
             [("Allow once".to_owned(), 3), ("Deny".to_owned(), 4)]
+        );
+    }
+
+    #[test]
+    fn a_finished_embed_shows_its_outcome_and_no_time_left() {
+        let e = embed(
+            &exec("ls"),
+            Footer::Finished(&Outcome::Expired {
+                at_ms: 1_795_000_120_000,
+            }),
+        );
+        let names: Vec<&str> = e["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["cwd", "agent", "host", "warnings", "id", "outcome"]);
+        check(
+            e["fields"][5]["value"].as_str().unwrap(),
+            "⌛ **Expired without a decision** · 2026-11-18 11:08:40 UTC",
         );
     }
 

@@ -8,7 +8,7 @@
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 
-use crate::common::render::{decision_words, icon, kind_title, utc};
+use crate::common::render::{decision_words, expires, icon, kind_title, utc};
 
 /// Longest command shown, in characters. With every other text at its cap too, the edit that
 /// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
@@ -107,7 +107,9 @@ pub struct Rendered {
 /// What closes the message.
 #[derive(Debug, Clone, Copy)]
 pub enum Footer<'a> {
-    Pending,
+    /// Still pending, rendered at `now_ms`: the time left, then what to react or send.
+    Pending { now_ms: i64 },
+    /// Finished: the outcome (and its time), no time left.
     Finished(&'a Outcome),
 }
 
@@ -169,12 +171,15 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     if !a.risk_kinds.is_empty() {
         line("risk", &cap(&a.risk_kinds.join(", "), 300), false);
     }
-    if let Some(exp) = a.expires_at_ms {
-        line("expires", &utc(exp), false);
-    }
     let id = cap(a.id.as_str(), 100);
     match footer {
-        Footer::Pending => {
+        Footer::Pending { now_ms } => {
+            if let Some(exp) = a.expires_at_ms {
+                // Our own text, nothing to escape; `expires in …` reads as one phrase.
+                let left = expires(exp, now_ms);
+                body.push_str(&format!("\nexpires {left}"));
+                html.push_str(&format!("<br><b>expires</b> {left}"));
+            }
             let offered = seeded(a);
             let reacts: Vec<String> = offered
                 .iter()
@@ -215,6 +220,11 @@ mod tests {
     use super::*;
     use bridge::approval::ApprovalId;
 
+    /// Rendered 12 minutes 20 seconds before the approval expires.
+    const PENDING: Footer<'static> = Footer::Pending {
+        now_ms: 1_700_000_000_000 - 740_000,
+    };
+
     fn approval(command: &str, allowed: &[Decision]) -> Approval {
         Approval {
             id: ApprovalId("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11".into()),
@@ -240,7 +250,7 @@ mod tests {
     fn request_text_is_escaped_in_html_and_verbatim_in_body() {
         let r = render(
             &approval("echo '<a href=\"x\">@room</a>' & ls", &Decision::ALL),
-            Footer::Pending,
+            PENDING,
         );
         assert!(
             r.body.contains("echo '<a href=\"x\">@room</a>' & ls"),
@@ -263,9 +273,32 @@ mod tests {
             r.body
         );
         assert!(
-            r.body.contains("expires: 2023-11-14 22:13:20 UTC"),
+            r.body.contains("\nexpires in 12 min (22:13 UTC)\n"),
             "{}",
             r.body
+        );
+    }
+
+    #[test]
+    fn a_finished_prompt_shows_its_outcome_and_no_time_left() {
+        let a = approval("ls", &Decision::ALL);
+        let r = render(
+            &a,
+            Footer::Finished(&Outcome::Expired {
+                at_ms: 1_700_000_000_000,
+            }),
+        );
+        assert!(
+            r.body.ends_with(
+                "\nid: 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11\n\n⌛ Expired without a decision · 2023-11-14 22:13:20 UTC"
+            ),
+            "{}",
+            r.body
+        );
+        assert!(
+            !r.body.contains("expires") && !r.html.contains("expires"),
+            "{}",
+            r.html
         );
     }
 
@@ -273,7 +306,7 @@ mod tests {
     fn footer_lists_only_offered_decisions() {
         let r = render(
             &approval("ls", &[Decision::AllowOnce, Decision::Deny]),
-            Footer::Pending,
+            PENDING,
         );
         assert!(r.body.contains("React ✅ allow once · ❌ deny — or send: /approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny"), "{}", r.body);
     }
@@ -281,7 +314,7 @@ mod tests {
     #[test]
     fn long_commands_are_cut_on_char_boundaries() {
         let cmd = "é&".repeat(MAX_COMMAND_CHARS);
-        let r = render(&approval(&cmd, &Decision::ALL), Footer::Pending);
+        let r = render(&approval(&cmd, &Decision::ALL), PENDING);
         assert!(r.body.contains("✂️ Cut: showing"));
         assert!(r.html.len() < 40_000);
         assert!(!r.html.contains("&am…") && !r.html.contains("&…"));
@@ -292,15 +325,12 @@ mod tests {
     #[test]
     fn caps_bound_the_event_bytes_whatever_the_text() {
         let size = |r: &Rendered| serde_json::to_string(&(&r.body, &r.html)).unwrap().len();
-        let plain = render(
-            &approval(&"a".repeat(9000), &Decision::ALL),
-            Footer::Pending,
-        );
+        let plain = render(&approval(&"a".repeat(9000), &Decision::ALL), PENDING);
         assert!(plain.body.contains("showing 4999 of 9000 characters"));
         for c in ['\u{1}', '"', '<', '&', '😀'] {
             let r = render(
                 &approval(&c.to_string().repeat(9000), &Decision::ALL),
-                Footer::Pending,
+                PENDING,
             );
             assert!(size(&r) <= size(&plain) + 16, "{c:?}: {} bytes", size(&r));
             assert!(r.body.contains("✂️ Cut: showing"), "{c:?}");

@@ -2,7 +2,7 @@
 //! (`m.replace`) and the redaction of those reactions, notices, and bulletins (plain
 //! `m.text`, edited with `m.replace`). Nothing we send mentions anyone.
 
-use bridge::approval::{Approval, Outcome};
+use bridge::approval::{Approval, Outcome, now_ms};
 use bridge::channel::ChannelError;
 use matrix_sdk::Room;
 use matrix_sdk::room::{IncludeRelations, RelationsOptions};
@@ -17,7 +17,7 @@ use super::render;
 
 /// Posts the prompt for `approval` in `room`; its event id.
 pub(super) async fn prompt(room: &Room, approval: &Approval) -> Result<OwnedEventId, ChannelError> {
-    let rendered = render::render(approval, render::Footer::Pending);
+    let rendered = render::render(approval, render::Footer::Pending { now_ms: now_ms() });
     let mut content = html_content("m.text", &rendered);
     content[PROMPT_KEY] = json!({"id": approval.id.as_str()});
     // One transaction id per approval and room: a retry of a send whose answer was lost

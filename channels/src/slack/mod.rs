@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{Approval, ApprovalId, Outcome};
+use bridge::approval::{Approval, ApprovalId, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
 use bridge::retry::CallPolicy;
@@ -296,7 +296,7 @@ impl Channel for Slack {
         let v = match adopted {
             Some(v) => v,
             None => {
-                let r = render::render(approval, render::Footer::Pending);
+                let r = render::render(approval, render::Footer::Pending { now_ms: now_ms() });
                 let body = json!({"channel": channel, "text": r.text, "blocks": r.blocks, "unfurl_links": false, "unfurl_media": false});
                 self.api
                     .call_or_recover(

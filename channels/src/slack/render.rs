@@ -14,7 +14,7 @@ use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
 use super::codec;
-use crate::common::render::{decision_words, icon, kind_title, utc};
+use crate::common::render::{decision_words, expires, icon, kind_title, utc};
 
 /// Slack's limit on a section's text.
 pub const MAX_SECTION_CHARS: usize = 3000;
@@ -29,9 +29,10 @@ pub const ZWSP: char = '\u{200B}';
 /// What closes the message.
 #[derive(Debug, Clone, Copy)]
 pub enum Footer<'a> {
-    /// Still pending: buttons and the `/approve` fallback line.
-    Pending,
-    /// Finished: the outcome, no buttons.
+    /// Still pending, rendered at `now_ms`: the time left, buttons and the `/approve`
+    /// fallback line.
+    Pending { now_ms: i64 },
+    /// Finished: the outcome (and its time), no time left, no buttons.
     Finished(&'a Outcome),
 }
 
@@ -189,8 +190,8 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
             escape_capped(&a.risk_kinds.join(", "), 300)
         )));
     }
-    if let Some(exp) = a.expires_at_ms {
-        context.push(mrkdwn(format!("*expires* {}", utc(exp))));
+    if let (Some(exp), Footer::Pending { now_ms }) = (a.expires_at_ms, footer) {
+        context.push(mrkdwn(format!("*expires* {}", expires(exp, now_ms))));
     }
     if !context.is_empty() {
         blocks.push(json!({"type": "context", "elements": context}));
@@ -198,7 +199,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
 
     let id = escape_capped(a.id.as_str(), 130);
     match footer {
-        Footer::Pending => {
+        Footer::Pending { .. } => {
             let buttons: Vec<Value> = Decision::ALL
                 .iter()
                 .filter(|d| a.offers(**d))
@@ -237,7 +238,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     }
 
     let text = match footer {
-        Footer::Pending => format!("{what}: {}", escape_capped(&a.command, 200)),
+        Footer::Pending { .. } => format!("{what}: {}", escape_capped(&a.command, 200)),
         Footer::Finished(o) => format!("{what}: {}", escape_capped(&o.summary(), 200)),
     };
     Rendered {
@@ -253,6 +254,10 @@ mod tests {
     use bridge::approval::{ApprovalId, Decider, Responder};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+    /// Rendered the moment the request was made: 2 minutes before it expires.
+    const PENDING: Footer<'static> = Footer::Pending {
+        now_ms: 1_795_000_000_000,
+    };
 
     fn exec(command: &str) -> Approval {
         Approval {
@@ -305,11 +310,11 @@ mod tests {
     #[test]
     fn pending_exec_prompt() {
         check(
-            &render(&exec("rm -rf /tmp/x && echo <b>"), Footer::Pending),
+            &render(&exec("rm -rf /tmp/x && echo <b>"), PENDING),
             r#"
 {"text":{"text":"🔐 *Exec approval*","type":"mrkdwn","verbatim":true},"type":"section"}
 {"text":{"text":"```rm -rf /tmp/x &amp;&amp; echo &lt;b&gt;```","type":"mrkdwn","verbatim":true},"type":"section"}
-{"elements":[{"text":"*cwd* `/srv/app`","type":"mrkdwn","verbatim":true},{"text":"*agent* `main`","type":"mrkdwn","verbatim":true},{"text":"*host* `gateway`","type":"mrkdwn","verbatim":true},{"text":"⚠️ deletes &lt;files&gt;","type":"mrkdwn","verbatim":true},{"text":"*risk* destructive","type":"mrkdwn","verbatim":true},{"text":"*expires* 2026-11-18 11:08:40 UTC","type":"mrkdwn","verbatim":true}],"type":"context"}
+{"elements":[{"text":"*cwd* `/srv/app`","type":"mrkdwn","verbatim":true},{"text":"*agent* `main`","type":"mrkdwn","verbatim":true},{"text":"*host* `gateway`","type":"mrkdwn","verbatim":true},{"text":"⚠️ deletes &lt;files&gt;","type":"mrkdwn","verbatim":true},{"text":"*risk* destructive","type":"mrkdwn","verbatim":true},{"text":"*expires* in 2 min (11:08 UTC)","type":"mrkdwn","verbatim":true}],"type":"context"}
 {"block_id":"approval_actions","elements":[{"action_id":"exec_approve:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11:allow-once","style":"primary","text":{"emoji":false,"text":"Allow once","type":"plain_text"},"type":"button","value":"exec_approve:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11:allow-once"},{"action_id":"exec_approve:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11:deny","style":"danger","text":{"emoji":false,"text":"Deny","type":"plain_text"},"type":"button","value":"exec_approve:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11:deny"}],"type":"actions"}
 {"elements":[{"text":"Or send `/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny`","type":"mrkdwn","verbatim":true}],"type":"context"}
 "#,
@@ -330,7 +335,7 @@ mod tests {
         let mut a = exec("ls");
         a.warnings.clear();
         a.risk_kinds.clear();
-        a.expires_at_ms = None;
+        // The time left is gone with the buttons.
         a.cwd = None;
         a.host = None;
         a.agent_id = None;
@@ -353,7 +358,7 @@ mod tests {
     #[test]
     fn long_hostile_command_is_cut_within_the_section_limit_never_mid_escape() {
         let command = "<&>`".repeat(2000);
-        let r = render(&exec(&command), Footer::Pending);
+        let r = render(&exec(&command), PENDING);
         assert!(r.cut);
         let t = r.blocks[1]["text"]["text"].as_str().unwrap();
         assert!(
@@ -374,7 +379,7 @@ mod tests {
         a.warnings = (0..50)
             .map(|i| format!("{i} {}", "&".repeat(100)))
             .collect();
-        let r = render(&a, Footer::Pending);
+        let r = render(&a, PENDING);
         for b in r.blocks.as_array().unwrap() {
             for e in b["elements"].as_array().into_iter().flatten() {
                 if let Some(t) = e["text"].as_str() {

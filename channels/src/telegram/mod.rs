@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{Approval, Decision, Outcome};
+use bridge::approval::{Approval, Decision, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, ReplyTo,
@@ -160,10 +160,14 @@ impl Telegram {
         Ok(InlineKeyboardMarkup::new([row]))
     }
 
-    fn digest(rows: &[DigestRow]) -> Result<(String, InlineKeyboardMarkup), ChannelError> {
+    /// The digest's text as of `now_ms` (its pending rows' time left) and its buttons.
+    fn digest(
+        rows: &[DigestRow],
+        now_ms: i64,
+    ) -> Result<(String, InlineKeyboardMarkup), ChannelError> {
         let keyboard = digest::keyboard(rows)
             .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
-        Ok((digest::render(rows), keyboard))
+        Ok((digest::render(rows, now_ms), keyboard))
     }
 
     fn chat_id(target_chat: &str) -> Result<i64, ChannelError> {
@@ -353,7 +357,8 @@ impl Channel for Telegram {
         let chat = Self::chat_id(&target.chat)?;
         let keyboard = Self::keyboard(approval)
             .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
-        let rendered = render::render(approval, render::Footer::Pending);
+        let footer = render::Footer::Pending { now_ms: now_ms() };
+        let rendered = render::render(approval, footer);
         let id = self.send_prompt(chat, &rendered.html, &keyboard).await?;
         if rendered.cut {
             // After the prompt, without holding up `deliver` for the chat's next slot.
@@ -601,7 +606,8 @@ impl Digests for Telegram {
         target: &Target,
         approvals: &[Approval],
     ) -> Result<(MessageRef, usize), ChannelError> {
-        let n = digest::take(approvals);
+        let now = now_ms();
+        let n = digest::take(approvals, now);
         let Some(first) = approvals.first() else {
             return Err(ChannelError::Permanent("empty digest".into()));
         };
@@ -616,7 +622,7 @@ impl Digests for Telegram {
                 outcome: None,
             })
             .collect();
-        let (html, keyboard) = Self::digest(&rows)?;
+        let (html, keyboard) = Self::digest(&rows, now)?;
         let id = self.send_prompt(chat, &html, &keyboard).await?;
         let prompt = MessageRef {
             target: target.clone(),
@@ -632,7 +638,7 @@ impl Digests for Telegram {
         rows: &[DigestRow],
     ) -> Result<(), ChannelError> {
         let (chat, message) = Self::message_id(prompt)?;
-        let (html, keyboard) = Self::digest(rows)?;
+        let (html, keyboard) = Self::digest(rows, now_ms())?;
         // Without buttons left, no reply_markup: the edit drops the keyboard.
         let keyboard = (!keyboard.inline_keyboard.is_empty()).then_some(keyboard);
         let res = self

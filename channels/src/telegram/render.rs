@@ -10,7 +10,7 @@
 
 use bridge::approval::{Approval, Kind, Outcome};
 
-use crate::common::render::{decision_words, icon, kind_title, utc};
+use crate::common::render::{decision_words, expires, icon, kind_title, utc};
 
 /// Telegram's limit on a message's text, in UTF-16 code units.
 pub const MAX_MESSAGE_UTF16: usize = 4096;
@@ -26,9 +26,9 @@ pub struct Rendered {
 /// What closes the message.
 #[derive(Debug, Clone, Copy)]
 pub enum Footer<'a> {
-    /// Still pending: the `/approve` fallback line.
-    Pending,
-    /// Finished: the outcome line, no fallback.
+    /// Still pending, rendered at `now_ms`: the time left, then the `/approve` fallback line.
+    Pending { now_ms: i64 },
+    /// Finished: the outcome line (and its time), no time left, no fallback.
     Finished(&'a Outcome),
 }
 
@@ -161,12 +161,12 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
             escape_capped(&a.risk_kinds.join(", "), 300)
         ));
     }
-    if let Some(exp) = a.expires_at_ms {
-        tail.push_str(&format!("\n<b>expires</b> {}", utc(exp)));
-    }
     let id = escape_capped(a.id.as_str(), 80);
     match footer {
-        Footer::Pending => {
+        Footer::Pending { now_ms } => {
+            if let Some(exp) = a.expires_at_ms {
+                tail.push_str(&format!("\n<b>expires</b> {}", expires(exp, now_ms)));
+            }
             tail.push_str(&format!(
                 "\n\nOr send <code>/approve {id} {}</code>",
                 decision_words(a)
@@ -215,6 +215,10 @@ mod tests {
     use bridge::approval::{ApprovalId, Decider, Decision, Responder};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+    /// Rendered the moment the request was made: 2 minutes before it expires.
+    const PENDING: Footer<'static> = Footer::Pending {
+        now_ms: 1_795_000_000_000,
+    };
 
     fn exec(command: &str) -> Approval {
         Approval {
@@ -256,7 +260,7 @@ mod tests {
     fn pending_exec_prompt() {
         check(
             &exec("rm -rf /tmp/x && echo done"),
-            Footer::Pending,
+            PENDING,
             "🔐 <b>Exec approval</b>
 <pre><code>rm -rf /tmp/x &amp;&amp; echo done</code></pre>
 <b>cwd</b> <code>/srv/app</code>
@@ -265,14 +269,14 @@ mod tests {
 <b>session</b> <code>agent:main:main</code>
 ⚠️ deletes files
 <b>risk</b> destructive, network
-<b>expires</b> 2026-11-18 11:08:40 UTC
+<b>expires</b> in 2 min (11:08 UTC)
 
 Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</code>",
         );
     }
 
     #[test]
-    fn finished_prompt_keeps_the_request_and_adds_the_outcome() {
+    fn finished_prompt_keeps_the_request_and_shows_the_outcome_for_the_time_left() {
         let o = Outcome::Decided {
             decision: Decision::AllowOnce,
             by: Decider::Responder(Responder {
@@ -295,7 +299,6 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
 <b>agent</b> <code>main</code>
 <b>host</b> <code>gateway</code>
 <b>session</b> <code>agent:main:main</code>
-<b>expires</b> 2026-11-18 11:08:40 UTC
 <b>id</b> <code>0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11</code>
 
 ✅ <b>Allowed once by &lt;Ann &amp; co&gt; (42) via telegram</b> · 2026-11-18 11:06:45 UTC",
@@ -311,7 +314,6 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
 <b>agent</b> <code>main</code>
 <b>host</b> <code>gateway</code>
 <b>session</b> <code>agent:main:main</code>
-<b>expires</b> 2026-11-18 11:08:40 UTC
 <b>id</b> <code>0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11</code>
 
 ⌛ <b>Expired without a decision</b> · 2026-11-18 11:08:40 UTC",
@@ -327,7 +329,6 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
 <b>agent</b> <code>main</code>
 <b>host</b> <code>gateway</code>
 <b>session</b> <code>agent:main:main</code>
-<b>expires</b> 2026-11-18 11:08:40 UTC
 <b>id</b> <code>0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11</code>
 
 🚫 <b>Denied: no approval route reached anyone</b> · 2026-11-18 11:06:45 UTC",
@@ -354,7 +355,7 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
         };
         check(
             &a,
-            Footer::Pending,
+            PENDING,
             "🧩 <b>Plugin approval</b> · severity <b>critical</b>
 <b>Send &lt;email&gt;</b>
 to \"boss\" &amp; team
@@ -367,7 +368,7 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
     fn hostile_long_command_is_literal_and_cut_within_the_limit() {
         let hostile = "echo '<b>bold</b>' '</code></pre><a href=\"tg://user?id=1\">x</a>' &amp; ";
         let command = format!("{hostile}{}", "é😀<&>".repeat(1000)); // 5000-char tail
-        let r = render(&exec(&command), Footer::Pending);
+        let r = render(&exec(&command), PENDING);
         assert!(r.cut);
         assert!(
             utf16_len(&r.html) <= MAX_MESSAGE_UTF16,
@@ -412,7 +413,7 @@ Or send <code>/approve plugin:0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|al
 
     #[test]
     fn short_command_is_not_cut() {
-        let r = render(&exec(&"a".repeat(3000)), Footer::Pending);
+        let r = render(&exec(&"a".repeat(3000)), PENDING);
         assert!(!r.cut);
         assert!(r.html.contains(&"a".repeat(3000)));
     }
