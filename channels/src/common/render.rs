@@ -54,8 +54,10 @@ const DATE_FROM_MS: i64 = 12 * 3_600_000;
 /// as a phone reads it, then the instant, `in 12 min (11:06 UTC)`. Whole minutes (the
 /// nearest) from 2 minutes left on, seconds below (`in 1 min 30 s`), `now` once nothing is
 /// left; the date joins the instant from 12 hours left on. The time left reads the
-/// bridge's clock, the instant is the gateway's: a skewed clock misstates only the first.
-pub fn expires(expires_at_ms: i64, now_ms: i64) -> String {
+/// bridge's clock, the instant is the gateway's; a bridge clock outside the approval's own
+/// life by more than [`SKEW_MS`] (a clock that is off) counts from its creation instead.
+pub fn expires(created_at_ms: i64, expires_at_ms: i64, now_ms: i64) -> String {
+    let now_ms = plausible_now(created_at_ms, expires_at_ms, now_ms);
     let left = expires_at_ms.saturating_sub(now_ms);
     let at = deadline(expires_at_ms, now_ms);
     match left {
@@ -65,6 +67,21 @@ pub fn expires(expires_at_ms: i64, now_ms: i64) -> String {
             let minutes = left.saturating_add(30_000) / 60_000;
             format!("in {} ({at})", span(minutes.saturating_mul(60_000)))
         }
+    }
+}
+
+/// How far the bridge's clock may stray from the approval's life before it counts as off.
+pub const SKEW_MS: i64 = 60_000;
+
+/// `now_ms`, unless it lies more than [`SKEW_MS`] outside `created..expires` by the
+/// gateway's clock: then `created_at_ms` (a prompt is rendered when its approval is new).
+pub fn plausible_now(created_at_ms: i64, expires_at_ms: i64, now_ms: i64) -> i64 {
+    let early = created_at_ms.saturating_sub(SKEW_MS);
+    let late = expires_at_ms.saturating_add(SKEW_MS);
+    if (early..=late).contains(&now_ms) {
+        now_ms
+    } else {
+        created_at_ms
     }
 }
 
@@ -122,8 +139,14 @@ mod tests {
     fn a_pending_prompt_says_the_time_left_then_the_instant() {
         // 2026-11-18 11:06:45 UTC.
         const AT: i64 = 1_795_000_005_999;
+        // A long life, so every `now` below is a plausible one.
+        const CREATED: i64 = AT - 4 * 86_400_000;
         let check = |left_ms: i64, expect: &str| {
-            assert_eq!(expires(AT, AT - left_ms), expect, "{left_ms} ms left");
+            assert_eq!(
+                expires(CREATED, AT, AT - left_ms),
+                expect,
+                "{left_ms} ms left"
+            );
         };
         check(30 * 60_000 - 250, "in 30 min (11:06 UTC)");
         check(12 * 60_000 + 29_999, "in 12 min (11:06 UTC)");
@@ -135,7 +158,7 @@ mod tests {
         check(1000, "in 1 s (11:06 UTC)");
         check(999, "now (11:06 UTC)");
         check(0, "now (11:06 UTC)");
-        check(-5 * 60_000, "now (11:06 UTC)");
+        check(-30_000, "now (11:06 UTC)");
         check(
             2 * 3_600_000 + 5 * 60_000 + 10_000,
             "in 2 h 5 min (11:06 UTC)",
@@ -143,9 +166,19 @@ mod tests {
         check(12 * 3_600_000 - 1, "in 12 h (11:06 UTC)");
         check(12 * 3_600_000, "in 12 h (2026-11-18 11:06:45 UTC)");
         check(3 * 86_400_000, "in 3 d (2026-11-18 11:06:45 UTC)");
+        // A bridge clock days off counts from the approval's creation.
+        let half_hour = AT - 30 * 60_000;
+        assert_eq!(
+            expires(half_hour, AT, AT + 3 * 86_400_000),
+            "in 30 min (11:06 UTC)"
+        );
+        assert_eq!(
+            expires(half_hour, AT, AT - 3 * 86_400_000),
+            "in 30 min (11:06 UTC)"
+        );
         // No overflow at the extremes.
-        assert!(expires(i64::MAX, i64::MIN).starts_with("in "));
-        assert!(expires(i64::MIN, i64::MAX).starts_with("now ("));
+        assert!(expires(i64::MIN, i64::MAX, i64::MIN).starts_with("in "));
+        assert!(expires(i64::MIN, i64::MIN, i64::MAX).starts_with("now ("));
     }
 
     #[test]

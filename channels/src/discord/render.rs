@@ -11,7 +11,7 @@
 use bridge::approval::{Approval, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
-use crate::common::render::{deadline, decision_words, icon, kind_title, utc};
+use crate::common::render::{deadline, decision_words, icon, kind_title, plausible_now, utc};
 
 /// Discord's limits on an embed, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
@@ -182,7 +182,11 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
         // it is the one the other channels show.
         field(
             "expires",
-            format!("<t:{}:R> ({})", exp.div_euclid(1000), deadline(exp, now_ms)),
+            format!(
+                "<t:{}:R> ({})",
+                exp.div_euclid(1000),
+                deadline(exp, plausible_now(a.created_at_ms, exp, now_ms))
+            ),
         );
     }
     field("id", escape_capped(a.id.as_str(), 120));

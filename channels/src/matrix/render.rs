@@ -176,7 +176,7 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         Footer::Pending { now_ms } => {
             if let Some(exp) = a.expires_at_ms {
                 // Our own text, nothing to escape; `expires in …` reads as one phrase.
-                let left = expires(exp, now_ms);
+                let left = expires(a.created_at_ms, exp, now_ms);
                 body.push_str(&format!("\nexpires {left}"));
                 html.push_str(&format!("<br><b>expires</b> {left}"));
             }

@@ -191,7 +191,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
         )));
     }
     if let (Some(exp), Footer::Pending { now_ms }) = (a.expires_at_ms, footer) {
-        context.push(mrkdwn(format!("*expires* {}", expires(exp, now_ms))));
+        context.push(mrkdwn(format!(
+            "*expires* {}",
+            expires(a.created_at_ms, exp, now_ms)
+        )));
     }
     if !context.is_empty() {
         blocks.push(json!({"type": "context", "elements": context}));

@@ -81,7 +81,7 @@ fn context(a: &Approval, now_ms: i64) -> String {
         context.push("⏰ cron run".into());
     }
     if let Some(exp) = a.expires_at_ms {
-        context.push(format!("expires {}", expires(exp, now_ms)));
+        context.push(format!("expires {}", expires(a.created_at_ms, exp, now_ms)));
     }
     if context.is_empty() {
         String::new()

@@ -165,7 +165,10 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     match footer {
         Footer::Pending { now_ms } => {
             if let Some(exp) = a.expires_at_ms {
-                tail.push_str(&format!("\n<b>expires</b> {}", expires(exp, now_ms)));
+                tail.push_str(&format!(
+                    "\n<b>expires</b> {}",
+                    expires(a.created_at_ms, exp, now_ms)
+                ));
             }
             tail.push_str(&format!(
                 "\n\nOr send <code>/approve {id} {}</code>",
