@@ -184,6 +184,26 @@ impl Discord {
         Ok(me)
     }
 
+    /// `PATCH /channels/{id}/messages/{id}`: rewrites one of the bot's messages.
+    async fn edit_message(
+        &self,
+        channel: &str,
+        message: &str,
+        body: &Value,
+    ) -> Result<(), ChannelError> {
+        self.rest
+            .call(
+                Method::PATCH,
+                &format!("/channels/{channel}/messages/{message}"),
+                "PATCH /channels/{id}/messages/{id}",
+                Some(channel),
+                Some(body),
+            )
+            .await
+            .map(|_| ())
+            .map_err(rest::RestError::classify)
+    }
+
     /// `POST /channels/{id}/messages` to `target`'s DM; a gone channel is permanent there.
     async fn send_message(
         &self,
@@ -447,17 +467,7 @@ impl Channel for Discord {
             "components": [],
             "allowed_mentions": allowed_mentions_none(),
         });
-        self.rest
-            .call(
-                Method::PATCH,
-                &format!("/channels/{channel}/messages/{}", prompt.message),
-                "PATCH /channels/{id}/messages/{id}",
-                Some(&channel),
-                Some(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(rest::RestError::classify)
+        self.edit_message(&channel, &prompt.message, &body).await
     }
 
     #[tracing::instrument(skip_all, fields(target = %target))]
@@ -488,17 +498,7 @@ impl Channel for Discord {
             "content": render::escape_capped(&bulletin.text(), MAX_CONTENT),
             "allowed_mentions": allowed_mentions_none(),
         });
-        self.rest
-            .call(
-                Method::PATCH,
-                &format!("/channels/{channel}/messages/{}", post.message),
-                "PATCH /channels/{id}/messages/{id}",
-                Some(&channel),
-                Some(&body),
-            )
-            .await
-            .map(|_| ())
-            .map_err(rest::RestError::classify)
+        self.edit_message(&channel, &post.message, &body).await
     }
 
     fn reach(&self) -> Option<watch::Receiver<Reach>> {

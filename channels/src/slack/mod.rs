@@ -310,14 +310,7 @@ impl Channel for Slack {
                     .map_err(api::ApiError::classify)?
             }
         };
-        let ts = v["ts"].as_str().ok_or_else(|| {
-            ChannelError::Permanent("chat.postMessage answered without ts".into())
-        })?;
-        let ch = v["channel"].as_str().unwrap_or(&channel);
-        Ok(MessageRef {
-            target: target.clone(),
-            message: receive::message_id(ch, ts),
-        })
+        posted_ref(target, &v, &channel)
     }
 
     #[tracing::instrument(skip_all, fields(message = %prompt.message, approval = %approval.id))]
@@ -361,14 +354,7 @@ impl Channel for Slack {
             )
             .await
             .map_err(api::ApiError::classify)?;
-        let ts = v["ts"].as_str().ok_or_else(|| {
-            ChannelError::Permanent("chat.postMessage answered without ts".into())
-        })?;
-        let ch = v["channel"].as_str().unwrap_or(&channel);
-        Ok(MessageRef {
-            target: target.clone(),
-            message: receive::message_id(ch, ts),
-        })
+        posted_ref(target, &v, &channel)
     }
 
     #[tracing::instrument(skip_all, fields(message = %post.message))]
@@ -417,4 +403,20 @@ impl Channel for Slack {
     async fn run(&self, answers: mpsc::Sender<Answer>, shutdown: broadcast::Receiver<()>) {
         socket::run(self, answers, shutdown).await
     }
+}
+
+/// The message `chat.postMessage` answered with, as an editable ref.
+fn posted_ref(
+    target: &Target,
+    answer: &serde_json::Value,
+    channel: &str,
+) -> Result<MessageRef, ChannelError> {
+    let ts = answer["ts"]
+        .as_str()
+        .ok_or_else(|| ChannelError::Permanent("chat.postMessage answered without ts".into()))?;
+    let ch = answer["channel"].as_str().unwrap_or(channel);
+    Ok(MessageRef {
+        target: target.clone(),
+        message: receive::message_id(ch, ts),
+    })
 }
