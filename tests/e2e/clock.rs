@@ -1,6 +1,8 @@
 //! Clock skew: expiry is the gateway's business, so a bridge whose wall clock is days off
 //! still prompts, decides only on a tap and finishes what the gateway expires. The skew is
-//! real: the bridge runs under libfaketime (LD_PRELOAD), monotonic time left alone.
+//! real: the bridge runs under libfaketime (LD_PRELOAD), monotonic time left alone. Each
+//! bridge has its own bot, as Telegram requires of two pollers (one token, two pollers:
+//! 409, and the updates split at random between them).
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,14 +55,15 @@ async fn a_skewed_local_clock_decides_nothing() {
         Path::new(LIBFAKETIME).exists(),
         "{LIBFAKETIME} is missing: install Debian's libfaketime (.ci/run does)"
     );
-    let (gw, tg) = tokio::join!(
+    let (gw, tg_ahead, tg_behind) = tokio::join!(
         Gateway::start(GatewayConfig::default()),
-        FakeTelegram::start("4242:CLOCK-token")
+        FakeTelegram::start("4242:CLOCK-ahead"),
+        FakeTelegram::start("4243:CLOCK-behind")
     );
     let gw = gw.expect("start the OpenClaw gateway");
     let (ahead_date, behind_date) = (date_in(3), date_in(-3));
-    let ahead = skewed_bridge(&gw, &tg, AHEAD, 3).await;
-    let behind = skewed_bridge(&gw, &tg, BEHIND, -3).await;
+    let ahead = skewed_bridge(&gw, &tg_ahead, AHEAD, 3).await;
+    let behind = skewed_bridge(&gw, &tg_behind, BEHIND, -3).await;
     let op = Operator::connect(&gw, "requester").await.unwrap();
 
     // A request the ahead bridge sees as three days expired, the behind one as far off:
@@ -69,9 +72,9 @@ async fn a_skewed_local_clock_decides_nothing() {
         .request_exec("echo decided by a tap", 120_000)
         .await
         .unwrap();
-    let on_ahead = prompt(&tg, AHEAD, &tapped.id).await;
-    let on_behind = prompt(&tg, BEHIND, &tapped.id).await;
-    tg.press(
+    let on_ahead = prompt(&tg_ahead, AHEAD, &tapped.id).await;
+    let on_behind = prompt(&tg_behind, BEHIND, &tapped.id).await;
+    tg_ahead.press(
         AHEAD,
         AHEAD,
         on_ahead.message_id,
@@ -81,7 +84,7 @@ async fn a_skewed_local_clock_decides_nothing() {
         tapped.outcome(WAIT).await.unwrap(),
         Some(Decision::AllowOnce)
     );
-    for (owner, m) in [(AHEAD, &on_ahead), (BEHIND, &on_behind)] {
+    for (tg, owner, m) in [(&tg_ahead, AHEAD, &on_ahead), (&tg_behind, BEHIND, &on_behind)] {
         let done = tg
             .wait_message(owner, m.message_id, WAIT, "tapped prompt finished", |m| {
                 m.buttons().is_empty()
@@ -92,14 +95,14 @@ async fn a_skewed_local_clock_decides_nothing() {
 
     // Nobody taps: the gateway's expiry ends it, never a decision by either bridge.
     let untouched = op.request_exec("echo left alone", 4_000).await.unwrap();
-    let on_ahead = prompt(&tg, AHEAD, &untouched.id).await;
-    let on_behind = prompt(&tg, BEHIND, &untouched.id).await;
+    let on_ahead = prompt(&tg_ahead, AHEAD, &untouched.id).await;
+    let on_behind = prompt(&tg_behind, BEHIND, &untouched.id).await;
     assert_eq!(
         untouched.outcome(WAIT).await.unwrap(),
         None,
         "nobody decided"
     );
-    for (owner, m) in [(AHEAD, &on_ahead), (BEHIND, &on_behind)] {
+    for (tg, owner, m) in [(&tg_ahead, AHEAD, &on_ahead), (&tg_behind, BEHIND, &on_behind)] {
         let done = tg
             .wait_message(owner, m.message_id, WAIT, "expired prompt finished", |m| {
                 m.buttons().is_empty()
