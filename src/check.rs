@@ -22,6 +22,13 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
         ),
         None => println!("alerts   off: a broken path shows only in the log and /healthz"),
     }
+    match cfg.alerts.probe_every {
+        Some(every) => println!(
+            "alerts   probe every {}: a delivery-only probe, the first once the gateway link is ready",
+            bridge::time::span(every.as_millis() as i64)
+        ),
+        None => println!("alerts   probe_every off: run `approval-bridge probe` after upgrades"),
+    }
 
     let dir = match run::state_dir(&cfg) {
         Ok(d) => Some(d),

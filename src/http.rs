@@ -22,6 +22,8 @@ pub type ChannelHealth = Arc<Mutex<BTreeMap<String, Result<String, String>>>>;
 #[derive(Clone)]
 pub struct Health {
     pub link: watch::Receiver<LinkStatus>,
+    /// The engine's open channel, chat and probe incidents (what the alerts tell).
+    pub paths: watch::Receiver<Vec<String>>,
     /// Its last write error means answers are being refused.
     pub store: Arc<dyn bridge::store::Store>,
     pub channels: ChannelHealth,
@@ -56,6 +58,7 @@ impl Health {
                 "store: cannot write the database ({e}); answers are refused until it is writable (disk full or read-only state.dir?)"
             ));
         }
+        out.extend(self.paths.borrow().iter().cloned());
         for (name, h) in self
             .channels
             .lock()

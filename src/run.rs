@@ -230,6 +230,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         after: cfg.alerts.after,
         device_id: client.device_id(),
         reminders: reminder_policy(&cfg, &channels)?,
+        probe_every: cfg.alerts.probe_every,
     };
     let (engine, input, link) = Runner::new(
         channels.clone(),
@@ -240,6 +241,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )?;
 
     let desk = engine.probe_desk();
+    let paths = engine.problems();
     let forward = input.clone();
     tokio::spawn(async move {
         while let Some(ev) = gw_rx.recv().await {
@@ -266,6 +268,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(h) = &cfg.http {
         let health = Health {
             link,
+            paths,
             store,
             channels: channel_health,
             metrics,

@@ -32,6 +32,8 @@ pub enum Problem {
         reason: String,
         fix: String,
     },
+    /// The scheduled probe (`[alerts] probe_every`) broke at `hop`.
+    ProbeFailed { hop: String, detail: Option<String> },
 }
 
 impl Problem {
@@ -43,6 +45,7 @@ impl Problem {
             Problem::GatewayBlind { .. } => "gateway_blind".into(),
             Problem::Pairing { .. } => "gateway_pairing".into(),
             Problem::ChannelDown { channel, .. } => format!("channel_down:{channel}"),
+            Problem::ProbeFailed { .. } => "probe_failed".into(),
         }
     }
 
@@ -75,6 +78,10 @@ impl Problem {
             Problem::ChannelDown {
                 channel, reason, ..
             } => format!("{channel} cannot reach you ({reason})"),
+            Problem::ProbeFailed { hop, detail } => match detail {
+                Some(d) => format!("the scheduled probe broke at \"{hop}\" ({d})"),
+                None => format!("the scheduled probe broke at \"{hop}\""),
+            },
         }
     }
 
@@ -105,12 +112,19 @@ impl Problem {
                     .to_owned()
             }
             Problem::ChannelDown { fix, .. } => fix.clone(),
+            Problem::ProbeFailed { .. } => {
+                "send /probe (or run `approval-bridge probe`) to see every hop, and read the bridge's log"
+                    .to_owned()
+            }
         }
     }
 
     /// True when, while it lasts, the gateway denies agents' commands without asking.
     fn denies_unseen(&self) -> bool {
-        !matches!(self, Problem::ChannelDown { .. })
+        !matches!(
+            self,
+            Problem::ChannelDown { .. } | Problem::ProbeFailed { .. }
+        )
     }
 }
 
@@ -178,6 +192,7 @@ impl Bulletin {
             Bulletin::Back { problem, lasted_ms } => {
                 let path = match problem {
                     Problem::ChannelDown { channel, .. } => format!("{channel} reaches you"),
+                    Problem::ProbeFailed { .. } => "the scheduled probe passes".to_owned(),
                     _ => "approvals reach you".to_owned(),
                 };
                 format!(

@@ -218,6 +218,10 @@ pub struct AlertsConfig {
     /// When to escalate, as a point like `remind`'s; default `"50%"`.
     #[serde(default = "default_escalate_at")]
     pub escalate_at: String,
+    /// How often a delivery-only probe tests the path by itself (the first once the gateway
+    /// link is ready): `"6h"`, ..., or `"off"` (default). At least a minute.
+    #[serde(default, deserialize_with = "probe_every")]
+    pub probe_every: Option<Duration>,
 }
 
 impl Default for AlertsConfig {
@@ -229,6 +233,7 @@ impl Default for AlertsConfig {
             timezone: None,
             escalate_to: Vec::new(),
             escalate_at: default_escalate_at(),
+            probe_every: None,
         }
     }
 }
@@ -336,6 +341,23 @@ fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> 
     Ok(Some(wait))
 }
 
+/// The shortest `alerts.probe_every`: a probe's prompt lives 90 s, and two at once help nobody.
+const MIN_PROBE_EVERY: Duration = Duration::from_secs(60);
+
+fn probe_every<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let every = parse_duration(&s).map_err(serde::de::Error::custom)?;
+    if every < MIN_PROBE_EVERY {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is too often: at least 1m (each probe sends a prompt to every chat)"
+        )));
+    }
+    Ok(Some(every))
+}
+
 /// A duration written as people write it: `60s`, `5m`, `1h 30m`, `2 days`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration: write it like `60s`, `5m` or `1h 30m`");
@@ -385,6 +407,20 @@ mod tests {
         assert!(bad.contains("write it like `60s`"), "{bad}");
         assert!(parse("after = \"-5m\"").is_err());
         assert!(parse("every = \"5m\"").is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn alerts_probe_every_is_off_by_default_and_at_least_a_minute() {
+        let parse = |t: &str| toml::from_str::<AlertsConfig>(t).map(|c| c.probe_every);
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("probe_every = \"off\""), Ok(None));
+        assert_eq!(
+            parse("probe_every = \"6h\""),
+            Ok(Some(Duration::from_secs(6 * 3600)))
+        );
+        let short = parse("probe_every = \"30s\"").unwrap_err().to_string();
+        assert!(short.contains("at least 1m"), "{short}");
+        assert!(parse("probe_every = \"hourly\"").is_err());
     }
 
     #[test]

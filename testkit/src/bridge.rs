@@ -187,6 +187,21 @@ impl BridgeProcess {
             .join("\n--- restart ---\n")
     }
 
+    /// Waits until the bridge's log holds `needle`.
+    pub async fn wait_log(&self, limit: Duration, needle: &str) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                bail!(
+                    "no {needle:?} in the bridge's log within {limit:?}:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// `GET /healthz`: status code and body.
     pub async fn healthz(&self) -> Result<(u16, serde_json::Value)> {
         let r = reqwest::get(format!("{}/healthz", self.http_url())).await?;

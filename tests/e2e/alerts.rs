@@ -1,12 +1,14 @@
 //! Path alerts against the real gateway: killed for longer than `[alerts] after`, the
 //! owner's chat gets one alert with the fix, and once it is back one edit of the alert and
-//! one "back" line. Records how long the owner waited for each.
+//! one "back" line; a channel that loses its owner (Telegram's token revoked) is told on
+//! the other channel (Discord) and on `/healthz`. Records how long the owner waited.
 
 use std::time::{Duration, Instant};
 
 use bridge::store::{SqliteStore, Store};
 use serde_json::json;
 use testkit::bridge::{BridgeProcess, BridgeSetup};
+use testkit::fake_discord::FakeDiscord;
 use testkit::fake_telegram::{FakeTelegram, Message};
 use testkit::openclaw::{Gateway, GatewayConfig};
 
@@ -122,6 +124,105 @@ async fn gateway_down_longer_than_after_alerts_once_and_says_when_it_is_back() {
             "after_s": AFTER.as_secs(),
             "gateway_down_to_alert_ms": to_alert.as_millis() as u64,
             "gateway_up_to_back_line_ms": to_back.as_millis() as u64,
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_that_cannot_reach_the_owner_is_told_on_the_other_and_on_healthz() {
+    const DISCORD_OWNER: &str = "555000111";
+    const DISCORD_TOKEN: &str = "discord-alerts-token";
+    let (gw, tg, dc) = tokio::join!(
+        Gateway::start(GatewayConfig::default()),
+        FakeTelegram::start(BOT_TOKEN),
+        FakeDiscord::start(DISCORD_TOKEN)
+    );
+    let gw = gw.expect("start the OpenClaw gateway");
+    let mut setup = BridgeSetup::telegram_owner(&gw, &tg, OWNER);
+    setup.extra_toml = format!(
+        "[alerts]\nafter = \"{}s\"\n\n[discord]\nbot_token = \"env:AB_TEST_DISCORD_TOKEN\"\napi_url = \"{}\"\nallow_from = [\"{DISCORD_OWNER}\"]\n",
+        AFTER.as_secs(),
+        dc.api_url()
+    );
+    setup.env = vec![("AB_TEST_DISCORD_TOKEN".into(), DISCORD_TOKEN.into())];
+    let exe = env!("CARGO_BIN_EXE_approval-bridge");
+    let mut bridge = BridgeProcess::start_healthy(exe.as_ref(), setup)
+        .await
+        .unwrap();
+    dc.wait_ready(Duration::from_secs(20)).await;
+
+    // The owner revokes the bot's token with @BotFather: Telegram answers 401.
+    let revoked = Instant::now();
+    tg.revoke_token(true);
+    let alert = dc
+        .wait_for(AFTER * 4, "the telegram-down alert on Discord", |v| {
+            v.bot_dms(DISCORD_OWNER)
+                .into_iter()
+                .find(|m| m.text().contains("Approvals cannot reach you"))
+                .cloned()
+        })
+        .await;
+    let to_alert = revoked.elapsed();
+    let text = alert.text();
+    assert!(
+        text.contains("telegram cannot reach you")
+            && text.contains("401")
+            && text.contains("@BotFather"),
+        "{text}\n---- bridge log ----\n{}",
+        bridge.log()
+    );
+    assert!(
+        to_alert >= AFTER,
+        "posted after {to_alert:?}, before alerts.after"
+    );
+    let (status, body) = bridge.healthz().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("telegram cannot reach you")),
+        "/healthz names the channel: {body}"
+    );
+
+    tg.revoke_token(false);
+    let restored = Instant::now();
+    let back = dc
+        .wait_for(Duration::from_secs(60), "the back line on Discord", |v| {
+            v.bot_dms(DISCORD_OWNER)
+                .into_iter()
+                .find(|m| m.text().starts_with("✅ Back:"))
+                .cloned()
+        })
+        .await;
+    let to_back = restored.elapsed();
+    assert!(
+        back.text().contains("telegram reaches you again"),
+        "{}",
+        back.text()
+    );
+    dc.wait_message(
+        &alert.id,
+        Duration::from_secs(10),
+        "the alert marked over",
+        |m| m.text().starts_with("✅ Resolved after"),
+    )
+    .await;
+    bridge
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .expect("/healthz is ok again");
+    assert!(
+        alerts(&tg).is_empty(),
+        "nothing about Telegram was sent through Telegram"
+    );
+    testkit::figures::record(
+        "channel_alerts",
+        &json!({
+            "after_s": AFTER.as_secs(),
+            "telegram_revoked_to_discord_alert_ms": to_alert.as_millis() as u64,
+            "telegram_restored_to_back_line_ms": to_back.as_millis() as u64,
         }),
     );
 }

@@ -84,7 +84,10 @@ async fn a_skewed_local_clock_decides_nothing() {
         tapped.outcome(WAIT).await.unwrap(),
         Some(Decision::AllowOnce)
     );
-    for (tg, owner, m) in [(&tg_ahead, AHEAD, &on_ahead), (&tg_behind, BEHIND, &on_behind)] {
+    for (tg, owner, m) in [
+        (&tg_ahead, AHEAD, &on_ahead),
+        (&tg_behind, BEHIND, &on_behind),
+    ] {
         let done = tg
             .wait_message(owner, m.message_id, WAIT, "tapped prompt finished", |m| {
                 m.buttons().is_empty()
@@ -102,7 +105,10 @@ async fn a_skewed_local_clock_decides_nothing() {
         None,
         "nobody decided"
     );
-    for (tg, owner, m) in [(&tg_ahead, AHEAD, &on_ahead), (&tg_behind, BEHIND, &on_behind)] {
+    for (tg, owner, m) in [
+        (&tg_ahead, AHEAD, &on_ahead),
+        (&tg_behind, BEHIND, &on_behind),
+    ] {
         let done = tg
             .wait_message(owner, m.message_id, WAIT, "expired prompt finished", |m| {
                 m.buttons().is_empty()

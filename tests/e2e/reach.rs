@@ -345,8 +345,16 @@ fn hop_ms(report: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_probe_follows_a_harmless_approval_through_every_hop() {
-    let mut w = world(|_| {}).await;
+    let mut w = world(|s| s.extra_toml = alerts("probe_every = \"1h\"")).await;
     let delivered = format!("prompt delivered to telegram:{OWNER}");
+
+    // The scheduled probe runs once the link is ready: a prompt, delivery only, and
+    // nothing else said while it passes.
+    let scheduled = w.prompt(OWNER, "approval-bridge probe").await;
+    w.bridge
+        .wait_log(WAIT, "probe passed")
+        .await
+        .expect("the scheduled probe passed");
 
     // Delivery only.
     let started = Instant::now();
@@ -366,7 +374,22 @@ async fn the_probe_follows_a_harmless_approval_through_every_hop() {
         "{out}"
     );
     let no_tap_hops = hop_ms(&out);
-    let no_tap_prompt = w.prompt(OWNER, "approval-bridge probe").await;
+    let no_tap_prompt =
+        w.tg.wait_for(WAIT, "the --no-tap probe's prompt", |v| {
+            v.bot_messages(OWNER)
+                .into_iter()
+                .find(|m| {
+                    m.message_id > scheduled.message_id && m.text.contains("approval-bridge probe")
+                })
+                .cloned()
+        })
+        .await;
+    assert!(
+        w.tg.bot_messages(OWNER)
+            .iter()
+            .all(|m| !m.text.contains("Approvals cannot reach you")),
+        "a passing scheduled probe tells nobody anything"
+    );
 
     // With the owner's tap.
     let probe_prompt_after = |after: i64| {

@@ -21,6 +21,9 @@ pub struct AlertPolicy {
     pub device_id: String,
     /// Reminders before a pending approval expires, and escalation.
     pub reminders: ReminderPolicy,
+    /// How often a delivery-only probe runs by itself (`[alerts] probe_every`); the first
+    /// once the gateway link is first ready.
+    pub probe_every: Option<Duration>,
 }
 
 impl Default for AlertPolicy {
@@ -29,18 +32,20 @@ impl Default for AlertPolicy {
             after: Some(Duration::from_secs(60)),
             device_id: String::new(),
             reminders: ReminderPolicy::default(),
+            probe_every: None,
         }
     }
 }
 
 /// Where an incident is: which path is broken. The gateway link has one slot whose
 /// problem may change kind (down, then waiting for pairing); each channel, and each
-/// target a channel refused, has its own.
+/// target a channel refused, has its own; so has the scheduled probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Path {
     Gateway,
     Channel(String),
     Target(Target),
+    Probe,
 }
 
 #[derive(Debug)]
@@ -60,7 +65,7 @@ struct Incident {
 /// The incidents open now and the rate bound's memory.
 #[derive(Debug, Default)]
 pub(super) struct Alerts {
-    policy: AlertPolicy,
+    pub(super) policy: AlertPolicy,
     open: BTreeMap<Path, Incident>,
     /// When each (problem kind, target) was last alerted.
     last_alert: HashMap<(String, Target), Instant>,
@@ -107,6 +112,17 @@ impl Core {
         l.replayed.then_some(None)
     }
 
+    /// What is broken now besides the gateway link (whose [`LinkStatus`](super::LinkStatus)
+    /// tells itself): each open channel, chat and probe incident with its fix, for `/healthz`.
+    pub fn open_problems(&self) -> Vec<String> {
+        self.alerts
+            .open
+            .iter()
+            .filter(|(path, _)| **path != Path::Gateway)
+            .map(|(_, i)| format!("{} (fix: {})", i.problem.what(), i.problem.fix()))
+            .collect()
+    }
+
     /// After every gateway event: opens, changes or closes the gateway link's incident.
     pub(super) fn check_link(&mut self) {
         if let Some(problem) = self.link_problem() {
@@ -125,6 +141,17 @@ impl Core {
             }),
         };
         self.set_problem(Path::Channel(channel), problem);
+    }
+
+    /// The scheduled probe ended. A failure is an incident of its own only while no other
+    /// is open (a gateway or channel alert already tells what broke); a pass ends it.
+    pub(super) fn on_scheduled_probe(&mut self, broken: Option<(String, Option<String>)>) {
+        let problem = broken.map(|(hop, detail)| Problem::ProbeFailed { hop, detail });
+        let others = self.alerts.open.keys().any(|p| *p != Path::Probe);
+        if problem.is_some() && others {
+            return;
+        }
+        self.set_problem(Path::Probe, problem);
     }
 
     /// A delivery to `target` came back: a refusal that retrying cannot fix (the owner

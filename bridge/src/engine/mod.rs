@@ -185,6 +185,8 @@ pub enum Timer {
     },
     /// A probe's time is up.
     Probe(u64),
+    /// The next scheduled probe is due.
+    ProbeDue,
     /// A pending approval's reminder or escalation is due.
     Nudge {
         id: ApprovalId,
@@ -284,8 +286,8 @@ pub enum Effect {
         command: String,
         timeout_ms: u64,
     },
-    /// A probe is over: hand its report to whoever asked (`ProbeBy::Cli`, `Schedule`).
-    ProbeDone { by: ProbeBy, report: ProbeReport },
+    /// A probe `approval-bridge probe` asked for (its ticket) is over: hand in its report.
+    ProbeDone { ticket: u64, report: ProbeReport },
     /// Rewrite a posted bulletin where the channel can; nothing reports back.
     EditPost {
         post: MessageRef,
@@ -517,6 +519,7 @@ impl Core {
             Timer::Alert { path, epoch } => self.on_alert_timer(&path, epoch),
             Timer::Nudge { id, nudge } => self.on_nudge(&id, nudge),
             Timer::Probe(n) => self.on_probe_timer(n),
+            Timer::ProbeDue => self.on_probe_due(),
         }
     }
 
@@ -589,6 +592,7 @@ impl Core {
         self.link.replayed = true;
         self.link.last_error = None;
         self.read_history();
+        self.start_scheduled_probes();
         if !self.ready_logged {
             self.ready_logged = true;
             tracing::info!(pending = count, finished_while_away = vanished.len(), channels = ?self.channels.keys().collect::<Vec<_>>(), "ready");

@@ -89,9 +89,28 @@ struct Probe {
 pub(super) struct Probes {
     running: BTreeMap<u64, Probe>,
     next: u64,
+    /// The scheduled probes have begun (the first runs once the link is first ready).
+    scheduled: bool,
 }
 
 impl Core {
+    /// The gateway link is ready: the first scheduled probe runs now, the next ones every
+    /// `probe_every` (each delivery only; it decides nothing and waits for nobody).
+    pub(super) fn start_scheduled_probes(&mut self) {
+        if self.alerts.policy.probe_every.is_some() && !self.probes.scheduled {
+            self.probes.scheduled = true;
+            self.on_probe_due();
+        }
+    }
+
+    pub(super) fn on_probe_due(&mut self) {
+        let Some(every) = self.alerts.policy.probe_every else {
+            return;
+        };
+        self.start_probe(ProbeBy::Schedule, false);
+        self.later(every, Timer::ProbeDue);
+    }
+
     /// Starts a probe; `tap`: wait for an owner to answer its prompt.
     pub(super) fn start_probe(&mut self, by: ProbeBy, tap: bool) {
         let n = self.probes.next;
@@ -265,7 +284,11 @@ impl Core {
         }
         match p.by {
             ProbeBy::Chat(to) => self.notify(&to, Notice::Probe(report)),
-            by => self.emit(Effect::ProbeDone { by, report }),
+            ProbeBy::Schedule => {
+                let broken = report.hops.iter().find(|h| !h.ok);
+                self.on_scheduled_probe(broken.map(|h| (h.name.clone(), h.detail.clone())));
+            }
+            ProbeBy::Cli(ticket) => self.emit(Effect::ProbeDone { ticket, report }),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Runner {
     tx: mpsc::Sender<Input>,
     rx: mpsc::Receiver<Input>,
     link: watch::Sender<LinkStatus>,
+    /// The core's open incidents other than the link's, as `/healthz` lines.
+    problems: watch::Sender<Vec<String>>,
     desk: ProbeDesk,
 }
 
@@ -118,9 +120,16 @@ impl Runner {
             tx: tx.clone(),
             rx,
             link,
+            problems: watch::Sender::new(Vec::new()),
             desk: ProbeDesk::default(),
         };
         Ok((runner, tx, link_rx))
+    }
+
+    /// What is broken besides the gateway link (a channel, a chat, the scheduled probe), as
+    /// the alerts tell it, kept current.
+    pub fn problems(&self) -> watch::Receiver<Vec<String>> {
+        self.problems.subscribe()
     }
 
     /// Where `approval-bridge probe` hands in its probes and gets their reports.
@@ -173,6 +182,14 @@ impl Runner {
             let changed = l != status;
             if changed {
                 *l = status.clone();
+            }
+            changed
+        });
+        let problems = self.core.open_problems();
+        self.problems.send_if_modified(|p| {
+            let changed = *p != problems;
+            if changed {
+                *p = problems;
             }
             changed
         });
@@ -349,10 +366,7 @@ impl Runner {
                     Input::ProbeRaised { probe, result }
                 });
             }
-            Effect::ProbeDone { by, report } => match by {
-                ProbeBy::Cli(n) => self.desk.hand_in(n, report),
-                ProbeBy::Schedule | ProbeBy::Chat(_) => {}
-            },
+            Effect::ProbeDone { ticket, report } => self.desk.hand_in(ticket, report),
             Effect::Arm { at, timer } => {
                 self.spawn(async move {
                     tokio::time::sleep_until(at.into()).await;

@@ -9,7 +9,7 @@ const AFTER: u64 = 60_000;
 
 impl Sim {
     /// Completes the oldest waiting post with a new message id; returns it.
-    fn posted(&mut self) -> MessageRef {
+    pub(super) fn posted(&mut self) -> MessageRef {
         let Some(Effect::Post {
             target,
             bulletin,

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod missed;
+mod probe;
 mod reminders;
 mod runner;
 
@@ -135,6 +136,7 @@ impl Sim {
             after: Some(Duration::from_millis(after_ms)),
             device_id: "dev1".into(),
             reminders: ReminderPolicy::default(),
+            probe_every: None,
         };
         Sim::with_policy(channels, policy)
     }
@@ -478,7 +480,9 @@ impl Sim {
             Effect::RaiseProbe {
                 probe, timeout_ms, ..
             } => format!("raise probe #{probe} living {timeout_ms}ms"),
-            Effect::ProbeDone { by, report } => format!("probe done for {by:?}: {}", report.text()),
+            Effect::ProbeDone { ticket, report } => {
+                format!("probe done for ticket {ticket}: {}", report.text())
+            }
             Effect::EditPost { post, bulletin } => {
                 format!("edit post {}: {}", message_text(post), bulletin.text())
             }
@@ -491,6 +495,7 @@ impl Sim {
                     Timer::Alert { path, epoch } => format!("alert {path:?} #{epoch}"),
                     Timer::Nudge { id, nudge } => format!("nudge {id} {nudge:?}"),
                     Timer::Probe(n) => format!("probe #{n}"),
+                    Timer::ProbeDue => "scheduled probe".to_owned(),
                 };
                 format!("arm +{when}: {what}")
             }
@@ -504,6 +509,7 @@ fn no_alerts() -> AlertPolicy {
         after: None,
         device_id: String::new(),
         reminders: ReminderPolicy::default(),
+        probe_every: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn policy(reminders: ReminderPolicy) -> AlertPolicy {
         after: None,
         device_id: String::new(),
         reminders,
+        probe_every: None,
     }
 }
 

@@ -313,6 +313,7 @@ async fn alerts_reach_the_channels_and_a_channels_own_reach_is_watched() {
         after: Some(Duration::from_secs(60)),
         device_id: "dev1".into(),
         reminders: ReminderPolicy::default(),
+        probe_every: None,
     };
     let (runner, tx, _link) = Runner::new(
         vec![mem.clone() as Arc<dyn Channel>, other.clone()],
