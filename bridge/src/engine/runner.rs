@@ -2,9 +2,10 @@
 //! [`Effect`]s. Store writes and reads run inline, in order, and their completions go
 //! straight back into the core before the next input; channel calls, resolves and timers
 //! run on spawned tasks whose completions come back through the input queue, so a slow
-//! or rate-limited chat never blocks answers.
+//! or rate-limited chat never blocks answers. Timers wait in one queue the loop sleeps on
+//! (a pending approval's reminders cost an entry each, not a task).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, SeenRow, Write,
+    AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, SeenRow, Timer, Write,
 };
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
 use crate::gateway::GatewayPort;
@@ -36,6 +37,10 @@ pub struct Runner {
     /// The core's open incidents other than the link's, as `/healthz` lines.
     problems: watch::Sender<Vec<String>>,
     desk: ProbeDesk,
+    /// Armed timers by when they are due (the number keeps two at one instant apart and
+    /// in arming order).
+    timers: BTreeMap<(Instant, u64), Timer>,
+    armed: u64,
 }
 
 /// Where probes asked for from outside the chats (`approval-bridge probe`, through the
@@ -122,6 +127,8 @@ impl Runner {
             link,
             problems: watch::Sender::new(Vec::new()),
             desk: ProbeDesk::default(),
+            timers: BTreeMap::new(),
+            armed: 0,
         };
         Ok((runner, tx, link_rx))
     }
@@ -147,7 +154,7 @@ impl Runner {
             }
         }
         self.feed(Input::Start);
-        while let Some(input) = self.rx.recv().await {
+        while let Some(input) = self.next_input().await {
             let stop = matches!(input, Input::Shutdown);
             self.feed(input);
             if stop {
@@ -162,6 +169,21 @@ impl Runner {
             }
         }
         self.feed(Input::DrainOver);
+    }
+
+    /// The next input: the earliest timer once it is due (first, so a busy queue cannot
+    /// starve it), else the next from the queue.
+    async fn next_input(&mut self) -> Option<Input> {
+        let Some((&(at, n), _)) = self.timers.first_key_value() else {
+            return self.rx.recv().await;
+        };
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(at.into()) => {
+                self.timers.remove(&(at, n)).map(Input::Timer)
+            }
+            input = self.rx.recv() => input,
+        }
     }
 
     /// One input through the core, and every effect it asks for; store completions go
@@ -197,7 +219,7 @@ impl Runner {
 
     /// Carries out one effect; returns the input that reports it done when that is
     /// known at once (store reads and the `answered` record).
-    fn execute(&self, effect: Effect) -> Option<Input> {
+    fn execute(&mut self, effect: Effect) -> Option<Input> {
         let effect = match inline(self.store.as_ref(), &self.metrics, || now().at, effect) {
             Inline::Done(done) => return done,
             Inline::Elsewhere(effect) => effect,
@@ -368,10 +390,8 @@ impl Runner {
             }
             Effect::ProbeDone { ticket, report } => self.desk.hand_in(ticket, report),
             Effect::Arm { at, timer } => {
-                self.spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
-                    Input::Timer(timer)
-                });
+                self.armed += 1;
+                self.timers.insert((at, self.armed), timer);
             }
             Effect::Store(_)
             | Effect::Emit(_)
