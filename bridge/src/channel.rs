@@ -319,6 +319,11 @@ pub trait Channel: Send + Sync + 'static {
         None
     }
 
+    /// Rewriting a pending prompt is cheap here: its time left is kept current.
+    fn refresh(&self) -> Option<&dyn Refresh> {
+        None
+    }
+
     /// Start-up check of credentials and reachability (Telegram `getMe`); returns a
     /// human description such as `@my_bot (id 42)`.
     async fn health(&self) -> Result<String, ChannelError>;
@@ -402,6 +407,13 @@ pub trait Digests: Send + Sync {
 pub trait SendSlot: Send + Sync {
     /// Waits until `target` could take a new prompt at once, and keeps that slot for it.
     async fn ready(&self, target: &Target);
+}
+
+/// A channel that can rewrite a pending prompt in place, buttons kept, so the time left it
+/// shows is current (an edit notifies nobody).
+#[async_trait]
+pub trait Refresh: Send + Sync {
+    async fn refresh(&self, prompt: &MessageRef, approval: &Approval) -> Result<(), ChannelError>;
 }
 
 /// A channel whose chats number messages in order (Telegram) can find prompts a kill left

@@ -430,6 +430,38 @@ pub async fn finish_shows_each_outcome_and_removes_buttons<F: Fixture>(f: &F) {
     }
 }
 
+/// Where the channel declares cheap edits ([`Channel::refresh`]), a pending prompt is
+/// rewritten with the time left as of now and keeps its buttons. (Discord needs none: its
+/// `<t:…:R>` timestamp counts down in the client by itself; Matrix declares none: an edit
+/// there is a new event every client lists as "(edited)".)
+pub async fn refresh_rewrites_the_time_left_and_keeps_the_buttons<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let Some(refresh) = ch.refresh() else {
+        assert!(
+            matches!(ch.name(), "matrix" | "discord"),
+            "{} declares no refresh",
+            ch.name()
+        );
+        return;
+    };
+    let mut a = approval(&Decision::ALL);
+    a.expires_at_ms = Some(a.created_at_ms + 3 * 3_600_000);
+    let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
+    let before = f.prompt_state(&prompt).await;
+    assert!(before.text.contains("expires in 3 h"), "{}", before.text);
+    // The same approval seen nearer its end (the adapter reads the clock itself).
+    a.expires_at_ms = Some(a.created_at_ms + 25 * 60_000);
+    refresh.refresh(&prompt, &a).await.expect("refresh");
+    let after = f.prompt_state(&prompt).await;
+    assert!(
+        after.text.contains("expires in 25 min") && !after.text.contains("expires in 3 h"),
+        "{}",
+        after.text
+    );
+    assert_eq!(after.decisions, before.decisions, "the buttons stay");
+    assert!(after.text.contains(&a.command), "{}", after.text);
+}
+
 pub async fn finish_survives_a_deleted_or_unknown_message<F: Fixture>(f: &F) {
     let ch = f.channel();
     let a = approval(&Decision::ALL);
@@ -816,6 +848,7 @@ macro_rules! channel_conformance {
             unknown_id_decodes_for_the_engine_to_refuse,
             text_commands_decode,
             finish_shows_each_outcome_and_removes_buttons,
+            refresh_rewrites_the_time_left_and_keeps_the_buttons,
             finish_survives_a_deleted_or_unknown_message,
             duplicate_press_yields_two_answers,
             prompts_survive_a_restart,

@@ -1,5 +1,6 @@
 //! Never miss the window, against the real gateway: reminders as new messages at the
-//! points of `[alerts] remind` (and none in quiet hours), escalation to a second chat that
+//! points of `[alerts] remind` (and none in quiet hours) with the prompt's time left
+//! rewritten in place, escalation to a second chat that
 //! can then decide, and the end-to-end probe from the CLI and from `/probe` in the DM.
 //! Records how long each took.
 
@@ -145,12 +146,21 @@ async fn a_pending_approval_gets_reminders_as_new_messages_at_its_points() {
     );
     assert!(first.text.contains("28"), "{}", first.text);
     assert!(half.text.contains("20"), "{}", half.text);
-    // The prompt itself was left alone.
+    // The prompt itself was rewritten in place at the points (an edit wakes nobody): the
+    // time left it shows is current, its buttons are still there.
     let now = w.tg.message(OWNER, prompt.message_id).unwrap();
-    assert_eq!(
-        (now.edits, now.text.clone()),
-        (0, prompt.text.clone()),
-        "the prompt is untouched"
+    let left = |text: &str| {
+        let after = text.split("expires in ").nth(1)?;
+        after.split(' ').next()?.parse::<u64>().ok()
+    };
+    assert!(now.edits >= 1, "the prompt was refreshed: {now:?}");
+    assert_eq!(now.buttons(), prompt.buttons(), "the buttons stay");
+    let (was, is) = (left(&prompt.text), left(&now.text));
+    assert!(
+        matches!((was, is), (Some(a), Some(b)) if b < a),
+        "time left then {was:?}, now {is:?}:\n{}\n---\n{}",
+        prompt.text,
+        now.text
     );
     assert_eq!(w.reminders().len(), 2, "one reminder per point");
 

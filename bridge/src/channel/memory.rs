@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{
-    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, ReplyTo,
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, Refresh, ReplyTo,
     RestartSweep, SendSlot, Target,
 };
 use crate::approval::{Approval, ApprovalId, Outcome};
@@ -186,6 +186,10 @@ impl Channel for MemoryChannel {
         Some(self)
     }
 
+    fn refresh(&self) -> Option<&dyn Refresh> {
+        Some(self)
+    }
+
     async fn deliver(
         &self,
         target: &Target,
@@ -284,5 +288,12 @@ impl SendSlot for MemoryChannel {
 impl RestartSweep for MemoryChannel {
     fn resume(&self, recorded: &[MessageRef]) {
         self.state().resumed = recorded.to_vec();
+    }
+}
+
+#[async_trait]
+impl Refresh for MemoryChannel {
+    async fn refresh(&self, _: &MessageRef, _: &Approval) -> Result<(), ChannelError> {
+        Ok(())
     }
 }

@@ -68,6 +68,10 @@ impl Lanes {
             .collect()
     }
 
+    pub(super) fn is_digest(&self, message: &MessageRef) -> bool {
+        self.digests.contains_key(message)
+    }
+
     pub(super) fn members(&self, digest: &MessageRef) -> &[ApprovalId] {
         self.digests
             .get(digest)

@@ -252,6 +252,11 @@ pub enum Effect {
         approval: Approval,
         outcome: Outcome,
     },
+    /// Rewrite a pending prompt so its time left is current; nothing reports back.
+    Refresh {
+        prompt: MessageRef,
+        approval: Approval,
+    },
     /// Rewrite a digest so every row shows its state (→ `DigestUpdated`).
     UpdateDigest {
         prompt: MessageRef,

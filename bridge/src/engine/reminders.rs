@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 
+use super::lifecycle::PromptState;
 use super::{Core, Effect, Timer};
 use crate::approval::{Approval, ApprovalId};
 use crate::bulletin::Bulletin;
-use crate::channel::Target;
+use crate::channel::{MessageRef, Target};
 
 /// A point in an approval's life: when a share of it has passed, or when this much is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,7 @@ impl Core {
             .collect();
         match nudge {
             Nudge::Remind { left } => {
+                self.refresh_prompts(id);
                 if self
                     .reminders
                     .quiet
@@ -185,6 +187,33 @@ impl Core {
                     self.enqueue(id, &target);
                 }
             }
+        }
+    }
+
+    /// Rewrites the approval's own prompts (not digest rows) where a channel's edits are
+    /// cheap, so the time left they show is current; quiet hours allow it (nobody is woken).
+    fn refresh_prompts(&mut self, id: &ApprovalId) {
+        let Some(entry) = self.approvals.get(id) else {
+            return;
+        };
+        let sent: Vec<MessageRef> = entry
+            .prompts
+            .values()
+            .filter_map(|p| match p {
+                PromptState::Sent(m) => Some(m.clone()),
+                _ => None,
+            })
+            .filter(|m| !self.lanes.is_digest(m))
+            .filter(|m| {
+                self.channels
+                    .get(&m.target.channel)
+                    .is_some_and(|c| c.refresh().is_some())
+            })
+            .collect();
+        let approval = entry.approval.clone();
+        for prompt in sent {
+            let approval = approval.clone();
+            self.emit(Effect::Refresh { prompt, approval });
         }
     }
 

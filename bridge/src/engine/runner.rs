@@ -286,6 +286,17 @@ impl Runner {
                     }
                 });
             }
+            Effect::Refresh { prompt, approval } => {
+                let channel = self.channel(&prompt.target.channel)?;
+                tokio::spawn(async move {
+                    let Some(refresh) = channel.refresh() else {
+                        return;
+                    };
+                    if let Err(e) = refresh.refresh(&prompt, &approval).await {
+                        tracing::debug!(approval = %approval.id, message = %prompt.message, error = %e, "prompt not refreshed");
+                    }
+                });
+            }
             Effect::UpdateDigest {
                 prompt,
                 rows,

@@ -31,7 +31,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bridge::approval::{Approval, ApprovalId, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
-use bridge::channel::{Answer, Channel, ChannelError, MessageRef, Notice, Reach, ReplyTo, Target};
+use bridge::channel::{
+    Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refresh, ReplyTo, Target,
+};
 use bridge::retry::CallPolicy;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -88,6 +90,25 @@ pub struct Slack {
 }
 
 impl Slack {
+    /// `chat.update` of a prompt: the approval rendered again with `footer`.
+    async fn rewrite(
+        &self,
+        prompt: &MessageRef,
+        approval: &Approval,
+        footer: render::Footer<'_>,
+    ) -> Result<(), ChannelError> {
+        let (channel, ts) = receive::split_message_id(&prompt.message).ok_or_else(|| {
+            ChannelError::MessageGone(format!("{:?} is not a Slack message id", prompt.message))
+        })?;
+        let r = render::render(approval, footer);
+        let body = json!({"channel": channel, "ts": ts, "text": r.text, "blocks": r.blocks});
+        self.api
+            .call("chat.update", Token::Bot, None, Body::Json(body))
+            .await
+            .map(|_| ())
+            .map_err(api::ApiError::classify)
+    }
+
     /// Builds the adapter from its config and the resolved tokens (the config holds only
     /// the secrets' references). No I/O: call `health` to check the bot token.
     pub fn new(
@@ -320,16 +341,8 @@ impl Channel for Slack {
         approval: &Approval,
         outcome: &Outcome,
     ) -> Result<(), ChannelError> {
-        let (channel, ts) = receive::split_message_id(&prompt.message).ok_or_else(|| {
-            ChannelError::MessageGone(format!("{:?} is not a Slack message id", prompt.message))
-        })?;
-        let r = render::render(approval, render::Footer::Finished(outcome));
-        let body = json!({"channel": channel, "ts": ts, "text": r.text, "blocks": r.blocks});
-        self.api
-            .call("chat.update", Token::Bot, None, Body::Json(body))
+        self.rewrite(prompt, approval, render::Footer::Finished(outcome))
             .await
-            .map(|_| ())
-            .map_err(api::ApiError::classify)
     }
 
     #[tracing::instrument(skip_all, fields(target = %target))]
@@ -369,6 +382,10 @@ impl Channel for Slack {
             .await
             .map(|_| ())
             .map_err(api::ApiError::classify)
+    }
+
+    fn refresh(&self) -> Option<&dyn Refresh> {
+        Some(self)
     }
 
     fn reach(&self) -> Option<watch::Receiver<Reach>> {
@@ -419,4 +436,17 @@ fn posted_ref(
         target: target.clone(),
         message: receive::message_id(ch, ts),
     })
+}
+
+#[async_trait]
+impl Refresh for Slack {
+    /// The prompt again with its time left as of now, same buttons (an edit: no notification).
+    async fn refresh(&self, prompt: &MessageRef, approval: &Approval) -> Result<(), ChannelError> {
+        self.rewrite(
+            prompt,
+            approval,
+            render::Footer::Pending { now_ms: now_ms() },
+        )
+        .await
+    }
 }

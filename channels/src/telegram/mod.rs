@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bridge::approval::{Approval, Decision, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{
-    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, ReplyTo,
+    Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, Refresh, ReplyTo,
     RestartSweep, SendSlot, Target,
 };
 use bridge::retry::{Backoff, CallPolicy};
@@ -336,6 +336,10 @@ impl Channel for Telegram {
     }
 
     fn restart_sweep(&self) -> Option<&dyn RestartSweep> {
+        Some(self)
+    }
+
+    fn refresh(&self) -> Option<&dyn Refresh> {
         Some(self)
     }
 
@@ -663,6 +667,32 @@ impl Digests for Telegram {
 }
 
 /// A chat's next 1 s slot, kept for the prompt that follows (`send::Throttle::ready`).
+#[async_trait]
+impl Refresh for Telegram {
+    /// The prompt again with its time left as of now, same buttons (an edit: no notification).
+    async fn refresh(&self, prompt: &MessageRef, approval: &Approval) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(prompt)?;
+        let keyboard = Self::keyboard(approval)
+            .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
+        let rendered = render::render(approval, render::Footer::Pending { now_ms: now_ms() });
+        let res = self
+            .throttle
+            .call(Dest::Chat(chat), "editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat), message, rendered.html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off())
+                    .reply_markup(keyboard.clone())
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl SendSlot for Telegram {
     async fn ready(&self, target: &Target) {

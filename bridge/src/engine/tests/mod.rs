@@ -438,6 +438,9 @@ impl Sim {
             Effect::Finish {
                 prompt, outcome, ..
             } => format!("finish {}: {}", message_text(prompt), outcome_text(outcome)),
+            Effect::Refresh { prompt, approval } => {
+                format!("refresh {} for {}", message_text(prompt), approval.id)
+            }
             Effect::UpdateDigest {
                 prompt,
                 rows,

@@ -1,6 +1,7 @@
 //! Reminders and escalation on the core: new messages at the configured points of a
 //! pending approval's life, none in quiet hours or once it ended, and the escalation
-//! chats prompted at their point, told who else was asked.
+//! chats prompted at their point, told who else was asked; at each reminder point the
+//! prompt itself is rewritten (silently) so its time left is current.
 
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
@@ -62,11 +63,13 @@ fn a_pending_approval_is_reminded_at_half_time_and_two_minutes_before_it_expires
     "#]]);
     sim.fire_timer();
     sim.check(expect![[r#"
+        refresh mem:42#101 for a1
         post mem:42: ⏰ 15 min left to decide (agent main): make deploy
         Unanswered, it is denied then. Use the prompt's buttons, or /approve a1 allow-once|deny.
     "#]]);
     sim.fire_timer();
     sim.check(expect![[r#"
+        refresh mem:42#101 for a1
         post mem:42: ⏰ 2 min left to decide (agent main): make deploy
         Unanswered, it is denied then. Use the prompt's buttons, or /approve a1 allow-once|deny.
     "#]]);
@@ -94,7 +97,11 @@ fn no_reminder_once_decided_in_quiet_hours_or_past_its_point() {
     sim.requested(expiring("a1", 30 * MIN as i64));
     sim.take();
     sim.fire_timer();
-    assert_eq!(sim.take(), "\n", "quiet hours");
+    assert_eq!(
+        sim.take(),
+        "refresh mem:42#101 for a1\n",
+        "quiet hours: no reminder; the prompt's silent rewrite still happens"
+    );
 
     // A one-minute approval: half time yes, "2 minutes left" cannot be.
     let mut sim = reminding(None);
