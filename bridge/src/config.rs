@@ -328,15 +328,26 @@ fn default_after() -> Option<Duration> {
 const MIN_AFTER: Duration = Duration::from_secs(10);
 
 fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration_or_off(
+        d,
+        MIN_AFTER,
+        "is too short: at least 10s, so a gateway restart does not alert",
+    )
+}
+
+/// A duration of at least `min`, or `"off"`; `short` says what is wrong with a shorter one.
+fn duration_or_off<'de, D: Deserializer<'de>>(
+    d: D,
+    min: Duration,
+    short: &str,
+) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
     if s.trim() == "off" {
         return Ok(None);
     }
     let wait = parse_duration(&s).map_err(serde::de::Error::custom)?;
-    if wait < MIN_AFTER {
-        return Err(serde::de::Error::custom(format!(
-            "`{s}` is too short: at least 10s, so a gateway restart does not alert"
-        )));
+    if wait < min {
+        return Err(serde::de::Error::custom(format!("`{s}` {short}")));
     }
     Ok(Some(wait))
 }
@@ -345,17 +356,11 @@ fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> 
 const MIN_PROBE_EVERY: Duration = Duration::from_secs(60);
 
 fn probe_every<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim() == "off" {
-        return Ok(None);
-    }
-    let every = parse_duration(&s).map_err(serde::de::Error::custom)?;
-    if every < MIN_PROBE_EVERY {
-        return Err(serde::de::Error::custom(format!(
-            "`{s}` is too often: at least 1m (each probe sends a prompt to every chat)"
-        )));
-    }
-    Ok(Some(every))
+    duration_or_off(
+        d,
+        MIN_PROBE_EVERY,
+        "is too often: at least 1m (each probe sends a prompt to every chat)",
+    )
 }
 
 /// A duration written as people write it: `60s`, `5m`, `1h 30m`, `2 days`.

@@ -305,14 +305,7 @@ impl Core {
         entry
             .prompts
             .retain(|_, p| !matches!(p, PromptState::Queued));
-        let sent: Vec<MessageRef> = entry
-            .prompts
-            .values()
-            .filter_map(|p| match p {
-                PromptState::Sent(m) => Some(m.clone()),
-                _ => None,
-            })
-            .collect();
+        let sent = entry.sent_prompts();
         for prompt in sent {
             self.finish_one(id, &prompt);
         }

@@ -54,6 +54,17 @@ impl Entry {
             seen,
         }
     }
+
+    /// Its prompts that are out and not being finished.
+    pub(super) fn sent_prompts(&self) -> Vec<MessageRef> {
+        self.prompts
+            .values()
+            .filter_map(|p| match p {
+                PromptState::Sent(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Default)]

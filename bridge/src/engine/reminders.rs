@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 
-use super::lifecycle::PromptState;
 use super::{Core, Effect, Timer};
 use crate::approval::{Approval, ApprovalId};
 use crate::bulletin::Bulletin;
@@ -197,12 +196,8 @@ impl Core {
             return;
         };
         let sent: Vec<MessageRef> = entry
-            .prompts
-            .values()
-            .filter_map(|p| match p {
-                PromptState::Sent(m) => Some(m.clone()),
-                _ => None,
-            })
+            .sent_prompts()
+            .into_iter()
             .filter(|m| !self.lanes.is_digest(m))
             .filter(|m| {
                 self.channels

@@ -204,6 +204,35 @@ impl Telegram {
     /// Sends a prompt (or digest) ahead of other messages for the chat. A failed attempt
     /// Telegram may have handled marks the chat; the first prompt sent after that has
     /// the buttons of whatever orphans lie before it removed (see [`orphans`]).
+    /// `editMessageText` of a prompt: `html`, with `keyboard` (none: the buttons go).
+    /// The same text again is no error.
+    async fn rewrite(
+        &self,
+        prompt: &MessageRef,
+        html: &str,
+        keyboard: Option<InlineKeyboardMarkup>,
+    ) -> Result<(), ChannelError> {
+        let (chat, message) = Self::message_id(prompt)?;
+        let res = self
+            .throttle
+            .call(Dest::Chat(chat), "editMessageText", || {
+                let edit = self
+                    .bot
+                    .edit_message_text(ChatId(chat), message, html.to_owned())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(Self::link_preview_off());
+                match keyboard.clone() {
+                    Some(k) => edit.reply_markup(k).send(),
+                    None => edit.send(),
+                }
+            })
+            .await;
+        match res {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.throttle.classify(e)),
+        }
+    }
+
     async fn send_prompt(
         &self,
         chat: i64,
@@ -388,23 +417,9 @@ impl Channel for Telegram {
         approval: &Approval,
         outcome: &Outcome,
     ) -> Result<(), ChannelError> {
-        let (chat, message) = Self::message_id(prompt)?;
         let rendered = render::render(approval, render::Footer::Finished(outcome));
         // No reply_markup: Telegram drops the inline keyboard with the edit.
-        let res = self
-            .throttle
-            .call(Dest::Chat(chat), "editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat), message, rendered.html.clone())
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview_off())
-                    .send()
-            })
-            .await;
-        match res {
-            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            Err(e) => Err(self.throttle.classify(e)),
-        }
+        self.rewrite(prompt, &rendered.html, None).await
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
@@ -671,25 +686,10 @@ impl Digests for Telegram {
 impl Refresh for Telegram {
     /// The prompt again with its time left as of now, same buttons (an edit: no notification).
     async fn refresh(&self, prompt: &MessageRef, approval: &Approval) -> Result<(), ChannelError> {
-        let (chat, message) = Self::message_id(prompt)?;
         let keyboard = Self::keyboard(approval)
             .map_err(|e| ChannelError::Permanent(format!("cannot build buttons: {e}")))?;
         let rendered = render::render(approval, render::Footer::Pending { now_ms: now_ms() });
-        let res = self
-            .throttle
-            .call(Dest::Chat(chat), "editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat), message, rendered.html.clone())
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(Self::link_preview_off())
-                    .reply_markup(keyboard.clone())
-                    .send()
-            })
-            .await;
-        match res {
-            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            Err(e) => Err(self.throttle.classify(e)),
-        }
+        self.rewrite(prompt, &rendered.html, Some(keyboard)).await
     }
 }
 
