@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{Core, Effect, ReminderPolicy, Timer};
+use super::{Core, Effect, Hop, ReminderPolicy, Timer};
 use crate::bulletin::{Bulletin, Problem};
 use crate::channel::{ChannelError, MessageRef, Reach, Target};
 use crate::telemetry::Event;
@@ -70,6 +70,8 @@ pub(super) struct Alerts {
     /// When each (problem kind, target) was last alerted.
     last_alert: HashMap<(String, Target), Instant>,
     next_epoch: u64,
+    /// Counts changes to `open`, so readers of [`Core::open_problems`] know when to look.
+    changes: u64,
 }
 
 impl Alerts {
@@ -112,6 +114,11 @@ impl Core {
         l.replayed.then_some(None)
     }
 
+    /// Grows whenever an incident opens, changes or ends.
+    pub fn problems_changed(&self) -> u64 {
+        self.alerts.changes
+    }
+
     /// What is broken now besides the gateway link (whose [`LinkStatus`](super::LinkStatus)
     /// tells itself): each open channel, chat and probe incident with its fix, for `/healthz`.
     pub fn open_problems(&self) -> Vec<String> {
@@ -145,8 +152,11 @@ impl Core {
 
     /// The scheduled probe ended. A failure is an incident of its own only while no other
     /// is open (a gateway or channel alert already tells what broke); a pass ends it.
-    pub(super) fn on_scheduled_probe(&mut self, broken: Option<(String, Option<String>)>) {
-        let problem = broken.map(|(hop, detail)| Problem::ProbeFailed { hop, detail });
+    pub(super) fn on_scheduled_probe(&mut self, broken: Option<&Hop>) {
+        let problem = broken.map(|h| Problem::ProbeFailed {
+            hop: h.name.clone(),
+            detail: h.detail.clone(),
+        });
         let others = self.alerts.open.keys().any(|p| *p != Path::Probe);
         if problem.is_some() && others {
             return;
@@ -175,6 +185,9 @@ impl Core {
     }
 
     fn set_problem(&mut self, path: Path, problem: Option<Problem>) {
+        if problem.is_some() || self.alerts.open.contains_key(&path) {
+            self.alerts.changes += 1;
+        }
         match (self.alerts.open.get_mut(&path), problem) {
             (None, None) => {}
             (Some(_), None) => self.close_incident(&path),

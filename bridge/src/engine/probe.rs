@@ -284,10 +284,7 @@ impl Core {
         }
         match p.by {
             ProbeBy::Chat(to) => self.notify(&to, Notice::Probe(report)),
-            ProbeBy::Schedule => {
-                let broken = report.hops.iter().find(|h| !h.ok);
-                self.on_scheduled_probe(broken.map(|h| (h.name.clone(), h.detail.clone())));
-            }
+            ProbeBy::Schedule => self.on_scheduled_probe(report.hops.iter().find(|h| !h.ok)),
             ProbeBy::Cli(ticket) => self.emit(Effect::ProbeDone { ticket, report }),
         }
     }

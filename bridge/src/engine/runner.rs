@@ -36,6 +36,8 @@ pub struct Runner {
     link: watch::Sender<LinkStatus>,
     /// The core's open incidents other than the link's, as `/healthz` lines.
     problems: watch::Sender<Vec<String>>,
+    /// The core's [`Core::problems_changed`] when `problems` was last written.
+    problems_seen: u64,
     desk: ProbeDesk,
     /// Armed timers by when they are due (the number keeps two at one instant apart and
     /// in arming order).
@@ -126,6 +128,7 @@ impl Runner {
             rx,
             link,
             problems: watch::Sender::new(Vec::new()),
+            problems_seen: 0,
             desk: ProbeDesk::default(),
             timers: BTreeMap::new(),
             armed: 0,
@@ -207,14 +210,11 @@ impl Runner {
             }
             changed
         });
-        let problems = self.core.open_problems();
-        self.problems.send_if_modified(|p| {
-            let changed = *p != problems;
-            if changed {
-                *p = problems;
-            }
-            changed
-        });
+        let changes = self.core.problems_changed();
+        if changes != self.problems_seen {
+            self.problems_seen = changes;
+            self.problems.send_replace(self.core.open_problems());
+        }
     }
 
     /// Carries out one effect; returns the input that reports it done when that is

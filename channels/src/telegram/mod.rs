@@ -201,9 +201,6 @@ impl Telegram {
         Ok(me)
     }
 
-    /// Sends a prompt (or digest) ahead of other messages for the chat. A failed attempt
-    /// Telegram may have handled marks the chat; the first prompt sent after that has
-    /// the buttons of whatever orphans lie before it removed (see [`orphans`]).
     /// `editMessageText` of a prompt: `html`, with `keyboard` (none: the buttons go).
     /// The same text again is no error.
     async fn rewrite(
@@ -233,6 +230,9 @@ impl Telegram {
         }
     }
 
+    /// Sends a prompt (or digest) ahead of other messages for the chat. A failed attempt
+    /// Telegram may have handled marks the chat; the first prompt sent after that has
+    /// the buttons of whatever orphans lie before it removed (see [`orphans`]).
     async fn send_prompt(
         &self,
         chat: i64,
@@ -681,7 +681,6 @@ impl Digests for Telegram {
     }
 }
 
-/// A chat's next 1 s slot, kept for the prompt that follows (`send::Throttle::ready`).
 #[async_trait]
 impl Refresh for Telegram {
     /// The prompt again with its time left as of now, same buttons (an edit: no notification).
@@ -693,6 +692,7 @@ impl Refresh for Telegram {
     }
 }
 
+/// A chat's next 1 s slot, kept for the prompt that follows (`send::Throttle::ready`).
 #[async_trait]
 impl SendSlot for Telegram {
     async fn ready(&self, target: &Target) {
