@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use bridge::config::{
-    AlertsConfig, ConfigError, GatewayConfig, HttpConfig, LogConfig, StateConfig,
+    AlertsConfig, ConfigError, GatewayConfig, HttpConfig, LogConfig, StateConfig, TrustConfig,
 };
 use serde::Deserialize;
 
@@ -25,6 +25,9 @@ pub struct Config {
     /// `[alerts]`: when the owners hear that approvals cannot reach them.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// `[trust]`: the time-boxed allows the prompts offer.
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// `[telegram]`: owner DMs on Telegram.
     #[cfg(feature = "telegram")]
     #[serde(default)]
@@ -79,6 +82,7 @@ impl Config {
             s.validate()?;
         }
         self.alerts.reminders()?;
+        self.trust.windows()?;
         if self.channel_count() == 0 {
             return Err(ConfigError::new(
                 "telegram",

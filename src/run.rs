@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge::channel::Channel;
 use bridge::config::{LogConfig, LogFormat};
-use bridge::engine::{AlertPolicy, Input, ReminderPolicy, Runner};
+use bridge::engine::{AlertPolicy, Input, ReminderPolicy, Runner, TrustPolicy};
 use bridge::gateway::{Client, GatewayOptions};
 use bridge::retry::{Backoff, CallPolicy, Verdict};
 use bridge::store::SqliteStore;
@@ -238,6 +238,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         metrics.clone(),
         alerts,
+        TrustPolicy {
+            gateway: cfg.gateway.url.clone(),
+            windows: cfg.trust.windows()?,
+        },
     )?;
 
     let desk = engine.probe_desk();

@@ -105,6 +105,144 @@ impl fmt::Display for Decision {
     }
 }
 
+/// How long a time-boxed allow's grant lasts: whole minutes, from 1 minute to 24 hours.
+/// Its token is the shortest form, `15m`, `1h`, `90m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Window(u32);
+
+impl Window {
+    /// The longest grant: 24 hours.
+    pub const MAX_MINUTES: u32 = 24 * 60;
+
+    /// A window of `minutes`, when it is within 1 minute ..= 24 hours.
+    pub fn minutes(minutes: u32) -> Option<Window> {
+        (1..=Self::MAX_MINUTES)
+            .contains(&minutes)
+            .then_some(Window(minutes))
+    }
+
+    pub fn as_minutes(self) -> u32 {
+        self.0
+    }
+
+    pub fn ms(self) -> i64 {
+        i64::from(self.0) * 60_000
+    }
+
+    /// The token: whole hours as `<n>h`, anything else as `<n>m`.
+    pub fn token(self) -> String {
+        if self.0.is_multiple_of(60) {
+            format!("{}h", self.0 / 60)
+        } else {
+            format!("{}m", self.0)
+        }
+    }
+
+    /// Reads `<n>m` or `<n>h` (digits only); `None` outside 1 minute ..= 24 hours.
+    pub fn parse(s: &str) -> Option<Window> {
+        let (n, per) = match s.as_bytes().last()? {
+            b'm' => (&s[..s.len() - 1], 1),
+            b'h' => (&s[..s.len() - 1], 60),
+            _ => return None,
+        };
+        if n.is_empty() || n.len() > 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Window::minutes(n.parse::<u32>().ok()? * per)
+    }
+
+    /// As people read it: `15 min`, `1 h`, `1 h 30 min`.
+    pub fn label(self) -> String {
+        crate::time::span(self.ms())
+    }
+}
+
+impl TryFrom<u32> for Window {
+    type Error = String;
+    fn try_from(m: u32) -> Result<Window, String> {
+        Window::minutes(m).ok_or_else(|| format!("{m} minutes is outside 1 min ..= 24 h"))
+    }
+}
+
+impl From<Window> for u32 {
+    fn from(w: Window) -> u32 {
+        w.0
+    }
+}
+
+/// What one button or typed answer picks: a gateway decision, or allow-once that also
+/// opens a time-boxed grant for the same request (`allow-1h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Choice {
+    Decide(Decision),
+    AllowFor(Window),
+}
+
+impl Choice {
+    /// The decision the gateway is asked for.
+    pub fn decision(self) -> Decision {
+        match self {
+            Choice::Decide(d) => d,
+            Choice::AllowFor(_) => Decision::AllowOnce,
+        }
+    }
+
+    /// The grant this choice opens, if any.
+    pub fn window(self) -> Option<Window> {
+        match self {
+            Choice::Decide(_) => None,
+            Choice::AllowFor(w) => Some(w),
+        }
+    }
+
+    /// The wire token: `allow-once`, `allow-always`, `deny`, `allow-<window>`.
+    pub fn token(self) -> String {
+        match self {
+            Choice::Decide(d) => d.as_str().to_owned(),
+            Choice::AllowFor(w) => format!("allow-{}", w.token()),
+        }
+    }
+
+    /// Reads a token (a decision's wire form, its `always` alias, or `allow-<window>`).
+    pub fn parse(s: &str) -> Option<Choice> {
+        if let Some(d) = Decision::parse(s) {
+            return Some(Choice::Decide(d));
+        }
+        s.strip_prefix("allow-")
+            .and_then(Window::parse)
+            .map(Choice::AllowFor)
+    }
+
+    /// Button label: `Allow once`, `Allow for 1 h`.
+    pub fn label(self) -> String {
+        match self {
+            Choice::Decide(d) => d.label().to_owned(),
+            Choice::AllowFor(w) => format!("Allow for {}", w.label()),
+        }
+    }
+
+    /// Short form: Matrix's reaction key, a digest row's button (`✅`, `⏳1h`).
+    pub fn emoji(self) -> String {
+        match self {
+            Choice::Decide(d) => d.emoji().to_owned(),
+            Choice::AllowFor(w) => format!("⏳{}", w.token()),
+        }
+    }
+}
+
+impl From<Decision> for Choice {
+    fn from(d: Decision) -> Choice {
+        Choice::Decide(d)
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.token())
+    }
+}
+
 /// The gateway's id of an approval, verbatim (a UUID, or `plugin:<uuid>` for plugins).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -152,6 +290,10 @@ pub struct Approval {
     /// Set when a cron (automation) run raised the approval.
     pub cron: bool,
     pub allowed_decisions: Vec<Decision>,
+    /// The time-boxed allows the bridge offers beside allow-once (set by the engine's
+    /// trust policy when the approval arrives; empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
 }
@@ -223,6 +365,7 @@ impl Approval {
             risk_kinds: strings_at(req, &["commandAnalysis", "riskKinds"]),
             cron: req.get("cronExecutionSource").is_some_and(|v| !v.is_null()),
             allowed_decisions,
+            windows: Vec::new(),
             created_at_ms: payload
                 .get("createdAtMs")
                 .and_then(Value::as_i64)
@@ -233,6 +376,28 @@ impl Approval {
 
     pub fn offers(&self, d: Decision) -> bool {
         self.allowed_decisions.contains(&d)
+    }
+
+    /// Whether `c` may be picked: its decision is offered, and a time-boxed allow is one
+    /// of the windows the bridge offered on this approval.
+    pub fn offers_choice(&self, c: Choice) -> bool {
+        self.offers(c.decision()) && c.window().is_none_or(|w| self.windows.contains(&w))
+    }
+
+    /// What a prompt offers, in the order every channel shows it: allow once, each
+    /// time-boxed allow, allow always, deny.
+    pub fn choices(&self) -> Vec<Choice> {
+        let mut out = Vec::new();
+        if self.offers(Decision::AllowOnce) {
+            out.push(Choice::Decide(Decision::AllowOnce));
+            out.extend(self.windows.iter().copied().map(Choice::AllowFor));
+        }
+        for d in [Decision::AllowAlways, Decision::Deny] {
+            if self.offers(d) {
+                out.push(Choice::Decide(d));
+            }
+        }
+        out
     }
 }
 
@@ -289,6 +454,13 @@ pub enum Decider {
     Responder(Responder),
     /// Another gateway client; the gateway's `resolvedBy` text when it gave one.
     Elsewhere { resolved_by: Option<String> },
+    /// The bridge, on `owner`'s behalf, under their time-boxed grant `grant` (which lasts
+    /// until `until_ms`, the gateway's clock).
+    Grant {
+        grant: crate::grant::GrantId,
+        owner: Responder,
+        until_ms: i64,
+    },
 }
 
 /// How an approval ended.
@@ -371,6 +543,20 @@ impl Outcome {
                 Some(who) => format!("{} elsewhere by {}", decision.past(), who),
                 None => format!("{} elsewhere", decision.past()),
             },
+            Outcome::Decided {
+                decision,
+                by: Decider::Grant {
+                    grant,
+                    owner,
+                    until_ms,
+                },
+                ..
+            } => format!(
+                "{} by grant {grant} of {owner} via {} until {}",
+                decision.past(),
+                owner.channel,
+                crate::time::utc(*until_ms)
+            ),
             Outcome::Expired { .. } => "Expired without a decision".to_owned(),
             Outcome::Gone { .. } => "No longer pending at the gateway".to_owned(),
             Outcome::NoRoute { .. } => "Denied: no approval route reached anyone".to_owned(),

@@ -4,6 +4,7 @@
 //! nothing here decides anything.
 
 use crate::approval::ApprovalId;
+use crate::grant::GrantId;
 use crate::history::HistoryRow;
 use crate::time::{clock, span};
 
@@ -159,9 +160,30 @@ pub enum Bulletin {
         waited_ms: i64,
         left_ms: i64,
     },
+    /// The bridge allowed approval `id` under `grant`, on its owner's behalf: one quiet
+    /// line to that owner, with a Revoke button where the channel has buttons.
+    GrantUsed {
+        grant: GrantId,
+        id: ApprovalId,
+        command: String,
+        until_ms: i64,
+    },
 }
 
 impl Bulletin {
+    /// Posted without a notification where the channel can send silently.
+    pub fn quiet(&self) -> bool {
+        matches!(self, Bulletin::GrantUsed { .. })
+    }
+
+    /// The grant a Revoke button on this bulletin ends.
+    pub fn revokes(&self) -> Option<&GrantId> {
+        match self {
+            Bulletin::GrantUsed { grant, .. } => Some(grant),
+            _ => None,
+        }
+    }
+
     /// Plain text for the owner; channels escape it for their markup.
     pub fn text(&self) -> String {
         match self {
@@ -253,6 +275,16 @@ impl Bulletin {
                 span(*waited_ms),
                 asked.join(", "),
                 span(*left_ms),
+                quote(command)
+            ),
+            Bulletin::GrantUsed {
+                grant,
+                command,
+                until_ms,
+                ..
+            } => format!(
+                "⏳ Allowed by your grant {grant} (until {}): {}. Revoke it to be asked again (/revoke {grant}).",
+                clock(*until_ms),
                 quote(command)
             ),
         }

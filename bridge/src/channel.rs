@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::approval::{Approval, ApprovalId, Decision, Kind, Outcome, Responder};
+use crate::approval::{Approval, ApprovalId, Choice, Decision, Kind, Outcome, Responder};
 use crate::bulletin::Bulletin;
+use crate::grant::{Grant, GrantId};
 
 /// Where a channel sends prompts: one chat (DM) of one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,10 +43,10 @@ pub struct MessageRef {
 /// What a responder asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Decide an approval.
+    /// Decide an approval (and, for a time-boxed allow, open a grant).
     Decide {
         id: ApprovalId,
-        decision: Decision,
+        choice: Choice,
         /// The approval kind the answer claims (a button payload's tag), checked against the
         /// approval's own. `None`: the answer's form carries no kind (a typed `/approve`, a
         /// Matrix reaction).
@@ -57,6 +58,10 @@ pub enum Request {
     Probe,
     /// List the approvals reported as ended without reaching anyone (`/missed`).
     ListMissed,
+    /// List the time-boxed grants still open (`/grants`).
+    ListGrants,
+    /// End a time-boxed grant now (its Revoke button, `/revoke <grant>`).
+    Revoke { grant: GrantId },
     /// Something that looked like an answer but could not be read (forged or garbled
     /// callback data, `/approve` with a bad decision). `raw` is kept for the audit log.
     Malformed { raw: String, why: String },
@@ -150,6 +155,8 @@ pub enum Refusal {
     /// The answer could not be written to the audit log (disk full, read-only database):
     /// the bridge resolves nothing it cannot record.
     StoreUnavailable,
+    /// A revoke names no grant this bridge holds.
+    UnknownGrant,
 }
 
 impl Refusal {
@@ -166,6 +173,7 @@ impl Refusal {
             Refusal::GatewayUnavailable => "gateway_unavailable",
             Refusal::GatewayRejected => "gateway_rejected",
             Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::UnknownGrant => "unknown_grant",
         }
     }
 
@@ -193,6 +201,7 @@ impl Refusal {
                 "The bridge cannot write its database (disk full or read-only), so it cannot record \
                  your answer; nothing was decided. Free the disk or fix the state directory, then answer again."
             }
+            Refusal::UnknownGrant => "No grant with that id here; /grants lists them.",
         }
     }
 }
@@ -217,6 +226,14 @@ pub enum Notice {
     Probe(crate::engine::ProbeReport),
     /// Answer to `/missed`, newest first.
     Missed(Vec<crate::history::HistoryRow>),
+    /// Allowed once, and `grant` now allows exactly this request until its end.
+    Granted { grant: Grant },
+    /// Allowed once, but the grant could not be stored, so none was made.
+    GrantNotStored { id: ApprovalId },
+    /// Answer to `/grants`: the grants still open, oldest first.
+    Grants(Vec<Grant>),
+    /// `grant` was revoked (now, or `already` before).
+    Revoked { grant: Grant, already: bool },
 }
 
 impl Notice {
@@ -251,6 +268,32 @@ impl Notice {
                 }
                 s
             }
+            Notice::Granted { grant } => format!(
+                "Allowed once, and for {}: exactly this command is allowed without asking until {} (grant {}; /revoke {} ends it).",
+                grant.window.label(),
+                crate::time::clock(grant.until_ms),
+                grant.id,
+                grant.id
+            ),
+            Notice::GrantNotStored { .. } => "Allowed once. The time-boxed grant could not be stored (disk full or read-only?), \
+                 so none was made: the next such command asks you again."
+                .to_owned(),
+            Notice::Grants(list) if list.is_empty() => "No time-boxed grants are open.".to_owned(),
+            Notice::Grants(list) => {
+                let mut s = format!("{} open, oldest first (/revoke <id> ends one):", list.len());
+                for g in list {
+                    s.push_str(&format!("\n{}", g.line()));
+                }
+                s
+            }
+            Notice::Revoked {
+                grant,
+                already: false,
+            } => format!("Revoked {}: that command asks you again.", grant.id),
+            Notice::Revoked {
+                grant,
+                already: true,
+            } => format!("{} was already revoked.", grant.id),
         }
     }
 }

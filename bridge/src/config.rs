@@ -1,5 +1,5 @@
 //! Configuration pieces every part of the bridge shares: secrets that come only from the
-//! environment or a file, and the `[gateway]`, `[state]`, `[http]`, `[log]` and `[alerts]`
+//! environment or a file, and the `[gateway]`, `[state]`, `[http]`, `[log]`, `[alerts]` and `[trust]`
 //! sections.
 //! Channel sections live with their adapters; the binary assembles the whole file.
 
@@ -12,6 +12,7 @@ use jiff::tz::TimeZone;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::approval::Window;
 use crate::channel::Target;
 use crate::engine::{Point, Quiet, ReminderPolicy};
 
@@ -287,6 +288,58 @@ impl AlertsConfig {
     }
 }
 
+/// `[trust]`: what the owners may hand the bridge to decide for them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// The time-boxed allows every exec prompt offers beside allow-once: `["15m", "1h",
+    /// "8h"]`, each from 1 minute to 24 hours, at most 5; default `["1h"]`; `[]` for none.
+    #[serde(default = "default_durations")]
+    pub durations: Vec<String>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> TrustConfig {
+        TrustConfig {
+            durations: default_durations(),
+        }
+    }
+}
+
+/// More would not fit one row of buttons (Discord's limit).
+const MAX_DURATIONS: usize = 5;
+
+impl TrustConfig {
+    /// The windows `durations` lists, in order; an error names the bad entry and the fix.
+    pub fn windows(&self) -> Result<Vec<Window>, ConfigError> {
+        let field = "trust.durations";
+        if self.durations.len() > MAX_DURATIONS {
+            return Err(ConfigError::new(
+                field,
+                format!("{} durations is more than a prompt has room for: list at most {MAX_DURATIONS}", self.durations.len()),
+            ));
+        }
+        let mut out: Vec<Window> = Vec::new();
+        for d in &self.durations {
+            let w = Window::parse(d.trim()).ok_or_else(|| {
+                ConfigError::new(
+                    field,
+                    format!("`{d}` is not a duration from 1 minute to 24 hours: write whole minutes or hours, like \"15m\" or \"8h\""),
+                )
+            })?;
+            if out.contains(&w) {
+                return Err(ConfigError::new(field, format!("`{d}` is listed twice")));
+            }
+            out.push(w);
+        }
+        Ok(out)
+    }
+}
+
+fn default_durations() -> Vec<String> {
+    vec!["1h".into()]
+}
+
 fn default_remind() -> Vec<String> {
     vec!["50%".into(), "2m".into()]
 }
@@ -394,6 +447,20 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "telegram.bot_token");
         assert!(e.problem.contains("APPROVAL_BRIDGE_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn trust_durations_default_to_an_hour_and_refuse_what_a_grant_cannot_be() {
+        let parse = |t: &str| toml::from_str::<TrustConfig>(t).unwrap().windows();
+        let tokens = |t: &str| -> Vec<String> { parse(t).unwrap().iter().map(|w| w.token()).collect() };
+        assert_eq!(tokens(""), ["1h"]);
+        assert_eq!(tokens("durations = [\"15m\", \"90m\", \"24h\"]"), ["15m", "90m", "24h"]);
+        assert!(tokens("durations = []").is_empty());
+        for bad in ["[\"25h\"]", "[\"0m\"]", "[\"1d\"]", "[\"1.5h\"]", "[\"1h\", \"60m\"]",
+            "[\"1m\", \"2m\", \"3m\", \"4m\", \"5m\", \"6m\"]"] {
+            let e = parse(&format!("durations = {bad}")).unwrap_err();
+            assert_eq!(e.field, "trust.durations", "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod config;
 pub mod engine;
 pub mod gateway;
+pub mod grant;
 pub mod history;
 pub mod policy;
 pub mod retry;

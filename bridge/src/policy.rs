@@ -1,7 +1,7 @@
 //! Who may decide what. Pure functions over the facts of one answer: the engine gathers
 //! them, `authorize` returns the verdict, nothing here does I/O.
 
-use crate::approval::{Approval, Decision, Kind};
+use crate::approval::{Approval, Choice, Kind};
 use crate::channel::{MessageRef, Refusal, Via};
 
 /// What the engine knows when an answer to decide arrives.
@@ -15,7 +15,9 @@ pub struct Facts<'a> {
     /// How the answer came, and the prompts we sent for this approval.
     pub via: &'a Via,
     pub our_prompts: &'a [MessageRef],
-    pub decision: Decision,
+    /// The decision asked for, or a time-boxed allow (which must be one this approval's
+    /// prompt offered).
+    pub choice: Choice,
     /// The kind the answer claims (a button payload's tag); `None` when its form carries none.
     pub kind: Option<Kind>,
 }
@@ -37,7 +39,7 @@ pub fn authorize(f: &Facts<'_>) -> Result<(), Refusal> {
     if f.kind.is_some_and(|k| k != approval.kind) {
         return Err(Refusal::WrongKind);
     }
-    if !approval.offers(f.decision) {
+    if !approval.offers_choice(f.choice) {
         return Err(Refusal::DecisionNotOffered);
     }
     Ok(())
@@ -48,6 +50,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::approval::{Decision, Window};
     use crate::channel::Target;
 
     fn exec(id: &str) -> Approval {
@@ -79,9 +82,44 @@ mod tests {
             pending: Some(&approval),
             via: &via,
             our_prompts: &ours,
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
             kind,
         })
+    }
+
+    #[test]
+    fn a_time_boxed_allow_counts_only_for_a_window_the_prompt_offered() {
+        let mut approval = exec("e1");
+        let (hour, day) = (Window::parse("1h").unwrap(), Window::parse("24h").unwrap());
+        approval.windows = vec![hour];
+        let via = Via::Prompt(prompt());
+        let ours = [prompt()];
+        let verdict = |choice| {
+            authorize(&Facts {
+                allowed: true,
+                in_dm: true,
+                pending: Some(&approval),
+                via: &via,
+                our_prompts: &ours,
+                choice,
+                kind: Some(Kind::Exec),
+            })
+        };
+        assert_eq!(verdict(Choice::AllowFor(hour)), Ok(()));
+        assert_eq!(verdict(Choice::AllowFor(day)), Err(Refusal::DecisionNotOffered));
+        approval.allowed_decisions = vec![Decision::Deny];
+        let verdict = |choice| {
+            authorize(&Facts {
+                allowed: true,
+                in_dm: true,
+                pending: Some(&approval),
+                via: &via,
+                our_prompts: &ours,
+                choice,
+                kind: Some(Kind::Exec),
+            })
+        };
+        assert_eq!(verdict(Choice::AllowFor(hour)), Err(Refusal::DecisionNotOffered));
     }
 
     #[test]
@@ -111,7 +149,7 @@ mod tests {
             pending: Some(&approval),
             via: &via,
             our_prompts: &ours,
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
             kind: Some(Kind::System),
         };
         assert_eq!(authorize(&facts), Err(Refusal::NotAllowed));

@@ -12,7 +12,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder, now_ms};
+use crate::approval::{
+    Approval, ApprovalId, Choice, Decider, Decision, Kind, Outcome, Responder, now_ms,
+};
+use crate::grant::{Grant, GrantId};
 use crate::channel::{Refusal, Target};
 use crate::store::{AuditRecord, Store, StoreError};
 
@@ -66,6 +69,7 @@ pub struct Metrics {
     missed: Family<KindLabel, Counter>,
     answers: Family<ChannelLabel, Counter>,
     refusals: Family<ReasonLabel, Counter>,
+    grants: Family<ReasonLabel, Counter>,
     delivery_seconds: Family<ChannelLabel, Histogram>,
     resolve_seconds: Histogram,
     overhead_seconds: Family<PathLabel, Histogram>,
@@ -84,6 +88,7 @@ impl Default for Metrics {
             missed: Family::default(),
             answers: Family::default(),
             refusals: Family::default(),
+            grants: Family::default(),
             delivery_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             resolve_seconds: Histogram::new(latency_buckets()),
             // 1 µs to about 0.5 s.
@@ -123,6 +128,11 @@ impl Default for Metrics {
         );
         registry.register("answers", "Answers received, by channel", m.answers.clone());
         registry.register("refusals", "Answers refused, by reason", m.refusals.clone());
+        registry.register(
+            "grants",
+            "Time-boxed grants created, used and revoked (reason)",
+            m.grants.clone(),
+        );
         registry.register(
             "delivery_seconds",
             "Time from approval requested (seen) to prompt delivered",
@@ -193,7 +203,7 @@ pub enum Event {
     Answered {
         id: Option<ApprovalId>,
         responder: Responder,
-        decision: Option<Decision>,
+        decision: Option<Choice>,
     },
     Refused {
         id: Option<ApprovalId>,
@@ -235,6 +245,18 @@ pub enum Event {
         /// The message id, or why it could not be posted.
         result: Result<String, String>,
     },
+    /// An owner allowed a request for a time: `grant` now allows exactly it again.
+    GrantCreated { grant: Grant },
+    /// The bridge is about to allow approval `id` under `grant` on its owner's behalf
+    /// (written before the resolve, as an `answered` record is).
+    GrantUsed {
+        grant: GrantId,
+        id: ApprovalId,
+        owner: Responder,
+        until_ms: i64,
+    },
+    /// `by` ended `grant` before its time.
+    GrantRevoked { grant: GrantId, by: Responder },
 }
 
 impl Event {
@@ -314,7 +336,7 @@ impl Event {
                         channel: responder.channel.clone(),
                     })
                     .inc();
-                tracing::info!(event = "answered", id = id.as_ref().map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, decision = decision.map(Decision::as_str), "answer received");
+                tracing::info!(event = "answered", id = id.as_ref().map(|i| i.as_str()), channel = %responder.channel, user = %responder.user_id, decision = decision.map(|c| c.token()), "answer received");
             }
             Event::Refused {
                 id,
@@ -392,6 +414,18 @@ impl Event {
                     }
                 }
             }
+            Event::GrantCreated { grant } => {
+                metrics.grants.get_or_create(&ReasonLabel { reason: "created".into() }).inc();
+                tracing::info!(event = "grant_created", grant = %grant.id, id = %grant.minted_by, channel = %grant.by.channel, user = %grant.by.user_id, minutes = grant.window.as_minutes(), until_ms = grant.until_ms, command = %grant.scope.command, "time-boxed grant created");
+            }
+            Event::GrantUsed { grant, id, owner, until_ms } => {
+                metrics.grants.get_or_create(&ReasonLabel { reason: "used".into() }).inc();
+                tracing::info!(event = "grant_used", %grant, %id, channel = %owner.channel, user = %owner.user_id, until_ms, "allowing under a time-boxed grant");
+            }
+            Event::GrantRevoked { grant, by } => {
+                metrics.grants.get_or_create(&ReasonLabel { reason: "revoked".into() }).inc();
+                tracing::info!(event = "grant_revoked", %grant, channel = %by.channel, user = %by.user_id, "time-boxed grant revoked");
+            }
         }
     }
 
@@ -438,7 +472,7 @@ impl Event {
                 id.as_ref().map(|i| i.to_string()),
                 Some(responder.channel.clone()),
                 Some(responder.user_id.clone()),
-                json!({"decision": decision, "display": responder.display}),
+                json!({"decision": decision.map(|c| c.token()), "display": responder.display}),
             ),
             Event::Refused {
                 id,
@@ -517,6 +551,29 @@ impl Event {
                     }
                 },
             ),
+            Event::GrantCreated { grant } => (
+                "grant_created",
+                Some(grant.minted_by.to_string()),
+                Some(grant.by.channel.clone()),
+                Some(grant.by.user_id.clone()),
+                json!({"grant": grant.id, "scope": grant.scope, "minutes": grant.window.as_minutes(),
+                    "from_ms": grant.from_ms, "until_ms": grant.until_ms, "display": grant.by.display}),
+            ),
+            Event::GrantUsed { grant, id, owner, until_ms } => (
+                "grant_used",
+                Some(id.to_string()),
+                Some(owner.channel.clone()),
+                Some(owner.user_id.clone()),
+                json!({"grant": grant, "until_ms": until_ms,
+                    "note": format!("allowed by grant {grant} of {owner} until {}", crate::time::utc(*until_ms))}),
+            ),
+            Event::GrantRevoked { grant, by } => (
+                "grant_revoked",
+                None,
+                Some(by.channel.clone()),
+                Some(by.user_id.clone()),
+                json!({"grant": grant, "display": by.display}),
+            ),
         };
         AuditRecord {
             at_ms: now_ms(),
@@ -541,6 +598,11 @@ fn outcome_labels(o: &Outcome) -> (&'static str, &'static str) {
             by: Decider::Elsewhere { .. },
             ..
         } => (decision.as_str(), "elsewhere"),
+        Outcome::Decided {
+            decision,
+            by: Decider::Grant { .. },
+            ..
+        } => (decision.as_str(), "grant"),
         Outcome::Expired { .. } => ("expired", "gateway"),
         Outcome::Gone { .. } => ("gone", "gateway"),
         Outcome::NoRoute { .. } => ("no-route", "gateway"),

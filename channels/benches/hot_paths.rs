@@ -74,14 +74,17 @@ fn callback_decode_authorize(c: &mut Criterion) {
     c.bench_function("callback_decode_authorize", |b| {
         b.iter(|| {
             let cb = codec::decode(black_box(&data)).expect("valid callback data");
+            let codec::Callback::Decide { kind, choice, .. } = &cb else {
+                panic!("a decision's button");
+            };
             let facts = Facts {
                 allowed: true,
                 in_dm: true,
                 pending: Some(black_box(&approval)),
                 via: black_box(&via),
                 our_prompts: black_box(&our_prompts),
-                decision: cb.decision,
-                kind: Some(cb.kind),
+                choice: *choice,
+                kind: Some(*kind),
             };
             policy::authorize(&facts).expect("authorized");
             cb

@@ -1,15 +1,20 @@
 //! Property tests of the button codecs (Telegram callback data, Discord custom_id, Slack
-//! action): round trips for every kind, id and decision, the platform limits, no panics.
+//! action): round trips for every kind, id and choice (time-boxed allows included), the
+//! platform limits, no panics.
 
-use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::approval::{ApprovalId, Choice, Decision, Kind, Window};
+use bridge::channel::action::Action;
 use proptest::prelude::*;
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![Just(Kind::Exec), Just(Kind::Plugin), Just(Kind::System)]
 }
 
-fn decision() -> impl Strategy<Value = Decision> {
-    proptest::sample::select(Decision::ALL.to_vec())
+fn choice() -> impl Strategy<Value = Choice> {
+    prop_oneof![
+        proptest::sample::select(Decision::ALL.to_vec()).prop_map(Choice::from),
+        (1..=Window::MAX_MINUTES).prop_map(|m| Choice::AllowFor(Window::minutes(m).unwrap())),
+    ]
 }
 
 /// A kind and an id of it: UUIDs as the gateway sends them, or anything from the codec's
@@ -25,8 +30,9 @@ fn kind_and_id() -> impl Strategy<Value = (Kind, ApprovalId)> {
 
 /// Arbitrary text, and text shaped like a payload so decode gets past the tag.
 fn payload() -> impl Strategy<Value = String> {
-    let shaped = "(exec|plugin|system|evil)_approve:[ -~]{0,120}:(allow-once|allow-always|always|deny|[a-z]{0,5})";
-    prop_oneof![any::<String>(), shaped]
+    let shaped = "(exec|plugin|system|evil)_approve:[ -~]{0,120}:(allow-once|allow-always|always|deny|allow-[0-9]{0,5}[mhd]?|[a-z]{0,5})";
+    let revoke = "grant_revoke:[ -~]{0,12}";
+    prop_oneof![any::<String>(), shaped, revoke]
 }
 
 /// The properties every channel's codec has; `len` measures in the platform's unit.
@@ -48,12 +54,12 @@ macro_rules! codec_props {
 
             proptest! {
                 #[test]
-                fn encode_then_decode_is_identity((kind, id) in kind_and_id(), d in decision()) {
+                fn encode_then_decode_is_identity((kind, id) in kind_and_id(), d in choice()) {
                     match codec::encode(kind, &id, d) {
                         Ok(data) => {
                             prop_assert!($len(&data) <= $max, "{} over {}", data, $max);
                             let a = $decode(&data);
-                            prop_assert_eq!(a.map(|a| (a.kind, a.id, a.decision)), Ok((kind, id, d)));
+                            prop_assert_eq!(a, Ok(Action::Decide { kind, id, choice: d }));
                         }
                         Err(e) => prop_assert!(!is_uuid(&id), "uuid {id} refused: {e:?}"),
                     }
@@ -61,11 +67,19 @@ macro_rules! codec_props {
 
                 #[test]
                 fn decode_never_panics_nor_exceeds_the_limit(s in payload()) {
-                    if let Ok(a) = $decode(&s) {
-                        prop_assert!($len(&s) <= $max);
-                        if !s.ends_with(":always") {
-                            prop_assert_eq!(codec::encode(a.kind, &a.id, a.decision), Ok(s));
+                    match $decode(&s) {
+                        // One spelling per button: what decodes encodes back, but for the
+                        // `always` alias and a window written another way (`60m` is `1h`).
+                        Ok(Action::Decide { kind, id, choice }) => {
+                            prop_assert!($len(&s) <= $max);
+                            if s.ends_with(&format!(":{}", choice.token())) {
+                                prop_assert_eq!(codec::encode(kind, &id, choice), Ok(s));
+                            }
                         }
+                        Ok(Action::RevokeGrant(g)) => {
+                            prop_assert_eq!(bridge::channel::action::encode_revoke(&g), s.to_ascii_lowercase());
+                        }
+                        Err(_) => {}
                     }
                 }
             }

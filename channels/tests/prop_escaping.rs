@@ -177,6 +177,7 @@ mod matrix {
             risk_kinds: vec![heavy(9)],
             cron: true,
             allowed_decisions: Decision::ALL.to_vec(),
+            windows: Vec::new(),
             created_at_ms: 0,
             expires_at_ms: Some(i64::MIN),
         };

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn check(text: &str, r: &Option<Request>) {
     match r {
-        Some(Request::Decide { id, decision, .. }) => {
+        Some(Request::Decide { id, choice, .. }) => {
             let id = id.as_str();
             assert!(
                 !id.is_empty() && !id.contains(char::is_whitespace),
@@ -20,7 +20,7 @@ fn check(text: &str, r: &Option<Request>) {
                 head.to_ascii_lowercase().starts_with("/approve"),
                 "{text:?}"
             );
-            let canonical = format!("/approve {id} {decision}");
+            let canonical = format!("/approve {id} {choice}");
             assert_eq!(&command::parse(&canonical), r);
         }
         Some(Request::Malformed { raw, .. }) => assert!(raw.chars().count() <= 200),

@@ -3,6 +3,7 @@
 #![no_main]
 
 use channels::telegram::codec::{self, MAX_CALLBACK_BYTES};
+use bridge::channel::action::{self, Action};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,17 +18,30 @@ fuzz_target!(|data: &[u8]| {
         "accepted {} bytes",
         text.len()
     );
-    // The `always` alias re-encodes longer; anything else is the canonical form.
-    if let Ok(again) = codec::encode(cb.kind, &cb.id, cb.decision) {
-        assert!(again.len() <= MAX_CALLBACK_BYTES);
-        assert_eq!(codec::decode(&again).as_ref(), Ok(&cb));
-        if !text.ends_with(":always") {
-            assert_eq!(again, text);
+    // What decodes re-encodes to a button that decodes the same; to the same text but for
+    // other spellings (the `always` alias, `allow-60m` for `allow-1h`, upper-case hex).
+    let (again, canonical) = match &cb {
+        Action::Decide { kind, id, choice } => (
+            codec::encode(*kind, id, *choice),
+            text.ends_with(&format!(":{}", choice.token())),
+        ),
+        Action::RevokeGrant(g) => {
+            let again = action::encode_revoke(g);
+            let canonical = again == text;
+            (Ok(again), canonical)
         }
-    } else {
-        assert!(
+    };
+    match again {
+        Ok(again) => {
+            assert!(again.len() <= MAX_CALLBACK_BYTES);
+            assert_eq!(codec::decode(&again).as_ref(), Ok(&cb));
+            if canonical {
+                assert_eq!(again, text);
+            }
+        }
+        Err(_) => assert!(
             text.ends_with(":always"),
             "decoded {text:?} cannot be re-encoded"
-        );
+        ),
     }
 });

@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder};
+use bridge::approval::{
+    Approval, ApprovalId, Choice, Decider, Decision, Kind, Outcome, Responder, Window,
+};
 use bridge::bulletin::{Bulletin, Problem};
 use bridge::channel::{
     Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target, Via,
@@ -32,8 +34,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct PromptState {
     /// The visible text (markup already interpreted).
     pub text: String,
-    /// The decisions its live buttons/reactions offer, in display order.
-    pub decisions: Vec<Decision>,
+    /// The choices its live buttons/reactions offer, in display order.
+    pub decisions: Vec<Choice>,
 }
 
 /// An adapter wired to a fake of its service.
@@ -55,7 +57,7 @@ pub trait Fixture {
         true
     }
     /// `user` presses the button (or reaction) for `decision` on `prompt`.
-    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision);
+    async fn press(&self, prompt: &MessageRef, user: &str, choice: Choice);
     /// `user` sends `raw` as the button payload of `prompt` (forged data).
     async fn press_raw(&self, prompt: &MessageRef, user: &str, raw: &str);
     /// `user` types `text` in their direct chat with the bot.
@@ -103,6 +105,7 @@ pub fn approval(allowed: &[Decision]) -> Approval {
         risk_kinds: vec!["destructive".into()],
         cron: false,
         allowed_decisions: allowed.to_vec(),
+        windows: Vec::new(),
         created_at_ms: bridge::approval::now_ms(),
         expires_at_ms: Some(bridge::approval::now_ms() + 120_000),
     }
@@ -215,20 +218,33 @@ pub async fn targets_and_allow_from_are_stable_ids<F: Fixture>(f: &F) {
 
 pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
     let ch = f.channel();
-    for allowed in [
-        vec![Decision::AllowOnce, Decision::Deny],
-        Decision::ALL.to_vec(),
-        vec![Decision::Deny],
+    let hours = ["1h", "8h"].map(|w| Window::parse(w).expect("window")).to_vec();
+    for (allowed, windows) in [
+        (vec![Decision::AllowOnce, Decision::Deny], Vec::new()),
+        (Decision::ALL.to_vec(), Vec::new()),
+        (vec![Decision::Deny], Vec::new()),
+        (vec![Decision::AllowOnce, Decision::Deny], hours.clone()),
+        // Without allow-once there is nothing to time-box.
+        (vec![Decision::Deny], hours.clone()),
     ] {
-        let a = approval(&allowed);
+        let a = Approval {
+            windows: windows.clone(),
+            ..approval(&allowed)
+        };
         let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
         assert_eq!(prompt.target, f.dm());
         let s = f.prompt_state(&prompt).await;
         let mut got = s.decisions.clone();
-        got.sort_by_key(|d| d.as_str());
-        let mut want = allowed.clone();
-        want.sort_by_key(|d| d.as_str());
-        assert_eq!(got, want, "buttons must be exactly allowedDecisions");
+        got.sort_by_key(|d| d.token());
+        let mut want: Vec<Choice> = allowed.iter().copied().map(Choice::from).collect();
+        if allowed.contains(&Decision::AllowOnce) {
+            want.extend(windows.iter().copied().map(Choice::AllowFor));
+        }
+        want.sort_by_key(|d| d.token());
+        assert_eq!(
+            got, want,
+            "buttons must be exactly allowedDecisions and the time-boxed allows"
+        );
         assert!(
             s.text.contains(&a.command),
             "the prompt shows the command literally: {}",
@@ -246,8 +262,16 @@ pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
 pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
     let ch = f.channel();
     let mut run = Running::start(ch.clone());
-    for d in Decision::ALL {
-        let a = approval(&Decision::ALL);
+    // Every choice a prompt can offer: the three decisions and time-boxed allows.
+    let mut offered = approval(&Decision::ALL);
+    offered.windows = ["15m", "1h", "8h"]
+        .map(|w| Window::parse(w).expect("window"))
+        .to_vec();
+    for d in offered.choices() {
+        let a = Approval {
+            id: ApprovalId(uuid::Uuid::new_v4().to_string()),
+            ..offered.clone()
+        };
         let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
         f.press(&prompt, &f.owner(), d).await;
         let ans = run.next(&format!("press {d}")).await;
@@ -255,7 +279,7 @@ pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
             ans.request,
             Request::Decide {
                 id: a.id.clone(),
-                decision: d,
+                choice: d,
                 kind: pressed_kind(f, &a)
             }
         );
@@ -268,7 +292,7 @@ pub async fn each_decision_decodes_from_a_press<F: Fixture>(f: &F) {
                 &ans.reply,
                 &Notice::Accepted {
                     id: a.id.clone(),
-                    decision: d,
+                    decision: d.decision(),
                 },
             )
             .await
@@ -282,7 +306,7 @@ pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
     let mut run = Running::start(ch.clone());
     let a = approval(&Decision::ALL);
     let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
-    f.press(&prompt, &f.stranger(), Decision::AllowAlways).await;
+    f.press(&prompt, &f.stranger(), Decision::AllowAlways.into()).await;
     let ans = run.next("stranger's press").await;
     assert_eq!(ans.responder.user_id, f.stranger());
     assert!(
@@ -293,7 +317,7 @@ pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowAlways,
+            choice: Decision::AllowAlways.into(),
             kind: pressed_kind(f, &a)
         }
     );
@@ -345,7 +369,7 @@ pub async fn unknown_id_decodes_for_the_engine_to_refuse<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: other.id.clone(),
-            decision: Decision::Deny,
+            choice: Decision::Deny.into(),
             kind: None
         }
     );
@@ -375,7 +399,7 @@ pub async fn text_commands_decode<F: Fixture>(f: &F) {
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowAlways,
+            choice: Decision::AllowAlways.into(),
             kind: None
         }
     );
@@ -492,9 +516,9 @@ pub async fn duplicate_press_yields_two_answers<F: Fixture>(f: &F) {
     // One press after the other, as a person double-tapping does. (On Matrix a second press
     // first takes the reaction back; if both reached the bot in one sync, the redacted
     // first reaction would rightly never count.)
-    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
     let first = run.next("first press").await;
-    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
     let second = run.next("second press").await;
     assert_eq!(first.request, second.request);
     assert_ne!(
@@ -536,13 +560,13 @@ pub async fn prompts_survive_a_restart<F: Fixture>(f: &F) {
     let prompt = f.channel().deliver(&f.dm(), &a).await.expect("deliver");
     let fresh = f.restarted();
     let mut run = Running::start(fresh.clone());
-    f.press(&prompt, &f.owner(), Decision::Deny).await;
+    f.press(&prompt, &f.owner(), Decision::Deny.into()).await;
     let ans = run.next("press on a prompt sent before the restart").await;
     assert_eq!(
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::Deny,
+            choice: Decision::Deny.into(),
             kind: pressed_kind(f, &a)
         }
     );
@@ -726,9 +750,9 @@ pub async fn service_faults_fail_as_transient<F: FaultyFixture>(f: &F) {
                 .unwrap_or_else(|e| panic!("{what}: deliver after the fault: {e}")),
         };
         let mut shown = f.prompt_state(&prompt).await.decisions;
-        shown.sort_by_key(|d| d.as_str());
-        let mut all = Decision::ALL.to_vec();
-        all.sort_by_key(|d| d.as_str());
+        shown.sort_by_key(|d| d.token());
+        let mut all = Decision::ALL.map(Choice::from).to_vec();
+        all.sort_by_key(|d| d.token());
         assert_eq!(shown, all, "{what}: the prompt shows its buttons");
         // A send the service carried out although its answer was lost leaves no second
         // prompt with live buttons (Discord: nonce; Slack: adopted from the history;
@@ -782,7 +806,7 @@ pub async fn a_press_during_a_storm_is_not_lost<F: FaultyFixture>(f: &F) {
     let before = f.faults().injected();
     f.faults().storm(502, storm);
     let storm_over = tokio::time::Instant::now() + storm;
-    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
     // The receive loop backs off while the service fails; allow for its longest pause.
     let answer = run
         .next_within(
@@ -796,7 +820,7 @@ pub async fn a_press_during_a_storm_is_not_lost<F: FaultyFixture>(f: &F) {
         Request::Decide {
             id: a.id.clone(),
             kind: pressed_kind(f, &a),
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
         }
     );
     // The engine answers at once, maybe still in the storm: that may fail as transient
@@ -864,4 +888,12 @@ macro_rules! channel_conformance {
             }
         )*
     };
+}
+
+/// The choice a decoded prompt button stands for (a prompt carries no Revoke button).
+pub fn decided(a: bridge::channel::action::Action) -> Choice {
+    match a {
+        bridge::channel::action::Action::Decide { choice, .. } => choice,
+        other => panic!("a prompt button that decides nothing: {other:?}"),
+    }
 }

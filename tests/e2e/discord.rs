@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bridge::approval::{Approval, ApprovalId, Decision, Kind};
+use bridge::approval::{Approval, ApprovalId, Choice, Decision, Kind};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, Reply, codec};
-use testkit::conformance::{
+use testkit::conformance::{decided, 
     FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
 };
 use testkit::fake_discord::{FakeDiscord, User};
@@ -92,13 +92,13 @@ impl Fixture for DiscordFixture {
         }
     }
 
-    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
+    async fn press(&self, prompt: &MessageRef, user: &str, choice: Choice) {
         let m = self.fake.message(&prompt.message).expect("prompt exists");
         let (_, id, _) = m
             .buttons()
             .into_iter()
-            .find(|(label, _, _)| label == decision.label())
-            .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()));
+            .find(|(label, _, _)| *label == choice.label())
+            .unwrap_or_else(|| panic!("no {choice} button on {:?}", m.buttons()));
         self.fake.press(&User::new(user), &prompt.message, &id);
     }
 
@@ -130,7 +130,7 @@ impl Fixture for DiscordFixture {
             .buttons()
             .into_iter()
             .map(|(label, id, _)| {
-                let d = codec::decode(&id).expect("our buttons decode").decision;
+                let d = decided(codec::decode(&id).expect("our buttons decode"));
                 assert_eq!(label, d.label(), "label matches the decision");
                 d
             })
@@ -302,7 +302,7 @@ async fn press_is_acknowledged_before_the_answer_and_fast() {
     f.fake.wait_ready(WAIT).await;
     let mut latencies = Vec::new();
     for _ in 0..5 {
-        let custom = codec::encode(Kind::Exec, &a.id, Decision::Deny).unwrap();
+        let custom = codec::encode(Kind::Exec, &a.id, Decision::Deny.into()).unwrap();
         let ix = f.fake.press(&User::new(OWNER), &prompt.message, &custom);
         let ans = run.next("press").await;
         let got = f.fake.interaction(&ix).unwrap();
@@ -398,14 +398,14 @@ async fn gateway_drop_resumes_and_keeps_receiving() {
     assert_eq!(identify["token"], TOKEN);
     assert_eq!(identify["intents"], 1 << 12, "DIRECT_MESSAGES only");
     f.fake.disconnect_all(4000);
-    let custom = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
+    let custom = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce.into()).unwrap();
     f.fake.press(&User::new(OWNER), &prompt.message, &custom);
     let ans = run.next("press after a reconnect").await;
     assert_eq!(
         ans.request,
         Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
             kind: Some(Kind::Exec)
         }
     );

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge::approval::{ApprovalId, Decision};
+use bridge::approval::{ApprovalId, Choice, Decision};
 use bridge::channel::{Answer, Channel, MessageRef, Reach, Target};
 use bridge::store::{SqliteStore, Store};
 use channels::matrix::{Matrix, MatrixConfig, Options, PROMPT_KEY, Reply, render};
@@ -267,8 +267,8 @@ impl Fixture for MatrixFixture {
         }
     }
 
-    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
-        self.react(prompt, user, decision.emoji()).await;
+    async fn press(&self, prompt: &MessageRef, user: &str, choice: Choice) {
+        self.react(prompt, user, &choice.emoji()).await;
     }
 
     async fn press_raw(&self, prompt: &MessageRef, user: &str, raw: &str) {
@@ -298,7 +298,7 @@ impl Fixture for MatrixFixture {
         let decisions = s
             .keys
             .iter()
-            .map(|k| render::decision_of(k).expect("seeded keys are decisions"))
+            .map(|k| render::choice_of(k).expect("seeded keys are decisions"))
             .collect();
         PromptState {
             text: s.body,
@@ -447,7 +447,7 @@ async fn unknown_reactions_and_reactions_on_other_events_are_ignored() {
         ans.request,
         bridge::channel::Request::Decide {
             id: a.id.clone(),
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
             kind: None
         }
     );
@@ -505,7 +505,7 @@ async fn strict_mode_refuses_answers_not_from_a_verified_device() {
     let prompt = f.channel().deliver(&f.dm(), &a).await.unwrap();
     let mut run = Running::start(strict.clone());
     // The owner's device is not verified by the bot: neither a reaction nor typed text counts.
-    f.press(&prompt, &f.owner(), Decision::AllowOnce).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
     let ans = run.next("reaction in strict mode").await;
     assert!(
         matches!(&ans.request, bridge::channel::Request::Malformed { why, .. } if why.contains("verified device")),

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bridge::approval::{Approval, ApprovalId, Decision, Kind};
+use bridge::approval::{Approval, ApprovalId, Choice, Decision, Kind};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{
     Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target,
 };
 use channels::slack::{Options, Reply, Slack, SlackConfig, codec};
-use testkit::conformance::{
+use testkit::conformance::{decided, 
     FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
 };
 use testkit::fake_slack::{self, FakeSlack};
@@ -114,14 +114,14 @@ impl Fixture for SlackFixture {
         }
     }
 
-    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
+    async fn press(&self, prompt: &MessageRef, user: &str, choice: Choice) {
         let (c, ts) = Self::ids(prompt);
         let m = self.message(prompt);
         let b = m
             .buttons()
             .into_iter()
-            .find(|b| b.label == decision.label())
-            .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()));
+            .find(|b| b.label == choice.label())
+            .unwrap_or_else(|| panic!("no {choice} button on {:?}", m.buttons()));
         self.fake.press(user, &c, &ts, &b.action_id, &b.value);
     }
 
@@ -155,9 +155,7 @@ impl Fixture for SlackFixture {
             .buttons()
             .into_iter()
             .map(|b| {
-                let d = codec::decode(&b.action_id, &b.value)
-                    .expect("our buttons decode")
-                    .decision;
+                let d = decided(codec::decode(&b.action_id, &b.value).expect("our buttons decode"));
                 assert_eq!(b.label, d.label(), "label matches the decision");
                 d
             })
@@ -330,7 +328,7 @@ async fn envelopes_are_acked_within_three_seconds() {
     let mut acks = Vec::new();
     for d in Decision::ALL {
         let (c, ts) = SlackFixture::ids(&prompt);
-        let data = codec::encode(Kind::Exec, &a.id, d).unwrap();
+        let data = codec::encode(Kind::Exec, &a.id, d.into()).unwrap();
         let t0 = Instant::now();
         let env = f.fake.press(OWNER, &c, &ts, &data, &data);
         let ans = run.next("press").await;
@@ -339,7 +337,7 @@ async fn envelopes_are_acked_within_three_seconds() {
             ans.request,
             Request::Decide {
                 id: a.id.clone(),
-                decision: d,
+                choice: d.into(),
                 kind: Some(Kind::Exec)
             }
         );
@@ -490,8 +488,8 @@ async fn mismatched_action_id_and_value_is_malformed() {
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let mut run = Running::start(f.channel.clone());
     let (c, ts) = SlackFixture::ids(&prompt);
-    let deny = codec::encode(Kind::Exec, &a.id, Decision::Deny).unwrap();
-    let allow = codec::encode(Kind::Exec, &a.id, Decision::AllowAlways).unwrap();
+    let deny = codec::encode(Kind::Exec, &a.id, Decision::Deny.into()).unwrap();
+    let allow = codec::encode(Kind::Exec, &a.id, Decision::AllowAlways.into()).unwrap();
     f.fake.press(OWNER, &c, &ts, &deny, &allow);
     let ans = run.next("mismatched press").await;
     assert!(
@@ -580,7 +578,7 @@ async fn refusal_on_a_press_is_ephemeral_to_the_presser() {
     let prompt = f.channel.deliver(&f.dm(), &a).await.unwrap();
     let mut run = Running::start(f.channel.clone());
     let (c, ts) = SlackFixture::ids(&prompt);
-    let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
+    let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce.into()).unwrap();
     f.fake.press(STRANGER, &c, &ts, &data, &data);
     let ans = run.next("stranger press").await;
     f.channel

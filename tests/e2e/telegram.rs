@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bridge::approval::{Approval, ApprovalId, Decision, Kind};
+use bridge::approval::{Approval, ApprovalId, Choice, Decision, Kind};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Refusal, Request, Target};
 use channels::telegram::{Options, Reply, Telegram, TelegramConfig, codec};
-use testkit::conformance::{
+use testkit::conformance::{decided, 
     FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down,
 };
 use testkit::fake_telegram::FakeTelegram;
@@ -96,14 +96,14 @@ impl Fixture for TelegramFixture {
         }
     }
 
-    async fn press(&self, prompt: &MessageRef, user: &str, decision: Decision) {
+    async fn press(&self, prompt: &MessageRef, user: &str, choice: Choice) {
         let (chat, mid) = Self::ids(prompt);
         let m = self.fake.message(chat, mid).expect("prompt exists");
         let (_, data) = m
             .buttons()
             .into_iter()
-            .find(|(label, _)| label == decision.label())
-            .unwrap_or_else(|| panic!("no {decision} button on {:?}", m.buttons()));
+            .find(|(label, _)| *label == choice.label())
+            .unwrap_or_else(|| panic!("no {choice} button on {:?}", m.buttons()));
         self.fake.press(user.parse().unwrap(), chat, mid, &data);
     }
 
@@ -138,7 +138,7 @@ impl Fixture for TelegramFixture {
             .buttons()
             .into_iter()
             .map(|(label, data)| {
-                let d = codec::decode(&data).expect("our buttons decode").decision;
+                let d = decided(codec::decode(&data).expect("our buttons decode"));
                 assert_eq!(label, d.label(), "label matches the decision");
                 d
             })
@@ -259,7 +259,7 @@ async fn plugin_and_system_prompts_fit_telegrams_limit() {
         ans.request,
         Request::Decide {
             id: p.id.clone(),
-            decision: Decision::AllowAlways,
+            choice: Decision::AllowAlways.into(),
             kind: Some(Kind::Plugin)
         }
     );
@@ -285,7 +285,7 @@ async fn group_press_is_not_in_dm_and_refusal_is_an_alert() {
         .await
         .unwrap();
     let mut run = Running::start(f.channel.clone());
-    let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce).unwrap();
+    let data = codec::encode(Kind::Exec, &a.id, Decision::AllowOnce.into()).unwrap();
     let q = f
         .fake
         .press(OWNER, group, prompt.message.parse().unwrap(), &data);

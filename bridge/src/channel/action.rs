@@ -1,20 +1,44 @@
-//! The button payload every chat channel carries, `<tag>:<id>:<decision>` (OpenClaw's
-//! callback form): one codec, each channel only choosing its platform's length limit.
-//! Encoding refuses (never truncates); decoding trusts nothing beyond the shape.
+//! The button payload every chat channel carries, `<tag>:<id>:<choice>` (OpenClaw's
+//! callback form; a choice is a decision's wire form or a time-boxed allow such as
+//! `allow-1h`), and `grant_revoke:<grant id>` on the line a grant's use posts: one codec,
+//! each channel only choosing its platform's length limit. Encoding refuses (never
+//! truncates); decoding trusts nothing beyond the shape.
 
-use crate::approval::{ApprovalId, Decision, Kind};
+use super::Request;
+use crate::approval::{ApprovalId, Choice, Kind};
+use crate::grant::GrantId;
 
 const EXEC_TAG: &str = "exec_approve";
 const PLUGIN_TAG: &str = "plugin_approve";
 const SYSTEM_TAG: &str = "system_approve";
+const REVOKE_TAG: &str = "grant_revoke";
 const PLUGIN_ID_PREFIX: &str = "plugin:";
 
 /// A button's meaning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
-    pub kind: Kind,
-    pub id: ApprovalId,
-    pub decision: Decision,
+pub enum Action {
+    /// Decide approval `id`, which the button says is of `kind`.
+    Decide {
+        kind: Kind,
+        id: ApprovalId,
+        choice: Choice,
+    },
+    /// End a time-boxed grant now.
+    RevokeGrant(GrantId),
+}
+
+impl Action {
+    /// What the press asks the engine for.
+    pub fn into_request(self) -> Request {
+        match self {
+            Action::Decide { kind, id, choice } => Request::Decide {
+                id,
+                choice,
+                kind: Some(kind),
+            },
+            Action::RevokeGrant(grant) => Request::Revoke { grant },
+        }
+    }
 }
 
 /// Why a payload cannot be encoded or read.
@@ -46,11 +70,11 @@ impl Limit {
     }
 }
 
-/// Encodes the button for `decision` on approval `id` of `kind`.
+/// Encodes the button for `choice` on approval `id` of `kind`.
 pub fn encode(
     kind: Kind,
     id: &ApprovalId,
-    decision: Decision,
+    choice: Choice,
     limit: Limit,
 ) -> Result<String, ActionError> {
     let (tag, wire_id) = match kind {
@@ -66,12 +90,17 @@ pub fn encode(
     if !valid_id(kind, wire_id, limit) {
         return Err(ActionError::BadId(id.to_string()));
     }
-    let data = format!("{tag}:{wire_id}:{}", decision.as_str());
+    let data = format!("{tag}:{wire_id}:{}", choice.token());
     let n = limit.len(&data);
     if n > limit.max {
         return Err(ActionError::TooLong(n));
     }
     Ok(data)
+}
+
+/// Encodes the Revoke button of grant `grant` (23 bytes: fits every platform).
+pub fn encode_revoke(grant: &GrantId) -> String {
+    format!("{REVOKE_TAG}:{grant}")
 }
 
 /// Decodes a payload.
@@ -81,7 +110,12 @@ pub fn decode(data: &str, limit: Limit) -> Result<Action, ActionError> {
         return Err(ActionError::TooLong(n));
     }
     let (tag, rest) = data.split_once(':').ok_or(ActionError::UnknownForm)?;
-    let (wire_id, decision) = rest.rsplit_once(':').ok_or(ActionError::UnknownForm)?;
+    if tag == REVOKE_TAG {
+        return GrantId::parse(rest)
+            .map(Action::RevokeGrant)
+            .ok_or_else(|| ActionError::BadId(rest.to_owned()));
+    }
+    let (wire_id, token) = rest.rsplit_once(':').ok_or(ActionError::UnknownForm)?;
     let kind = match tag {
         EXEC_TAG => Kind::Exec,
         PLUGIN_TAG => Kind::Plugin,
@@ -91,13 +125,13 @@ pub fn decode(data: &str, limit: Limit) -> Result<Action, ActionError> {
     if !valid_id(kind, wire_id, limit) {
         return Err(ActionError::BadId(wire_id.to_owned()));
     }
-    let decision = Decision::parse(decision)
-        .ok_or_else(|| ActionError::UnknownDecision(decision.to_owned()))?;
+    let choice =
+        Choice::parse(token).ok_or_else(|| ActionError::UnknownDecision(token.to_owned()))?;
     let id = match kind {
         Kind::Plugin => ApprovalId(format!("{PLUGIN_ID_PREFIX}{wire_id}")),
         Kind::Exec | Kind::System => ApprovalId(wire_id.to_owned()),
     };
-    Ok(Action { kind, id, decision })
+    Ok(Action::Decide { kind, id, choice })
 }
 
 /// Ids travel verbatim, so only a conservative alphabet is allowed. Exec and plugin ids
@@ -115,6 +149,7 @@ fn valid_id(kind: Kind, id: &str, limit: Limit) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::{Decision, Window};
 
     const LIMIT: Limit = Limit {
         max: 64,
@@ -133,14 +168,62 @@ mod tests {
         ] {
             let id = ApprovalId::from(id);
             assert_eq!(
-                encode(kind, &id, Decision::Deny, LIMIT),
+                encode(kind, &id, Decision::Deny.into(), LIMIT),
                 Err(ActionError::BadId(id.to_string()))
             );
         }
         let id = ApprovalId::from("a:b");
-        let data = encode(Kind::System, &id, Decision::Deny, LIMIT).unwrap();
+        let data = encode(Kind::System, &id, Decision::Deny.into(), LIMIT).unwrap();
         assert_eq!(data, "system_approve:a:b:deny");
         let back = decode(&data, LIMIT).unwrap();
-        assert_eq!((back.kind, back.id), (Kind::System, id));
+        assert_eq!(
+            back,
+            Action::Decide {
+                kind: Kind::System,
+                id,
+                choice: Decision::Deny.into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_time_boxed_allow_and_a_revoke_round_trip_within_telegrams_64_bytes() {
+        let id = ApprovalId::from("0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11");
+        for w in ["1m", "15m", "1h", "90m", "24h", "1439m"] {
+            let choice = Choice::AllowFor(Window::parse(w).unwrap());
+            for kind in [Kind::Exec, Kind::System] {
+                let data = encode(kind, &id, choice, LIMIT).unwrap();
+                assert!(data.len() <= 64, "{data}");
+                assert_eq!(
+                    decode(&data, LIMIT),
+                    Ok(Action::Decide {
+                        kind,
+                        id: id.clone(),
+                        choice
+                    })
+                );
+            }
+        }
+        let data = encode(Kind::Exec, &id, Choice::AllowFor(Window::parse("1h").unwrap()), LIMIT);
+        assert_eq!(data.unwrap(), format!("exec_approve:{id}:allow-1h"));
+        let grant = GrantId::from_random(0x1a2b3c4d);
+        let revoke = encode_revoke(&grant);
+        assert_eq!(revoke, "grant_revoke:g-1a2b3c4d");
+        assert_eq!(decode(&revoke, LIMIT), Ok(Action::RevokeGrant(grant)));
+    }
+
+    #[test]
+    fn windows_outside_a_day_and_other_revoke_forms_are_refused() {
+        let id = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
+        for token in ["allow-25h", "allow-0m", "allow-1441m", "allow-1d", "allow-", "allow-1.5h", "allow--1h"] {
+            assert_eq!(
+                decode(&format!("exec_approve:{id}:{token}"), LIMIT),
+                Err(ActionError::UnknownDecision(token.to_owned())),
+                "{token}"
+            );
+        }
+        for data in ["grant_revoke:", "grant_revoke:g-1", "grant_revoke:g-1a2b3c4d:x", "grant_revoke:1a2b3c4d"] {
+            assert!(matches!(decode(data, LIMIT), Err(ActionError::BadId(_))), "{data}");
+        }
     }
 }

@@ -1,9 +1,10 @@
-//! The commands an owner can type on every channel: `/approve <id> <decision>`,
-//! `/pending`, `/missed` and `/probe`. One parser, so every channel reads the same text the same way; a channel
+//! The commands an owner can type on every channel: `/approve <id> <choice>`,
+//! `/pending`, `/missed`, `/probe`, `/grants` and `/revoke <grant>`. One parser, so every channel reads the same text the same way; a channel
 //! whose commands carry an addressee (Telegram's `/approve@my_bot`) names it first.
 
 use super::Request;
-use crate::approval::{ApprovalId, Decision};
+use crate::approval::{ApprovalId, Choice};
+use crate::grant::GrantId;
 
 /// Longest text a malformed command keeps for the audit log and the owner's notice.
 const MAX_RAW_CHARS: usize = 200;
@@ -32,16 +33,26 @@ pub fn parse_named<'a>(
         "/pending" => Some(Request::ListPending),
         "/probe" => Some(Request::Probe),
         "/missed" => Some(Request::ListMissed),
+        "/grants" => Some(Request::ListGrants),
+        "/revoke" => Some(match args.as_slice() {
+            [grant] => match GrantId::parse(grant) {
+                Some(grant) => Request::Revoke { grant },
+                None => malformed(format!(
+                    "{grant:?} is no grant id; /grants lists them (g-1a2b3c4d)"
+                )),
+            },
+            _ => malformed("expected /revoke <grant id>; /grants lists them".into()),
+        }),
         "/approve" => Some(match args.as_slice() {
-            [id, decision] => match Decision::parse(&decision.to_ascii_lowercase()) {
-                Some(decision) => Request::Decide {
+            [id, token] => match Choice::parse(&token.to_ascii_lowercase()) {
+                Some(choice) => Request::Decide {
                     id: ApprovalId((*id).to_owned()),
-                    decision,
+                    choice,
                     // A typed command names no kind; the id alone says which approval.
                     kind: None,
                 },
                 None => malformed(format!(
-                    "unknown decision {decision:?}; use allow-once, allow-always or deny"
+                    "unknown decision {token:?}; use allow-once, allow-always, deny or a time-boxed allow such as allow-1h"
                 )),
             },
             _ => malformed("expected /approve <id> allow-once|allow-always|deny".into()),
@@ -53,13 +64,14 @@ pub fn parse_named<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::{Decision, Window};
 
     const ID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
-    fn decide(decision: Decision) -> Option<Request> {
+    fn decide(choice: impl Into<Choice>) -> Option<Request> {
         Some(Request::Decide {
             id: ApprovalId(ID.into()),
-            decision,
+            choice: choice.into(),
             kind: None,
         })
     }
@@ -81,6 +93,17 @@ mod tests {
         assert_eq!(parse("/pending"), Some(Request::ListPending));
         assert_eq!(parse("/Probe"), Some(Request::Probe));
         assert_eq!(parse("/missed"), Some(Request::ListMissed));
+        assert_eq!(
+            parse(&format!("/approve {ID} Allow-1H")),
+            decide(Choice::AllowFor(Window::parse("1h").unwrap()))
+        );
+        assert_eq!(parse("/grants"), Some(Request::ListGrants));
+        assert_eq!(
+            parse("/revoke g-1A2B3C4D"),
+            Some(Request::Revoke {
+                grant: GrantId("g-1a2b3c4d".into())
+            })
+        );
     }
 
     #[test]
@@ -91,6 +114,10 @@ mod tests {
             "/approve abc allow",
             "/approve x maybe",
             "/approve a b c",
+            "/approve x allow-25h",
+            "/revoke",
+            "/revoke 1234",
+            "/revoke g-1a2b3c4d now",
         ] {
             assert!(
                 matches!(parse(text), Some(Request::Malformed { .. })),

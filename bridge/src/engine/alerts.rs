@@ -295,6 +295,7 @@ impl Core {
             Bulletin::Reminder { .. } => "reminder".to_owned(),
             Bulletin::Escalated { .. } => "escalated".to_owned(),
             Bulletin::Missed { .. } => "missed".to_owned(),
+            Bulletin::GrantUsed { .. } => "grant_used".to_owned(),
         };
         self.event(Event::Posted {
             kind: key,

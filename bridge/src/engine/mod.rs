@@ -8,6 +8,7 @@
 //! resolve per approval and the answers waiting behind it; [`restore`] rebuilds them from
 //! the store at start and audits what a shutdown cut off; [`alerts`] tells the owners when
 //! the path to them is broken, [`reminders`] that a pending approval is about to expire;
+//! [`trust`] holds the owners' time-boxed grants and allows what one covers;
 //! [`probe`] follows a harmless approval through every hop; [`missed`] reports what the
 //! gateway denied while nobody could see it.
 
@@ -20,12 +21,14 @@ mod reminders;
 mod resolving;
 mod restore;
 mod runner;
+mod trust;
 
 pub use alerts::{AlertPolicy, Path};
 pub use missed::SeenRow;
 pub use probe::{Hop, ProbeBy, ProbeReport};
 pub use reminders::{Nudge, Point, Quiet, ReminderPolicy};
 pub use runner::{ProbeDesk, Runner};
+pub use trust::TrustPolicy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,12 +37,13 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome};
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Kind, Outcome, Responder};
 use crate::bulletin::Bulletin;
 use crate::channel::{
     Answer, Channel, ChannelError, DigestRow, MessageRef, Notice, Reach, ReplyTo, Target,
 };
 use crate::gateway::{GatewayError, GatewayEvent};
+use crate::grant::{Grant, GrantId, Revocation};
 use crate::history::HistoryMark;
 use crate::retry::Backoff;
 use crate::store::OpenApproval;
@@ -51,6 +55,7 @@ use lifecycle::Approvals;
 use missed::Missed;
 use probe::Probes;
 use resolving::Resolving;
+use trust::Trust;
 
 /// The time of one step, as data: the monotonic instant (for durations and deadlines) and
 /// the wall clock in Unix milliseconds (for what is recorded and shown).
@@ -58,6 +63,25 @@ use resolving::Resolving;
 pub struct Now {
     pub at: Instant,
     pub unix_ms: i64,
+}
+
+/// On whose behalf a resolve asks the gateway.
+#[derive(Debug, Clone)]
+pub enum Asker {
+    /// A person's answer.
+    Answer(Answer),
+    /// The bridge, under `owner`'s time-boxed `grant`.
+    Grant { grant: GrantId, owner: Responder },
+}
+
+impl Asker {
+    /// The person the decision is credited to.
+    pub fn responder(&self) -> &Responder {
+        match self {
+            Asker::Answer(a) => &a.responder,
+            Asker::Grant { owner, .. } => owner,
+        }
+    }
 }
 
 /// Everything that can move the engine. The completions (`ApprovalRecorded` to
@@ -112,11 +136,23 @@ pub enum Input {
         result: Result<(), ChannelError>,
     },
     ResolveDone {
-        answer: Answer,
+        by: Asker,
         id: ApprovalId,
         decision: Decision,
         result: Result<(), GatewayError>,
         took: Duration,
+    },
+    /// A minted grant's `grant_created` record was written (`Ok(true)`), or not.
+    GrantRecorded {
+        grant: Grant,
+        reply: ReplyTo,
+        result: Result<bool, String>,
+    },
+    /// The `grant_used` record of `grant` allowing `id` was written (`Ok(true)`), or not.
+    GrantUseRecorded {
+        grant: GrantId,
+        id: ApprovalId,
+        result: Result<bool, String>,
     },
     /// Run the end-to-end probe; `tap`: wait for an owner to answer its prompt.
     Probe {
@@ -163,6 +199,8 @@ impl Input {
                 | Input::Finished { .. }
                 | Input::DigestUpdated { .. }
                 | Input::ResolveDone { .. }
+                | Input::GrantRecorded { .. }
+                | Input::GrantUseRecorded { .. }
                 | Input::DrainOver
         )
     }
@@ -221,6 +259,12 @@ pub enum Write {
     },
     /// The gateway's history has been read and reported up to here.
     HistoryMark(HistoryMark),
+    /// `by` revoked `grant`, with its `grant_revoked` record.
+    GrantRevoked {
+        grant: GrantId,
+        revocation: Revocation,
+        by: Responder,
+    },
 }
 
 /// What the core asks the runner to do, in order. The comment names the input that
@@ -263,9 +307,20 @@ pub enum Effect {
         rows: Vec<DigestRow>,
         ended: Vec<ApprovalId>,
     },
+    /// Write a minted grant with its `grant_created` record (→ `GrantRecorded`); it counts
+    /// only once that is confirmed.
+    RecordGrant { grant: Grant, reply: ReplyTo },
+    /// Count one use of `grant` on `id` with its `grant_used` record (→ `GrantUseRecorded`):
+    /// nothing is allowed under a grant before that is confirmed.
+    RecordGrantUse {
+        grant: GrantId,
+        id: ApprovalId,
+        owner: Responder,
+        until_ms: i64,
+    },
     /// Ask the gateway to decide (→ `ResolveDone`); `received` is when the answer came.
     Resolve {
-        answer: Answer,
+        by: Asker,
         id: ApprovalId,
         kind: Kind,
         decision: Decision,
@@ -327,6 +382,7 @@ pub struct Core {
     approvals: Approvals,
     lanes: Lanes,
     resolving: Resolving,
+    trust: Trust,
     alerts: Alerts,
     reminders: ReminderPolicy,
     probes: Probes,
@@ -352,6 +408,7 @@ impl Core {
         seed: u64,
         alerts: AlertPolicy,
         history: (Option<HistoryMark>, i64),
+        trust: (TrustPolicy, Vec<Grant>),
     ) -> Core {
         let (approvals, lanes) = restore::restore(open, now.at);
         Core {
@@ -362,6 +419,7 @@ impl Core {
             approvals,
             lanes,
             resolving: Resolving::default(),
+            trust: Trust::new(trust.0, trust.1),
             reminders: alerts.reminders.clone(),
             probes: Probes::default(),
             missed: Missed::new(history.0, history.1),
@@ -436,14 +494,22 @@ impl Core {
                 self.on_digest_updated(prompt, ended, result)
             }
             Input::ResolveDone {
-                answer,
+                by,
                 id,
                 decision,
                 result,
                 took,
             } => {
                 self.inflight -= 1;
-                self.on_resolve_done(answer, id, decision, result, took)
+                self.on_resolve_done(by, id, decision, result, took)
+            }
+            Input::GrantRecorded {
+                grant,
+                reply,
+                result,
+            } => self.on_grant_recorded(grant, reply, result),
+            Input::GrantUseRecorded { grant, id, result } => {
+                self.on_grant_use_recorded(grant, id, result)
             }
             Input::HistoryRead { result } => self.on_history_read(result),
             Input::Probe { by, tap } => self.start_probe(by, tap),
@@ -615,6 +681,8 @@ impl Core {
     /// a prompt in every target that lacks one.
     fn on_requested(&mut self, approval: Approval) {
         if !self.approvals.contains(&approval.id) {
+            let mut approval = approval;
+            self.offer_windows(&mut approval);
             self.approvals.insert(approval.clone(), self.now.at);
             return self.emit(Effect::Store(Write::Approval(approval)));
         }
@@ -623,9 +691,13 @@ impl Core {
 
     /// The approval's `requested` record is written (or could not be: it is prompted
     /// anyway); `at` is when, and the time the bridge takes to prompt counts from there.
+    /// One an owner's grant covers is allowed under it instead.
     fn on_approval_recorded(&mut self, id: &ApprovalId, at: Instant) {
         if let Some(entry) = self.approvals.get_mut(id) {
             entry.seen = at;
+        }
+        if self.try_grant(id) {
+            return;
         }
         self.prompt_everywhere(id);
         self.arm_nudges(id);
@@ -633,7 +705,10 @@ impl Core {
 
     /// Queues a prompt for the pending approval `id` in every target that has none.
     fn prompt_everywhere(&mut self, id: &ApprovalId) {
-        if !self.approvals.contains(id) || self.approvals.outcome(id).is_some() {
+        if !self.approvals.contains(id)
+            || self.approvals.outcome(id).is_some()
+            || self.trust.allowing(id)
+        {
             return;
         }
         let missing: Vec<Target> = self
@@ -666,10 +741,10 @@ impl Core {
                 Outcome::Decided {
                     decision, at_ms, ..
                 },
-                Some(who),
+                Some(by),
             ) => Outcome::Decided {
                 decision,
-                by: Decider::Responder(who),
+                by,
                 at_ms,
             },
             (other, _) => other,

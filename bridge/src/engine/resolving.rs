@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::PromptState;
-use super::{Core, Effect, ProbeBy};
-use crate::approval::{ApprovalId, Decider, Decision, Outcome, Responder};
+use super::{Asker, Core, Effect, ProbeBy};
+use crate::approval::{ApprovalId, Choice, Decider, Decision, Kind, Outcome, Responder};
 use crate::channel::{Answer, Notice, Refusal, ReplyTo, Request, Target, Via};
 use crate::gateway::GatewayError;
 use crate::policy::{self, Facts};
@@ -17,8 +17,9 @@ use crate::telemetry::Event;
 /// What waits on one approval's answers.
 #[derive(Debug, Default)]
 struct Waiting {
-    /// Decisions sent to the gateway and not yet answered, first first.
-    in_flight: Vec<(Responder, Decision)>,
+    /// Decisions sent to the gateway and not yet answered, first first, with whom each
+    /// is credited to.
+    in_flight: Vec<(Decider, Decision)>,
     /// Presses on a prompt whose delivery has not reported back yet: the message is
     /// already visible to the owner. Judged once the delivery is recorded.
     held: Vec<Answer>,
@@ -53,12 +54,12 @@ impl Resolving {
 
     /// Who asked the gateway for `decision` on `id`, first first, if anyone is waiting for
     /// that answer: the gateway's echo of our own resolve is credited to them.
-    pub(super) fn asked_for(&self, id: &ApprovalId, decision: Decision) -> Option<Responder> {
+    pub(super) fn asked_for(&self, id: &ApprovalId, decision: Decision) -> Option<Decider> {
         let w = self.by_id.get(id)?;
         w.in_flight
             .iter()
             .find(|(_, d)| *d == decision)
-            .map(|(r, _)| r.clone())
+            .map(|(by, _)| by.clone())
     }
 
     /// Responders waiting to learn how `id` ended.
@@ -93,8 +94,12 @@ impl Resolving {
         let mut cut = CutOff::default();
         for id in ids {
             let w = &self.by_id[id];
-            for (r, d) in &w.in_flight {
-                cut.sent.push((id.clone(), r.clone(), *d));
+            for (by, d) in &w.in_flight {
+                let who = match by {
+                    Decider::Responder(r) | Decider::Grant { owner: r, .. } => r.clone(),
+                    Decider::Elsewhere { .. } => continue,
+                };
+                cut.sent.push((id.clone(), who, *d));
             }
             for a in w.held.iter().chain(&w.queued) {
                 cut.unsent.push((id.clone(), a.responder.clone()));
@@ -148,6 +153,17 @@ impl Core {
             Request::Probe => {
                 if self.owner_command(&answer, allowed) {
                     self.start_probe(ProbeBy::Chat(answer.reply.clone()), true);
+                }
+            }
+            Request::ListGrants => {
+                if self.owner_command(&answer, allowed) {
+                    let list = self.grants_list();
+                    self.notify(&answer.reply, Notice::Grants(list));
+                }
+            }
+            Request::Revoke { grant } => {
+                if self.owner_command(&answer, allowed) {
+                    self.revoke(&answer, &grant);
                 }
             }
             Request::Malformed { raw, .. } => {
@@ -226,12 +242,13 @@ impl Core {
     fn judge(&mut self, answer: Answer, received: Instant) {
         let Request::Decide {
             id,
-            decision,
+            choice,
             kind: claimed,
         } = answer.request.clone()
         else {
             return;
         };
+        let decision = choice.decision();
         if let Via::Prompt(msg) = &answer.via
             && self.approvals.prompt(&id, &msg.target) == Some(&PromptState::Delivering)
         {
@@ -253,7 +270,7 @@ impl Core {
             pending: entry.map(|e| &e.approval),
             via: &answer.via,
             our_prompts: &our_prompts,
-            decision,
+            choice,
             kind: claimed,
         };
         if let Err(reason) = policy::authorize(&facts) {
@@ -262,14 +279,30 @@ impl Core {
         let Some(kind) = entry.map(|e| e.approval.kind) else {
             return;
         };
+        self.probe_tapped(&id, &answer.responder);
+        self.start_resolve(Asker::Answer(answer), id, kind, decision, received);
+    }
+
+    /// Asks the gateway for `decision` on `id` on behalf of `by` (→ `ResolveDone`).
+    pub(super) fn start_resolve(
+        &mut self,
+        by: Asker,
+        id: ApprovalId,
+        kind: Kind,
+        decision: Decision,
+        received: Instant,
+    ) {
+        let decider = match &by {
+            Asker::Answer(a) => Decider::Responder(a.responder.clone()),
+            Asker::Grant { grant, owner } => self.grant_decider(grant, owner),
+        };
         self.resolving
             .of(&id)
             .in_flight
-            .push((answer.responder.clone(), decision));
+            .push((decider, decision));
         self.inflight += 1;
-        self.probe_tapped(&id, &answer.responder);
         self.emit(Effect::Resolve {
-            answer,
+            by,
             id,
             kind,
             decision,
@@ -287,14 +320,22 @@ impl Core {
 
     pub(super) fn on_resolve_done(
         &mut self,
-        answer: Answer,
+        by: Asker,
         id: ApprovalId,
         decision: Decision,
         result: Result<(), GatewayError>,
         took: Duration,
     ) {
-        let responder = answer.responder.clone();
-        let mine = |(r, d): &(Responder, Decision)| *r == responder && *d == decision;
+        let responder = by.responder().clone();
+        let decider = match &by {
+            Asker::Answer(_) => Decider::Responder(responder.clone()),
+            Asker::Grant { grant, owner } => self.grant_decider(grant, owner),
+        };
+        let (reply, grant) = match &by {
+            Asker::Answer(a) => (Some(a.reply.clone()), None),
+            Asker::Grant { grant, .. } => (None, Some(grant.clone())),
+        };
+        let mine = |(by, d): &(Decider, Decision)| *by == decider && *d == decision;
         let w = self.resolving.of(&id);
         let pos = w.in_flight.iter().position(mine);
         // A success stays in flight until the outcome is set (the entry must not be
@@ -303,6 +344,13 @@ impl Core {
             && let Some(pos) = pos
         {
             w.in_flight.remove(pos);
+        }
+        if let Err(err) = &result {
+            self.event(Event::ResolveFailed {
+                id: id.clone(),
+                responder: responder.clone(),
+                error: err.to_string(),
+            });
         }
         match result {
             Ok(()) => {
@@ -314,84 +362,94 @@ impl Core {
                 });
                 let outcome = Outcome::Decided {
                     decision,
-                    by: Decider::Responder(responder.clone()),
+                    by: decider.clone(),
                     at_ms: self.now.unix_ms,
                 };
                 self.set_outcome(&id, outcome);
                 self.resolving.of(&id).in_flight.retain(|e| !mine(e));
                 // The canonical outcome may differ if another answer won the race.
-                let notice = match self.approvals.outcome(&id).cloned() {
+                let won = match self.approvals.outcome(&id) {
                     Some(Outcome::Decided {
-                        decision: d,
-                        by: Decider::Responder(r),
-                        ..
-                    }) if d == decision && r == responder => Notice::Accepted {
-                        id: id.clone(),
-                        decision,
-                    },
-                    Some(outcome) => Notice::AlreadyFinished {
+                        decision: d, by: b, ..
+                    }) => *d == decision && *b == decider,
+                    Some(_) => false,
+                    None => true,
+                };
+                let notice = match self.approvals.outcome(&id).cloned() {
+                    Some(outcome) if !won => Notice::AlreadyFinished {
                         id: id.clone(),
                         outcome,
                     },
-                    None => Notice::Accepted {
+                    _ => Notice::Accepted {
                         id: id.clone(),
                         decision,
                     },
                 };
-                self.after_resolve(&id, |core| {
-                    core.notify(&answer.reply, notice);
+                let window = match &by {
+                    Asker::Answer(a) => match a.request {
+                        Request::Decide {
+                            choice: Choice::AllowFor(w),
+                            ..
+                        } if won => Some(w),
+                        _ => None,
+                    },
+                    Asker::Grant { .. } => None,
+                };
+                let approval = self.approvals.get(&id).map(|e| e.approval.clone());
+                self.after_resolve(&id, |core| match (&by, grant, window, approval) {
+                    (Asker::Answer(a), _, Some(w), Some(approval)) => {
+                        core.mint_grant(a, &approval, w)
+                    }
+                    (_, Some(grant), _, _) => core.grant_resolved(&grant, &id, won),
+                    _ => {
+                        if let Some(reply) = &reply {
+                            core.notify(reply, notice);
+                        }
+                    }
                 });
             }
             Err(err @ (GatewayError::NotFound | GatewayError::AlreadyResolved)) => {
                 // Terminal: someone else won, or the gateway forgot it. Never retried.
-                self.event(Event::ResolveFailed {
-                    id: id.clone(),
-                    responder,
-                    error: err.to_string(),
-                });
                 let known = self.approvals.outcome(&id).cloned();
                 let others_resolving = self.resolving.busy(&id);
                 self.after_resolve(&id, |core| match known {
-                    Some(outcome) => core.notify(
-                        &answer.reply,
-                        Notice::AlreadyFinished {
-                            id: id.clone(),
-                            outcome,
-                        },
-                    ),
+                    Some(outcome) => {
+                        if let Some(reply) = &reply {
+                            core.notify(reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                        }
+                    }
                     None if err == GatewayError::NotFound && !others_resolving => {
                         let outcome = Outcome::Gone {
                             at_ms: core.now.unix_ms,
                         };
                         core.set_outcome(&id, outcome.clone());
-                        let notice = Notice::AlreadyFinished {
-                            id: id.clone(),
-                            outcome,
-                        };
-                        core.notify(&answer.reply, notice);
+                        if let Some(reply) = &reply {
+                            core.notify(reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                        }
                     }
                     // The resolved event with the canonical outcome is on its way.
-                    None => core.resolving.of(&id).told_later.push(answer.reply.clone()),
+                    None => {
+                        if let Some(reply) = reply {
+                            core.resolving.of(&id).told_later.push(reply);
+                        }
+                    }
                 });
             }
-            Err(err @ GatewayError::Rejected { .. }) => {
-                self.event(Event::ResolveFailed {
-                    id: id.clone(),
-                    responder,
-                    error: err.to_string(),
+            Err(err) => {
+                // Refused, or the gateway could not be reached: nothing was decided, the
+                // approval stays pending. A person may retry; a grant's use asks the owner.
+                let refusal = match err {
+                    GatewayError::Rejected { .. } => Refusal::GatewayRejected,
+                    _ => Refusal::GatewayUnavailable,
+                };
+                if let Some(reply) = &reply {
+                    self.notify(reply, Notice::Refused(refusal));
+                }
+                self.after_resolve(&id, |core| {
+                    if grant.is_some() {
+                        core.grant_fell_through(&id);
+                    }
                 });
-                self.notify(&answer.reply, Notice::Refused(Refusal::GatewayRejected));
-                self.after_resolve(&id, |_| {});
-            }
-            Err(err @ GatewayError::Unavailable(_)) => {
-                // Nothing was decided: the approval stays pending, the responder may retry.
-                self.event(Event::ResolveFailed {
-                    id: id.clone(),
-                    responder,
-                    error: err.to_string(),
-                });
-                self.notify(&answer.reply, Notice::Refused(Refusal::GatewayUnavailable));
-                self.after_resolve(&id, |_| {});
             }
         }
     }
@@ -413,7 +471,7 @@ impl Core {
         }
     }
 
-    fn refuse(&mut self, answer: &Answer, id: Option<&ApprovalId>, reason: Refusal) {
+    pub(super) fn refuse(&mut self, answer: &Answer, id: Option<&ApprovalId>, reason: Refusal) {
         self.event(Event::Refused {
             id: id.cloned(),
             responder: answer.responder.clone(),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, SeenRow, Timer, Write,
+    AlertPolicy, Core, Effect, Input, LinkStatus, Now, ProbeBy, ProbeReport, SeenRow, Timer,
+    TrustPolicy, Write,
 };
 use crate::channel::{Channel, ChannelError, RESUME_PROMPTS, Reach, Request};
 use crate::gateway::GatewayPort;
@@ -89,6 +90,7 @@ impl Runner {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         alerts: AlertPolicy,
+        trust: TrustPolicy,
     ) -> Result<(Runner, mpsc::Sender<Input>, watch::Receiver<LinkStatus>), StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let (link, link_rx) = watch::channel(LinkStatus::default());
@@ -106,13 +108,18 @@ impl Runner {
             sweep.resume(&mine);
         }
         let history = (store.history_mark()?, store.first_start_ms());
+        let now = now();
+        // Grants whose window ended more than a day ago (by this clock) are not loaded:
+        // they could cover nothing new, and a clock running ahead only drops more.
+        let grants = store.open_grants(now.unix_ms - 86_400_000)?;
         let core = Core::new(
             channels.clone(),
             open,
-            now(),
+            now,
             rand::random(),
             alerts,
             history,
+            (trust, grants),
         );
         metrics.pending.set(core.pending_count() as i64);
         let runner = Runner {
@@ -319,7 +326,7 @@ impl Runner {
                 });
             }
             Effect::Resolve {
-                answer,
+                by,
                 id,
                 kind,
                 decision,
@@ -331,7 +338,7 @@ impl Runner {
                     let started = Instant::now();
                     let result = resolver.resolve(&id, kind, decision).await;
                     Input::ResolveDone {
-                        answer,
+                        by,
                         id,
                         decision,
                         result,
@@ -407,6 +414,8 @@ impl Runner {
             Effect::Store(_)
             | Effect::Emit(_)
             | Effect::RecordAnswer { .. }
+            | Effect::RecordGrant { .. }
+            | Effect::RecordGrantUse { .. }
             | Effect::LookupOutcome { .. } => unreachable!("carried out inline"),
         }
         None
@@ -468,7 +477,7 @@ pub(super) fn inline(
         Effect::Emit(event) => event.emit(store, metrics),
         Effect::RecordAnswer { answer, received } => {
             let (id, decision) = match &answer.request {
-                Request::Decide { id, decision, .. } => (Some(id.clone()), Some(*decision)),
+                Request::Decide { id, choice, .. } => (Some(id.clone()), Some(*choice)),
                 _ => (None, None),
             };
             let answered = Event::Answered {
@@ -482,6 +491,42 @@ pub(super) fn inline(
                 received,
                 result,
             }));
+        }
+        Effect::RecordGrant { grant, reply } => {
+            let created = Event::GrantCreated {
+                grant: grant.clone(),
+            };
+            let result = store
+                .insert_grant(&grant, &created.record())
+                .map_err(|e| e.to_string());
+            if result == Ok(true) {
+                created.observe(metrics);
+            }
+            return Inline::Done(Some(Input::GrantRecorded {
+                grant,
+                reply,
+                result,
+            }));
+        }
+        Effect::RecordGrantUse {
+            grant,
+            id,
+            owner,
+            until_ms,
+        } => {
+            let used = Event::GrantUsed {
+                grant: grant.clone(),
+                id: id.clone(),
+                owner,
+                until_ms,
+            };
+            let result = store
+                .grant_used(&grant, &used.record())
+                .map_err(|e| e.to_string());
+            if result == Ok(true) {
+                used.observe(metrics);
+            }
+            return Inline::Done(Some(Input::GrantUseRecorded { grant, id, result }));
         }
         Effect::LookupOutcome { answer, received } => {
             let outcome = match &answer.request {
@@ -544,6 +589,22 @@ fn write(
         Write::HistoryMark(mark) => {
             if let Err(e) = store.set_history_mark(&mark) {
                 tracing::error!(error = %e, "could not persist the history mark; a restart may report those approvals again");
+            }
+        }
+        Write::GrantRevoked {
+            grant,
+            revocation,
+            by,
+        } => {
+            let revoked = Event::GrantRevoked {
+                grant: grant.clone(),
+                by,
+            };
+            match store.revoke_grant(&grant, &revocation, &revoked.record()) {
+                Ok(_) => revoked.observe(metrics),
+                Err(e) => {
+                    tracing::error!(%grant, error = %e, "could not persist the revocation; the grant is revoked until the bridge restarts")
+                }
             }
         }
         Write::PromptFinished { id, prompt, at_ms } => {

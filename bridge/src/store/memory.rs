@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use super::{AuditRecord, OpenApproval, Store, StoreError, StoredPrompt};
 use crate::approval::{Approval, ApprovalId, Outcome, now_ms};
 use crate::channel::{MessageRef, Target};
+use crate::grant::{Grant, GrantId, Revocation};
 use crate::history::HistoryMark;
 
 pub struct MemoryStore {
@@ -30,6 +31,8 @@ struct State {
     prompts: Vec<PromptRow>,
     audit: Vec<AuditRecord>,
     history_mark: Option<HistoryMark>,
+    /// In the order they were made.
+    grants: Vec<Grant>,
     full: bool,
     fault: Option<String>,
 }
@@ -232,6 +235,58 @@ impl Store for MemoryStore {
 
     fn was_prompted(&self, id: &ApprovalId) -> Result<bool, StoreError> {
         Ok(self.state().prompts.iter().any(|p| p.id == *id))
+    }
+
+    fn insert_grant(&self, g: &Grant, audit: &AuditRecord) -> Result<bool, StoreError> {
+        self.state().write(|s| {
+            if s.grants.iter().any(|x| x.id == g.id) {
+                return false;
+            }
+            s.grants.push(Grant {
+                uses: 0,
+                revoked: None,
+                ..g.clone()
+            });
+            s.audit.push(audit.clone());
+            true
+        })
+    }
+
+    fn grant_used(&self, id: &GrantId, audit: &AuditRecord) -> Result<bool, StoreError> {
+        self.state().write(|s| {
+            let Some(g) = s.grants.iter_mut().find(|g| g.id == *id && g.revoked.is_none()) else {
+                return false;
+            };
+            g.uses += 1;
+            s.audit.push(audit.clone());
+            true
+        })
+    }
+
+    fn revoke_grant(
+        &self,
+        id: &GrantId,
+        revocation: &Revocation,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.state().write(|s| {
+            let Some(g) = s.grants.iter_mut().find(|g| g.id == *id && g.revoked.is_none()) else {
+                return false;
+            };
+            g.revoked = Some(revocation.clone());
+            s.audit.push(audit.clone());
+            true
+        })
+    }
+
+    fn open_grants(&self, after_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        Ok(self
+            .state()
+            .grants
+            .iter()
+            .filter(|g| g.revoked.is_none() && g.until_ms > after_ms)
+            .cloned()
+            .collect())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Store port: the approvals the bridge knows, the prompts it sent for them
-//! (approval -> channel message refs), an append-only audit log, and the bridge's own
+//! (approval -> channel message refs), the owners' time-boxed grants, an append-only audit log, and the bridge's own
 //! state (when this state dir first started, how far the gateway's approval history has
 //! been read). It is what lets a restarted bridge edit old prompts, honour their buttons,
 //! send no duplicates and report each approval that ended unseen once.
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approval::{Approval, ApprovalId, Outcome};
 use crate::channel::MessageRef;
+use crate::grant::{Grant, GrantId, Revocation};
 use crate::history::HistoryMark;
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether any prompt was recorded for `id` (finished or not, in any target).
     fn was_prompted(&self, id: &ApprovalId) -> Result<bool, StoreError>;
+
+    /// Records a new grant and, in the same transaction, its `grant_created` record.
+    /// Returns false when that id is taken; then nothing is written.
+    fn insert_grant(&self, g: &Grant, audit: &AuditRecord) -> Result<bool, StoreError>;
+
+    /// Counts one use of grant `id` and writes its `grant_used` record, together. Returns
+    /// false (nothing written) when the grant is unknown or revoked.
+    fn grant_used(&self, id: &GrantId, audit: &AuditRecord) -> Result<bool, StoreError>;
+
+    /// Records a revocation (the first wins) and its audit record, together. Returns false
+    /// when the grant is unknown or was revoked already.
+    fn revoke_grant(
+        &self,
+        id: &GrantId,
+        revocation: &Revocation,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// The grants not revoked whose window ends after `after_ms`, oldest first.
+    fn open_grants(&self, after_ms: i64) -> Result<Vec<Grant>, StoreError>;
 }
 
 /// The behaviour every [`Store`] must show, run against each implementation
@@ -173,6 +194,74 @@ macro_rules! store_conformance {
                 },
                 message: msg.into(),
             }
+        }
+
+        fn grant(n: u32, until_ms: i64) -> $crate::grant::Grant {
+            $crate::grant::Grant {
+                id: $crate::grant::GrantId::from_random(n),
+                scope: $crate::grant::Scope::of("ws://gw", &approval("a")),
+                by: $crate::approval::Responder {
+                    channel: "telegram".into(),
+                    user_id: "111".into(),
+                    display: None,
+                },
+                window: $crate::approval::Window::parse("1h").unwrap(),
+                minted_by: "a".into(),
+                from_ms: 1,
+                until_ms,
+                uses: 0,
+                revoked: None,
+            }
+        }
+
+        #[test]
+        fn grants_count_their_uses_and_a_revocation_is_kept_once() {
+            let s = $new;
+            let (g1, g2) = (grant(1, 5_000), grant(2, 9_000));
+            assert!(s.insert_grant(&g1, &rec("a", "grant_created")).unwrap());
+            assert!(s.insert_grant(&g2, &rec("a", "grant_created")).unwrap());
+            assert!(!s.insert_grant(&g1, &rec("a", "grant_created")).unwrap());
+            assert!(s.grant_used(&g1.id, &rec("b", "grant_used")).unwrap());
+            assert!(s.grant_used(&g1.id, &rec("c", "grant_used")).unwrap());
+            let open = s.open_grants(0).unwrap();
+            assert_eq!(open.len(), 2);
+            assert_eq!(open[0].id, g1.id);
+            assert_eq!(open[0].uses, 2);
+            // Ended windows are not loaded.
+            assert_eq!(s.open_grants(5_000).unwrap().len(), 1);
+            let r = $crate::grant::Revocation {
+                at_ms: 7,
+                by: "telegram:111".into(),
+            };
+            assert!(s.revoke_grant(&g1.id, &r, &rec("a", "grant_revoked")).unwrap());
+            assert!(!s.revoke_grant(&g1.id, &r, &rec("a", "grant_revoked")).unwrap());
+            assert!(!s.grant_used(&g1.id, &rec("d", "grant_used")).unwrap());
+            let unknown = $crate::grant::GrantId::from_random(3);
+            assert!(!s.revoke_grant(&unknown, &r, &rec("a", "grant_revoked")).unwrap());
+            assert!(!s.grant_used(&unknown, &rec("a", "grant_used")).unwrap());
+            assert_eq!(
+                s.open_grants(0).unwrap().iter().map(|g| &g.id).collect::<Vec<_>>(),
+                vec![&g2.id]
+            );
+            let events: Vec<String> = s.audit_log(None).unwrap().into_iter().map(|r| r.event).collect();
+            assert_eq!(
+                events,
+                ["grant_created", "grant_created", "grant_used", "grant_used", "grant_revoked"]
+            );
+        }
+
+        #[test]
+        fn a_full_store_refuses_grant_writes_and_keeps_nothing() {
+            let s = $new;
+            $full(&s);
+            let big = AuditRecord {
+                detail: serde_json::json!("x".repeat(64 * 1024)),
+                ..rec("a", "grant_created")
+            };
+            assert!(s.insert_grant(&grant(1, 5_000), &big).is_err());
+            $room(&s);
+            assert!(s.open_grants(0).unwrap().is_empty());
+            assert!(s.audit_log(None).unwrap().is_empty());
         }
 
         #[test]

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{AuditRecord, OpenApproval, Store, StoreError, StoredPrompt};
 use crate::approval::{Approval, ApprovalId, Outcome, now_ms};
 use crate::channel::{MessageRef, Target};
+use crate::grant::{Grant, GrantId, Revocation};
 use crate::history::HistoryMark;
 
 pub struct SqliteStore {
@@ -59,7 +60,7 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
 ";
 
 /// Version `i + 1` of the schema is version `i` plus `MIGRATIONS[i]`. Append, never edit.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: one row of the bridge's own state: when this database was first opened (a fresh
     // one at its creation, an older one at this upgrade; the row is inserted right after
     // the migrations run), and how far the gateway's approval history has been read.
@@ -69,6 +70,16 @@ const MIGRATIONS: [&str; 1] = [
         history_mark_ms INTEGER,
         history_mark_id TEXT,
         CHECK ((history_mark_ms IS NULL) = (history_mark_id IS NULL))
+    );",
+    // 2: the owners' time-boxed grants. `body` is the grant as minted (JSON); its use
+    // count and revocation are columns, changed with their audit record.
+    "CREATE TABLE grants (
+        id            TEXT PRIMARY KEY,
+        body          TEXT NOT NULL,
+        until_ms      INTEGER NOT NULL,
+        uses          INTEGER NOT NULL DEFAULT 0,
+        revoked_at_ms INTEGER,
+        revoked_by    TEXT
     );",
 ];
 
@@ -376,6 +387,56 @@ impl Store for SqliteStore {
             [id.as_str()],
             |r| r.get(0),
         )?)
+    }
+
+    fn insert_grant(&self, g: &Grant, audit: &AuditRecord) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(&Grant {
+            uses: 0,
+            revoked: None,
+            ..g.clone()
+        })?;
+        self.audited(
+            "INSERT OR IGNORE INTO grants (id, body, until_ms) VALUES (?1, ?2, ?3)",
+            params![g.id.as_str(), body, g.until_ms],
+            audit,
+        )
+    }
+
+    fn grant_used(&self, id: &GrantId, audit: &AuditRecord) -> Result<bool, StoreError> {
+        self.audited(
+            "UPDATE grants SET uses = uses + 1 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            [id.as_str()],
+            audit,
+        )
+    }
+
+    fn revoke_grant(
+        &self,
+        id: &GrantId,
+        revocation: &Revocation,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.audited(
+            "UPDATE grants SET revoked_at_ms = ?2, revoked_by = ?3 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![id.as_str(), revocation.at_ms, revocation.by],
+            audit,
+        )
+    }
+
+    fn open_grants(&self, after_ms: i64) -> Result<Vec<Grant>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT body, uses FROM grants WHERE revoked_at_ms IS NULL AND until_ms > ?1 ORDER BY rowid",
+        )?;
+        let rows: Vec<(String, u32)> = stmt
+            .query_map([after_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(body, uses)| {
+                let g: Grant = serde_json::from_str(&body)?;
+                Ok(Grant { uses, ..g })
+            })
+            .collect()
     }
 }
 

@@ -2,7 +2,7 @@
 //! `<tag>:<id>:<decision>` payload (Telegram, Discord, Slack): each channel only names its
 //! platform's [`Limit`] and calls [`encode`] and [`decode`] here.
 
-use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::approval::{ApprovalId, Choice, Kind};
 use bridge::channel::action::{self, Action, ActionError, Limit};
 
 /// Why a button payload cannot be encoded or read.
@@ -48,14 +48,14 @@ impl CodecError {
     }
 }
 
-/// Encodes the button for `decision` on approval `id` of `kind`, within `limit`.
+/// Encodes the button for `choice` on approval `id` of `kind`, within `limit`.
 pub fn encode(
     kind: Kind,
     id: &ApprovalId,
-    decision: Decision,
+    choice: Choice,
     limit: Limit,
 ) -> Result<String, CodecError> {
-    action::encode(kind, id, decision, limit).map_err(|e| CodecError::of(e, limit))
+    action::encode(kind, id, choice, limit).map_err(|e| CodecError::of(e, limit))
 }
 
 /// Decodes a payload within `limit`; trusts nothing beyond its shape (the engine checks

@@ -16,13 +16,10 @@ pub fn kind_title(kind: Kind) -> (&'static str, &'static str) {
     }
 }
 
-/// The decisions `a` offers as `/approve` takes them, in a fixed order: `allow-once|deny`.
+/// The choices `a` offers as `/approve` takes them, in a fixed order:
+/// `allow-once|allow-1h|deny`.
 pub fn decision_words(a: &Approval) -> String {
-    let words: Vec<&str> = Decision::ALL
-        .iter()
-        .filter(|d| a.offers(**d))
-        .map(|d| d.as_str())
-        .collect();
+    let words: Vec<String> = a.choices().iter().map(|c| c.token()).collect();
     words.join("|")
 }
 
@@ -121,6 +118,7 @@ mod tests {
             risk_kinds: Vec::new(),
             cron: false,
             allowed_decisions: allowed.to_vec(),
+            windows: Vec::new(),
             created_at_ms: 0,
             expires_at_ms: None,
         };

@@ -12,7 +12,7 @@
 //! Encoding refuses (never truncates) anything over 100 characters; decoding returns a
 //! typed error, which the adapter turns into `Request::Malformed` for the engine to audit.
 
-use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::approval::{ApprovalId, Choice, Kind};
 use bridge::channel::action::{self, Limit};
 
 use crate::common::codec;
@@ -33,9 +33,9 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-/// Encodes the button for `decision` on approval `id` of `kind`.
-pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    codec::encode(kind, id, decision, LIMIT)
+/// Encodes the button for `choice` on approval `id` of `kind`.
+pub fn encode(kind: Kind, id: &ApprovalId, choice: Choice) -> Result<String, CodecError> {
+    codec::encode(kind, id, choice, LIMIT)
 }
 
 /// Decodes a `custom_id`; trusts nothing beyond its shape (the engine checks the rest).
@@ -46,6 +46,7 @@ pub fn decode(data: &str) -> Result<Button, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::{Decision, Window};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
@@ -58,7 +59,7 @@ mod tests {
             (Kind::System, ApprovalId("a".repeat(MAX_ID_BYTES))),
         ];
         for (kind, id) in ids {
-            for d in Decision::ALL {
+            for d in Decision::ALL.map(Choice::from).into_iter().chain([Choice::AllowFor(Window::parse("24h").unwrap())]) {
                 let data = encode(kind, &id, d).unwrap();
                 assert!(
                     data.len() <= MAX_CUSTOM_ID,
@@ -67,16 +68,16 @@ mod tests {
                 );
                 assert_eq!(
                     decode(&data).unwrap(),
-                    Button {
+                    Button::Decide {
                         kind,
                         id: id.clone(),
-                        decision: d
+                        choice: d
                     }
                 );
             }
         }
         assert_eq!(
-            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(),
+            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny.into()).unwrap(),
             format!("exec_approve:{UUID}:deny")
         );
     }
@@ -85,15 +86,15 @@ mod tests {
     fn encoding_refuses_rather_than_truncates() {
         let long = ApprovalId("a".repeat(MAX_ID_BYTES + 1));
         assert_eq!(
-            encode(Kind::Exec, &long, Decision::Deny),
+            encode(Kind::Exec, &long, Decision::Deny.into()),
             Err(CodecError::BadId(long.to_string()))
         );
         assert!(matches!(
-            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny),
+            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny.into()),
             Err(CodecError::BadId(_))
         ));
         assert!(matches!(
-            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny),
+            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny.into()),
             Err(CodecError::BadId(_))
         ));
     }

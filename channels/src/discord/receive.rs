@@ -123,11 +123,7 @@ pub fn interaction(ix: &Value, owner_of_dm: impl Fn(&str) -> Option<String>) -> 
             why: "component interaction without custom_id".into(),
         },
         Some(raw) => match codec::decode(raw) {
-            Ok(b) => Request::Decide {
-                id: b.id,
-                decision: b.decision,
-                kind: Some(b.kind),
-            },
+            Ok(b) => b.into_request(),
             Err(e) => Request::Malformed {
                 raw: raw.chars().take(120).collect(),
                 why: e.to_string(),
@@ -241,7 +237,7 @@ mod tests {
                 a.request,
                 Request::Decide {
                     id: ApprovalId(id),
-                    decision: Decision::Deny,
+                    choice: Decision::Deny.into(),
                     kind: Some(kind)
                 },
                 "{data}"
@@ -265,7 +261,7 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId::from(UUID),
-                decision: Decision::Deny,
+                choice: Decision::Deny.into(),
                 kind: Some(Kind::Exec)
             }
         );
@@ -318,7 +314,7 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId::from(UUID),
-                decision: Decision::AllowAlways,
+                choice: Decision::AllowAlways.into(),
                 kind: None
             }
         );

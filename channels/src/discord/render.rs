@@ -8,7 +8,7 @@
 //! message is sent with `allowed_mentions: {parse: []}`. Texts are cut between characters
 //! of the unescaped text, never inside an escape, within Discord's embed limits.
 
-use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Choice, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
 use crate::common::render::{deadline, decision_words, icon, kind_title, plausible_now, utc};
@@ -255,29 +255,39 @@ pub fn embed(a: &Approval, footer: Footer<'_>) -> Value {
     })
 }
 
-/// One button per offered decision, in a fixed order, in one action row.
+/// One button per offered decision, in a fixed order, in one action row; the time-boxed
+/// allows in a second row (a row holds at most 5 buttons).
 pub fn components(a: &Approval) -> Result<Value, super::codec::CodecError> {
-    let buttons = Decision::ALL
-        .iter()
-        .filter(|d| a.offers(**d))
-        .map(|d| {
-            Ok(json!({
-                "type": 2,
-                "style": style(*d),
-                "label": d.label(),
-                "custom_id": super::codec::encode(a.kind, &a.id, *d)?,
-            }))
-        })
-        .collect::<Result<Vec<_>, super::codec::CodecError>>()?;
-    Ok(json!([{"type": 1, "components": buttons}]))
+    let button = |c: Choice| {
+        Ok(json!({
+            "type": 2,
+            "style": style(c),
+            "label": c.label(),
+            "custom_id": super::codec::encode(a.kind, &a.id, c)?,
+        }))
+    };
+    let (timed, plain): (Vec<Choice>, Vec<Choice>) =
+        a.choices().into_iter().partition(|c| c.window().is_some());
+    let mut rows = vec![json!({"type": 1, "components": plain.into_iter().map(button).collect::<Result<Vec<_>, super::codec::CodecError>>()?})];
+    if !timed.is_empty() {
+        let timed = timed
+            .into_iter()
+            .take(5)
+            .map(button)
+            .collect::<Result<Vec<_>, super::codec::CodecError>>()?;
+        rows.push(json!({"type": 1, "components": timed}));
+    }
+    Ok(Value::Array(rows))
 }
 
-/// Allow once: success (green), Allow always: primary (blurple), Deny: danger (red).
-pub fn style(d: Decision) -> u8 {
-    match d {
-        Decision::AllowOnce => 3,
-        Decision::AllowAlways => 1,
-        Decision::Deny => 4,
+/// Allow once: success (green), Allow always: primary (blurple), Deny: danger (red), a
+/// time-boxed allow: secondary (grey).
+pub fn style(c: Choice) -> u8 {
+    match c {
+        Choice::AllowFor(_) => 2,
+        Choice::Decide(Decision::AllowOnce) => 3,
+        Choice::Decide(Decision::AllowAlways) => 1,
+        Choice::Decide(Decision::Deny) => 4,
     }
 }
 
@@ -319,6 +329,7 @@ mod tests {
             risk_kinds: vec![],
             cron: false,
             allowed_decisions: vec![Decision::AllowOnce, Decision::Deny],
+            windows: Vec::new(),
             created_at_ms: 0,
             expires_at_ms: Some(1_795_000_120_000),
         }

@@ -223,7 +223,7 @@ impl Inbox {
                     return None;
                 }
                 let key = rel["key"].as_str()?;
-                let Some(decision) = render::decision_of(key) else {
+                let Some(choice) = render::choice_of(key) else {
                     tracing::debug!(%sender, key, "reaction that is no decision ignored");
                     return None;
                 };
@@ -243,7 +243,7 @@ impl Inbox {
                     // A reaction names no kind: the prompt it is on names the approval.
                     Request::Decide {
                         id,
-                        decision,
+                        choice,
                         kind: None,
                     },
                     Via::Prompt(prompt),

@@ -6,7 +6,7 @@
 //! caps an event at 65 536 bytes (encryption adds a third): each cap bounds a text's bytes in
 //! both bodies' JSON as well as its characters, which keeps the prompt event well inside that.
 
-use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Choice, Decision, Kind, Outcome, Window};
 
 use crate::common::render::{decision_words, expires, icon, kind_title, utc};
 
@@ -14,26 +14,34 @@ use crate::common::render::{decision_words, expires, icon, kind_title, utc};
 /// finishes a prompt (two copies of both bodies) stays under 65 536 bytes once encrypted.
 pub const MAX_COMMAND_CHARS: usize = 5000;
 
-/// Seeding order: ✅ ❌ ♾️, only those offered.
-pub fn seeded(a: &Approval) -> Vec<Decision> {
-    [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways]
+/// Seeding order: ✅ ❌ ♾️, only those offered, then the time-boxed allows (`⏳1h`).
+pub fn seeded(a: &Approval) -> Vec<Choice> {
+    let mut out: Vec<Choice> = [Decision::AllowOnce, Decision::Deny, Decision::AllowAlways]
         .into_iter()
         .filter(|d| a.offers(*d))
-        .collect()
+        .map(Choice::from)
+        .collect();
+    if a.offers(Decision::AllowOnce) {
+        out.extend(a.windows.iter().copied().map(Choice::AllowFor));
+    }
+    out
 }
 
-/// Reads a reaction key: variation selectors and skin tones are ignored; anything else is
-/// not a decision.
-pub fn decision_of(key: &str) -> Option<Decision> {
+/// Reads a reaction key: variation selectors and skin tones are ignored; `⏳<window>` is a
+/// time-boxed allow; anything else is not a decision.
+pub fn choice_of(key: &str) -> Option<Choice> {
     let bare: String = key
         .chars()
         .filter(|c| !matches!(*c, '\u{FE0F}' | '\u{FE0E}' | '\u{1F3FB}'..='\u{1F3FF}'))
         .collect();
     match bare.as_str() {
-        "✅" => Some(Decision::AllowOnce),
-        "❌" => Some(Decision::Deny),
-        "♾" => Some(Decision::AllowAlways),
-        _ => None,
+        "✅" => Some(Decision::AllowOnce.into()),
+        "❌" => Some(Decision::Deny.into()),
+        "♾" => Some(Decision::AllowAlways.into()),
+        other => other
+            .strip_prefix('⏳')
+            .and_then(Window::parse)
+            .map(Choice::AllowFor),
     }
 }
 
@@ -241,6 +249,7 @@ mod tests {
             risk_kinds: vec![],
             cron: false,
             allowed_decisions: allowed.to_vec(),
+            windows: Vec::new(),
             created_at_ms: 0,
             expires_at_ms: Some(1_700_000_000_000),
         }
@@ -339,17 +348,23 @@ mod tests {
 
     #[test]
     fn reaction_keys_normalize() {
-        assert_eq!(decision_of("✅"), Some(Decision::AllowOnce));
-        assert_eq!(decision_of("✅\u{FE0F}"), Some(Decision::AllowOnce));
-        assert_eq!(decision_of("❌"), Some(Decision::Deny));
-        assert_eq!(decision_of("♾️"), Some(Decision::AllowAlways));
-        assert_eq!(decision_of("♾"), Some(Decision::AllowAlways));
-        assert_eq!(decision_of("👍"), None);
-        assert_eq!(decision_of("👍🏽"), None);
-        assert_eq!(decision_of("✅✅"), None);
-        assert_eq!(decision_of(""), None);
-        for d in Decision::ALL {
-            assert_eq!(decision_of(d.emoji()), Some(d));
+        let d = |d: Decision| Some(Choice::from(d));
+        assert_eq!(choice_of("✅"), d(Decision::AllowOnce));
+        assert_eq!(choice_of("✅\u{FE0F}"), d(Decision::AllowOnce));
+        assert_eq!(choice_of("❌"), d(Decision::Deny));
+        assert_eq!(choice_of("♾️"), d(Decision::AllowAlways));
+        assert_eq!(choice_of("♾"), d(Decision::AllowAlways));
+        assert_eq!(choice_of("👍"), None);
+        assert_eq!(choice_of("👍🏽"), None);
+        assert_eq!(choice_of("✅✅"), None);
+        assert_eq!(choice_of(""), None);
+        assert_eq!(choice_of("⏳25h"), None);
+        assert_eq!(choice_of("⏳"), None);
+        let hour = Choice::AllowFor(Window::parse("1h").unwrap());
+        assert_eq!(choice_of("⏳1h"), Some(hour));
+        assert_eq!(choice_of("⏳\u{FE0F}1h"), Some(hour));
+        for c in Decision::ALL.map(Choice::from).into_iter().chain([hour]) {
+            assert_eq!(choice_of(&c.emoji()), Some(c));
         }
     }
 }

@@ -41,7 +41,9 @@ fn decides(message: &Value, id: &ApprovalId) -> bool {
             let (a, v) = (e["action_id"].as_str(), e["value"].as_str());
             a.zip(v)
                 .and_then(|(a, v)| codec::decode(a, v).ok())
-                .is_some_and(|action| action.id == *id)
+                .is_some_and(|action| {
+                    matches!(action, codec::Action::Decide { id: shown, .. } if shown == *id)
+                })
         })
 }
 

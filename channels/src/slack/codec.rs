@@ -14,7 +14,7 @@
 //! agree; anything else is a typed error that the adapter turns into
 //! `Request::Malformed`, so the engine audits and refuses it.
 
-use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::approval::{ApprovalId, Choice, Kind};
 use bridge::channel::action::{self, Limit};
 
 use crate::common::codec;
@@ -35,9 +35,9 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-/// Encodes the button for `decision` on approval `id` of `kind`.
-pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    codec::encode(kind, id, decision, LIMIT)
+/// Encodes the button for `choice` on approval `id` of `kind`.
+pub fn encode(kind: Kind, id: &ApprovalId, choice: Choice) -> Result<String, CodecError> {
+    codec::encode(kind, id, choice, LIMIT)
 }
 
 /// Decodes a pressed button from its `action_id` and `value`; trusts nothing beyond the
@@ -52,6 +52,7 @@ pub fn decode(action_id: &str, value: &str) -> Result<Action, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::{Decision, Window};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
@@ -67,27 +68,27 @@ mod tests {
             (Kind::System, ApprovalId::from("sys:abc.1")),
         ];
         for (kind, id) in ids {
-            for d in Decision::ALL {
+            for d in Decision::ALL.map(Choice::from).into_iter().chain([Choice::AllowFor(Window::parse("24h").unwrap())]) {
                 let data = encode(kind, &id, d).unwrap();
                 assert_eq!(
                     dec(&data).unwrap(),
-                    Action {
+                    Action::Decide {
                         kind,
                         id: id.clone(),
-                        decision: d
+                        choice: d
                     }
                 );
             }
         }
         assert_eq!(
-            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny).unwrap(),
+            encode(Kind::Exec, &ApprovalId::from(UUID), Decision::Deny.into()).unwrap(),
             format!("exec_approve:{UUID}:deny")
         );
         assert_eq!(
             encode(
                 Kind::Plugin,
                 &ApprovalId(format!("plugin:{UUID}")),
-                Decision::AllowAlways
+                Decision::AllowAlways.into()
             )
             .unwrap(),
             format!("plugin_approve:{UUID}:allow-always")
@@ -97,15 +98,15 @@ mod tests {
     #[test]
     fn encoding_refuses_rather_than_truncates() {
         assert_eq!(
-            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny),
+            encode(Kind::Exec, &ApprovalId("x y".into()), Decision::Deny.into()),
             Err(CodecError::BadId("x y".into()))
         );
         assert!(matches!(
-            encode(Kind::Exec, &ApprovalId("a".repeat(129)), Decision::Deny),
+            encode(Kind::Exec, &ApprovalId("a".repeat(129)), Decision::Deny.into()),
             Err(CodecError::BadId(_))
         ));
         assert!(matches!(
-            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny),
+            encode(Kind::Plugin, &ApprovalId::from(UUID), Decision::Deny.into()),
             Err(CodecError::BadId(_))
         ));
     }

@@ -85,11 +85,7 @@ pub fn block_actions(payload: &Value, target_of: impl Fn(&str) -> Option<String>
             let action_id = action["action_id"].as_str().unwrap_or_default();
             let value = action["value"].as_str().unwrap_or_default();
             let request = match codec::decode(action_id, value) {
-                Ok(a) => Request::Decide {
-                    id: a.id,
-                    decision: a.decision,
-                    kind: Some(a.kind),
-                },
+                Ok(a) => a.into_request(),
                 Err(e) => Request::Malformed {
                     raw: value.chars().take(300).collect(),
                     why: e.to_string(),
@@ -200,7 +196,7 @@ mod tests {
                 a[0].request,
                 Request::Decide {
                     id: ApprovalId(id),
-                    decision: Decision::Deny,
+                    choice: Decision::Deny.into(),
                     kind: Some(kind)
                 },
                 "{data}"
@@ -220,7 +216,7 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId(UUID.into()),
-                decision: Decision::Deny,
+                choice: Decision::Deny.into(),
                 kind: Some(Kind::Exec)
             }
         );
@@ -286,7 +282,7 @@ mod tests {
             a.request,
             Request::Decide {
                 id: ApprovalId(UUID.into()),
-                decision: Decision::AllowAlways,
+                choice: Decision::AllowAlways.into(),
                 kind: None
             }
         );

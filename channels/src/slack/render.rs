@@ -10,7 +10,7 @@
 //! an escape, within Slack's per-object limits (3000 characters per section text, 2000
 //! per context element), with an ellipsis and a note of how much was shown.
 
-use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::approval::{Approval, Choice, Decision, Kind, Outcome};
 use serde_json::{Value, json};
 
 use super::codec;
@@ -203,21 +203,21 @@ pub fn render(a: &Approval, footer: Footer<'_>) -> Rendered {
     let id = escape_capped(a.id.as_str(), 130);
     match footer {
         Footer::Pending { .. } => {
-            let buttons: Vec<Value> = Decision::ALL
-                .iter()
-                .filter(|d| a.offers(**d))
-                .filter_map(|d| {
-                    let data = codec::encode(a.kind, &a.id, *d).ok()?;
+            let buttons: Vec<Value> = a
+                .choices()
+                .into_iter()
+                .filter_map(|c| {
+                    let data = codec::encode(a.kind, &a.id, c).ok()?;
                     let mut b = json!({
                         "type": "button",
-                        "text": {"type": "plain_text", "text": d.label(), "emoji": false},
+                        "text": {"type": "plain_text", "text": c.label(), "emoji": false},
                         "action_id": data,
                         "value": data,
                     });
-                    match d {
-                        Decision::AllowOnce => b["style"] = json!("primary"),
-                        Decision::Deny => b["style"] = json!("danger"),
-                        Decision::AllowAlways => {}
+                    match c {
+                        Choice::Decide(Decision::AllowOnce) => b["style"] = json!("primary"),
+                        Choice::Decide(Decision::Deny) => b["style"] = json!("danger"),
+                        Choice::Decide(Decision::AllowAlways) | Choice::AllowFor(_) => {}
                     }
                     Some(b)
                 })
@@ -278,6 +278,7 @@ mod tests {
             risk_kinds: vec!["destructive".into()],
             cron: false,
             allowed_decisions: vec![Decision::AllowOnce, Decision::Deny],
+            windows: Vec::new(),
             created_at_ms: 1_795_000_000_000,
             expires_at_ms: Some(1_795_000_120_000),
         }

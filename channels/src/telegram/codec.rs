@@ -14,7 +14,7 @@
 //! over 64 bytes; decoding returns a typed error for anything it cannot read, and the
 //! adapter turns that into a `Request::Malformed` so the engine audits and refuses it.
 
-use bridge::approval::{ApprovalId, Decision, Kind};
+use bridge::approval::{ApprovalId, Choice, Kind};
 use bridge::channel::action::{self, Limit};
 
 use crate::common::codec;
@@ -35,9 +35,9 @@ const LIMIT: Limit = Limit {
     max_id_bytes: MAX_ID_BYTES,
 };
 
-/// Encodes the button for `decision` on approval `id` of `kind`.
-pub fn encode(kind: Kind, id: &ApprovalId, decision: Decision) -> Result<String, CodecError> {
-    codec::encode(kind, id, decision, LIMIT)
+/// Encodes the button for `choice` on approval `id` of `kind`.
+pub fn encode(kind: Kind, id: &ApprovalId, choice: Choice) -> Result<String, CodecError> {
+    codec::encode(kind, id, choice, LIMIT)
 }
 
 /// Decodes callback data; never trusts it beyond its shape (the engine checks the rest).
@@ -48,6 +48,7 @@ pub fn decode(data: &str) -> Result<Callback, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::{Decision, Window};
 
     const UUID: &str = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
 
@@ -55,10 +56,10 @@ mod tests {
     fn exec_form_is_exactly_openclaws() {
         let id = ApprovalId::from(UUID);
         assert_eq!(
-            encode(Kind::Exec, &id, Decision::AllowOnce).unwrap(),
+            encode(Kind::Exec, &id, Decision::AllowOnce.into()).unwrap(),
             format!("exec_approve:{UUID}:allow-once")
         );
-        let longest = encode(Kind::Exec, &id, Decision::AllowAlways).unwrap();
+        let longest = encode(Kind::Exec, &id, Decision::AllowAlways.into()).unwrap();
         assert_eq!(longest.len(), 62);
     }
 
@@ -70,7 +71,7 @@ mod tests {
             (Kind::System, ApprovalId::from(UUID)),
         ];
         for (kind, id) in ids {
-            for d in Decision::ALL {
+            for d in Decision::ALL.map(Choice::from).into_iter().chain([Choice::AllowFor(Window::parse("24h").unwrap())]) {
                 let data = encode(kind, &id, d).unwrap();
                 assert!(
                     data.len() <= MAX_CALLBACK_BYTES,
@@ -79,10 +80,10 @@ mod tests {
                 );
                 assert_eq!(
                     decode(&data).unwrap(),
-                    Callback {
+                    Callback::Decide {
                         kind,
                         id: id.clone(),
-                        decision: d
+                        choice: d
                     }
                 );
             }
@@ -92,17 +93,17 @@ mod tests {
     #[test]
     fn plugin_form_drops_the_prefix_and_decode_restores_it() {
         let id = ApprovalId(format!("plugin:{UUID}"));
-        let data = encode(Kind::Plugin, &id, Decision::AllowAlways).unwrap();
+        let data = encode(Kind::Plugin, &id, Decision::AllowAlways.into()).unwrap();
         assert_eq!(data, format!("plugin_approve:{UUID}:allow-always"));
         assert_eq!(data.len(), 64);
-        assert_eq!(decode(&data).unwrap().id, id);
+        assert!(matches!(decode(&data).unwrap(), Callback::Decide { id: got, .. } if got == id));
     }
 
     #[test]
     fn encoding_refuses_rather_than_truncates() {
         let long = ApprovalId("a".repeat(45));
         assert_eq!(
-            encode(Kind::Exec, &long, Decision::AllowAlways),
+            encode(Kind::Exec, &long, Decision::AllowAlways.into()),
             Err(CodecError::TooLong {
                 len: 71,
                 max: MAX_CALLBACK_BYTES,
@@ -111,24 +112,22 @@ mod tests {
         );
         let bad = ApprovalId("x y".into());
         assert_eq!(
-            encode(Kind::Exec, &bad, Decision::Deny),
+            encode(Kind::Exec, &bad, Decision::Deny.into()),
             Err(CodecError::BadId("x y".into()))
         );
         let unprefixed = ApprovalId::from(UUID);
         assert!(matches!(
-            encode(Kind::Plugin, &unprefixed, Decision::Deny),
+            encode(Kind::Plugin, &unprefixed, Decision::Deny.into()),
             Err(CodecError::BadId(_))
         ));
     }
 
     #[test]
     fn always_alias_decodes_to_allow_always() {
-        assert_eq!(
-            decode(&format!("exec_approve:{UUID}:always"))
-                .unwrap()
-                .decision,
-            Decision::AllowAlways
-        );
+        assert!(matches!(
+            decode(&format!("exec_approve:{UUID}:always")).unwrap(),
+            Callback::Decide { choice, .. } if choice == Decision::AllowAlways.into()
+        ));
     }
 
     #[test]

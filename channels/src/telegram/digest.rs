@@ -2,7 +2,7 @@
 //! numbered row and a row of buttons per approval, so a burst is actionable after one
 //! send instead of one per second. Only approvals a row shows in full may join one.
 
-use bridge::approval::{Approval, Decision, Kind};
+use bridge::approval::{Approval, Kind};
 use bridge::channel::DigestRow;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -127,13 +127,13 @@ pub fn keyboard(rows: &[DigestRow]) -> Result<InlineKeyboardMarkup, CodecError> 
             continue;
         }
         let a = &r.approval;
-        let buttons = Decision::ALL
+        let buttons = a
+            .choices()
             .into_iter()
-            .filter(|d| a.offers(*d))
-            .map(|d| {
+            .map(|c| {
                 Ok(InlineKeyboardButton::callback(
-                    format!("{} {}", d.emoji(), i + 1),
-                    codec::encode(a.kind, &a.id, d)?,
+                    format!("{} {}", c.emoji(), i + 1),
+                    codec::encode(a.kind, &a.id, c)?,
                 ))
             })
             .collect::<Result<Vec<_>, CodecError>>()?;
@@ -145,6 +145,7 @@ pub fn keyboard(rows: &[DigestRow]) -> Result<InlineKeyboardMarkup, CodecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridge::approval::Decision;
     use bridge::approval::{ApprovalId, Decider, Outcome, Responder};
 
     /// When the tests render: the requests' creation, 11:06:40 UTC.
@@ -166,6 +167,7 @@ mod tests {
             risk_kinds: vec![],
             cron: false,
             allowed_decisions: Decision::ALL.to_vec(),
+            windows: Vec::new(),
             created_at_ms: 1_795_000_000_000,
             expires_at_ms: None,
         }

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bridge::approval::{Approval, Decision, Outcome, now_ms};
+use bridge::approval::{Approval, Choice, Outcome, now_ms};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, Refresh, ReplyTo,
@@ -145,19 +145,29 @@ impl Telegram {
         })
     }
 
-    /// The inline keyboard: one button per offered decision, in a fixed order.
+    /// The inline keyboard: one button per offered decision in a fixed order, and the
+    /// time-boxed allows in a row of their own below.
     pub fn keyboard(approval: &Approval) -> Result<InlineKeyboardMarkup, codec::CodecError> {
-        let row = Decision::ALL
-            .iter()
-            .filter(|d| approval.offers(**d))
-            .map(|d| {
-                Ok(InlineKeyboardButton::callback(
-                    d.label(),
-                    codec::encode(approval.kind, &approval.id, *d)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, codec::CodecError>>()?;
-        Ok(InlineKeyboardMarkup::new([row]))
+        let button = |c: Choice| {
+            Ok(InlineKeyboardButton::callback(
+                c.label(),
+                codec::encode(approval.kind, &approval.id, c)?,
+            ))
+        };
+        let (timed, plain): (Vec<Choice>, Vec<Choice>) = approval
+            .choices()
+            .into_iter()
+            .partition(|c| c.window().is_some());
+        let mut rows = vec![
+            plain
+                .into_iter()
+                .map(button)
+                .collect::<Result<Vec<_>, codec::CodecError>>()?,
+        ];
+        if !timed.is_empty() {
+            rows.push(timed.into_iter().map(button).collect::<Result<_, _>>()?);
+        }
+        Ok(InlineKeyboardMarkup::new(rows))
     }
 
     /// The digest's text as of `now_ms` (its pending rows' time left) and its buttons.

@@ -70,11 +70,7 @@ pub fn callback(q: &CallbackQuery) -> Answer {
             why: "press on an inline message".into(),
         },
         (Some(raw), Some(_)) => match codec::decode(raw) {
-            Ok(cb) => Request::Decide {
-                id: cb.id,
-                decision: cb.decision,
-                kind: Some(cb.kind),
-            },
+            Ok(cb) => cb.into_request(),
             Err(e) => Request::Malformed {
                 raw: raw.clone(),
                 why: e.to_string(),
@@ -172,7 +168,7 @@ mod tests {
                 a.request,
                 Request::Decide {
                     id: ApprovalId(id),
-                    decision: Decision::AllowOnce,
+                    choice: Decision::AllowOnce.into(),
                     kind: Some(kind)
                 },
                 "{data}"
@@ -198,7 +194,7 @@ mod tests {
                 command(&text, Some("approval_bot")),
                 Some(Request::Decide {
                     id: ApprovalId(id.into()),
-                    decision: d,
+                    choice: d.into(),
                     kind: None
                 }),
                 "{text}"

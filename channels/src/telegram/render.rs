@@ -239,6 +239,7 @@ mod tests {
             risk_kinds: vec!["destructive".into(), "network".into()],
             cron: false,
             allowed_decisions: vec![Decision::AllowOnce, Decision::Deny],
+            windows: Vec::new(),
             created_at_ms: 1_795_000_000_000,
             expires_at_ms: Some(1_795_000_120_000),
         }
@@ -353,6 +354,7 @@ Or send <code>/approve 0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11 allow-once|deny</cod
             warnings: vec![],
             risk_kinds: vec![],
             allowed_decisions: Decision::ALL.to_vec(),
+            windows: Vec::new(),
             expires_at_ms: None,
             ..exec("")
         };

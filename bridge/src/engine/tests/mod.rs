@@ -9,6 +9,7 @@ mod missed;
 mod probe;
 mod reminders;
 mod runner;
+mod trust;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use serde_json::json;
 
 use super::runner::Inline;
 use super::*;
-use crate::approval::{Decider, Kind, Responder};
+use crate::approval::{Choice, Decider, Kind, Responder, Window};
 use crate::channel::memory::MemoryChannel;
 use crate::channel::{Refusal, Request, Via};
 use crate::store::{MemoryStore, Store};
@@ -38,7 +39,7 @@ fn approval(id: &str, allowed: &[&str]) -> Approval {
 
 /// A button press claims the kind of its payload (the approvals here are all exec); a
 /// typed command claims none.
-fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
+fn answer(user: &str, id: &str, choice: impl Into<Choice>, via: Via) -> Answer {
     let kind = match via {
         Via::Prompt(_) => Some(Kind::Exec),
         Via::Command { .. } => None,
@@ -51,7 +52,7 @@ fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
         },
         request: Request::Decide {
             id: id.into(),
-            decision,
+            choice: choice.into(),
             kind,
         },
         via,
@@ -60,12 +61,27 @@ fn answer(user: &str, id: &str, decision: Decision, via: Via) -> Answer {
     }
 }
 
-fn typed(user: &str, id: &str, decision: Decision) -> Answer {
-    answer(user, id, decision, Via::Command { chat: user.into() })
+fn typed(user: &str, id: &str, choice: impl Into<Choice>) -> Answer {
+    answer(user, id, choice, Via::Command { chat: user.into() })
 }
 
-fn pressed(user: &str, id: &str, decision: Decision, prompt: &MessageRef) -> Answer {
-    answer(user, id, decision, Via::Prompt(prompt.clone()))
+fn pressed(user: &str, id: &str, choice: impl Into<Choice>, prompt: &MessageRef) -> Answer {
+    answer(user, id, choice, Via::Prompt(prompt.clone()))
+}
+
+/// A command an owner (or anyone) types that decides nothing.
+fn command(user: &str, request: Request) -> Answer {
+    Answer {
+        responder: Responder {
+            channel: "mem".into(),
+            user_id: user.into(),
+            display: None,
+        },
+        request,
+        via: Via::Command { chat: user.into() },
+        in_dm: true,
+        reply: ReplyTo::new("mem", format!("cb:{user}")),
+    }
 }
 
 fn msg(n: u64) -> MessageRef {
@@ -107,6 +123,7 @@ struct Sim {
     /// Every effect so far, as text.
     log: Vec<String>,
     policy: AlertPolicy,
+    trust: TrustPolicy,
     /// What the next history read answers.
     history: Vec<SeenRow>,
 }
@@ -155,7 +172,8 @@ impl Sim {
         if !others.is_empty() {
             let mut all = vec![sim.channel.clone() as Arc<dyn Channel>];
             all.extend(others);
-            sim.core = Core::new(all, Vec::new(), sim.now, 7, policy, (None, 0));
+            let trust = (TrustPolicy::default(), Vec::new());
+            sim.core = Core::new(all, Vec::new(), sim.now, 7, policy, (None, 0), trust);
             sim.log.clear();
             sim.waiting.clear();
             sim.input(Input::Start);
@@ -163,11 +181,32 @@ impl Sim {
         sim
     }
 
+    /// A core offering time-boxed allows of `windows` (`1h`, …) at gateway `ws://gw`.
+    fn with_trust(windows: &[&str]) -> Sim {
+        Sim::restored_trusting(
+            Arc::new(MemoryChannel::new("mem", &[OWNER], &[OWNER])),
+            Arc::new(MemoryStore::started_at(0)),
+            100,
+            no_alerts(),
+            trusting(windows),
+        )
+    }
+
     fn restored(
         channel: Arc<MemoryChannel>,
         store: Arc<MemoryStore>,
         next_message: u64,
         policy: AlertPolicy,
+    ) -> Sim {
+        Sim::restored_trusting(channel, store, next_message, policy, TrustPolicy::default())
+    }
+
+    fn restored_trusting(
+        channel: Arc<MemoryChannel>,
+        store: Arc<MemoryStore>,
+        next_message: u64,
+        policy: AlertPolicy,
+        trust: TrustPolicy,
     ) -> Sim {
         let base = Instant::now();
         let now = Now {
@@ -182,6 +221,7 @@ impl Sim {
             7,
             policy.clone(),
             (store.history_mark().unwrap(), store.first_start_ms()),
+            (trust.clone(), store.open_grants(0).unwrap()),
         );
         let mut sim = Sim {
             core,
@@ -194,6 +234,7 @@ impl Sim {
             waiting: VecDeque::new(),
             log: Vec::new(),
             policy,
+            trust,
             history: Vec::new(),
         };
         sim.input(Input::Start);
@@ -202,7 +243,13 @@ impl Sim {
 
     /// The same store and channel after a restart: what was in flight is lost.
     fn restart(self) -> Sim {
-        Sim::restored(self.channel, self.store, self.next_message, self.policy)
+        Sim::restored_trusting(
+            self.channel,
+            self.store,
+            self.next_message,
+            self.policy,
+            self.trust,
+        )
     }
 
     fn advance(&mut self, ms: u64) {
@@ -323,16 +370,13 @@ impl Sim {
     /// Answers the oldest waiting resolve with `result`.
     fn resolve(&mut self, result: Result<(), GatewayError>) {
         let Some(Effect::Resolve {
-            answer,
-            id,
-            decision,
-            ..
+            by, id, decision, ..
         }) = self.take_waiting(|e| matches!(e, Effect::Resolve { .. }))
         else {
             panic!("no resolve waits: {:?}", self.waiting);
         };
         self.input(Input::ResolveDone {
-            answer,
+            by,
             id,
             decision,
             result,
@@ -414,6 +458,18 @@ impl Sim {
                 format!("store finished {id} = {}", message_text(prompt))
             }
             Effect::Store(Write::HistoryMark(m)) => format!("store history mark {m}"),
+            Effect::Store(Write::GrantRevoked { grant, by, .. }) => {
+                format!("store revoked {grant} by {}", by.user_id)
+            }
+            Effect::RecordGrant { grant, .. } => format!(
+                "record grant {} of {} for {} on {:?} until {}",
+                grant.id,
+                grant.by.user_id,
+                grant.minted_by,
+                grant.scope.command,
+                grant.until_ms
+            ),
+            Effect::RecordGrantUse { grant, id, .. } => format!("record use of {grant} on {id}"),
             Effect::Emit(ev) => format!("emit {}", event_text(ev)),
             Effect::RecordAnswer { answer, .. } => format!("record answer {}", answer_text(answer)),
             Effect::LookupOutcome { answer, .. } => format!("look up {}", answer_text(answer)),
@@ -462,11 +518,13 @@ impl Sim {
                 )
             }
             Effect::Resolve {
-                id,
-                decision,
-                answer,
-                ..
-            } => format!("resolve {id} {decision} for {}", answer.responder.user_id),
+                id, decision, by, ..
+            } => match by {
+                Asker::Answer(a) => format!("resolve {id} {decision} for {}", a.responder.user_id),
+                Asker::Grant { grant, owner } => {
+                    format!("resolve {id} {decision} under {grant} of {}", owner.user_id)
+                }
+            },
             Effect::Notify { to, notice } => {
                 let to = to
                     .handle::<String>()
@@ -532,6 +590,11 @@ fn outcome_text(o: &Outcome) -> String {
             by: Decider::Elsewhere { resolved_by },
             ..
         } => format!("{decision} elsewhere by {resolved_by:?}"),
+        Outcome::Decided {
+            decision,
+            by: Decider::Grant { grant, owner, .. },
+            ..
+        } => format!("{decision} by grant {grant} of {}", owner.user_id),
         Outcome::Expired { .. } => "expired".into(),
         Outcome::Gone { .. } => "gone".into(),
         Outcome::NoRoute { .. } => "no-route".into(),
@@ -541,8 +604,10 @@ fn outcome_text(o: &Outcome) -> String {
 
 fn answer_text(a: &Answer) -> String {
     let what = match &a.request {
-        Request::Decide { id, decision, .. } => format!("{decision} {id}"),
+        Request::Decide { id, choice, .. } => format!("{choice} {id}"),
         Request::ListPending => "/pending".into(),
+        Request::ListGrants => "/grants".into(),
+        Request::Revoke { grant } => format!("/revoke {grant}"),
         Request::Probe => "/probe".into(),
         Request::ListMissed => "/missed".into(),
         Request::Malformed { raw, .. } => format!("malformed {raw:?}"),
@@ -570,6 +635,23 @@ fn notice_text(n: &Notice) -> String {
             let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             format!("missed [{}]", ids.join(" "))
         }
+        Notice::Granted { grant } => format!("granted {} until {}", grant.id, grant.until_ms),
+        Notice::GrantNotStored { id } => format!("allowed {id} once, grant not stored"),
+        Notice::Grants(list) => {
+            let ids: Vec<String> = list
+                .iter()
+                .map(|g| format!("{}({} uses)", g.id, g.uses))
+                .collect();
+            format!("grants [{}]", ids.join(" "))
+        }
+        Notice::Revoked { grant, already } => format!("revoked {} already={already}", grant.id),
+    }
+}
+
+fn trusting(windows: &[&str]) -> TrustPolicy {
+    TrustPolicy {
+        gateway: "ws://gw".into(),
+        windows: windows.iter().map(|w| Window::parse(w).unwrap()).collect(),
     }
 }
 
@@ -630,6 +712,9 @@ fn event_text(e: &Event) -> String {
             ..
         } => format!("posted {kind} {target}: {result:?}"),
         Event::Missed { row } => format!("missed {}: {}", row.id, row.outcome().summary()),
+        Event::GrantCreated { grant } => format!("grant_created {}", grant.id),
+        Event::GrantUsed { grant, id, .. } => format!("grant_used {grant} on {id}"),
+        Event::GrantRevoked { grant, by } => format!("grant_revoked {grant} by {}", by.user_id),
     }
 }
 
@@ -727,7 +812,7 @@ fn every_refusal_reason_leaves_the_approval_pending() {
     let mut wrong_kind = pressed(OWNER, "a3", Decision::AllowOnce, &prompt);
     wrong_kind.request = Request::Decide {
         id: "a3".into(),
-        decision: Decision::AllowOnce,
+        choice: Decision::AllowOnce.into(),
         kind: Some(Kind::System),
     };
     let cases = [
@@ -769,7 +854,7 @@ fn owner_pressing_a_payload_of_another_kind_is_refused() {
         let mut a = pressed(OWNER, "k1", Decision::AllowOnce, &prompt);
         a.request = Request::Decide {
             id: "k1".into(),
-            decision: Decision::AllowOnce,
+            choice: Decision::AllowOnce.into(),
             kind: Some(claimed),
         };
         s.answer(a);

@@ -39,6 +39,7 @@ impl Rig {
             store.clone(),
             Arc::new(Metrics::default()),
             no_alerts(),
+            TrustPolicy::default(),
         )
         .unwrap();
         let task = tokio::spawn(runner.run());
@@ -321,6 +322,7 @@ async fn alerts_reach_the_channels_and_a_channels_own_reach_is_watched() {
         Arc::new(SqliteStore::in_memory().unwrap()),
         Arc::new(Metrics::default()),
         policy,
+        TrustPolicy::default(),
     )
     .unwrap();
     let task = tokio::spawn(runner.run());
