@@ -29,6 +29,17 @@ pub async fn check(path: &Path) -> anyhow::Result<()> {
         ),
         None => println!("alerts   probe_every off: run `approval-bridge probe` after upgrades"),
     }
+    // Validated at load: a bad list never gets here.
+    let windows = cfg.trust.windows()?;
+    if windows.is_empty() {
+        println!("trust    time-boxed allows off");
+    } else {
+        let labels: Vec<String> = windows.iter().map(|w| w.label()).collect();
+        println!(
+            "trust    time-boxed allows offered on exec prompts: {} (grants: /grants, /revoke)",
+            labels.join(", ")
+        );
+    }
 
     let dir = match run::state_dir(&cfg) {
         Ok(d) => Some(d),

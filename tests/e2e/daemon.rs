@@ -120,9 +120,10 @@ async fn owner_taps_decide_each_way() {
                 .unwrap();
         let prompt = w.prompt(&req.id).await;
         let labels: Vec<String> = prompt.buttons().into_iter().map(|(l, _)| l).collect();
+        // The default `[trust] durations = ["1h"]` adds its row below the decisions.
         assert_eq!(
             labels,
-            ["Allow once", "Allow always", "Deny"],
+            ["Allow once", "Allow always", "Deny", "Allow for 1 h"],
             "buttons for {decision}"
         );
         for (_, data) in prompt.buttons() {
@@ -408,7 +409,7 @@ async fn hostile_long_command_is_shown_literally_and_cut_safely() {
     );
     assert!(prompt.text.encode_utf16().count() <= 4096);
     assert!(!prompt.raw.contains("<a href"), "no live link");
-    assert!(prompt.buttons().len() == 3);
+    assert_eq!(prompt.buttons().len(), 4, "three decisions and the default 1 h allow");
     let full =
         w.tg.wait_for(WAIT, "full command attached", |v| {
             v.bot_messages(OWNER)

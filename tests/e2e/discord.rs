@@ -667,7 +667,9 @@ mod daemon {
                 [
                     ("Allow once".into(), 3),
                     ("Allow always".into(), 1),
-                    ("Deny".into(), 4)
+                    ("Deny".into(), 4),
+                    // The default `[trust] durations = ["1h"]`, in a row of its own.
+                    ("Allow for 1 h".into(), 2)
                 ]
             );
             assert!(!prompt.can_ping());

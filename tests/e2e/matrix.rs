@@ -640,7 +640,8 @@ impl World {
         room
     }
 
-    /// The prompt for `id` once its three reactions are seeded.
+    /// The prompt for `id` once its four reactions are seeded (✅ ❌ ♾️ and the default
+    /// `[trust] durations = ["1h"]`'s ⏳1h).
     async fn prompt(&mut self, id: &ApprovalId) -> Seen {
         let room = self.join().await;
         let deadline = Instant::now() + WAIT;
@@ -653,7 +654,7 @@ impl World {
                 "prompt",
             )
             .await;
-            if s.keys.len() == 3 || Instant::now() > deadline {
+            if s.keys.len() == 4 || Instant::now() > deadline {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -743,7 +743,11 @@ mod daemon {
                     .unwrap();
             let prompt = w.prompt(&req.id).await;
             let labels: Vec<String> = prompt.buttons().into_iter().map(|b| b.label).collect();
-            assert_eq!(labels, ["Allow once", "Allow always", "Deny"]);
+            // The default `[trust] durations = ["1h"]` beside allow-once.
+            assert_eq!(
+                labels,
+                ["Allow once", "Allow for 1 h", "Allow always", "Deny"]
+            );
             let t0 = Instant::now();
             let env = w.tap(&prompt, decision);
             assert_eq!(req.outcome(WAIT).await.unwrap(), Some(decision));
