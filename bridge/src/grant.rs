@@ -146,6 +146,16 @@ impl Grant {
             && self.scope == Scope::of(gateway, a)
     }
 
+    /// The grant as it was minted: no use counted, not revoked (what the store keeps as its
+    /// body; uses and revocation are kept beside it).
+    pub fn as_minted(&self) -> Grant {
+        Grant {
+            uses: 0,
+            revoked: None,
+            ..self.clone()
+        }
+    }
+
     /// Open at `now_ms` (any clock): not revoked and the window not over.
     pub fn open_at(&self, now_ms: i64) -> bool {
         self.revoked.is_none() && now_ms < self.until_ms

@@ -87,39 +87,36 @@ mod tests {
         })
     }
 
+    /// The owner, in a DM, on our prompt of `approval`, picking `choice`.
+    fn picking(approval: &Approval, choice: Choice) -> Result<(), Refusal> {
+        let via = Via::Prompt(prompt());
+        let ours = [prompt()];
+        authorize(&Facts {
+            allowed: true,
+            in_dm: true,
+            pending: Some(approval),
+            via: &via,
+            our_prompts: &ours,
+            choice,
+            kind: Some(Kind::Exec),
+        })
+    }
+
     #[test]
     fn a_time_boxed_allow_counts_only_for_a_window_the_prompt_offered() {
         let mut approval = exec("e1");
         let (hour, day) = (Window::parse("1h").unwrap(), Window::parse("24h").unwrap());
         approval.windows = vec![hour];
-        let via = Via::Prompt(prompt());
-        let ours = [prompt()];
-        let verdict = |choice| {
-            authorize(&Facts {
-                allowed: true,
-                in_dm: true,
-                pending: Some(&approval),
-                via: &via,
-                our_prompts: &ours,
-                choice,
-                kind: Some(Kind::Exec),
-            })
-        };
-        assert_eq!(verdict(Choice::AllowFor(hour)), Ok(()));
-        assert_eq!(verdict(Choice::AllowFor(day)), Err(Refusal::DecisionNotOffered));
+        assert_eq!(picking(&approval, Choice::AllowFor(hour)), Ok(()));
+        assert_eq!(
+            picking(&approval, Choice::AllowFor(day)),
+            Err(Refusal::DecisionNotOffered)
+        );
         approval.allowed_decisions = vec![Decision::Deny];
-        let verdict = |choice| {
-            authorize(&Facts {
-                allowed: true,
-                in_dm: true,
-                pending: Some(&approval),
-                via: &via,
-                our_prompts: &ours,
-                choice,
-                kind: Some(Kind::Exec),
-            })
-        };
-        assert_eq!(verdict(Choice::AllowFor(hour)), Err(Refusal::DecisionNotOffered));
+        assert_eq!(
+            picking(&approval, Choice::AllowFor(hour)),
+            Err(Refusal::DecisionNotOffered)
+        );
     }
 
     #[test]

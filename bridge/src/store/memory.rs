@@ -242,11 +242,7 @@ impl Store for MemoryStore {
             if s.grants.iter().any(|x| x.id == g.id) {
                 return false;
             }
-            s.grants.push(Grant {
-                uses: 0,
-                revoked: None,
-                ..g.clone()
-            });
+            s.grants.push(g.as_minted());
             s.audit.push(audit.clone());
             true
         })

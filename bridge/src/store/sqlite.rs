@@ -390,11 +390,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_grant(&self, g: &Grant, audit: &AuditRecord) -> Result<bool, StoreError> {
-        let body = serde_json::to_string(&Grant {
-            uses: 0,
-            revoked: None,
-            ..g.clone()
-        })?;
+        let body = serde_json::to_string(&g.as_minted())?;
         self.audited(
             "INSERT OR IGNORE INTO grants (id, body, until_ms) VALUES (?1, ?2, ?3)",
             params![g.id.as_str(), body, g.until_ms],
