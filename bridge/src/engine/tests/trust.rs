@@ -229,6 +229,15 @@ fn grants_survive_a_restart() {
         resolve a2 allow-once under g-6aa8fbbe of 42
     "#]]);
     assert_eq!(sim.core.trust.grants[&g.id].until_ms, g.until_ms);
+    // Turned off (`durations = []`): the stored grant covers nothing.
+    sim.trust = trusting(&[]);
+    let mut sim = sim.restart();
+    sim.take();
+    sim.raise(exec("a3", "ls -la", 30_000));
+    sim.check(expect![[r#"
+        store approval a3
+        deliver mem:42 [a3] overhead from +0ms waited 0ms
+    "#]]);
 }
 
 #[test]
