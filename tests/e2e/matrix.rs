@@ -719,7 +719,8 @@ async fn owner_reacts_in_the_encrypted_dm_to_decide_each_way() {
         let p = w.prompt(&req.id).await;
         let visible = asked.elapsed();
         assert!(p.encrypted, "prompts are sent encrypted");
-        assert_eq!(p.keys, ["✅", "❌", "♾️"], "seeded reactions");
+        // The default `[trust] durations = ["1h"]` seeds its ⏳1h after the decisions.
+        assert_eq!(p.keys, ["✅", "❌", "♾️", "⏳1h"], "seeded reactions");
         assert!(
             p.body.contains(&format!("echo {decision}"))
                 && p.body.contains(&format!("/approve {}", req.id)),
@@ -797,7 +798,7 @@ async fn stranger_in_the_dm_cannot_decide_and_is_audited() {
         "prompt",
     )
     .await;
-    assert_eq!(still.keys.len(), 3, "still pending, still actionable");
+    assert_eq!(still.keys.len(), 4, "still pending, still actionable");
     w.acc.owner.react(&room, &p.event_id, "❌").await.unwrap();
     assert_eq!(req.outcome(WAIT).await.unwrap(), Some(Decision::Deny));
 }
@@ -922,7 +923,7 @@ async fn prompt_waits_for_the_owner_to_join_and_expired_ones_never_show() {
     w.acc.owner.join(&room).await.unwrap();
     w.room = Some(room.clone());
     let p = w.prompt(&req.id).await;
-    assert_eq!(p.keys.len(), 3);
+    assert_eq!(p.keys.len(), 4, "three decisions and the default ⏳1h");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tl = w.acc.owner.timeline(&room).await.unwrap();
     let live_expired = tl
@@ -955,7 +956,7 @@ async fn decided_on_telegram_the_matrix_prompt_shows_it() {
             .unwrap();
     let id = req.id.clone();
     let p = w.prompt(&req.id).await;
-    assert_eq!(p.keys.len(), 3);
+    assert_eq!(p.keys.len(), 4, "three decisions and the default ⏳1h");
     let needle = req.id.as_str().to_owned();
     let m = tg
         .wait_for(WAIT, "telegram prompt", |v| {
