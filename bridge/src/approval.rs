@@ -545,11 +545,12 @@ impl Outcome {
             },
             Outcome::Decided {
                 decision,
-                by: Decider::Grant {
-                    grant,
-                    owner,
-                    until_ms,
-                },
+                by:
+                    Decider::Grant {
+                        grant,
+                        owner,
+                        until_ms,
+                    },
                 ..
             } => format!(
                 "{} by grant {grant} of {owner} via {} until {}",

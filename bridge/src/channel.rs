@@ -227,13 +227,20 @@ pub enum Notice {
     /// Answer to `/missed`, newest first.
     Missed(Vec<crate::history::HistoryRow>),
     /// Allowed once, and `grant` now allows exactly this request until its end.
-    Granted { grant: Grant },
+    Granted {
+        grant: Grant,
+    },
     /// Allowed once, but the grant could not be stored, so none was made.
-    GrantNotStored { id: ApprovalId },
+    GrantNotStored {
+        id: ApprovalId,
+    },
     /// Answer to `/grants`: the grants still open, oldest first.
     Grants(Vec<Grant>),
     /// `grant` was revoked (now, or `already` before).
-    Revoked { grant: Grant, already: bool },
+    Revoked {
+        grant: Grant,
+        already: bool,
+    },
 }
 
 impl Notice {
@@ -275,9 +282,11 @@ impl Notice {
                 grant.id,
                 grant.id
             ),
-            Notice::GrantNotStored { .. } => "Allowed once. The time-boxed grant could not be stored (disk full or read-only?), \
+            Notice::GrantNotStored { .. } => {
+                "Allowed once. The time-boxed grant could not be stored (disk full or read-only?), \
                  so none was made: the next such command asks you again."
-                .to_owned(),
+                    .to_owned()
+            }
             Notice::Grants(list) if list.is_empty() => "No time-boxed grants are open.".to_owned(),
             Notice::Grants(list) => {
                 let mut s = format!("{} open, oldest first (/revoke <id> ends one):", list.len());

@@ -316,7 +316,10 @@ impl TrustConfig {
         if self.durations.len() > MAX_DURATIONS {
             return Err(ConfigError::new(
                 field,
-                format!("{} durations is more than a prompt has room for: list at most {MAX_DURATIONS}", self.durations.len()),
+                format!(
+                    "{} durations is more than a prompt has room for: list at most {MAX_DURATIONS}",
+                    self.durations.len()
+                ),
             ));
         }
         let mut out: Vec<Window> = Vec::new();
@@ -452,12 +455,22 @@ mod tests {
     #[test]
     fn trust_durations_default_to_an_hour_and_refuse_what_a_grant_cannot_be() {
         let parse = |t: &str| toml::from_str::<TrustConfig>(t).unwrap().windows();
-        let tokens = |t: &str| -> Vec<String> { parse(t).unwrap().iter().map(|w| w.token()).collect() };
+        let tokens =
+            |t: &str| -> Vec<String> { parse(t).unwrap().iter().map(|w| w.token()).collect() };
         assert_eq!(tokens(""), ["1h"]);
-        assert_eq!(tokens("durations = [\"15m\", \"90m\", \"24h\"]"), ["15m", "90m", "24h"]);
+        assert_eq!(
+            tokens("durations = [\"15m\", \"90m\", \"24h\"]"),
+            ["15m", "90m", "24h"]
+        );
         assert!(tokens("durations = []").is_empty());
-        for bad in ["[\"25h\"]", "[\"0m\"]", "[\"1d\"]", "[\"1.5h\"]", "[\"1h\", \"60m\"]",
-            "[\"1m\", \"2m\", \"3m\", \"4m\", \"5m\", \"6m\"]"] {
+        for bad in [
+            "[\"25h\"]",
+            "[\"0m\"]",
+            "[\"1d\"]",
+            "[\"1.5h\"]",
+            "[\"1h\", \"60m\"]",
+            "[\"1m\", \"2m\", \"3m\", \"4m\", \"5m\", \"6m\"]",
+        ] {
             let e = parse(&format!("durations = {bad}")).unwrap_err();
             assert_eq!(e.field, "trust.durations", "{bad}");
         }

@@ -177,7 +177,11 @@ impl Grant {
             (None, None) => {}
         }
         let command: String = s.command.chars().take(120).collect();
-        let cut = if command.len() < s.command.len() { "…" } else { "" };
+        let cut = if command.len() < s.command.len() {
+            "…"
+        } else {
+            ""
+        };
         format!(
             "{} `{command}{cut}`{}{} — by {} via {}, used {}×, until {}",
             self.id,
@@ -290,7 +294,14 @@ mod tests {
             GrantId::parse("g-1A2b3c4d"),
             Some(GrantId("g-1a2b3c4d".into()))
         );
-        for bad in ["g-1a2b3c4", "g-1a2b3c4d5", "1a2b3c4d", "g-1a2b3c4z", "", "g-"] {
+        for bad in [
+            "g-1a2b3c4",
+            "g-1a2b3c4d5",
+            "1a2b3c4d",
+            "g-1a2b3c4z",
+            "",
+            "g-",
+        ] {
             assert_eq!(GrantId::parse(bad), None, "{bad}");
         }
     }

@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::approval::{
     Approval, ApprovalId, Choice, Decider, Decision, Kind, Outcome, Responder, now_ms,
 };
-use crate::grant::{Grant, GrantId};
 use crate::channel::{Refusal, Target};
+use crate::grant::{Grant, GrantId};
 use crate::store::{AuditRecord, Store, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,7 +246,9 @@ pub enum Event {
         result: Result<String, String>,
     },
     /// An owner allowed a request for a time: `grant` now allows exactly it again.
-    GrantCreated { grant: Grant },
+    GrantCreated {
+        grant: Grant,
+    },
     /// The bridge is about to allow approval `id` under `grant` on its owner's behalf
     /// (written before the resolve, as an `answered` record is).
     GrantUsed {
@@ -256,7 +258,10 @@ pub enum Event {
         until_ms: i64,
     },
     /// `by` ended `grant` before its time.
-    GrantRevoked { grant: GrantId, by: Responder },
+    GrantRevoked {
+        grant: GrantId,
+        by: Responder,
+    },
 }
 
 impl Event {
@@ -415,15 +420,35 @@ impl Event {
                 }
             }
             Event::GrantCreated { grant } => {
-                metrics.grants.get_or_create(&ReasonLabel { reason: "created".into() }).inc();
+                metrics
+                    .grants
+                    .get_or_create(&ReasonLabel {
+                        reason: "created".into(),
+                    })
+                    .inc();
                 tracing::info!(event = "grant_created", grant = %grant.id, id = %grant.minted_by, channel = %grant.by.channel, user = %grant.by.user_id, minutes = grant.window.as_minutes(), until_ms = grant.until_ms, command = %grant.scope.command, "time-boxed grant created");
             }
-            Event::GrantUsed { grant, id, owner, until_ms } => {
-                metrics.grants.get_or_create(&ReasonLabel { reason: "used".into() }).inc();
+            Event::GrantUsed {
+                grant,
+                id,
+                owner,
+                until_ms,
+            } => {
+                metrics
+                    .grants
+                    .get_or_create(&ReasonLabel {
+                        reason: "used".into(),
+                    })
+                    .inc();
                 tracing::info!(event = "grant_used", %grant, %id, channel = %owner.channel, user = %owner.user_id, until_ms, "allowing under a time-boxed grant");
             }
             Event::GrantRevoked { grant, by } => {
-                metrics.grants.get_or_create(&ReasonLabel { reason: "revoked".into() }).inc();
+                metrics
+                    .grants
+                    .get_or_create(&ReasonLabel {
+                        reason: "revoked".into(),
+                    })
+                    .inc();
                 tracing::info!(event = "grant_revoked", %grant, channel = %by.channel, user = %by.user_id, "time-boxed grant revoked");
             }
         }
@@ -559,7 +584,12 @@ impl Event {
                 json!({"grant": grant.id, "scope": grant.scope, "minutes": grant.window.as_minutes(),
                     "from_ms": grant.from_ms, "until_ms": grant.until_ms, "display": grant.by.display}),
             ),
-            Event::GrantUsed { grant, id, owner, until_ms } => (
+            Event::GrantUsed {
+                grant,
+                id,
+                owner,
+                until_ms,
+            } => (
                 "grant_used",
                 Some(id.to_string()),
                 Some(owner.channel.clone()),

@@ -2,8 +2,8 @@
 //! button within 100 characters, and nothing longer is ever accepted.
 #![no_main]
 
-use channels::discord::codec::{self, MAX_CUSTOM_ID};
 use bridge::channel::action::{self, Action};
+use channels::discord::codec::{self, MAX_CUSTOM_ID};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

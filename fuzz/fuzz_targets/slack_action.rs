@@ -2,8 +2,8 @@
 //! decode, within 255 characters, and what decodes re-encodes to the same button.
 #![no_main]
 
-use channels::slack::codec::{self, CodecError, MAX_ACTION_ID};
 use bridge::channel::action::{self, Action};
+use channels::slack::codec::{self, CodecError, MAX_ACTION_ID};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

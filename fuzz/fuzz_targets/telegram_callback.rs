@@ -2,8 +2,8 @@
 //! button within 64 bytes, and nothing over 64 bytes is ever accepted.
 #![no_main]
 
-use channels::telegram::codec::{self, MAX_CALLBACK_BYTES};
 use bridge::channel::action::{self, Action};
+use channels::telegram::codec::{self, MAX_CALLBACK_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -218,7 +218,9 @@ pub async fn targets_and_allow_from_are_stable_ids<F: Fixture>(f: &F) {
 
 pub async fn deliver_offers_exactly_the_allowed_decisions<F: Fixture>(f: &F) {
     let ch = f.channel();
-    let hours = ["1h", "8h"].map(|w| Window::parse(w).expect("window")).to_vec();
+    let hours = ["1h", "8h"]
+        .map(|w| Window::parse(w).expect("window"))
+        .to_vec();
     for (allowed, windows) in [
         (vec![Decision::AllowOnce, Decision::Deny], Vec::new()),
         (Decision::ALL.to_vec(), Vec::new()),
@@ -306,7 +308,8 @@ pub async fn stranger_press_carries_the_strangers_id<F: Fixture>(f: &F) {
     let mut run = Running::start(ch.clone());
     let a = approval(&Decision::ALL);
     let prompt = ch.deliver(&f.dm(), &a).await.expect("deliver");
-    f.press(&prompt, &f.stranger(), Decision::AllowAlways.into()).await;
+    f.press(&prompt, &f.stranger(), Decision::AllowAlways.into())
+        .await;
     let ans = run.next("stranger's press").await;
     assert_eq!(ans.responder.user_id, f.stranger());
     assert!(
@@ -516,9 +519,11 @@ pub async fn duplicate_press_yields_two_answers<F: Fixture>(f: &F) {
     // One press after the other, as a person double-tapping does. (On Matrix a second press
     // first takes the reaction back; if both reached the bot in one sync, the redacted
     // first reaction would rightly never count.)
-    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into())
+        .await;
     let first = run.next("first press").await;
-    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into())
+        .await;
     let second = run.next("second press").await;
     assert_eq!(first.request, second.request);
     assert_ne!(
@@ -806,7 +811,8 @@ pub async fn a_press_during_a_storm_is_not_lost<F: FaultyFixture>(f: &F) {
     let before = f.faults().injected();
     f.faults().storm(502, storm);
     let storm_over = tokio::time::Instant::now() + storm;
-    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into())
+        .await;
     // The receive loop backs off while the service fails; allow for its longest pause.
     let answer = run
         .next_within(

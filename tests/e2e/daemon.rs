@@ -409,7 +409,11 @@ async fn hostile_long_command_is_shown_literally_and_cut_safely() {
     );
     assert!(prompt.text.encode_utf16().count() <= 4096);
     assert!(!prompt.raw.contains("<a href"), "no live link");
-    assert_eq!(prompt.buttons().len(), 4, "three decisions and the default 1 h allow");
+    assert_eq!(
+        prompt.buttons().len(),
+        4,
+        "three decisions and the default 1 h allow"
+    );
     let full =
         w.tg.wait_for(WAIT, "full command attached", |v| {
             v.bot_messages(OWNER)

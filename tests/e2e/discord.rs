@@ -11,8 +11,9 @@ use bridge::approval::{Approval, ApprovalId, Choice, Decision, Kind};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, Reply, codec};
-use testkit::conformance::{decided, 
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
+    hostile_bulletin,
 };
 use testkit::fake_discord::{FakeDiscord, User};
 use testkit::service_faults::Faults;

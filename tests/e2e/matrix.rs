@@ -505,7 +505,8 @@ async fn strict_mode_refuses_answers_not_from_a_verified_device() {
     let prompt = f.channel().deliver(&f.dm(), &a).await.unwrap();
     let mut run = Running::start(strict.clone());
     // The owner's device is not verified by the bot: neither a reaction nor typed text counts.
-    f.press(&prompt, &f.owner(), Decision::AllowOnce.into()).await;
+    f.press(&prompt, &f.owner(), Decision::AllowOnce.into())
+        .await;
     let ans = run.next("reaction in strict mode").await;
     assert!(
         matches!(&ans.request, bridge::channel::Request::Malformed { why, .. } if why.contains("verified device")),

@@ -12,8 +12,9 @@ use bridge::channel::{
     Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target,
 };
 use channels::slack::{Options, Reply, Slack, SlackConfig, codec};
-use testkit::conformance::{decided, 
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down, hostile_bulletin,
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
+    hostile_bulletin,
 };
 use testkit::fake_slack::{self, FakeSlack};
 use testkit::service_faults::Faults;

@@ -9,8 +9,8 @@ use bridge::approval::{Approval, ApprovalId, Choice, Decision, Kind};
 use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Refusal, Request, Target};
 use channels::telegram::{Options, Reply, Telegram, TelegramConfig, codec};
-use testkit::conformance::{decided, 
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, down,
+use testkit::conformance::{
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
 };
 use testkit::fake_telegram::FakeTelegram;
 use testkit::service_faults::Faults;

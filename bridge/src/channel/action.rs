@@ -204,7 +204,12 @@ mod tests {
                 );
             }
         }
-        let data = encode(Kind::Exec, &id, Choice::AllowFor(Window::parse("1h").unwrap()), LIMIT);
+        let data = encode(
+            Kind::Exec,
+            &id,
+            Choice::AllowFor(Window::parse("1h").unwrap()),
+            LIMIT,
+        );
         assert_eq!(data.unwrap(), format!("exec_approve:{id}:allow-1h"));
         let grant = GrantId::from_random(0x1a2b3c4d);
         let revoke = encode_revoke(&grant);
@@ -215,15 +220,31 @@ mod tests {
     #[test]
     fn windows_outside_a_day_and_other_revoke_forms_are_refused() {
         let id = "0b8f6c1e-8a44-4c1e-9d6f-2f9b1c0d7e11";
-        for token in ["allow-25h", "allow-0m", "allow-1441m", "allow-1d", "allow-", "allow-1.5h", "allow--1h"] {
+        for token in [
+            "allow-25h",
+            "allow-0m",
+            "allow-1441m",
+            "allow-1d",
+            "allow-",
+            "allow-1.5h",
+            "allow--1h",
+        ] {
             assert_eq!(
                 decode(&format!("exec_approve:{id}:{token}"), LIMIT),
                 Err(ActionError::UnknownDecision(token.to_owned())),
                 "{token}"
             );
         }
-        for data in ["grant_revoke:", "grant_revoke:g-1", "grant_revoke:g-1a2b3c4d:x", "grant_revoke:1a2b3c4d"] {
-            assert!(matches!(decode(data, LIMIT), Err(ActionError::BadId(_))), "{data}");
+        for data in [
+            "grant_revoke:",
+            "grant_revoke:g-1",
+            "grant_revoke:g-1a2b3c4d:x",
+            "grant_revoke:1a2b3c4d",
+        ] {
+            assert!(
+                matches!(decode(data, LIMIT), Err(ActionError::BadId(_))),
+                "{data}"
+            );
         }
     }
 }

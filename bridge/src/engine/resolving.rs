@@ -296,10 +296,7 @@ impl Core {
             Asker::Answer(a) => Decider::Responder(a.responder.clone()),
             Asker::Grant { grant, owner } => self.grant_decider(grant, owner),
         };
-        self.resolving
-            .of(&id)
-            .in_flight
-            .push((decider, decision));
+        self.resolving.of(&id).in_flight.push((decider, decision));
         self.inflight += 1;
         self.emit(Effect::Resolve {
             by,
@@ -415,7 +412,13 @@ impl Core {
                 self.after_resolve(&id, |core| match known {
                     Some(outcome) => {
                         if let Some(reply) = &reply {
-                            core.notify(reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                            core.notify(
+                                reply,
+                                Notice::AlreadyFinished {
+                                    id: id.clone(),
+                                    outcome,
+                                },
+                            );
                         }
                     }
                     None if err == GatewayError::NotFound && !others_resolving => {
@@ -424,7 +427,13 @@ impl Core {
                         };
                         core.set_outcome(&id, outcome.clone());
                         if let Some(reply) = &reply {
-                            core.notify(reply, Notice::AlreadyFinished { id: id.clone(), outcome });
+                            core.notify(
+                                reply,
+                                Notice::AlreadyFinished {
+                                    id: id.clone(),
+                                    outcome,
+                                },
+                            );
                         }
                     }
                     // The resolved event with the canonical outcome is on its way.

@@ -118,9 +118,11 @@ impl Core {
     ) {
         let still = self.approvals.get(&id).is_some_and(|e| {
             e.outcome.is_none()
-                && self.trust.grants.get(&grant).is_some_and(|g| {
-                    g.covers(&self.trust.policy.gateway, &e.approval, 1)
-                })
+                && self
+                    .trust
+                    .grants
+                    .get(&grant)
+                    .is_some_and(|g| g.covers(&self.trust.policy.gateway, &e.approval, 1))
         }) && !self.resolving.busy(&id);
         match result {
             Ok(true) if still => {}
@@ -137,7 +139,10 @@ impl Core {
         };
         g.uses += 1;
         let owner = g.by.clone();
-        let kind = self.approvals.get(&id).map_or(Kind::Exec, |e| e.approval.kind);
+        let kind = self
+            .approvals
+            .get(&id)
+            .map_or(Kind::Exec, |e| e.approval.kind);
         self.start_resolve(
             Asker::Grant { grant, owner },
             id,

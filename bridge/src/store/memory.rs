@@ -250,7 +250,11 @@ impl Store for MemoryStore {
 
     fn grant_used(&self, id: &GrantId, audit: &AuditRecord) -> Result<bool, StoreError> {
         self.state().write(|s| {
-            let Some(g) = s.grants.iter_mut().find(|g| g.id == *id && g.revoked.is_none()) else {
+            let Some(g) = s
+                .grants
+                .iter_mut()
+                .find(|g| g.id == *id && g.revoked.is_none())
+            else {
                 return false;
             };
             g.uses += 1;
@@ -266,7 +270,11 @@ impl Store for MemoryStore {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         self.state().write(|s| {
-            let Some(g) = s.grants.iter_mut().find(|g| g.id == *id && g.revoked.is_none()) else {
+            let Some(g) = s
+                .grants
+                .iter_mut()
+                .find(|g| g.id == *id && g.revoked.is_none())
+            else {
                 return false;
             };
             g.revoked = Some(revocation.clone());

@@ -268,7 +268,9 @@ pub fn components(a: &Approval) -> Result<Value, super::codec::CodecError> {
     };
     let (timed, plain): (Vec<Choice>, Vec<Choice>) =
         a.choices().into_iter().partition(|c| c.window().is_some());
-    let mut rows = vec![json!({"type": 1, "components": plain.into_iter().map(button).collect::<Result<Vec<_>, super::codec::CodecError>>()?})];
+    let mut rows = vec![
+        json!({"type": 1, "components": plain.into_iter().map(button).collect::<Result<Vec<_>, super::codec::CodecError>>()?}),
+    ];
     if !timed.is_empty() {
         let timed = timed
             .into_iter()

@@ -68,7 +68,11 @@ mod tests {
             (Kind::System, ApprovalId::from("sys:abc.1")),
         ];
         for (kind, id) in ids {
-            for d in Decision::ALL.map(Choice::from).into_iter().chain([Choice::AllowFor(Window::parse("24h").unwrap())]) {
+            for d in Decision::ALL
+                .map(Choice::from)
+                .into_iter()
+                .chain([Choice::AllowFor(Window::parse("24h").unwrap())])
+            {
                 let data = encode(kind, &id, d).unwrap();
                 assert_eq!(
                     dec(&data).unwrap(),
@@ -102,7 +106,11 @@ mod tests {
             Err(CodecError::BadId("x y".into()))
         );
         assert!(matches!(
-            encode(Kind::Exec, &ApprovalId("a".repeat(129)), Decision::Deny.into()),
+            encode(
+                Kind::Exec,
+                &ApprovalId("a".repeat(129)),
+                Decision::Deny.into()
+            ),
             Err(CodecError::BadId(_))
         ));
         assert!(matches!(

@@ -71,7 +71,11 @@ mod tests {
             (Kind::System, ApprovalId::from(UUID)),
         ];
         for (kind, id) in ids {
-            for d in Decision::ALL.map(Choice::from).into_iter().chain([Choice::AllowFor(Window::parse("24h").unwrap())]) {
+            for d in Decision::ALL
+                .map(Choice::from)
+                .into_iter()
+                .chain([Choice::AllowFor(Window::parse("24h").unwrap())])
+            {
                 let data = encode(kind, &id, d).unwrap();
                 assert!(
                     data.len() <= MAX_CALLBACK_BYTES,

@@ -463,11 +463,7 @@ impl Sim {
             }
             Effect::RecordGrant { grant, .. } => format!(
                 "record grant {} of {} for {} on {:?} until {}",
-                grant.id,
-                grant.by.user_id,
-                grant.minted_by,
-                grant.scope.command,
-                grant.until_ms
+                grant.id, grant.by.user_id, grant.minted_by, grant.scope.command, grant.until_ms
             ),
             Effect::RecordGrantUse { grant, id, .. } => format!("record use of {grant} on {id}"),
             Effect::Emit(ev) => format!("emit {}", event_text(ev)),

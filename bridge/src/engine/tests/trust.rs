@@ -36,7 +36,13 @@ impl Sim {
         self.resolve(Ok(()));
         self.finish_all();
         self.take();
-        self.core.trust.grants.values().next().cloned().expect("a grant")
+        self.core
+            .trust
+            .grants
+            .values()
+            .next()
+            .cloned()
+            .expect("a grant")
     }
 }
 
@@ -52,7 +58,13 @@ fn every_exec_prompt_offers_the_configured_windows_beside_allow_once() {
     let tokens: Vec<String> = approvals[0].choices().iter().map(|c| c.token()).collect();
     assert_eq!(
         tokens,
-        ["allow-once", "allow-15m", "allow-1h", "allow-always", "deny"]
+        [
+            "allow-once",
+            "allow-15m",
+            "allow-1h",
+            "allow-always",
+            "deny"
+        ]
     );
     // Without allow-once, or without the gateway's time, there is nothing to time-box.
     let mut deny_only = exec("a2", "ls", 10_000);
@@ -66,7 +78,15 @@ fn every_exec_prompt_offers_the_configured_windows_beside_allow_once() {
     // Switched off: an empty list.
     let mut off = Sim::with_trust(&[]);
     off.raise(exec("b1", "ls", 10_000));
-    assert!(off.core.approvals.get(&"b1".into()).unwrap().approval.windows.is_empty());
+    assert!(
+        off.core
+            .approvals
+            .get(&"b1".into())
+            .unwrap()
+            .approval
+            .windows
+            .is_empty()
+    );
 }
 
 #[test]
@@ -80,7 +100,10 @@ fn a_time_boxed_allow_resolves_once_then_records_its_grant_before_it_counts() {
         record answer 42 allow-1h a1 via #101
         resolve a1 allow-once for 42
     "#]]);
-    assert!(sim.core.trust.grants.is_empty(), "no grant before the gateway allowed");
+    assert!(
+        sim.core.trust.grants.is_empty(),
+        "no grant before the gateway allowed"
+    );
     sim.resolve(Ok(()));
     sim.check(expect![[r#"
         emit resolved a1 allow-once by 42
@@ -91,7 +114,14 @@ fn a_time_boxed_allow_resolves_once_then_records_its_grant_before_it_counts() {
     "#]]);
     assert_eq!(
         sim.audit_events("a1"),
-        ["requested", "delivered", "answered", "resolved", "ended", "grant_created"]
+        [
+            "requested",
+            "delivered",
+            "answered",
+            "resolved",
+            "ended",
+            "grant_created"
+        ]
     );
 }
 
@@ -106,7 +136,9 @@ fn the_same_request_inside_the_window_is_allowed_under_the_grant_and_told_quietl
         resolve a2 allow-once under g-6aa8fbbe of 42
     "#]]);
     assert!(
-        sim.waiting.iter().all(|e| !matches!(e, Effect::Deliver { .. })),
+        sim.waiting
+            .iter()
+            .all(|e| !matches!(e, Effect::Deliver { .. })),
         "not prompted"
     );
     sim.resolve(Ok(()));
@@ -122,7 +154,10 @@ fn the_same_request_inside_the_window_is_allowed_under_the_grant_and_told_quietl
     let used = sim.store.audit_log(Some(&"a2".into())).unwrap();
     assert_eq!(
         used[1].detail["note"],
-        format!("allowed by grant {} of 42 until 1970-01-01 01:00:10 UTC", g.id)
+        format!(
+            "allowed by grant {} of 42 until 1970-01-01 01:00:10 UTC",
+            g.id
+        )
     );
     assert_eq!(sim.core.trust.grants[&g.id].uses, 1);
 }
@@ -165,7 +200,12 @@ fn one_byte_of_difference_or_a_request_after_the_window_is_prompted() {
 fn a_revoked_grant_covers_nothing_and_only_an_owner_can_revoke() {
     let mut sim = Sim::with_trust(&["1h"]);
     let g = sim.granted();
-    sim.answer(command(STRANGER, Request::Revoke { grant: g.id.clone() }));
+    sim.answer(command(
+        STRANGER,
+        Request::Revoke {
+            grant: g.id.clone(),
+        },
+    ));
     sim.check(expect![[r#"
         emit answered None by 666
         emit refused None by 666: not_allowed
@@ -176,13 +216,23 @@ fn a_revoked_grant_covers_nothing_and_only_an_owner_can_revoke() {
         emit answered None by 42
         notify cb:42: grants [g-6aa8fbbe(0 uses)]
     "#]]);
-    sim.answer(command(OWNER, Request::Revoke { grant: g.id.clone() }));
+    sim.answer(command(
+        OWNER,
+        Request::Revoke {
+            grant: g.id.clone(),
+        },
+    ));
     sim.check(expect![[r#"
         emit answered None by 42
         store revoked g-6aa8fbbe by 42
         notify cb:42: revoked g-6aa8fbbe already=false
     "#]]);
-    sim.answer(command(OWNER, Request::Revoke { grant: g.id.clone() }));
+    sim.answer(command(
+        OWNER,
+        Request::Revoke {
+            grant: g.id.clone(),
+        },
+    ));
     sim.answer(command(
         OWNER,
         Request::Revoke {
@@ -317,7 +367,10 @@ fn a_grant_whose_record_fails_is_not_made() {
     sim.take();
     sim.resolve(Ok(()));
     let log = sim.take();
-    assert!(log.contains("notify cb:42: allowed a1 once, grant not stored"), "{log}");
+    assert!(
+        log.contains("notify cb:42: allowed a1 once, grant not stored"),
+        "{log}"
+    );
     sim.store.set_full(false);
     assert!(sim.core.trust.grants.is_empty());
     sim.raise(exec("a2", "ls -la", 20_000));
