@@ -243,7 +243,23 @@ pub enum Notice {
     },
 }
 
+/// Most Revoke buttons one `/grants` answer carries (the list itself is not cut).
+pub const MAX_REVOKE_BUTTONS: usize = 10;
+
 impl Notice {
+    /// The grants this notice offers a Revoke button for: the first
+    /// [`MAX_REVOKE_BUTTONS`] of a `/grants` list.
+    pub fn revokes(&self) -> Vec<&GrantId> {
+        match self {
+            Notice::Grants(list) => list
+                .iter()
+                .take(MAX_REVOKE_BUTTONS)
+                .map(|g| &g.id)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Plain text for the responder; channels escape it for their markup.
     pub fn text(&self) -> String {
         match self {

@@ -20,8 +20,9 @@ use bridge::approval::{
 };
 use bridge::bulletin::{Bulletin, Problem};
 use bridge::channel::{
-    Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target, Via,
+    Answer, Channel, ChannelError, MessageRef, Notice, Reach, Refusal, Request, Target, Via, action,
 };
+use bridge::grant::GrantId;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::service_faults::{Faults, Moment};
@@ -36,6 +37,10 @@ pub struct PromptState {
     pub text: String,
     /// The choices its live buttons/reactions offer, in display order.
     pub decisions: Vec<Choice>,
+    /// The grants its Revoke buttons end, in display order.
+    pub revokes: Vec<GrantId>,
+    /// Sent so that the phone shows it without a sound.
+    pub silent: bool,
 }
 
 /// An adapter wired to a fake of its service.
@@ -54,6 +59,14 @@ pub trait Fixture {
     /// Whether a press names the approval's kind (a button payload's tag, which the engine
     /// checks against the approval's); a reaction names none.
     fn press_carries_kind(&self) -> bool {
+        true
+    }
+    /// Whether messages can carry buttons (Matrix has reactions on prompts only).
+    fn has_buttons(&self) -> bool {
+        true
+    }
+    /// Whether a message can be sent without a notification (Slack cannot).
+    fn sends_silently(&self) -> bool {
         true
     }
     /// `user` presses the button (or reaction) for `decision` on `prompt`.
@@ -704,6 +717,55 @@ pub async fn bulletins_are_posted_literally_and_edited_in_place<F: Fixture>(f: &
     }
 }
 
+/// A grant's use is told in one quiet line with a Revoke button (where the channel has
+/// them); pressing it, or typing `/revoke`, asks the engine to end that grant.
+pub async fn a_grant_use_is_told_quietly_with_its_revoke_button<F: Fixture>(f: &F) {
+    let ch = f.channel();
+    let mut running = Running::start(ch.clone());
+    let grant = GrantId::parse("g-1a2b3c4d").unwrap();
+    let used = Bulletin::GrantUsed {
+        grant: grant.clone(),
+        id: ApprovalId(uuid::Uuid::new_v4().to_string()),
+        command: "ls -la /srv/<b>app</b> @everyone".into(),
+        until_ms: 1_795_000_005_999,
+    };
+    let post = ch.post(&f.dm(), &used).await.expect("post");
+    let shown = f.prompt_state(&post).await;
+    assert_eq!(shown.text, used.text(), "the line reads literally");
+    assert!(shown.decisions.is_empty(), "it decides nothing");
+    assert_eq!(shown.silent, f.sends_silently(), "quiet where it can be");
+    let revokes = if f.has_buttons() {
+        vec![grant.clone()]
+    } else {
+        Vec::new()
+    };
+    assert_eq!(
+        shown.revokes, revokes,
+        "a Revoke button where there are buttons"
+    );
+    let alert = ch
+        .post(&f.dm(), &hostile_bulletin())
+        .await
+        .expect("post an alert");
+    assert!(!f.prompt_state(&alert).await.silent, "an alert notifies");
+
+    let revoke = Request::Revoke {
+        grant: grant.clone(),
+    };
+    if f.has_buttons() {
+        f.press_raw(&post, &f.owner(), &action::encode_revoke(&grant))
+            .await;
+        let a = running.next("the Revoke press").await;
+        owner_responder(f, &a);
+        assert_eq!(a.request, revoke);
+    }
+    f.type_in_dm(&f.owner(), &format!("/revoke {grant}")).await;
+    let a = running.next("/revoke typed").await;
+    owner_responder(f, &a);
+    assert_eq!(a.request, revoke);
+    running.stop().await;
+}
+
 /// How a call under an injected fault may end: done, or failed as transient (the engine
 /// retries those). A permanent error would leave an approval without a prompt, or a prompt
 /// with live buttons after it ended.
@@ -883,6 +945,7 @@ macro_rules! channel_conformance {
             duplicate_press_yields_two_answers,
             prompts_survive_a_restart,
             bulletins_are_posted_literally_and_edited_in_place,
+            a_grant_use_is_told_quietly_with_its_revoke_button,
         );
     };
     (@tests $fixture:expr; $($name:ident),* $(,)?) => {
@@ -896,10 +959,24 @@ macro_rules! channel_conformance {
     };
 }
 
-/// The choice a decoded prompt button stands for (a prompt carries no Revoke button).
-pub fn decided(a: bridge::channel::action::Action) -> Choice {
-    match a {
-        bridge::channel::action::Action::Decide { choice, .. } => choice,
-        other => panic!("a prompt button that decides nothing: {other:?}"),
+/// A message's decoded buttons, `(label, action)`, sorted into the choices they decide and
+/// the grants they revoke; each label must say what its button does.
+pub fn controls(
+    buttons: impl IntoIterator<Item = (String, bridge::channel::action::Action)>,
+) -> (Vec<Choice>, Vec<GrantId>) {
+    use bridge::channel::action::Action;
+    let (mut decisions, mut revokes) = (Vec::new(), Vec::new());
+    for (label, action) in buttons {
+        match action {
+            Action::Decide { choice, .. } => {
+                assert_eq!(label, choice.label(), "label matches the decision");
+                decisions.push(choice);
+            }
+            Action::RevokeGrant(grant) => {
+                assert_eq!(label, format!("Revoke {grant}"), "label names the grant");
+                revokes.push(grant);
+            }
+        }
     }
+    (decisions, revokes)
 }

@@ -93,6 +93,8 @@ pub struct Message {
     pub caption: Option<String>,
     pub edits: u32,
     pub sent_by_bot: bool,
+    /// Sent with `disable_notification`: the phone shows it without a sound.
+    pub silent: bool,
 }
 
 impl Message {
@@ -365,6 +367,7 @@ impl FakeTelegram {
                 caption: None,
                 edits: 0,
                 sent_by_bot: false,
+                silent: false,
             },
         );
         self.push_update(&mut inner, "message", msg);
@@ -879,6 +882,7 @@ fn send_message(s: &Shared, inner: &mut TelegramState, p: &Value) -> ApiResult {
         caption: None,
         edits: 0,
         sent_by_bot: true,
+        silent: p["disable_notification"].as_bool().unwrap_or(false),
     };
     let out = message_json(&m, &s.api.bot, bot_chat(chat));
     inner.messages.insert((chat, mid), m);
@@ -925,6 +929,7 @@ fn send_document(s: &Shared, inner: &mut TelegramState, p: &Value) -> ApiResult 
         caption: (!caption.is_empty()).then_some(caption),
         edits: 0,
         sent_by_bot: true,
+        silent: p["disable_notification"].as_bool().unwrap_or(false),
     };
     let out = message_json(&m, &s.api.bot, bot_chat(chat));
     inner.messages.insert((chat, mid), m);

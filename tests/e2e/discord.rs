@@ -12,7 +12,7 @@ use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Request, Target};
 use channels::discord::{Discord, DiscordConfig, Options, Reply, codec};
 use testkit::conformance::{
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, controls, down,
     hostile_bulletin,
 };
 use testkit::fake_discord::{FakeDiscord, User};
@@ -127,18 +127,17 @@ impl Fixture for DiscordFixture {
 
     async fn prompt_state(&self, prompt: &MessageRef) -> PromptState {
         let m = self.fake.message(&prompt.message).expect("prompt exists");
-        let decisions = m
-            .buttons()
-            .into_iter()
-            .map(|(label, id, _)| {
-                let d = decided(codec::decode(&id).expect("our buttons decode"));
-                assert_eq!(label, d.label(), "label matches the decision");
-                d
-            })
-            .collect();
+        let (decisions, revokes) = controls(
+            m.buttons()
+                .into_iter()
+                .map(|(label, id, _)| (label, codec::decode(&id).expect("our buttons decode"))),
+        );
         PromptState {
             text: m.text(),
             decisions,
+            revokes,
+            // SUPPRESS_NOTIFICATIONS
+            silent: m.flags & (1 << 12) != 0,
         }
     }
 

@@ -19,3 +19,4 @@ mod secrets;
 mod slack;
 mod storage_faults;
 mod telegram;
+mod trust;

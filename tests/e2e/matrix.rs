@@ -64,6 +64,8 @@ pub(crate) struct Seen {
     pub(crate) html: String,
     /// The bot's live reactions, in order.
     pub(crate) keys: Vec<String>,
+    /// An `m.notice`, which clients do not notify for.
+    pub(crate) notice: bool,
 }
 
 /// The prompt `event` (or the bot's prompt for approval `id`) as `user` sees it now; waits
@@ -124,6 +126,7 @@ pub(crate) async fn seen(
                 body,
                 html,
                 keys,
+                notice: p["content"]["msgtype"] == "m.notice",
             };
         }
         if Instant::now() > deadline {
@@ -244,6 +247,11 @@ impl Fixture for MatrixFixture {
         false
     }
 
+    /// Only prompts carry reactions to press; a grant's use line says `/revoke <id>`.
+    fn has_buttons(&self) -> bool {
+        false
+    }
+
     fn channel(&self) -> Arc<dyn Channel> {
         self.channel.clone()
     }
@@ -303,6 +311,8 @@ impl Fixture for MatrixFixture {
         PromptState {
             text: s.body,
             decisions,
+            revokes: Vec::new(),
+            silent: s.notice,
         }
     }
 

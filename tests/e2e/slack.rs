@@ -13,7 +13,7 @@ use bridge::channel::{
 };
 use channels::slack::{Options, Reply, Slack, SlackConfig, codec};
 use testkit::conformance::{
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, controls, down,
     hostile_bulletin,
 };
 use testkit::fake_slack::{self, FakeSlack};
@@ -92,6 +92,11 @@ impl FaultyFixture for SlackFixture {
 }
 
 impl Fixture for SlackFixture {
+    /// Slack has no silent send: every message notifies as the user's settings say.
+    fn sends_silently(&self) -> bool {
+        false
+    }
+
     fn channel(&self) -> Arc<dyn Channel> {
         self.channel.clone()
     }
@@ -152,18 +157,15 @@ impl Fixture for SlackFixture {
 
     async fn prompt_state(&self, prompt: &MessageRef) -> PromptState {
         let m = self.message(prompt);
-        let decisions = m
-            .buttons()
-            .into_iter()
-            .map(|b| {
-                let d = decided(codec::decode(&b.action_id, &b.value).expect("our buttons decode"));
-                assert_eq!(b.label, d.label(), "label matches the decision");
-                d
-            })
-            .collect();
+        let (decisions, revokes) = controls(m.buttons().into_iter().map(|b| {
+            let action = codec::decode(&b.action_id, &b.value).expect("our buttons decode");
+            (b.label, action)
+        }));
         PromptState {
             text: seen(&m.text),
             decisions,
+            revokes,
+            silent: false,
         }
     }
 

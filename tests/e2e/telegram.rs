@@ -10,7 +10,7 @@ use bridge::bulletin::Bulletin;
 use bridge::channel::{Answer, Channel, MessageRef, Notice, Reach, Refusal, Request, Target};
 use channels::telegram::{Options, Reply, Telegram, TelegramConfig, codec};
 use testkit::conformance::{
-    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, decided, down,
+    FaultyFixture, Fixture, PromptState, ReachLog, Running, approval, controls, down,
 };
 use testkit::fake_telegram::FakeTelegram;
 use testkit::service_faults::Faults;
@@ -134,18 +134,16 @@ impl Fixture for TelegramFixture {
     async fn prompt_state(&self, prompt: &MessageRef) -> PromptState {
         let (chat, mid) = Self::ids(prompt);
         let m = self.fake.message(chat, mid).expect("prompt exists");
-        let decisions = m
-            .buttons()
-            .into_iter()
-            .map(|(label, data)| {
-                let d = decided(codec::decode(&data).expect("our buttons decode"));
-                assert_eq!(label, d.label(), "label matches the decision");
-                d
-            })
-            .collect();
+        let (decisions, revokes) = controls(
+            m.buttons()
+                .into_iter()
+                .map(|(label, data)| (label, codec::decode(&data).expect("our buttons decode"))),
+        );
         PromptState {
             text: m.text,
             decisions,
+            revokes,
+            silent: m.silent,
         }
     }
 

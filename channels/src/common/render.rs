@@ -4,6 +4,8 @@
 //! stay in each `render.rs`.
 
 use bridge::approval::{Approval, Decision, Kind, Outcome};
+use bridge::channel::action;
+use bridge::grant::GrantId;
 use bridge::time::{clock, span};
 
 /// The emoji and the name that head a prompt of this kind, each service marking them up
@@ -21,6 +23,15 @@ pub fn kind_title(kind: Kind) -> (&'static str, &'static str) {
 pub fn decision_words(a: &Approval) -> String {
     let words: Vec<String> = a.choices().iter().map(|c| c.token()).collect();
     words.join("|")
+}
+
+/// A Revoke button per grant, as `(label, payload)`: what each channel renders in its own
+/// markup on a grant's use line and under `/grants`.
+pub fn revoke_buttons<'a>(grants: impl IntoIterator<Item = &'a GrantId>) -> Vec<(String, String)> {
+    grants
+        .into_iter()
+        .map(|g| (format!("Revoke {g}"), action::encode_revoke(g)))
+        .collect()
 }
 
 /// The icon before an outcome: ⛔ denied, ✅ allowed, ⌛ expired, ⚪ gone, 🚫 denied for lack

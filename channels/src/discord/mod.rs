@@ -48,6 +48,8 @@ pub const NAME: &str = "discord";
 const MAX_CONTENT: usize = 2000;
 /// Ephemeral message flag.
 const EPHEMERAL: u64 = 1 << 6;
+/// Message flag SUPPRESS_NOTIFICATIONS: delivered without a push or a sound.
+const SILENT: u64 = 1 << 12;
 /// Interaction response type: acknowledge a component press, edit nothing yet.
 const DEFERRED_UPDATE_MESSAGE: u64 = 6;
 
@@ -476,12 +478,16 @@ impl Channel for Discord {
         let content = render::escape_capped(&bulletin.text(), MAX_CONTENT);
         // One nonce per post: a retry of this call whose answer was lost gets the message
         // Discord already made; another post is another message (and another notification).
-        let body = json!({
+        let mut body = json!({
             "content": content,
+            "components": render::revoke_rows(bulletin.revokes()),
             "allowed_mentions": allowed_mentions_none(),
             "nonce": nonce_of(&uuid::Uuid::new_v4().to_string(), target),
             "enforce_nonce": true,
         });
+        if bulletin.quiet() {
+            body["flags"] = json!(SILENT);
+        }
         self.send_message(target, &channel, &body).await
     }
 
@@ -507,13 +513,14 @@ impl Channel for Discord {
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
         let content = notice_content(notice);
+        let components = render::revoke_rows(notice.revokes());
         let reply = to.handle::<Reply>().ok_or_else(|| {
             ChannelError::Permanent(format!("not a Discord reply handle: {to:?}"))
         })?;
         match reply {
             Reply::Interaction { application, token } => {
                 // Follow-up to the deferred press: ephemeral, only the presser sees it.
-                let body = json!({"content": content, "flags": EPHEMERAL, "allowed_mentions": allowed_mentions_none()});
+                let body = json!({"content": content, "components": components, "flags": EPHEMERAL, "allowed_mentions": allowed_mentions_none()});
                 self.rest
                     .call(
                         Method::POST,
@@ -525,8 +532,7 @@ impl Channel for Discord {
                     .await
             }
             Reply::Channel { channel, reply_to } => {
-                let mut body =
-                    json!({"content": content, "allowed_mentions": allowed_mentions_none()});
+                let mut body = json!({"content": content, "components": components, "allowed_mentions": allowed_mentions_none()});
                 if let Some(reply_to) = reply_to {
                     body["message_reference"] =
                         json!({"message_id": reply_to, "fail_if_not_exists": false});

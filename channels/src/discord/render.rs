@@ -9,9 +9,12 @@
 //! of the unescaped text, never inside an escape, within Discord's embed limits.
 
 use bridge::approval::{Approval, Choice, Decision, Kind, Outcome};
+use bridge::grant::GrantId;
 use serde_json::{Value, json};
 
-use crate::common::render::{deadline, decision_words, icon, kind_title, plausible_now, utc};
+use crate::common::render::{
+    deadline, decision_words, icon, kind_title, plausible_now, revoke_buttons, utc,
+};
 
 /// Discord's limits on an embed, in characters.
 pub const MAX_DESCRIPTION: usize = 4096;
@@ -280,6 +283,18 @@ pub fn components(a: &Approval) -> Result<Value, super::codec::CodecError> {
         rows.push(json!({"type": 1, "components": timed}));
     }
     Ok(Value::Array(rows))
+}
+
+/// A red Revoke button per grant, five to an action row (none: no rows).
+pub fn revoke_rows<'a>(grants: impl IntoIterator<Item = &'a GrantId>) -> Vec<Value> {
+    let buttons: Vec<Value> = revoke_buttons(grants)
+        .into_iter()
+        .map(|(label, id)| json!({"type": 2, "style": 4, "label": label, "custom_id": id}))
+        .collect();
+    buttons
+        .chunks(5)
+        .map(|row| json!({"type": 1, "components": row}))
+        .collect()
 }
 
 /// Allow once: success (green), Allow always: primary (blurple), Deny: danger (red), a

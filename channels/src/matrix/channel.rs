@@ -209,7 +209,7 @@ impl Channel for Matrix {
         })?;
         let client = self.client().await?;
         let room = self.rooms.joined_dm(client, &owner, None).await?;
-        let event_id = send::bulletin(&room, &bulletin.text()).await?;
+        let event_id = send::bulletin(&room, &bulletin.text(), bulletin.quiet()).await?;
         Ok(MessageRef {
             target: target.clone(),
             message: message_ref(room.room_id(), event_id.as_str()),

@@ -112,11 +112,20 @@ async fn still_there(room: &Room, event: &OwnedEventId) -> Result<(), ChannelErr
     }
 }
 
-/// Posts a bulletin's plain `text` as an `m.text` message (not a notice: clients notify
-/// for it); its event id.
-pub(super) async fn bulletin(room: &Room, text: &str) -> Result<OwnedEventId, ChannelError> {
+/// Posts a bulletin's plain `text` as an `m.text` message, which clients notify for, or
+/// when `quiet` as an `m.notice`, which the default push rule `.m.rule.suppress_notices`
+/// keeps silent; its event id.
+pub(super) async fn bulletin(
+    room: &Room,
+    text: &str,
+    quiet: bool,
+) -> Result<OwnedEventId, ChannelError> {
+    let mut content = plain_content(text);
+    if quiet {
+        content["msgtype"] = json!("m.notice");
+    }
     let sent = room
-        .send_raw("m.room.message", plain_content(text))
+        .send_raw("m.room.message", content)
         .await
         .map_err(classify)?;
     Ok(sent.response.event_id)

@@ -355,8 +355,12 @@ impl Channel for Slack {
         }
         let channel = self.open_dm(&target.chat).await?;
         let text = render::escape_capped(&bulletin.text(), render::MAX_TEXT_CHARS);
-        let body =
+        let mut body =
             json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
+        // Slack has no silent send: a quiet bulletin notifies like any other message.
+        if let Some(blocks) = render::with_revoke_buttons(&bulletin.text(), bulletin.revokes()) {
+            body["blocks"] = blocks;
+        }
         let v = self
             .api
             .call(
@@ -397,7 +401,8 @@ impl Channel for Slack {
         let reply = to
             .handle::<Reply>()
             .ok_or_else(|| ChannelError::Permanent(format!("not a Slack reply handle: {to:?}")))?;
-        let (method, channel, body) = match reply {
+        let blocks = render::with_revoke_buttons(&notice.text(), notice.revokes());
+        let (method, channel, mut body) = match reply {
             Reply::Ephemeral { channel, user, .. } => (
                 "chat.postEphemeral",
                 channel,
@@ -409,6 +414,9 @@ impl Channel for Slack {
                 json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false}),
             ),
         };
+        if let Some(blocks) = blocks {
+            body["blocks"] = blocks;
+        }
         self.api
             .call(method, Token::Bot, Some(channel), Body::Json(body))
             .await

@@ -11,10 +11,11 @@
 //! per context element), with an ellipsis and a note of how much was shown.
 
 use bridge::approval::{Approval, Choice, Decision, Kind, Outcome};
+use bridge::grant::GrantId;
 use serde_json::{Value, json};
 
 use super::codec;
-use crate::common::render::{decision_words, expires, icon, kind_title, utc};
+use crate::common::render::{decision_words, expires, icon, kind_title, revoke_buttons, utc};
 
 /// Slack's limit on a section's text.
 pub const MAX_SECTION_CHARS: usize = 3000;
@@ -110,6 +111,32 @@ fn mrkdwn(text: String) -> Value {
 
 fn section(text: String) -> Value {
     json!({"type": "section", "text": mrkdwn(text)})
+}
+
+/// Blocks for a plain `text` with a red Revoke button per grant under it; `None` when
+/// there are no grants (the message is its `text` alone).
+pub fn with_revoke_buttons<'a>(
+    text: &str,
+    grants: impl IntoIterator<Item = &'a GrantId>,
+) -> Option<Value> {
+    let buttons: Vec<Value> = revoke_buttons(grants)
+        .into_iter()
+        .map(|(label, data)| {
+            json!({
+                "type": "button",
+                "text": {"type": "plain_text", "text": label, "emoji": false},
+                "action_id": data,
+                "value": data,
+                "style": "danger",
+            })
+        })
+        .collect();
+    (!buttons.is_empty()).then(|| {
+        json!([
+            section(escape_capped(text, MAX_SECTION_CHARS)),
+            {"type": "actions", "block_id": "grant_actions", "elements": buttons},
+        ])
+    })
 }
 
 /// Renders an approval prompt (or its finished form).

@@ -30,6 +30,7 @@ use bridge::channel::{
     Answer, Channel, ChannelError, DigestRow, Digests, MessageRef, Notice, Reach, Refresh, ReplyTo,
     RestartSweep, SendSlot, Target,
 };
+use bridge::grant::GrantId;
 use bridge::retry::{Backoff, CallPolicy};
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
@@ -48,7 +49,7 @@ pub use receive::Reply;
 use send::Dest;
 
 use crate::common::reach::ReachCell;
-use crate::common::section;
+use crate::common::{render::revoke_buttons, section};
 
 /// The channel's name, also `Target::channel` and `Responder::channel`.
 pub const NAME: &str = "telegram";
@@ -168,6 +169,17 @@ impl Telegram {
             rows.push(timed.into_iter().map(button).collect::<Result<_, _>>()?);
         }
         Ok(InlineKeyboardMarkup::new(rows))
+    }
+
+    /// A Revoke button a row for `grants`, or no keyboard when there are none.
+    fn revoke_keyboard<'a>(
+        grants: impl IntoIterator<Item = &'a GrantId>,
+    ) -> Option<InlineKeyboardMarkup> {
+        let rows: Vec<Vec<InlineKeyboardButton>> = revoke_buttons(grants)
+            .into_iter()
+            .map(|(label, data)| vec![InlineKeyboardButton::callback(label, data)])
+            .collect();
+        (!rows.is_empty()).then(|| InlineKeyboardMarkup::new(rows))
     }
 
     /// The digest's text as of `now_ms` (its pending rows' time left) and its buttons.
@@ -463,6 +475,7 @@ impl Channel for Telegram {
         }
         if let Reply::Chat { chat, reply_to } = *reply {
             let reply_to = reply_to.map(MessageId);
+            let keyboard = Self::revoke_keyboard(notice.revokes());
             // Plain text (no parse mode): nothing in it can be read as markup.
             return self
                 .throttle
@@ -471,6 +484,9 @@ impl Channel for Telegram {
                         .bot
                         .send_message(ChatId(chat), text.clone())
                         .link_preview_options(Self::link_preview_off());
+                    if let Some(k) = &keyboard {
+                        req = req.reply_markup(k.clone());
+                    }
                     if let Some(m) = reply_to {
                         req = req.reply_parameters(
                             ReplyParameters::new(m).allow_sending_without_reply(),
@@ -489,14 +505,20 @@ impl Channel for Telegram {
     async fn post(&self, target: &Target, bulletin: &Bulletin) -> Result<MessageRef, ChannelError> {
         let chat = Self::chat_id(&target.chat)?;
         let text = bulletin.text();
+        let keyboard = Self::revoke_keyboard(bulletin.revokes());
         // Plain text (no parse mode): nothing in it can be read as markup.
         let msg = self
             .throttle
             .call(Dest::Chat(chat), "sendMessage", || {
-                self.bot
+                let mut req = self
+                    .bot
                     .send_message(ChatId(chat), text.clone())
                     .link_preview_options(Self::link_preview_off())
-                    .send()
+                    .disable_notification(bulletin.quiet());
+                if let Some(k) = &keyboard {
+                    req = req.reply_markup(k.clone());
+                }
+                req.send()
             })
             .await
             .map_err(|e| self.throttle.classify(e))?;
