@@ -322,6 +322,46 @@ fn table<A: Arena>(
             text: format!("/approve {f}:allow-once"),
         },
     ));
+    // Owner-held trust: a time-boxed allow or a grant's Revoke is the owner's alone, and a
+    // window the prompt does not offer is no window at all.
+    t.push((
+        "stranger presses the offered allow-1h".into(),
+        press(
+            Who::Stranger,
+            Place::Dm,
+            On::Full,
+            format!("exec_approve:{f}:allow-1h"),
+        ),
+    ));
+    for window in ["allow-7h", "allow-25h", "allow-0m", "allow-1h30m"] {
+        t.push((
+            format!("owner presses a window not offered: {window}"),
+            press(
+                Who::Owner,
+                Place::Dm,
+                On::Full,
+                format!("exec_approve:{f}:{window}"),
+            ),
+        ));
+    }
+    t.push((
+        "stranger presses a grant's Revoke".into(),
+        press(
+            Who::Stranger,
+            Place::Dm,
+            On::Full,
+            "grant_revoke:g-1a2b3c4d".into(),
+        ),
+    ));
+    for text in ["/grants", "/revoke g-1a2b3c4d"] {
+        t.push((
+            format!("stranger types {text}"),
+            Attack::Type {
+                who: Who::Stranger,
+                text: text.into(),
+            },
+        ));
+    }
     t.extend(lookalike_approves(ids, Who::Owner));
     t.extend(lookalike_approves(ids, Who::Stranger));
     t
@@ -566,6 +606,12 @@ async fn run<A: Arena>(arena: &mut A) {
         tally
             .unauthorized
             .push(format!("{on_full} resolutions of the attacked approval"));
+    }
+    // Nobody pressed a time-boxed allow but attackers: no grant may exist.
+    for r in log.iter().filter(|r| r.event == "grant_created") {
+        tally
+            .unauthorized
+            .push(format!("grant made by {:?}: {:?}", r.actor, r.detail));
     }
     let refused: Vec<&AuditRecord> = log.iter().filter(|r| r.event == "refused").collect();
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
