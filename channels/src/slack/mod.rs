@@ -354,11 +354,12 @@ impl Channel for Slack {
             )));
         }
         let channel = self.open_dm(&target.chat).await?;
-        let text = render::escape_capped(&bulletin.text(), render::MAX_TEXT_CHARS);
+        let plain = bulletin.text();
+        let text = render::escape_capped(&plain, render::MAX_TEXT_CHARS);
         let mut body =
             json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
         // Slack has no silent send: a quiet bulletin notifies like any other message.
-        if let Some(blocks) = render::with_revoke_buttons(&bulletin.text(), bulletin.revokes()) {
+        if let Some(blocks) = render::with_revoke_buttons(&plain, bulletin.revokes()) {
             body["blocks"] = blocks;
         }
         let v = self
@@ -397,11 +398,12 @@ impl Channel for Slack {
     }
 
     async fn notify(&self, to: &ReplyTo, notice: &Notice) -> Result<(), ChannelError> {
-        let text = render::escape(&notice.text());
+        let plain = notice.text();
+        let text = render::escape(&plain);
         let reply = to
             .handle::<Reply>()
             .ok_or_else(|| ChannelError::Permanent(format!("not a Slack reply handle: {to:?}")))?;
-        let blocks = render::with_revoke_buttons(&notice.text(), notice.revokes());
+        let blocks = render::with_revoke_buttons(&plain, notice.revokes());
         let (method, channel, mut body) = match reply {
             Reply::Ephemeral { channel, user, .. } => (
                 "chat.postEphemeral",
